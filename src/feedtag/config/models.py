@@ -1,0 +1,219 @@
+"""Strict configuration models: unknown keys rejected, every field described and bounded.
+
+Validation has no side effects: nothing is opened, created or written. Camera URLs are
+parsed into :class:`~feedtag.urls.CameraUrl` here, so a hostile URL is rejected before any
+stage sees it. Local files are resolved against ``media_root``, which the loader passes in
+the validation context (``{"media_root": Path}``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    SecretStr,
+    ValidationInfo,
+    WithJsonSchema,
+    model_validator,
+)
+
+from feedtag.errors import SourceRejected
+from feedtag.urls import CameraUrl
+
+CAMERA_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+def _validate_camera_url(value: Any, info: ValidationInfo) -> CameraUrl:
+    if isinstance(value, CameraUrl):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"expected a URL string, got {type(value).__name__}")
+    context = info.context if isinstance(info.context, dict) else {}
+    media_root = context.get("media_root")
+    username = info.data.get("username")
+    password = info.data.get("password")
+    try:
+        return CameraUrl.parse(value, media_root=media_root, username=username, password=password)
+    except SourceRejected as exc:
+        # The message names the problem, never the URL: it may hold a password.
+        raise ValueError(str(exc)) from None
+
+
+CameraUrlField = Annotated[
+    CameraUrl,
+    PlainValidator(_validate_camera_url),
+    PlainSerializer(lambda url: url.masked(), return_type=str),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "description": "rtsp://, rtsps://, http(s):// (MJPEG, HLS, MP4) or a file path "
+            "under media_root",
+        }
+    ),
+]
+
+
+class CameraConfig(StrictModel):
+    """One camera."""
+
+    id: str = Field(
+        pattern=CAMERA_ID_PATTERN,
+        description="Unique camera id: letters, digits, '_', '.', '-'; at most 64 characters.",
+    )
+    name: str | None = Field(
+        default=None, max_length=200, description="Display name; defaults to the id."
+    )
+    enabled: bool = Field(default=True, description="Set false to keep a camera but not run it.")
+    username: str | None = Field(
+        default=None,
+        max_length=256,
+        description="User name for the camera, if not given in the URL.",
+    )
+    password: SecretStr | None = Field(
+        default=None,
+        max_length=1024,
+        description="Password for the camera, if not given in the URL. Never logged.",
+    )
+    url: CameraUrlField = Field(description="Where to read the camera from.")
+    analysis_fps: float = Field(
+        default=1.0,
+        gt=0,
+        le=30,
+        description="Frames per second to analyse. When the stream's keyframe interval is at "
+        "most 1/analysis_fps, only keyframes are decoded.",
+    )
+    analysis_width: int = Field(
+        default=640, ge=32, le=3840, description="Width analysed frames are scaled to."
+    )
+    analysis_height: int | None = Field(
+        default=None,
+        ge=32,
+        le=2160,
+        description="Height analysed frames are scaled to; default keeps the aspect ratio.",
+    )
+    decode: Literal["auto", "all"] = Field(
+        default="auto",
+        description="'auto': decode only keyframes when they come often enough for "
+        "analysis_fps, else decode all and sample; 'all': always decode every frame.",
+    )
+    rtsp_transport: Literal["tcp", "udp"] = Field(
+        default="tcp", description="RTSP transport. TCP survives lossy networks and NAT."
+    )
+    open_timeout_s: float = Field(
+        default=10.0, gt=0, le=120, description="Give up opening after this many seconds."
+    )
+    read_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=120,
+        description="Give up a read that receives no bytes for this many seconds.",
+    )
+    stall_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="Watchdog: no decoded frame for this long counts as a stall, even while "
+        "bytes still arrive.",
+    )
+    loop: bool = Field(default=False, description="Files only: start again at the end.")
+    realtime: bool = Field(
+        default=True,
+        description="Files only: read at the stream's own pace, like a live camera.",
+    )
+
+    @model_validator(mode="after")
+    def _check_file_options(self) -> Self:
+        if self.loop and not self.url.is_file:
+            raise ValueError("loop applies to local files only")
+        if self.stall_timeout_s < self.read_timeout_s:
+            raise ValueError("stall_timeout_s must be at least read_timeout_s")
+        return self
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.id
+
+
+class ReconnectConfig(StrictModel):
+    """How a failed camera is retried."""
+
+    initial_backoff_s: float = Field(
+        default=1.0, gt=0, le=60, description="First wait after a failure."
+    )
+    max_backoff_s: float = Field(
+        default=30.0, gt=0, le=3600, description="Longest wait between attempts."
+    )
+    multiplier: float = Field(default=2.0, ge=1, le=10, description="Backoff growth per failure.")
+    jitter: float = Field(
+        default=0.2, ge=0, le=1, description="Random spread, as a fraction of each wait."
+    )
+    restart_budget: int = Field(
+        default=20,
+        ge=1,
+        le=10_000,
+        description="At most this many reconnects within restart_window_s ...",
+    )
+    restart_window_s: float = Field(
+        default=600.0, gt=0, le=86_400, description="... after which the camera cools down."
+    )
+    cooldown_s: float = Field(
+        default=300.0, ge=0, le=86_400, description="Wait when the restart budget is spent."
+    )
+
+    @model_validator(mode="after")
+    def _check_order(self) -> Self:
+        if self.max_backoff_s < self.initial_backoff_s:
+            raise ValueError("max_backoff_s must be at least initial_backoff_s")
+        return self
+
+
+class EngineConfig(StrictModel):
+    """The node engine."""
+
+    queue_size: int = Field(
+        default=2,
+        ge=1,
+        le=100,
+        description="Decoded frames held per camera; when full the oldest is dropped.",
+    )
+    status_interval_s: float = Field(
+        default=2.0, gt=0, le=3600, description="How often `feedtag run` prints status."
+    )
+
+
+class FeedtagConfig(StrictModel):
+    """The whole feedtag configuration file."""
+
+    media_root: Path | None = Field(
+        default=None,
+        description="Directory local video files must be inside. Without it, files are refused.",
+    )
+    engine: EngineConfig = Field(default_factory=EngineConfig, description="Node engine.")
+    reconnect: ReconnectConfig = Field(
+        default_factory=ReconnectConfig, description="Reconnect policy for all cameras."
+    )
+    cameras: list[CameraConfig] = Field(
+        default_factory=list, max_length=10_000, description="The cameras to run."
+    )
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> Self:
+        first_index: dict[str, int] = {}
+        for index, camera in enumerate(self.cameras):
+            if camera.id in first_index:
+                raise ValueError(
+                    f"cameras[{index}].id: camera id {camera.id!r} is already used by "
+                    f"cameras[{first_index[camera.id]}]"
+                )
+            first_index[camera.id] = index
+        return self

@@ -1,0 +1,143 @@
+"""Value types that the stages of feedtag hand each other, validated on construction.
+
+A wrong shape or type fails at the boundary where it was made, with "expected X, got Y",
+instead of three stages later.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+
+def _expect(condition: bool, what: str, got: object) -> None:
+    if not condition:
+        raise ValueError(f"expected {what}, got {got!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One analysed frame of one camera: an RGB ``uint8`` image of shape ``(H, W, 3)``.
+
+    ``pts_s`` is stream time in seconds (monotonic within a connection, continuing across
+    loops of a file); ``wall_time`` is ``time.time()`` when it was decoded.
+
+    >>> import numpy as np
+    >>> Frame("door", 0, 0.0, 1.7e9, np.zeros((2, 4, 3), np.uint8), keyframe=True).size
+    (4, 2)
+    """
+
+    camera_id: str
+    index: int
+    pts_s: float
+    wall_time: float
+    image: npt.NDArray[np.uint8]
+    keyframe: bool = False
+
+    def __post_init__(self) -> None:
+        _expect(bool(self.camera_id), "a non-empty camera_id", self.camera_id)
+        _expect(self.index >= 0, "index >= 0", self.index)
+        image = self.image
+        _expect(isinstance(image, np.ndarray), "image as numpy.ndarray", type(image).__name__)
+        _expect(image.dtype == np.uint8, "image dtype uint8", str(image.dtype))
+        _expect(image.ndim == 3 and image.shape[2] == 3, "image shape (H, W, 3)", image.shape)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(width, height)`` of the image."""
+        return int(self.image.shape[1]), int(self.image.shape[0])
+
+
+class CameraState(enum.StrEnum):
+    """Where a camera's ingest stands."""
+
+    CONNECTING = "connecting"  # opening, no frame yet since start or since a clean reconnect
+    ONLINE = "online"  # decoded frames are arriving
+    STALLED = "stalled"  # connected, but no decoded frame within the watchdog bound
+    OFFLINE = "offline"  # disconnected or failed to open; retrying with backoff
+    STOPPED = "stopped"  # stopped on purpose, or a non-looping file reached its end
+
+
+class DecodeMode(enum.StrEnum):
+    """How frames are decoded; chosen per camera from the measured keyframe interval."""
+
+    MEASURING = "measuring"  # keyframe interval not known yet: decode all, sample
+    KEYFRAMES = "keyframes"  # only keyframes are decoded (skip_frame=NONKEY)
+    SAMPLED = "sampled"  # every frame decoded, only sampled frames converted
+
+
+@dataclass(frozen=True, slots=True)
+class IngestCounters:
+    """Monotonic counters of one camera since it was added."""
+
+    packets: int = 0
+    bytes: int = 0
+    frames_decoded: int = 0
+    frames_analysed: int = 0
+    frames_dropped: dict[str, int] = field(default_factory=dict)
+    decode_errors: int = 0
+    reconnects: int = 0
+    stalls: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("packets", "bytes", "frames_decoded", "frames_analysed"):
+            value = getattr(self, name)
+            _expect(isinstance(value, int) and value >= 0, f"{name} as int >= 0", value)
+
+
+@dataclass(frozen=True, slots=True)
+class CameraStatus:
+    """A snapshot of one camera, safe to print or serve: ``url`` is the masked form."""
+
+    camera_id: str
+    url: str
+    state: CameraState
+    reason: str
+    since: float
+    mode: DecodeMode
+    keyframe_interval_s: float | None
+    decoded_fps: float
+    analysed_fps: float
+    codec: str | None
+    width: int | None
+    height: int | None
+    counters: IngestCounters
+    next_retry_in_s: float | None = None
+
+    def __post_init__(self) -> None:
+        _expect(isinstance(self.state, CameraState), "state as CameraState", self.state)
+        _expect(isinstance(self.mode, DecodeMode), "mode as DecodeMode", self.mode)
+        _expect(self.decoded_fps >= 0 and self.analysed_fps >= 0, "fps >= 0", self.decoded_fps)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        counters = self.counters
+        return {
+            "camera_id": self.camera_id,
+            "url": self.url,
+            "state": self.state.value,
+            "reason": self.reason,
+            "since": self.since,
+            "mode": self.mode.value,
+            "keyframe_interval_s": self.keyframe_interval_s,
+            "decoded_fps": round(self.decoded_fps, 3),
+            "analysed_fps": round(self.analysed_fps, 3),
+            "codec": self.codec,
+            "width": self.width,
+            "height": self.height,
+            "next_retry_in_s": self.next_retry_in_s,
+            "counters": {
+                "packets": counters.packets,
+                "bytes": counters.bytes,
+                "frames_decoded": counters.frames_decoded,
+                "frames_analysed": counters.frames_analysed,
+                "frames_dropped": dict(counters.frames_dropped),
+                "decode_errors": counters.decode_errors,
+                "reconnects": counters.reconnects,
+                "stalls": counters.stalls,
+            },
+        }

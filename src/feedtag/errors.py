@@ -1,0 +1,156 @@
+"""One exception tree for feedtag.
+
+::
+
+    FeedtagError
+     ├── ConfigError              bad configuration (every problem, each with its field path)
+     ├── SourceError              a camera could not be opened or read
+     │    ├── SourceRejected      the URL failed validation; nothing was opened
+     │    ├── SourceTimeout       open or read gave no answer within the bound
+     │    ├── SourceRefused       connection refused or host unreachable
+     │    ├── SourceNotFound      wrong path, 404, no such stream
+     │    ├── SourceUnauthorized  401/403: credentials missing or wrong
+     │    ├── SourceInvalidData   the bytes are not a stream FFmpeg understands
+     │    ├── SourceEnded         a live source closed its stream
+     │    └── SourceStalled       bytes may arrive, but no frame was decoded for too long
+     ├── DecodeError              a packet or frame could not be decoded
+     ├── DetectorError            inference failed (vision layer)
+     └── StoreError               the store could not be written or read
+
+Library errors are translated where they enter feedtag (see :func:`source_error_from_av`).
+Messages never carry credentials: callers pass the *masked* URL, and the original PyAV
+exception, whose text includes the raw URL, is never chained.
+"""
+
+from __future__ import annotations
+
+import errno as errno_codes
+from typing import Any
+
+
+class FeedtagError(Exception):
+    """Base of every error feedtag raises on purpose."""
+
+
+class ConfigError(FeedtagError):
+    """The configuration is invalid. ``problems`` lists ``(field_path, message)`` pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]], source: str = "config") -> None:
+        self.problems = problems
+        self.source = source
+        lines = [f"{path}: {message}" if path else message for path, message in problems]
+        super().__init__(f"{source} is invalid:\n  " + "\n  ".join(lines))
+
+
+class SourceError(FeedtagError):
+    """A camera source failed. ``url`` is always the masked form."""
+
+    #: a short machine-readable reason, shown in camera status
+    reason = "source error"
+
+    def __init__(self, message: str, url: str = "") -> None:
+        self.url = url
+        super().__init__(f"{message} ({url})" if url else message)
+
+
+class SourceRejected(SourceError):
+    reason = "rejected"
+
+
+class SourceTimeout(SourceError):
+    reason = "timeout"
+
+
+class SourceRefused(SourceError):
+    reason = "refused"
+
+
+class SourceNotFound(SourceError):
+    reason = "not found"
+
+
+class SourceUnauthorized(SourceError):
+    reason = "unauthorized"
+
+
+class SourceInvalidData(SourceError):
+    reason = "invalid data"
+
+
+class SourceEnded(SourceError):
+    reason = "ended"
+
+
+class SourceStalled(SourceError):
+    reason = "stalled"
+
+
+class DecodeError(FeedtagError):
+    """A packet or frame could not be decoded."""
+
+
+class DetectorError(FeedtagError):
+    """Inference failed."""
+
+
+class StoreError(FeedtagError):
+    """The store could not be written or read."""
+
+
+# FFmpeg reports HTTP and RTSP status codes as its own tagged error codes; PyAV maps them to
+# classes named after them. Table: (PyAV class name, feedtag class, message).
+_AV_CLASS_TABLE: dict[str, tuple[type[SourceError], str]] = {
+    "HTTPUnauthorizedError": (SourceUnauthorized, "server answered 401 Unauthorized"),
+    "HTTPForbiddenError": (SourceUnauthorized, "server answered 403 Forbidden"),
+    "HTTPNotFoundError": (SourceNotFound, "server answered 404 Not Found"),
+    "HTTPBadRequestError": (SourceNotFound, "server answered 400 Bad Request"),
+    "HTTPOtherClientError": (SourceNotFound, "server answered with a 4xx error"),
+    "HTTPServerError": (SourceError, "server answered with a 5xx error"),
+    "InvalidDataError": (SourceInvalidData, "not a stream FFmpeg can read"),
+    "ProtocolNotFoundError": (SourceRejected, "protocol not allowed"),
+    "StreamNotFoundError": (SourceNotFound, "no such stream"),
+    "DemuxerNotFoundError": (SourceInvalidData, "unknown container format"),
+    "EOFError": (SourceEnded, "stream ended"),
+    "ExitError": (SourceTimeout, "no answer within the timeout"),
+}
+
+# By errno, for the OS-level errors PyAV raises as OSError subclasses.
+_ERRNO_TABLE: dict[int, tuple[type[SourceError], str]] = {
+    errno_codes.ECONNREFUSED: (SourceRefused, "connection refused"),
+    errno_codes.EHOSTUNREACH: (SourceRefused, "host unreachable"),
+    errno_codes.ENETUNREACH: (SourceRefused, "network unreachable"),
+    errno_codes.ECONNRESET: (SourceEnded, "connection reset by peer"),
+    errno_codes.EPIPE: (SourceEnded, "connection closed"),
+    errno_codes.ETIMEDOUT: (SourceTimeout, "no answer within the timeout"),
+    errno_codes.ENOENT: (SourceNotFound, "no such file or stream"),
+    errno_codes.EACCES: (SourceUnauthorized, "permission denied"),
+    errno_codes.EIO: (SourceError, "input/output error"),
+}
+
+
+def source_error_from_av(exc: BaseException, masked_url: str, action: str) -> SourceError:
+    """Translate a PyAV/OS error into a :class:`SourceError` without leaking its text.
+
+    PyAV's messages embed the filename, that is the raw URL with its password, so only the
+    error's class and errno are used. ``action`` says what was being done ("open", "read").
+
+    >>> import errno
+    >>> source_error_from_av(ConnectionRefusedError(errno.ECONNREFUSED, "x"), "rtsp://cam", "open")
+    SourceRefused('open failed: connection refused (rtsp://cam)')
+    """
+    if isinstance(exc, SourceError):
+        return exc
+    for klass in type(exc).__mro__:
+        entry = _AV_CLASS_TABLE.get(klass.__name__)
+        if entry is not None:
+            kind, text = entry
+            return kind(f"{action} failed: {text}", masked_url)
+    code: Any = getattr(exc, "errno", None)
+    if isinstance(code, int) and code in _ERRNO_TABLE:
+        kind, text = _ERRNO_TABLE[code]
+        return kind(f"{action} failed: {text}", masked_url)
+    if isinstance(exc, TimeoutError):
+        return SourceTimeout(f"{action} failed: no answer within the timeout", masked_url)
+    strerror = getattr(exc, "strerror", None)
+    detail = strerror if isinstance(strerror, str) and strerror else type(exc).__name__
+    return SourceError(f"{action} failed: {detail}", masked_url)

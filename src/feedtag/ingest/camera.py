@@ -1,0 +1,306 @@
+"""One camera's ingest: open, demux, decode by policy, hand frames on; reconnect on faults.
+
+The loop is short on purpose; it asks policy objects what to do: :class:`Backoff` how long
+to wait, :class:`RestartBudget` whether to keep trying, :class:`StallDetector` whether the
+stream has stalled, :class:`DecodePolicy` which packets to decode and which frames to keep.
+A camera's failure stays in its own thread: nothing here blocks another camera.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Final
+
+import av
+import av.container
+import av.video
+
+from feedtag.config.models import CameraConfig, ReconnectConfig
+from feedtag.core import CameraState, CameraStatus, DecodeMode, Frame, IngestCounters
+from feedtag.errors import SourceEnded, SourceError, SourceStalled
+from feedtag.ingest.decode import DecodePolicy, analysis_size, to_rgb
+from feedtag.ingest.handoff import FrameQueue
+from feedtag.ingest.pacing import Pacer
+from feedtag.ingest.policies import Backoff, RateMeter, RestartBudget, StallDetector
+from feedtag.ingest.source import OpenOptions, open_source, translate_read_error
+from feedtag.urls import redact
+
+log = logging.getLogger(__name__)
+
+DECODE_ERROR = "decode_error"
+#: a thread that does not end within this after stop() is reported, not waited for
+JOIN_TIMEOUT_S: Final = 5.0
+
+
+class CameraIngest:
+    """Runs one camera in its own thread until :meth:`stop`.
+
+    Frames go to ``queue``; :meth:`status` is safe to call from any thread.
+    """
+
+    def __init__(
+        self,
+        camera: CameraConfig,
+        reconnect: ReconnectConfig,
+        queue: FrameQueue,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.camera = camera
+        self.queue = queue
+        self._clock = clock
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._backoff = Backoff(
+            reconnect.initial_backoff_s,
+            reconnect.max_backoff_s,
+            reconnect.multiplier,
+            reconnect.jitter,
+        )
+        self._budget = RestartBudget(reconnect.restart_budget, reconnect.restart_window_s, clock)
+        self._cooldown_s = reconnect.cooldown_s
+        self._options = OpenOptions(
+            camera.open_timeout_s, camera.read_timeout_s, camera.rtsp_transport
+        )
+        # The watchdog never fires between two frames the policy wants anyway.
+        stall_s = max(camera.stall_timeout_s, 2.0 / camera.analysis_fps)
+        self._stall = StallDetector(stall_s, clock)
+        self._policy = self._new_policy()
+        self._decoded_rate = RateMeter(clock=clock)
+        self._analysed_rate = RateMeter(clock=clock)
+        # status fields, written by the ingest thread under _lock
+        self._state = CameraState.CONNECTING
+        self._reason = "starting"
+        self._since = time.time()
+        self._retry_at: float | None = None
+        self._stream_info: tuple[str, int, int] | None = None
+        self._counts: Counter[str] = Counter()
+        self._drops: Counter[str] = Counter()
+        self._index = 0
+
+    def _new_policy(self) -> DecodePolicy:
+        return DecodePolicy(
+            self.camera.analysis_fps, keyframes_allowed=self.camera.decode == "auto"
+        )
+
+    # -- control ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._run, name=f"ingest-{self.camera.id}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Ask the thread to end; it notices within one read timeout at most."""
+        self._stop.set()
+
+    def join(self, timeout: float = JOIN_TIMEOUT_S) -> bool:
+        """Wait for the thread; True if it ended."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        pacer = Pacer(self._stop, realtime=self.camera.url.is_file and self.camera.realtime)
+        while not self._stop.is_set():
+            error: SourceError
+            try:
+                self._stream_once(pacer)
+                if self._stop.is_set():
+                    break
+                if self.camera.url.is_file:
+                    if self.camera.loop:
+                        continue
+                    self._set_state(CameraState.STOPPED, "end of file")
+                    return
+                error = SourceEnded("the server closed the stream", self.camera.url.masked())
+            except SourceError as exc:
+                error = exc
+            except Exception as exc:
+                log.exception("camera %s: unexpected error", self.camera.id)
+                error = SourceError(f"unexpected {type(exc).__name__}", self.camera.url.masked())
+            if self._stop.is_set():
+                break
+            self._after_failure(error)
+        self._set_state(CameraState.STOPPED, "stopped")
+
+    def _stream_once(self, pacer: Pacer) -> None:
+        with open_source(self.camera.url, self._options) as container:
+            self._counts["opens"] += 1
+            stream = container.streams.video[0]
+            stream.thread_count = 1  # per-feed cost: one decoder thread per camera at most
+            self._stream_info = (
+                stream.codec_context.name,
+                stream.codec_context.width,
+                stream.codec_context.height,
+            )
+            if not self.camera.url.is_file or self._counts["opens"] == 1:
+                self._policy = self._new_policy()
+            self._stall.start()
+            pacer.next_loop()  # stream time continues across loops and reconnects
+            self._demux(container, stream, pacer)
+
+    def _demux(
+        self, container: av.container.InputContainer, stream: av.video.VideoStream, pacer: Pacer
+    ) -> None:
+        time_base = float(stream.time_base) if stream.time_base else 1 / 90_000
+        demuxer = container.demux(stream)
+        while not self._stop.is_set():
+            try:
+                packet = next(demuxer)
+            except StopIteration:
+                break
+            except Exception as exc:  # noqa: BLE001 - translated at the boundary
+                raise translate_read_error(exc, self.camera.url) from None
+            self._counts["packets"] += 1
+            self._counts["bytes"] += packet.size
+            stamp = packet.dts if packet.dts is not None else packet.pts
+            t_s = pacer.stream_time(stamp * time_base) if stamp is not None else None
+            if t_s is not None and not pacer.wait_until(t_s):
+                return
+            if packet.size and self._policy.admit_packet(t_s, packet.is_keyframe):
+                self._decode(stream, packet, time_base, pacer)
+            if self._stall.is_stalled():
+                raise SourceStalled(
+                    f"no decoded frame for {self._stall.silent_for():.1f} s",
+                    self.camera.url.masked(),
+                )
+        else:
+            return
+        self._flush(stream, time_base, pacer)
+
+    def _flush(self, stream: av.video.VideoStream, time_base: float, pacer: Pacer) -> None:
+        """At the end of a file, take the frames the decoder still holds."""
+        try:
+            for frame in stream.codec_context.decode(None):
+                self._on_frame(frame, time_base, pacer)
+        except (av.error.InvalidDataError, av.error.EOFError, ValueError):
+            self._counts["decode_errors"] += 1
+
+    def _decode(
+        self,
+        stream: av.video.VideoStream,
+        packet: av.Packet[av.video.VideoStream],
+        time_base: float,
+        pacer: Pacer,
+    ) -> None:
+        context = stream.codec_context
+        if context.skip_frame != self._policy.skip_frame:
+            context.skip_frame = self._policy.skip_frame
+        try:
+            frames = context.decode(packet)
+        except (av.error.FFmpegError, ValueError):
+            self._counts["decode_errors"] += 1
+            self._drops[DECODE_ERROR] += 1
+            return
+        for frame in frames:
+            self._on_frame(frame, time_base, pacer)
+
+    def _on_frame(self, frame: av.VideoFrame, time_base: float, pacer: Pacer) -> None:
+        self._counts["frames_decoded"] += 1
+        self._decoded_rate.tick()
+        self._stall.frame_decoded()
+        if self._state is not CameraState.ONLINE:
+            self._set_state(CameraState.ONLINE, "receiving frames")
+            self._backoff.reset()
+        stamp = frame.pts if frame.pts is not None else frame.dts
+        t_s = pacer.stream_time(stamp * time_base) if stamp is not None else pacer.now_stream()
+        if not self._policy.take_frame(t_s):
+            return
+        width, height = analysis_size(
+            frame.width, frame.height, self.camera.analysis_width, self.camera.analysis_height
+        )
+        image = to_rgb(frame, width, height)
+        self.queue.put(
+            Frame(self.camera.id, self._index, t_s, time.time(), image, bool(frame.key_frame))
+        )
+        self._index += 1
+        self._counts["frames_analysed"] += 1
+        self._analysed_rate.tick()
+
+    # -- faults -----------------------------------------------------------------------
+
+    def _after_failure(self, error: SourceError) -> None:
+        if isinstance(error, SourceStalled):
+            self._counts["stalls"] += 1
+            self._set_state(CameraState.STALLED, str(error))
+        else:
+            self._set_state(CameraState.OFFLINE, str(error))
+        log.warning("camera %s: %s", self.camera.id, redact(str(error)))
+        if self._budget.try_spend():
+            delay = self._backoff.next_delay()
+        else:
+            delay = self._cooldown_s
+            self._set_state(
+                CameraState.OFFLINE,
+                f"restart budget spent; cooling down for {delay:.0f} s after: {error}",
+            )
+        self._counts["reconnects"] += 1
+        with self._lock:
+            self._retry_at = self._clock() + delay
+        self._stop.wait(delay)
+        with self._lock:
+            self._retry_at = None
+
+    def _set_state(self, state: CameraState, reason: str | None) -> None:
+        with self._lock:
+            if state is not self._state:
+                self._since = time.time()
+                if state in (CameraState.OFFLINE, CameraState.STALLED, CameraState.ONLINE):
+                    log.info(
+                        "camera %s: %s (%s)", self.camera.id, state.value, redact(reason or "")
+                    )
+            self._state = state
+            if reason is not None:
+                self._reason = redact(reason)
+
+    # -- status -----------------------------------------------------------------------
+
+    def status(self) -> CameraStatus:
+        """A consistent snapshot; the URL in it is masked."""
+        with self._lock:
+            state, reason, since = self._state, self._reason, self._since
+            retry_at = self._retry_at
+        drops = Counter(dict(self._drops))  # dict() copies atomically under the GIL
+        drops.update(dict(self.queue.dropped))
+        codec, width, height = self._stream_info or (None, None, None)
+        mode = self._policy.mode if self._counts["opens"] else DecodeMode.MEASURING
+        counts = self._counts
+        return CameraStatus(
+            camera_id=self.camera.id,
+            url=self.camera.url.masked(),
+            state=state,
+            reason=reason,
+            since=since,
+            mode=mode,
+            keyframe_interval_s=self._policy.meter.interval_s,
+            decoded_fps=self._decoded_rate.rate(),
+            analysed_fps=self._analysed_rate.rate(),
+            codec=codec,
+            width=width,
+            height=height,
+            counters=IngestCounters(
+                packets=counts["packets"],
+                bytes=counts["bytes"],
+                frames_decoded=counts["frames_decoded"],
+                frames_analysed=counts["frames_analysed"],
+                frames_dropped=dict(drops),
+                decode_errors=counts["decode_errors"],
+                reconnects=counts["reconnects"],
+                stalls=counts["stalls"],
+            ),
+            next_retry_in_s=None if retry_at is None else max(0.0, retry_at - self._clock()),
+        )

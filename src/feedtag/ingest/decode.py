@@ -1,0 +1,140 @@
+"""Decode policy: which packets reach the decoder and which decoded frames are converted.
+
+Decoding dominates ingest cost. When a stream's keyframe interval is at most the analysis
+period, decoding only keyframes gives every frame analysis needs and skips the rest of each
+group of pictures, so decode cost drops by the GOP length. Otherwise every frame is decoded
+(a P-frame needs its references) and only the sampled ones are converted.
+
+The policy is decided only at keyframes: switching to "decode everything" in the middle of
+a GOP would feed the decoder P-frames whose references it skipped.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import deque
+from typing import TYPE_CHECKING, Final, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from feedtag.core import DecodeMode
+
+if TYPE_CHECKING:
+    import av
+
+#: measured intervals kept for the median
+KEYFRAME_HISTORY: Final = 5
+#: a keyframe interval up to this much longer than the analysis period still qualifies
+#: (encoders and RTP clocks jitter by a frame or two).
+KEYFRAME_SLACK: Final = 1.05
+#: a frame is due when at least this fraction of the period has passed since the last one,
+#: so that timestamp jitter does not skip every other keyframe.
+SAMPLE_SLACK: Final = 0.9
+
+
+class KeyframeIntervalMeter:
+    """Median interval between keyframes, from their stream timestamps.
+
+    >>> meter = KeyframeIntervalMeter()
+    >>> for t in (0.0, 1.0, 2.0, 3.04): meter.observe_keyframe(t)
+    >>> meter.interval_s
+    1.0
+    """
+
+    def __init__(self) -> None:
+        self._last: float | None = None
+        self._intervals: deque[float] = deque(maxlen=KEYFRAME_HISTORY)
+
+    def observe_keyframe(self, t_s: float) -> None:
+        if self._last is not None and t_s > self._last:
+            self._intervals.append(t_s - self._last)
+        self._last = t_s
+
+    @property
+    def interval_s(self) -> float | None:
+        if not self._intervals:
+            return None
+        return float(statistics.median(self._intervals))
+
+
+class DecodePolicy:
+    """Per camera: the mode, whether a packet is decoded, whether a frame is converted.
+
+    >>> policy = DecodePolicy(analysis_fps=1.0)
+    >>> [policy.admit_packet(t, key) for t, key in [(0, True), (0.5, False), (1, True)]]
+    [True, True, True]
+    >>> policy.mode.value, policy.admit_packet(1.5, False), policy.admit_packet(2.0, True)
+    ('keyframes', False, True)
+    """
+
+    def __init__(self, analysis_fps: float, *, keyframes_allowed: bool = True) -> None:
+        if analysis_fps <= 0:
+            raise ValueError(f"expected analysis_fps > 0, got {analysis_fps}")
+        self.period_s = 1.0 / analysis_fps
+        self.keyframes_allowed = keyframes_allowed
+        self.meter = KeyframeIntervalMeter()
+        self.mode = DecodeMode.MEASURING
+        self._last_sample: float | None = None
+
+    def admit_packet(self, t_s: float | None, is_keyframe: bool) -> bool:
+        """Whether this packet goes to the decoder."""
+        if is_keyframe and t_s is not None:
+            self.meter.observe_keyframe(t_s)
+            self._decide()
+        if self.mode is not DecodeMode.KEYFRAMES:
+            return True
+        # Keyframes decode on their own, so a keyframe that is not due is skipped too.
+        return is_keyframe and (t_s is None or self.is_due(t_s))
+
+    def is_due(self, t_s: float) -> bool:
+        """Whether a frame at ``t_s`` should be analysed (without marking it)."""
+        if self._last_sample is None or t_s < self._last_sample:
+            return True  # first frame, or timestamps restarted
+        return t_s - self._last_sample >= self.period_s * SAMPLE_SLACK
+
+    def take_frame(self, t_s: float) -> bool:
+        """Whether a decoded frame at ``t_s`` is converted; marks it when it is."""
+        if not self.is_due(t_s):
+            return False
+        self._last_sample = t_s
+        return True
+
+    @property
+    def skip_frame(self) -> Literal["NONKEY", "DEFAULT"]:
+        """The decoder's ``skip_frame`` setting for the current mode."""
+        return "NONKEY" if self.mode is DecodeMode.KEYFRAMES else "DEFAULT"
+
+    def _decide(self) -> None:
+        interval = self.meter.interval_s
+        if interval is None:
+            return
+        if self.keyframes_allowed and interval <= self.period_s * KEYFRAME_SLACK:
+            self.mode = DecodeMode.KEYFRAMES
+        else:
+            self.mode = DecodeMode.SAMPLED
+
+
+def analysis_size(
+    width: int, height: int, target_width: int, target_height: int | None
+) -> tuple[int, int]:
+    """The size frames are scaled to: never upscaled, aspect kept unless both are given,
+    even numbers (what swscale and encoders prefer).
+
+    >>> analysis_size(1280, 720, 640, None)
+    (640, 360)
+    >>> analysis_size(320, 240, 640, None)
+    (320, 240)
+    """
+    if target_height is None:
+        if width <= target_width:
+            return width - width % 2, height - height % 2
+        scaled_height = round(height * target_width / width)
+        return target_width - target_width % 2, max(2, scaled_height - scaled_height % 2)
+    return target_width - target_width % 2, target_height - target_height % 2
+
+
+def to_rgb(frame: av.VideoFrame, width: int, height: int) -> npt.NDArray[np.uint8]:
+    """Colour conversion and downscale in one swscale call."""
+    image = frame.to_ndarray(width=width, height=height, format="rgb24", interpolation="BILINEAR")
+    return np.ascontiguousarray(image, dtype=np.uint8)

@@ -1,0 +1,74 @@
+"""Stream time and live pacing.
+
+A local file read as a camera is paced to its own timestamps, as ``ffmpeg -re`` does, so
+that demos and benchmarks see the load of a live feed. A looping file continues its
+timestamps across loops, so stream time only ever grows.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Final
+
+#: when pacing has fallen this far behind (an overloaded machine), re-anchor instead of
+#: bursting to catch up
+MAX_LAG_S: Final = 1.0
+
+
+class Pacer:
+    """Maps raw stream timestamps to continuous stream time; waits for wall time if realtime.
+
+    >>> pacer = Pacer(threading.Event(), realtime=False)
+    >>> [pacer.stream_time(t) for t in (0.0, 0.04, 0.08)]
+    [0.0, 0.04, 0.08]
+    >>> pacer.next_loop(); round(pacer.stream_time(0.0), 2)
+    0.12
+    """
+
+    def __init__(
+        self, stop: threading.Event, *, realtime: bool, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._stop = stop
+        self.realtime = realtime
+        self._clock = clock
+        self._offset = 0.0
+        self._last: float | None = None
+        self._step = 0.0
+        self._loop_pending = False
+        self._anchor: tuple[float, float] | None = None  # (wall, stream time)
+
+    def stream_time(self, raw_s: float) -> float:
+        if self._loop_pending:
+            end = self._last if self._last is not None else 0.0
+            self._offset = end + self._step - raw_s
+            self._loop_pending = False
+        t_s = raw_s + self._offset
+        if self._last is not None and t_s > self._last:
+            self._step = t_s - self._last
+        if self._last is None or t_s > self._last:
+            self._last = t_s
+        return t_s
+
+    def now_stream(self) -> float:
+        return self._last if self._last is not None else 0.0
+
+    def wait_until(self, t_s: float) -> bool:
+        """Sleep until stream time ``t_s`` is due; False if asked to stop meanwhile."""
+        if not self.realtime:
+            return not self._stop.is_set()
+        now = self._clock()
+        if self._anchor is None:
+            self._anchor = (now, t_s)
+        delay = self._anchor[0] + (t_s - self._anchor[1]) - now
+        if delay < -MAX_LAG_S:
+            self._anchor = (now, t_s)
+            delay = 0.0
+        if delay > 0:
+            return not self._stop.wait(delay)
+        return not self._stop.is_set()
+
+    def next_loop(self) -> None:
+        """Called at every (re)open: the next raw timestamps continue stream time."""
+        self._loop_pending = True

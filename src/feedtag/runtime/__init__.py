@@ -1,0 +1,1 @@
+"""Runtime: the node engine that wires the stages together in one process."""
