@@ -76,6 +76,7 @@ class IngestCounters:
 
     packets: int = 0
     bytes: int = 0
+    keyframes: int = 0
     frames_decoded: int = 0
     frames_analysed: int = 0
     frames_dropped: dict[str, int] = field(default_factory=dict)
@@ -133,6 +134,7 @@ class CameraStatus:
             "counters": {
                 "packets": counters.packets,
                 "bytes": counters.bytes,
+                "keyframes": counters.keyframes,
                 "frames_decoded": counters.frames_decoded,
                 "frames_analysed": counters.frames_analysed,
                 "frames_dropped": dict(counters.frames_dropped),

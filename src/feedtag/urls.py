@@ -126,7 +126,7 @@ class CameraUrl:
             raise SourceRejected(f"invalid host name {host!r}")
         if parts.fragment:
             raise SourceRejected("URL must not have a #fragment")
-        url_user = unquote(parts.username) if parts.username is not None else None
+        url_user = unquote(parts.username) if parts.username else None
         url_password = unquote(parts.password) if parts.password is not None else None
         if username is not None and url_user is not None:
             raise SourceRejected("username given both in the URL and as a field")
@@ -223,26 +223,24 @@ def redact(text: str) -> str:
 
 
 def _redact_url_word(word: str) -> str:
+    # Trailing punctuation belongs to the sentence, not the URL.
+    stripped = word.rstrip(".,;:!?)]}")
+    tail = word[len(stripped) :]
     try:
-        parts = urlsplit(word)
+        parts = urlsplit(stripped)
     except ValueError:
-        return _fallback_mask(word)
+        return stripped.split("://", 1)[0] + "://" + MASK + tail
     netloc = parts.netloc
     if "@" in netloc:
         userinfo, _, hostport = netloc.rpartition("@")
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}:{MASK}@{hostport}" if ":" in userinfo else f"{user}@{hostport}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, MASK if _is_secret_key(k) else v) for k, v in pairs], safe="*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-def _fallback_mask(word: str) -> str:
-    """For words :func:`urlsplit` rejects: keep only the scheme."""
-    scheme = word.split("://", 1)[0]
-    return f"{scheme}://{MASK}"
+        user, has_password, _ = userinfo.partition(":")
+        netloc = f"{user}:{MASK}@{hostport}" if has_password else f"{user}@{hostport}"
+    # Mask values in place, so the rest of the text reads exactly as it was written.
+    fields = []
+    for field in parts.query.split("&") if parts.query else []:
+        key, has_value, _ = field.partition("=")
+        fields.append(f"{key}={MASK}" if has_value and _is_secret_key(unquote(key)) else field)
+    return urlunsplit((parts.scheme, netloc, parts.path, "&".join(fields), parts.fragment)) + tail
 
 
 def _scheme_of(raw: str) -> str | None:

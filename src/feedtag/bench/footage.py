@@ -73,6 +73,7 @@ def encode_h264(
     fps: int = 25,
     keyframe_interval_frames: int = 25,
     max_seconds: float | None = None,
+    container_format: str = "mp4",
     progress: Progress | None = None,
 ) -> Path:
     """Re-encode ``source`` to H.264 in MP4 like an IP camera sends it: constant ``fps``,
@@ -83,7 +84,7 @@ def encode_h264(
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".part")
-    with av.open(str(source)) as src, av.open(str(partial), "w", format="mp4") as dst:
+    with av.open(str(source)) as src, av.open(str(partial), "w", format=container_format) as dst:
         in_stream = src.streams.video[0]
         out_stream = dst.add_stream(
             "libx264",

@@ -53,7 +53,7 @@ class Clip:
     period: int  # nanoseconds one pass of the clip lasts; the timestamp step per loop
 
 
-def load_clip(path: Path) -> Clip:
+def demux(path: Path) -> list[Gst.Sample]:
     """Demux an MP4 into byte-stream H.264 access units; raise ValueError if that fails."""
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
@@ -82,7 +82,12 @@ def load_clip(path: Path) -> Clip:
         pipeline.set_state(Gst.State.NULL)
     if not samples:
         raise ValueError(f"{path}: no H.264 frames")
+    return samples
 
+
+def load_clip(path: Path) -> Clip:
+    """Load a clip's access units into memory, rebased to start at zero on a keyframe."""
+    samples = demux(path)
     caps = samples[0].get_caps()
     raw = []
     for sample in samples:

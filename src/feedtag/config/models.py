@@ -135,8 +135,6 @@ class CameraConfig(StrictModel):
     def _check_file_options(self) -> Self:
         if self.loop and not self.url.is_file:
             raise ValueError("loop applies to local files only")
-        if self.stall_timeout_s < self.read_timeout_s:
-            raise ValueError("stall_timeout_s must be at least read_timeout_s")
         return self
 
     @property

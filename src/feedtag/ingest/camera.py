@@ -21,7 +21,7 @@ import av.video
 
 from feedtag.config.models import CameraConfig, ReconnectConfig
 from feedtag.core import CameraState, CameraStatus, DecodeMode, Frame, IngestCounters
-from feedtag.errors import SourceEnded, SourceError, SourceStalled
+from feedtag.errors import SourceEnded, SourceError, SourceStalled, SourceTimeout
 from feedtag.ingest.decode import DecodePolicy, analysis_size, to_rgb
 from feedtag.ingest.handoff import FrameQueue
 from feedtag.ingest.pacing import Pacer
@@ -164,9 +164,10 @@ class CameraIngest:
             except StopIteration:
                 break
             except Exception as exc:  # noqa: BLE001 - translated at the boundary
-                raise translate_read_error(exc, self.camera.url) from None
+                raise self._read_failure(exc) from None
             self._counts["packets"] += 1
             self._counts["bytes"] += packet.size
+            self._counts["keyframes"] += packet.is_keyframe
             stamp = packet.dts if packet.dts is not None else packet.pts
             t_s = pacer.stream_time(stamp * time_base) if stamp is not None else None
             if t_s is not None and not pacer.wait_until(t_s):
@@ -175,7 +176,8 @@ class CameraIngest:
                 self._decode(stream, packet, time_base, pacer)
             if self._stall.is_stalled():
                 raise SourceStalled(
-                    f"no decoded frame for {self._stall.silent_for():.1f} s",
+                    f"no decoded frame for {self._stall.silent_for():.1f} s "
+                    "while data still arrives",
                     self.camera.url.masked(),
                 )
         else:
@@ -230,6 +232,14 @@ class CameraIngest:
         self._index += 1
         self._counts["frames_analysed"] += 1
         self._analysed_rate.tick()
+
+    def _read_failure(self, exc: BaseException) -> SourceError:
+        error = translate_read_error(exc, self.camera.url)
+        if isinstance(error, SourceTimeout):
+            # Connected, but nothing for a whole read timeout: the stream has stalled.
+            silent = self._options.read_timeout_s
+            return SourceStalled(f"no data received for {silent:.1f} s", error.url)
+        return error
 
     # -- faults -----------------------------------------------------------------------
 
@@ -295,6 +305,7 @@ class CameraIngest:
             counters=IngestCounters(
                 packets=counts["packets"],
                 bytes=counts["bytes"],
+                keyframes=counts["keyframes"],
                 frames_decoded=counts["frames_decoded"],
                 frames_analysed=counts["frames_analysed"],
                 frames_dropped=dict(drops),

@@ -28,9 +28,9 @@ KEYFRAME_HISTORY: Final = 5
 #: a keyframe interval up to this much longer than the analysis period still qualifies
 #: (encoders and RTP clocks jitter by a frame or two).
 KEYFRAME_SLACK: Final = 1.05
-#: a frame is due when at least this fraction of the period has passed since the last one,
-#: so that timestamp jitter does not skip every other keyframe.
-SAMPLE_SLACK: Final = 0.9
+#: a frame this early is still due, so that timestamp jitter (RTP clocks, rounding) does not
+#: skip every other keyframe; well under one frame interval even at 60 fps.
+SAMPLE_TOLERANCE_S: Final = 0.012
 
 
 class KeyframeIntervalMeter:
@@ -91,7 +91,7 @@ class DecodePolicy:
         """Whether a frame at ``t_s`` should be analysed (without marking it)."""
         if self._last_sample is None or t_s < self._last_sample:
             return True  # first frame, or timestamps restarted
-        return t_s - self._last_sample >= self.period_s * SAMPLE_SLACK
+        return t_s - self._last_sample >= self.period_s - SAMPLE_TOLERANCE_S
 
     def take_frame(self, t_s: float) -> bool:
         """Whether a decoded frame at ``t_s`` is converted; marks it when it is."""

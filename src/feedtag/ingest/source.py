@@ -6,6 +6,7 @@ Every PyAV error is translated here into :mod:`feedtag.errors`, with the masked 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from typing import Final
 import av
 import av.container
 
-from feedtag.errors import SourceError, SourceNotFound, source_error_from_av
+from feedtag.errors import SourceError, SourceNotFound, SourceTimeout, source_error_from_av
 from feedtag.urls import CameraUrl
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ def open_source(url: CameraUrl, options: OpenOptions) -> Iterator[av.container.I
     Raises a :class:`~feedtag.errors.SourceError` subclass naming the masked URL.
     """
     masked = url.masked()
+    started = time.monotonic()
     try:
         container = av.open(
             url.render(),
@@ -66,6 +68,11 @@ def open_source(url: CameraUrl, options: OpenOptions) -> Iterator[av.container.I
             timeout=(options.open_timeout_s, options.read_timeout_s),
         )
     except Exception as exc:  # noqa: BLE001 - every library error is translated
+        if time.monotonic() - started >= options.open_timeout_s:
+            # FFmpeg's RTSP demuxer reports an interrupted open as invalid data.
+            raise SourceTimeout(
+                f"open failed: no answer within {options.open_timeout_s:g} s", masked
+            ) from None
         raise source_error_from_av(exc, masked, "open") from None
     try:
         if not container.streams.video:

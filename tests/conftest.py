@@ -1,0 +1,268 @@
+"""Shared fixtures: real footage clips, a real RTSP server, small hostile servers, and
+baselines of threads and file descriptors.
+
+System services: where one is missing, its tests skip with the reason locally; under
+``CI=true`` a missing service fails instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from feedtag.bench.footage import encode_h264, vtest_path
+
+REPO = Path(__file__).resolve().parent.parent
+RTSP_SERVER_SCRIPT = REPO / "src" / "feedtag" / "bench" / "rtsp_server.py"
+SYSTEM_PYTHON = "/usr/bin/python3"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require_service(available: bool, reason: str) -> None:
+    """Skip locally, fail in CI."""
+    if available:
+        return
+    if IN_CI:
+        pytest.fail(f"CI=true but a required service is missing: {reason}")
+    pytest.skip(reason)
+
+
+def wait_for(
+    predicate: Callable[[], Any], timeout: float, interval: float = 0.05, what: str = ""
+) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
+    end = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > end:
+            pytest.fail(f"timed out after {timeout} s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# -- footage ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A media root holding short H.264 re-encodings of real footage."""
+    return tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(scope="session")
+def vtest_clip(media_dir: Path) -> Path:
+    """4 s of vtest.avi as 640x360 H.264, 25 fps, a keyframe every second, no B-frames."""
+    return encode_h264(
+        vtest_path(), media_dir / "vtest_4s.mp4", width=640, height=360, max_seconds=4
+    )
+
+
+@pytest.fixture(scope="session")
+def bikes_clip(media_dir: Path) -> Path:
+    from feedtag.bench.footage import bikes_path
+
+    return encode_h264(
+        bikes_path(), media_dir / "bikes_4s.mp4", width=640, height=360, max_seconds=4
+    )
+
+
+@pytest.fixture(scope="session")
+def vtest_ts_clip(media_dir: Path) -> Path:
+    """2 s of vtest.avi as MPEG-TS, for the HTTP test servers."""
+    return encode_h264(
+        vtest_path(),
+        media_dir / "vtest_2s.ts",
+        width=320,
+        height=180,
+        max_seconds=2,
+        container_format="mpegts",
+    )
+
+
+# -- the RTSP server ----------------------------------------------------------------------
+
+
+def rtsp_server_available() -> bool:
+    if not (Path(SYSTEM_PYTHON).exists() and RTSP_SERVER_SCRIPT.exists()):
+        return False
+    probe = subprocess.run(
+        [SYSTEM_PYTHON, "-c", "import gi; gi.require_version('GstRtspServer', '1.0')"],
+        capture_output=True,
+        check=False,
+        timeout=30,
+    )
+    return probe.returncode == 0
+
+
+@dataclass
+class RtspServer:
+    """A running GStreamer RTSP server; ``restart()`` brings it back on the same port."""
+
+    port: int
+    mounts: dict[str, Path]
+    user: str | None = None
+    password: str | None = None
+    process: subprocess.Popen[str] | None = None
+
+    def url(self, mount: str) -> str:
+        return f"rtsp://127.0.0.1:{self.port}/{mount}"
+
+    def start(self) -> None:
+        command = [SYSTEM_PYTHON, str(RTSP_SERVER_SCRIPT), "--port", str(self.port)]
+        for name, path in self.mounts.items():
+            command += ["--mount", f"/{name}={path}"]
+        if self.user is not None and self.password is not None:
+            command += ["--user", self.user, "--password", self.password]
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line.startswith("READY"):
+            self.kill()
+            pytest.fail(f"RTSP server did not start: {line!r}")
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        if self.process is not None:
+            for pipe in (self.process.stdout, self.process.stderr):
+                if pipe is not None:
+                    pipe.close()
+        self.process = None
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+
+@pytest.fixture(scope="session")
+def rtsp_server(vtest_clip: Path, bikes_clip: Path) -> Iterator[RtspServer]:
+    """Real footage, looping, live-paced, over a real RTSP server (shared by tests)."""
+    require_service(
+        rtsp_server_available(),
+        "GStreamer RTSP server not installed (apt-get install python3-gi "
+        "gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-{base,good,bad})",
+    )
+    server = RtspServer(free_port(), {"vtest": vtest_clip, "bikes": bikes_clip})
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def make_rtsp_server(vtest_clip: Path) -> Iterator[Callable[..., RtspServer]]:
+    """A private RTSP server for tests that kill it or need auth."""
+    require_service(rtsp_server_available(), "GStreamer RTSP server not installed")
+    servers: list[RtspServer] = []
+
+    def make(user: str | None = None, password: str | None = None) -> RtspServer:
+        server = RtspServer(free_port(), {"vtest": vtest_clip}, user, password)
+        server.start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.kill()
+
+
+# -- hostile little servers -----------------------------------------------------------------
+
+
+class TcpServer:
+    """A loopback TCP server running ``handler(conn)`` per connection in a thread."""
+
+    def __init__(self, handler: Callable[[socket.socket], None]) -> None:
+        self._handler = handler
+        self._sock = socket.socket()
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(64)
+        self._sock.settimeout(0.2)
+        self.port = int(self._sock.getsockname()[1])
+        self._stop = threading.Event()
+        self._conns: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except (TimeoutError, OSError):
+                continue
+            self._conns.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            self._handler(conn)
+        except OSError:
+            pass
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        for conn in self._conns:
+            conn.close()
+        self._sock.close()
+
+
+@pytest.fixture
+def tcp_server() -> Iterator[Callable[[Callable[[socket.socket], None]], TcpServer]]:
+    servers: list[TcpServer] = []
+
+    def make(handler: Callable[[socket.socket], None]) -> TcpServer:
+        server = TcpServer(handler)
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+def silent_handler(stop: threading.Event) -> Callable[[socket.socket], None]:
+    """Accepts and never answers."""
+
+    def handle(conn: socket.socket) -> None:
+        stop.wait(60)
+
+    return handle
+
+
+# -- baselines ------------------------------------------------------------------------------
+
+
+def resource_counts() -> tuple[int, int]:
+    """(threads, open file descriptors) of this process."""
+    process = psutil.Process()
+    return threading.active_count(), process.num_fds()
+
+
+def has_executable(name: str) -> bool:
+    return shutil.which(name) is not None

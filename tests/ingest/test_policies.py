@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from feedtag.ingest.policies import Backoff, RateMeter, RestartBudget, StallDetector
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_backoff_grows_caps_and_resets() -> None:
+    backoff = Backoff(0.5, 4.0, multiplier=2, jitter=0)
+    assert [backoff.next_delay() for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    backoff.reset()
+    assert backoff.next_delay() == 0.5
+
+
+def test_backoff_jitter_stays_in_bounds_and_spreads() -> None:
+    backoff = Backoff(1.0, 100.0, multiplier=1, jitter=0.2, rng=random.Random(7))
+    delays = [backoff.next_delay() for _ in range(200)]
+    assert all(0.8 <= d <= 1.2 for d in delays)
+    assert max(delays) - min(delays) > 0.2  # actually jittered, so reconnect storms spread
+
+
+def test_backoff_never_exceeds_cap_with_jitter() -> None:
+    backoff = Backoff(1.0, 2.0, jitter=1.0, rng=random.Random(1))
+    assert all(backoff.next_delay() <= 2.0 for _ in range(100))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"initial_s": 0, "max_s": 1},
+        {"initial_s": 2, "max_s": 1},
+        {"initial_s": 1, "max_s": 2, "multiplier": 0.5},
+        {"initial_s": 1, "max_s": 2, "jitter": 1.5},
+    ],
+)
+def test_backoff_rejects_bad_settings(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="expected"):
+        Backoff(**kwargs)
+
+
+def test_restart_budget_window_slides() -> None:
+    clock = FakeClock()
+    budget = RestartBudget(limit=3, window_s=60, clock=clock)
+    assert [budget.try_spend() for _ in range(4)] == [True, True, True, False]
+    clock.now += 59
+    assert not budget.try_spend()
+    clock.now += 1.5
+    assert budget.try_spend()
+
+
+def test_stall_detector_counts_from_the_last_frame() -> None:
+    clock = FakeClock()
+    stall = StallDetector(timeout_s=3, clock=clock)
+    stall.start()
+    clock.now += 2.9
+    assert not stall.is_stalled()
+    stall.frame_decoded()
+    clock.now += 2.9
+    assert not stall.is_stalled()
+    clock.now += 0.2
+    assert stall.is_stalled()
+    assert stall.silent_for() == pytest.approx(3.1)
+
+
+def test_rate_meter() -> None:
+    clock = FakeClock()
+    meter = RateMeter(window_s=5, clock=clock)
+    for _ in range(50):
+        clock.now += 0.1
+        meter.tick()
+    assert meter.rate() == pytest.approx(10, rel=0.05)
+    clock.now += 10
+    assert meter.rate() == 0
