@@ -7,6 +7,7 @@ System services: where one is missing, its tests skip with the reason locally; u
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -215,10 +216,8 @@ class TcpServer:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
-        try:
+        with contextlib.suppress(OSError):  # the client hung up: that is its right
             self._handler(conn)
-        except OSError:
-            pass
 
     @property
     def stopping(self) -> bool:

