@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
@@ -7,7 +8,7 @@ import pytest
 from pydantic import SecretStr
 
 from feedtag.errors import SourceRejected
-from feedtag.urls import CameraUrl, redact
+from feedtag.urls import CameraUrl, RedactingFilter, redact
 
 PASSWORD = "p@ss:w%21rd"
 # every form the password could leak in: raw, percent-encoded (both ways), half-decoded
@@ -140,3 +141,15 @@ def test_redact_masks_free_text(text: str) -> None:
 def test_redact_leaves_plain_text_alone() -> None:
     text = "camera door: online (receiving frames) at http://cam/x?ch=1"
     assert redact(text) == text
+
+
+def test_redacting_filter_masks_message_and_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    logger = logging.getLogger("feedtag.tests.redaction")
+    logger.addFilter(RedactingFilter())
+    encoded = quote(PASSWORD, safe="")
+    try:
+        raise ValueError(f"could not open 'rtsp://admin:{encoded}@cam/x?token={encoded}'")
+    except ValueError:
+        logger.exception("camera rtsp://admin:%s@cam/x failed", encoded)
+    assert caplog.records and "***" in caplog.text
+    assert_no_password(caplog.text)

@@ -21,25 +21,13 @@ from feedtag import __version__
 from feedtag.config import FeedtagConfig, config_json_schema, load_config, validate_config
 from feedtag.core import CameraStatus
 from feedtag.errors import ConfigError, FeedtagError, SourceError
-from feedtag.urls import redact
+from feedtag.urls import RedactingFilter, redact
 
 log = logging.getLogger("feedtag")
 
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
 EXIT_USAGE: Final = 2
-
-
-class RedactingFilter(logging.Filter):
-    """Masks credentials in every log record, whatever logged it (belt and braces: feedtag
-    itself only ever logs masked URLs)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        redacted = redact(message)
-        if redacted != message:
-            record.msg, record.args = redacted, None
-        return True
 
 
 def setup_logging(verbose: bool) -> None:

@@ -15,6 +15,7 @@ This module sits beside ``core`` (not inside ``ingest``) because both ``config``
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -220,6 +221,26 @@ def redact(text: str) -> str:
     'open failed for rtsp://u:***@10.0.0.5/s?pwd=***&ch=2, retrying'
     """
     return _URL_WORD.sub(lambda match: _redact_url_word(match.group(0)), text)
+
+
+class RedactingFilter(logging.Filter):
+    """Masks credentials in a log record's message and traceback, whoever logged it.
+
+    feedtag itself logs only masked URLs; this catches what a library or a traceback adds
+    (PyAV's exception texts contain the raw URL). Attached to feedtag's ingest loggers and to
+    the CLI's handler.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = redact(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        return True
 
 
 def _redact_url_word(word: str) -> str:

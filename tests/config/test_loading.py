@@ -129,3 +129,29 @@ def test_schema_is_json_and_strict() -> None:
     assert camera["additionalProperties"] is False
     for name, prop in camera["properties"].items():
         assert prop.get("description"), f"cameras[].{name} has no description"
+
+
+HOSTILE_CONFIGS = [
+    "cameras: [{id: a, url: 'concat:/etc/passwd|/etc/shadow'}]",
+    "cameras: [{id: a, url: 'subfile:,,start,0,end,0,,:/etc/passwd'}]",
+    "cameras: [{id: a, url: 'pipe:0'}]",
+    "cameras: [{id: a, url: 'data:text/plain,hello'}]",
+    "cameras: [{id: a, url: '-i /etc/passwd'}]",
+    "media_root: /tmp\ncameras: [{id: a, url: '../etc/passwd'}]",
+    "media_root: /tmp\ncameras: [{id: a, url: 'file:///etc/passwd'}]",
+    "cameras: [{id: a, url: 'rtsp://cam/x', extra_ffmpeg_args: '-f lavfi'}]",
+    "cameras: [{id: a, url: !!python/name:os.system ''}]",
+]
+
+
+@pytest.mark.parametrize("text", HOSTILE_CONFIGS)
+def test_hostile_configs_open_nothing(text: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import av
+
+    opened: list[object] = []
+    monkeypatch.setattr(av, "open", lambda *args, **kwargs: opened.append(args))
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, environ={})
+    assert info.value.problems
+    assert all(path.startswith("cameras[0]") or path == "" for path, _ in info.value.problems)
+    assert opened == []

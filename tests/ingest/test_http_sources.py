@@ -62,8 +62,9 @@ def jpeg_frames(clip: Path, count: int) -> list[bytes]:
         encoder.width, encoder.height = 320, 180
         encoder.pix_fmt = "yuvj420p"
         encoder.time_base = Fraction(1, 10)
-        for frame in container.decode(video=0):
+        for index, frame in enumerate(container.decode(video=0)):
             small = frame.reformat(width=320, height=180, format="yuvj420p")
+            small.pts, small.time_base = index, encoder.time_base
             out += [bytes(packet) for packet in encoder.encode(small)]  # type: ignore[attr-defined]
             if len(out) >= count:
                 break

@@ -84,7 +84,16 @@ def encode_h264(
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".part")
-    with av.open(str(source)) as src, av.open(str(partial), "w", format=container_format) as dst:
+    with (
+        av.open(str(source)) as src,
+        av.open(
+            str(partial),
+            "w",
+            format=container_format,
+            # moov first: the file can be streamed over HTTP without range requests
+            options={"movflags": "+faststart"} if container_format == "mp4" else {},
+        ) as dst,
+    ):
         in_stream = src.streams.video[0]
         out_stream = dst.add_stream(
             "libx264",

@@ -27,9 +27,10 @@ from feedtag.ingest.handoff import FrameQueue
 from feedtag.ingest.pacing import Pacer
 from feedtag.ingest.policies import Backoff, RateMeter, RestartBudget, StallDetector
 from feedtag.ingest.source import OpenOptions, open_source, translate_read_error
-from feedtag.urls import redact
+from feedtag.urls import RedactingFilter, redact
 
 log = logging.getLogger(__name__)
+log.addFilter(RedactingFilter())
 
 DECODE_ERROR = "decode_error"
 #: a thread that does not end within this after stop() is reported, not waited for
@@ -107,10 +108,6 @@ class CameraIngest:
             return True
         self._thread.join(timeout)
         return not self._thread.is_alive()
-
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
 
     # -- the loop ---------------------------------------------------------------------
 

@@ -17,10 +17,9 @@ from typing import TYPE_CHECKING, Final, Literal
 
 import numpy as np
 import numpy.typing as npt
+from av.video.reformatter import VideoReformatter
 
 from feedtag.core import DecodeMode
-
-from av.video.reformatter import VideoReformatter
 
 if TYPE_CHECKING:
     import av

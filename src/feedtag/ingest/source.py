@@ -16,9 +16,10 @@ import av
 import av.container
 
 from feedtag.errors import SourceError, SourceNotFound, SourceTimeout, source_error_from_av
-from feedtag.urls import CameraUrl
+from feedtag.urls import CameraUrl, RedactingFilter
 
 log = logging.getLogger(__name__)
+log.addFilter(RedactingFilter())
 
 DEFAULT_OPEN_TIMEOUT_S: Final = 10.0
 DEFAULT_READ_TIMEOUT_S: Final = 5.0
