@@ -92,7 +92,10 @@ def test_probe_errors(url: str, code: int, message: str) -> None:
     assert "hunter2" not in done.stderr + done.stdout
 
 
-def test_run_prints_status_and_stops_on_sigterm(tmp_path: Path, vtest_clip: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_run_prints_status_and_stops_on_signal(
+    tmp_path: Path, vtest_clip: Path, signum: signal.Signals
+) -> None:
     config = write_config(
         tmp_path / "run.yaml",
         f"media_root: {vtest_clip.parent}\nengine: {{status_interval_s: 0.5}}\n"
@@ -115,7 +118,7 @@ def test_run_prints_status_and_stops_on_sigterm(tmp_path: Path, vtest_clip: Path
                 break
         assert status is not None and status["state"] == "online", status
         assert status["mode"] == "keyframes"
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(signum)
         started = time.monotonic()
         assert process.wait(10) == 0
         assert time.monotonic() - started < 5

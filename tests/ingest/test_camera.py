@@ -133,6 +133,33 @@ def test_missing_file_goes_offline_and_retries(tmp_path: Path) -> None:
     assert "no such file" in status.reason
 
 
+def test_spent_restart_budget_cools_down(tmp_path: Path) -> None:
+    config = validate_config(
+        {
+            "media_root": str(tmp_path),
+            "cameras": [{"id": "cam", "url": "missing.mp4"}],
+            "reconnect": {
+                "initial_backoff_s": 0.05,
+                "max_backoff_s": 0.05,
+                "restart_budget": 3,
+                "restart_window_s": 60,
+                "cooldown_s": 30,
+            },
+        }
+    )
+    ingest = CameraIngest(config.cameras[0], config.reconnect, FrameQueue(2))
+    ingest.start()
+    try:
+        status = wait_for(lambda: "restart budget spent" in (s := ingest.status()).reason and s, 10)
+    finally:
+        ingest.stop()
+        assert ingest.join(5)
+    assert status.state is CameraState.OFFLINE
+    assert status.counters.reconnects == 4  # three within budget, then the cool-down
+    assert status.next_retry_in_s is not None and 25 < status.next_retry_in_s <= 30
+    assert "no such file" in status.reason  # the cause is still named
+
+
 def test_open_decode_close_cycles_leak_nothing(vtest_clip: Path) -> None:
     url = CameraUrl.parse(vtest_clip.name, media_root=vtest_clip.parent)
     options = OpenOptions()
