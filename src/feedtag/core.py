@@ -52,6 +52,63 @@ class Frame:
         return int(self.image.shape[1]), int(self.image.shape[0])
 
 
+@dataclass(frozen=True, slots=True)
+class Detections:
+    """What a detector found in one frame: ``N`` boxes in the frame's pixel coordinates.
+
+    ``xyxy`` is ``float32 (N, 4)`` (x1, y1, x2, y2), ``confidence`` ``float32 (N,)``,
+    ``class_id`` ``int32 (N,)`` indexing the detector's class names. ``tracker_id`` is
+    ``int64 (N,)`` once a tracker has run: anonymous, local to one camera, never joined
+    across cameras.
+
+    >>> import numpy as np
+    >>> d = Detections(np.array([[0, 0, 10, 20]], np.float32), np.array([0.9], np.float32),
+    ...                np.array([0], np.int32))
+    >>> len(d), len(Detections.empty())
+    (1, 0)
+    """
+
+    xyxy: npt.NDArray[np.float32]
+    confidence: npt.NDArray[np.float32]
+    class_id: npt.NDArray[np.int32]
+    tracker_id: npt.NDArray[np.int64] | None = None
+
+    def __post_init__(self) -> None:
+        xyxy = self.xyxy
+        _expect(isinstance(xyxy, np.ndarray), "xyxy as numpy.ndarray", type(xyxy).__name__)
+        _expect(xyxy.dtype == np.float32, "xyxy dtype float32", str(xyxy.dtype))
+        _expect(xyxy.ndim == 2 and xyxy.shape[1] == 4, "xyxy shape (N, 4)", xyxy.shape)
+        count = xyxy.shape[0]
+        for name, dtype in (("confidence", np.float32), ("class_id", np.int32)):
+            array = getattr(self, name)
+            _expect(isinstance(array, np.ndarray), f"{name} as numpy.ndarray", type(array).__name__)
+            _expect(array.dtype == dtype, f"{name} dtype {np.dtype(dtype)}", str(array.dtype))
+            _expect(array.shape == (count,), f"{name} shape ({count},)", array.shape)
+        if self.tracker_id is not None:
+            ids = self.tracker_id
+            _expect(isinstance(ids, np.ndarray), "tracker_id as numpy.ndarray", type(ids).__name__)
+            _expect(ids.dtype == np.int64, "tracker_id dtype int64", str(ids.dtype))
+            _expect(ids.shape == (count,), f"tracker_id shape ({count},)", ids.shape)
+
+    @classmethod
+    def empty(cls) -> Detections:
+        return cls(
+            np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0,), np.int32)
+        )
+
+    def __len__(self) -> int:
+        return int(self.xyxy.shape[0])
+
+    def select(self, mask: npt.NDArray[np.bool_] | npt.NDArray[np.intp]) -> Detections:
+        """The detections a boolean mask or an index array picks."""
+        return Detections(
+            self.xyxy[mask],
+            self.confidence[mask],
+            self.class_id[mask],
+            None if self.tracker_id is None else self.tracker_id[mask],
+        )
+
+
 class CameraState(enum.StrEnum):
     """Where a camera's ingest stands."""
 
