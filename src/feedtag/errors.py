@@ -15,6 +15,7 @@
      │    └── SourceStalled       bytes may arrive, but no frame was decoded for too long
      ├── DecodeError              a packet or frame could not be decoded
      ├── DetectorError            inference failed (vision layer)
+     │    └── ModelError          a model could not be built, found, read or verified
      └── StoreError               the store could not be written or read
 
 Library errors are translated where they enter feedtag (see :func:`source_error_from_av`).
@@ -91,6 +92,11 @@ class DecodeError(FeedtagError):
 
 class DetectorError(FeedtagError):
     """Inference failed."""
+
+
+class ModelError(DetectorError):
+    """A detector model could not be built, found, read or verified; the message says what
+    to do (which package to install, which file is corrupt)."""
 
 
 class StoreError(FeedtagError):
