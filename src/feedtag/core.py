@@ -109,6 +109,38 @@ class Detections:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class VisionStatus:
+    """What the vision stage did for one camera: gate, detector, latest result."""
+
+    camera_id: str
+    frames: int
+    detected: int
+    gated: int
+    failed: int
+    latency_ms: float | None
+    counts: dict[str, int]
+    tracks: int
+
+    @property
+    def gate_ratio(self) -> float:
+        """Fraction of frames the gate let pass without running the detector."""
+        return self.gated / self.frames if self.frames else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "camera_id": self.camera_id,
+            "frames": self.frames,
+            "detected": self.detected,
+            "gated": self.gated,
+            "gate_ratio": round(self.gate_ratio, 3),
+            "failed": self.failed,
+            "detector_latency_ms": None if self.latency_ms is None else round(self.latency_ms, 1),
+            "counts": dict(self.counts),
+            "tracks": self.tracks,
+        }
+
+
 class CameraState(enum.StrEnum):
     """Where a camera's ingest stands."""
 

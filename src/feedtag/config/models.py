@@ -63,6 +63,21 @@ CameraUrlField = Annotated[
 ]
 
 
+class GateConfig(StrictModel):
+    """The change test that decides whether a frame needs the detector."""
+
+    enabled: bool = Field(default=True, description="Set false to run the detector on every frame.")
+    pixel_threshold: int = Field(
+        default=14, ge=1, le=255, description="Grey levels a sample must change by to count."
+    )
+    min_changed_fraction: float = Field(
+        default=0.002, ge=0, le=1, description="Fraction of samples that must change."
+    )
+    refresh_s: float = Field(
+        default=10.0, gt=0, le=3600, description="Run the detector at least this often."
+    )
+
+
 class CameraConfig(StrictModel):
     """One camera."""
 
@@ -124,6 +139,14 @@ class CameraConfig(StrictModel):
         le=600,
         description="Watchdog: no decoded frame for this long counts as a stall, even while "
         "bytes still arrive.",
+    )
+    classes: list[str] | None = Field(
+        default=None,
+        max_length=1000,
+        description="Class names to keep (e.g. [person, car]); default: every class.",
+    )
+    gate: GateConfig = Field(
+        default_factory=GateConfig, description="When the detector may be skipped."
     )
     loop: bool = Field(default=False, description="Files only: start again at the end.")
     realtime: bool = Field(
@@ -189,6 +212,53 @@ class EngineConfig(StrictModel):
     )
 
 
+class DetectorConfig(StrictModel):
+    """The object detector shared by every camera of a node."""
+
+    enabled: bool = Field(
+        default=True, description="Set false to run ingest only (frames are counted, not analysed)."
+    )
+    model: str = Field(
+        default="default",
+        max_length=4096,
+        description="'default' (YOLOv3-tiny COCO, built offline on first use) or the path of "
+        "an ONNX file.",
+    )
+    layout: Literal["yolo-decoded", "yolov8", "yolox"] = Field(
+        default="yolo-decoded",
+        description="Output layout of a user ONNX model: 'yolo-decoded' [B,N,5+C] (YOLOv5/v7, "
+        "decoded YOLOX, the default model), 'yolov8' [B,4+C,N] (YOLOv8/v9/11), 'yolox' raw.",
+    )
+    class_names: list[str] | None = Field(
+        default=None, max_length=10_000, description="Class names of a user model (default: COCO)."
+    )
+    input_size: Literal[320, 416] = Field(
+        default=416, description="Default model input size; 320 is faster, 416 finds more."
+    )
+    precision: Literal["int8", "fp32"] = Field(
+        default="int8", description="Default model precision."
+    )
+    models_dir: Path | None = Field(
+        default=None, description="Where built models live (default: the feedtag cache)."
+    )
+    threads: int = Field(default=1, ge=1, le=256, description="Threads per inference call.")
+    confidence: float = Field(default=0.3, gt=0, lt=1, description="Minimum detection score.")
+    iou: float = Field(default=0.45, gt=0, lt=1, description="NMS overlap threshold.")
+    max_batch: int = Field(default=8, ge=1, le=256, description="Frames per inference call.")
+    max_wait_s: float = Field(
+        default=0.05, ge=0, le=5, description="Longest a frame waits for a batch to fill."
+    )
+    track_lost_s: float = Field(
+        default=3.0, gt=0, le=600, description="A track unseen this long is ended."
+    )
+
+    @model_validator(mode="after")
+    def _user_model_needs_names(self) -> Self:
+        if self.model != "default" and not self.class_names:
+            raise ValueError("class_names is required when model is an ONNX file")
+        return self
+
+
 class FeedtagConfig(StrictModel):
     """The whole feedtag configuration file."""
 
@@ -197,6 +267,9 @@ class FeedtagConfig(StrictModel):
         description="Directory local video files must be inside. Without it, files are refused.",
     )
     engine: EngineConfig = Field(default_factory=EngineConfig, description="Node engine.")
+    detector: DetectorConfig = Field(
+        default_factory=DetectorConfig, description="Object detection for every camera."
+    )
     reconnect: ReconnectConfig = Field(
         default_factory=ReconnectConfig, description="Reconnect policy for all cameras."
     )
