@@ -1,0 +1,295 @@
+"""The batch scheduler: frames of many cameras, one ``detect()`` call.
+
+A model runs several frames in one call for little more than the cost of one (weights are
+read once, the matrix products are larger), so the frames the cameras submit are gathered
+into batches: at most ``max_batch`` frames, and no frame waits more than ``max_wait_s`` for
+companions. Batches are fair: cameras take turns, round robin, and no camera gets a second
+slot in a batch while another camera with a waiting frame has none, so a camera that floods
+(a busy scene at a high analysis rate) cannot starve a quiet one. Each camera keeps at most
+``max_pending_per_camera`` frames waiting; when a newer frame arrives the oldest is dropped
+(its future is cancelled), because a late result for an old frame is worth less than a
+prompt one for the newest.
+
+Submitters get a :class:`concurrent.futures.Future` that resolves to the frame's
+:class:`~feedtag.core.Detections`, or to the detector's exception, or is cancelled when the
+frame was dropped or the scheduler stopped. Every wait has a timeout; :meth:`BatchScheduler.
+stop` returns within its timeout even while a batch is being detected.
+
+>>> import numpy as np
+>>> from feedtag.core import Detections
+>>> class Nothing:
+...     class_names = ("person",)
+...     def detect(self, images): return [Detections.empty() for _ in images]
+>>> with BatchScheduler(Nothing(), max_batch=4, max_wait_s=0.01) as scheduler:
+...     future = scheduler.submit("door", np.zeros((4, 4, 3), np.uint8))
+...     len(future.result(timeout=5))
+0
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Final
+
+import numpy as np
+
+from feedtag.core import Detections
+from feedtag.errors import DetectorError
+from feedtag.vision.detector import Detector, Image
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BATCH: Final = 8
+DEFAULT_MAX_WAIT_S: Final = 0.05
+DEFAULT_MAX_PENDING_PER_CAMERA: Final = 2
+DEFAULT_STOP_TIMEOUT_S: Final = 1.0
+#: the longest an idle worker sleeps before it looks at the stop flag again
+IDLE_POLL_S: Final = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerStats:
+    """Counters since the scheduler was made."""
+
+    submitted: int
+    batches: int
+    frames: int  # frames that went through detect()
+    dropped: int  # superseded by a newer frame of the same camera
+    failed_batches: int
+    pending: int
+
+    @property
+    def mean_batch(self) -> float:
+        return self.frames / self.batches if self.batches else 0.0
+
+
+@dataclass(slots=True)
+class _Waiting:
+    camera_id: str
+    image: Image
+    future: Future[Detections]
+    submitted: float
+
+
+class BatchScheduler:
+    """Gathers frames from many cameras into batches for one :class:`Detector`.
+
+    ``workers`` threads each run ``detector.detect`` on one batch at a time (the detector must
+    be thread-safe when ``workers > 1``; ONNX Runtime sessions are). Frames may be submitted
+    before :meth:`start`; they wait until it is called.
+    """
+
+    def __init__(
+        self,
+        detector: Detector,
+        *,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        max_wait_s: float = DEFAULT_MAX_WAIT_S,
+        max_pending_per_camera: int = DEFAULT_MAX_PENDING_PER_CAMERA,
+        workers: int = 1,
+        name: str = "detector",
+    ) -> None:
+        checks = (
+            (max_batch >= 1, "max_batch >= 1", max_batch),
+            (0 <= max_wait_s <= 60, "0 <= max_wait_s <= 60", max_wait_s),
+            (max_pending_per_camera >= 1, "max_pending_per_camera >= 1", max_pending_per_camera),
+            (workers >= 1, "workers >= 1", workers),
+        )
+        for ok, what, got in checks:
+            if not ok:
+                raise ValueError(f"expected {what}, got {got!r}")
+        self._detector = detector
+        self._max_batch = max_batch
+        self._max_wait_s = max_wait_s
+        self._max_pending = max_pending_per_camera
+        self._condition = threading.Condition()
+        # per camera, its waiting frames oldest first; the ring holds each camera that has a
+        # waiting frame exactly once, in the order they will be served
+        self._queues: dict[str, deque[_Waiting]] = {}
+        self._ring: deque[str] = deque()
+        self._waiting = 0
+        self._stopping = False
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{name}-batch-{index}", daemon=True)
+            for index in range(workers)
+        ]
+        self._started = False
+        self._counts = {"submitted": 0, "batches": 0, "frames": 0, "dropped": 0, "failed": 0}
+
+    # -- the submitters' side ----------------------------------------------------------------
+
+    def submit(self, camera_id: str, image: Image) -> Future[Detections]:
+        """Queue one frame of ``camera_id``; the future resolves to its detections.
+
+        Raises :class:`DetectorError` once the scheduler is stopping.
+        """
+        if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3):
+            got = getattr(image, "shape", type(image).__name__)
+            raise ValueError(f"camera {camera_id}: expected image uint8 (H, W, 3), got {got}")
+        future: Future[Detections] = Future()
+        waiting = _Waiting(camera_id, image, future, time.monotonic())
+        dropped: _Waiting | None = None
+        with self._condition:
+            if self._stopping:
+                raise DetectorError("the batch scheduler is stopped")
+            queue = self._queues.get(camera_id)
+            if queue is None:
+                queue = self._queues[camera_id] = deque()
+                self._ring.append(camera_id)
+            if len(queue) >= self._max_pending:
+                dropped = queue.popleft()
+                self._waiting -= 1
+                self._counts["dropped"] += 1
+            queue.append(waiting)
+            self._waiting += 1
+            self._counts["submitted"] += 1
+            # A waiting worker knows its deadline already; only the first frame (a new
+            # deadline) and a full batch change what it should do.
+            if self._waiting in (1, self._max_batch):
+                self._condition.notify()
+        if dropped is not None:
+            dropped.future.cancel()  # outside the lock: cancel() runs the submitter's callbacks
+        return future
+
+    # -- life cycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the worker threads (once)."""
+        with self._condition:
+            if self._stopping:
+                raise DetectorError("the batch scheduler is stopped; make a new one")
+            if self._started:
+                return
+            self._started = True
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self, timeout_s: float = DEFAULT_STOP_TIMEOUT_S) -> None:
+        """Stop taking frames, cancel those still waiting, and wait up to ``timeout_s`` for
+        the workers. A batch already in ``detect()`` still resolves its futures when the
+        detector returns, even after this has returned."""
+        with self._condition:
+            self._stopping = True
+            waiting = [item for queue in self._queues.values() for item in queue]
+            self._queues.clear()
+            self._ring.clear()
+            self._waiting = 0
+            self._condition.notify_all()
+        for item in waiting:
+            item.future.cancel()
+        deadline = time.monotonic() + timeout_s
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(max(0.0, deadline - time.monotonic()))
+        busy = [thread.name for thread in self._threads if thread.is_alive()]
+        if busy:
+            log.warning("batch workers still in detect() after %.1f s: %s", timeout_s, busy)
+
+    def __enter__(self) -> BatchScheduler:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def stats(self) -> SchedulerStats:
+        with self._condition:
+            counts = dict(self._counts)
+            pending = self._waiting
+        return SchedulerStats(
+            submitted=counts["submitted"],
+            batches=counts["batches"],
+            frames=counts["frames"],
+            dropped=counts["dropped"],
+            failed_batches=counts["failed"],
+            pending=pending,
+        )
+
+    # -- the workers' side -------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            if batch:
+                self._detect(batch)
+
+    def _next_batch(self) -> list[_Waiting] | None:
+        """The next batch once it is full or its oldest frame has waited ``max_wait_s``;
+        None when stopping. May be empty when every frame taken had been cancelled."""
+        with self._condition:
+            while not self._stopping:
+                if self._waiting >= self._max_batch:
+                    return self._take()
+                if self._waiting:
+                    oldest = min(queue[0].submitted for queue in self._queues.values())
+                    left = oldest + self._max_wait_s - time.monotonic()
+                    if left <= 0:
+                        return self._take()
+                    self._condition.wait(min(left, IDLE_POLL_S))
+                else:
+                    self._condition.wait(IDLE_POLL_S)
+            return None
+
+    def _take(self) -> list[_Waiting]:
+        """Round robin over the ring, one frame per camera per turn; the lock is held."""
+        batch: list[_Waiting] = []
+        while len(batch) < self._max_batch and self._ring:
+            camera_id = self._ring.popleft()
+            queue = self._queues[camera_id]
+            item = queue.popleft()
+            self._waiting -= 1
+            if queue:
+                self._ring.append(camera_id)  # its next frame waits until the others had a turn
+            else:
+                del self._queues[camera_id]
+            # False when the submitter cancelled it: the slot goes to the next camera
+            if item.future.set_running_or_notify_cancel():
+                batch.append(item)
+        if batch:
+            self._counts["batches"] += 1
+            self._counts["frames"] += len(batch)
+        if self._waiting:
+            self._condition.notify()  # another worker may start on the rest
+        return batch
+
+    def _detect(self, batch: Sequence[_Waiting]) -> None:
+        try:
+            results = self._checked_detect(batch)
+        except Exception as exc:  # noqa: BLE001 - every failure belongs to the frames' futures
+            with self._condition:
+                self._counts["failed"] += 1
+            if len(batch) == 1:
+                batch[0].future.set_exception(exc)
+                return
+            # One camera's odd frame must not fail the others': retry each frame on its own.
+            log.debug("batch of %d failed (%s); retrying frame by frame", len(batch), exc)
+            for item in batch:
+                try:
+                    (result,) = self._checked_detect([item])
+                except Exception as single:  # noqa: BLE001 - as above, for this frame alone
+                    item.future.set_exception(single)
+                else:
+                    item.future.set_result(result)
+            return
+        for item, result in zip(batch, results, strict=True):
+            item.future.set_result(result)
+
+    def _checked_detect(self, batch: Sequence[_Waiting]) -> list[Detections]:
+        results = self._detector.detect([item.image for item in batch])
+        if len(results) != len(batch):
+            raise DetectorError(f"detector returned {len(results)} results for {len(batch)} frames")
+        return results
