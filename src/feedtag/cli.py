@@ -19,7 +19,7 @@ from typing import Any, Final
 
 from feedtag import __version__
 from feedtag.config import FeedtagConfig, config_json_schema, load_config, validate_config
-from feedtag.core import CameraStatus
+from feedtag.core import CameraStatus, VisionStatus
 from feedtag.errors import ConfigError, FeedtagError, SourceError
 from feedtag.urls import RedactingFilter, redact
 
@@ -127,6 +127,86 @@ def cmd_bench_ingest(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_models_build(args: argparse.Namespace) -> int:
+    from feedtag.vision.models import build_default_model, default_models_dir
+
+    folder = args.models_dir or default_models_dir()
+    print(f"building the default detector into {folder} (offline) ...", file=sys.stderr)
+    started = time.monotonic()
+    info = build_default_model(folder, progress=_progress)
+    print(f"built {info.name} in {time.monotonic() - started:.0f} s: {info.path}")
+    return EXIT_OK
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from feedtag.vision.models import default_models_dir, list_models
+
+    folder = args.models_dir or default_models_dir()
+    models = list_models(folder)
+    if args.json:
+        print(json.dumps([dict(info.manifest) for info in models]))
+        return EXIT_OK
+    if not models:
+        print(f"no models in {folder}; `feedtag models build` makes the default one")
+    for info in models:
+        print(
+            f"{info.name:<32} {info.precision:<5} {info.input_size:>4}  {len(info.class_names)} "
+            f"classes  {info.path}"
+        )
+    return EXIT_OK
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from feedtag.runtime.detect import detect_stream, frames_of
+    from feedtag.runtime.detection import build_detector
+    from feedtag.vision.gate import ChangeGate
+
+    target = args.url
+    is_file = "://" not in target
+    camera: dict[str, Any] = {"id": "detect", "url": target, "analysis_fps": args.analysis_fps}
+    data: dict[str, Any] = {"cameras": [camera]}
+    if is_file:
+        data["media_root"] = str(Path(target).resolve().parent)  # the operator named it
+        camera["realtime"] = False
+    if args.model is not None:
+        data["detector"] = {
+            "model": str(args.model),
+            "layout": args.layout,
+            "class_names": args.class_names.split(",") if args.class_names else None,
+        }
+    config = validate_config(data, source="arguments")
+    settings = config.detector
+    if settings.model == "default":
+        print("loading the default detector (built on first use) ...", file=sys.stderr)
+    detector = build_detector(settings, _progress)
+    gate = None if args.no_gate else ChangeGate()
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    results = detect_stream(
+        frames_of(config.cameras[0], config, stop),
+        detector,
+        gate=gate,
+        track_lost_s=settings.track_lost_s,
+        max_frames=args.max_frames,
+        save_dir=args.save_annotated,
+    )
+    for result in results:
+        if args.json:
+            print(json.dumps(result.to_dict()), flush=True)
+            continue
+        found = ", ".join(
+            f"{d['label']}{'#' + str(d['track_id']) if d['track_id'] else ''} {d['confidence']:.2f}"
+            for d in result.to_dict()["detections"]
+        )
+        mark = " (gated: carried forward)" if result.gated else ""
+        print(
+            f"frame {result.frame_index:>5}  t={result.t_s:8.2f}s  {found or '-'}{mark}", flush=True
+        )
+    if args.save_annotated is not None:
+        print(f"anonymized annotated frames in {args.save_annotated}", file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from feedtag.bench.footage import bikes_path, cache_dir, sample_h264, vtest_path
 
@@ -162,10 +242,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # -- helpers ----------------------------------------------------------------------------
 
 
-def run_engine(config: FeedtagConfig, *, seconds: float | None, as_json: bool) -> int:
-    from feedtag.runtime.node import NodeEngine
+def _progress(step: str, done: int, total: int) -> None:
+    print(
+        f"\r  {step}: {done}/{total}", end="" if done < total else "\n", file=sys.stderr, flush=True
+    )
 
-    engine = NodeEngine(config)
+
+def _load_engine(config: FeedtagConfig) -> Any:
+    from feedtag.runtime.node import NodeEngine
+    from feedtag.vision.models import default_models_dir
+
+    if config.detector.enabled and config.detector.model == "default":
+        folder = config.detector.models_dir or default_models_dir()
+        print(
+            f"loading the default detector from {folder} (built on first use, about a minute) ...",
+            file=sys.stderr,
+            flush=True,
+        )
+    return NodeEngine.from_config(config, _progress)
+
+
+def run_engine(config: FeedtagConfig, *, seconds: float | None, as_json: bool) -> int:
+    engine = _load_engine(config)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -176,7 +274,7 @@ def run_engine(config: FeedtagConfig, *, seconds: float | None, as_json: bool) -
     started = time.monotonic()
     try:
         while not stop.wait(config.engine.status_interval_s):
-            _print_statuses(engine.statuses(), as_json)
+            _print_statuses(engine.statuses(), engine.vision_statuses(), as_json)
             if seconds is not None and time.monotonic() - started >= seconds:
                 break
     finally:
@@ -187,26 +285,39 @@ def run_engine(config: FeedtagConfig, *, seconds: float | None, as_json: bool) -
         log.info(
             "stopped in %.1f s%s", time.monotonic() - began, "" if clean else " (some threads left)"
         )
-    _print_statuses(engine.statuses(), as_json)
+    _print_statuses(engine.statuses(), engine.vision_statuses(), as_json)
     return EXIT_OK
 
 
-def _print_statuses(statuses: list[CameraStatus], as_json: bool) -> None:
+def _print_statuses(
+    statuses: list[CameraStatus], vision: dict[str, VisionStatus], as_json: bool
+) -> None:
     if as_json:
-        print(
-            json.dumps({"time": time.time(), "cameras": [s.to_dict() for s in statuses]}),
-            flush=True,
-        )
+        cameras = []
+        for status in statuses:
+            record = status.to_dict()
+            seen = vision.get(status.camera_id)
+            record["vision"] = None if seen is None else seen.to_dict()
+            cameras.append(record)
+        print(json.dumps({"time": time.time(), "cameras": cameras}), flush=True)
         return
-    header = f"{'camera':<18}{'state':<11}{'mode':<11}{'keyint':>7}{'dec/s':>7}{'ana/s':>7}"
-    print(f"\n{time.strftime('%H:%M:%S')}  {header}{'drops':>7}{'reconn':>7}  reason", flush=False)
+    header = f"{'camera':<16}{'state':<9}{'mode':<10}{'keyint':>7}{'dec/s':>6}{'ana/s':>6}"
+    header += f"{'drops':>6}{'recon':>6}{'gated':>7}{'det ms':>7}  objects / reason"
+    print(f"\n{time.strftime('%H:%M:%S')}  {header}")
     for s in statuses:
         keyint = f"{s.keyframe_interval_s:.2f}" if s.keyframe_interval_s is not None else "-"
         drops = sum(s.counters.frames_dropped.values())
+        seen = vision.get(s.camera_id)
+        gated = f"{seen.gate_ratio:.0%}" if seen is not None and seen.frames else "-"
+        latency = f"{seen.latency_ms:.0f}" if seen is not None and seen.latency_ms else "-"
+        detail = s.reason
+        if seen is not None and s.state.value == "online":
+            objects = " ".join(f"{label}:{count}" for label, count in sorted(seen.counts.items()))
+            detail = f"{objects or 'nothing'}; {seen.tracks} track(s)"
         print(
-            f"{'':10}{s.camera_id[:17]:<18}{s.state.value:<11}{s.mode.value:<11}{keyint:>7}"
-            f"{s.decoded_fps:>7.1f}{s.analysed_fps:>7.1f}{drops:>7}{s.counters.reconnects:>7}"
-            f"  {s.reason[:60]}"
+            f"{'':10}{s.camera_id[:15]:<16}{s.state.value:<9}{s.mode.value:<10}{keyint:>7}"
+            f"{s.decoded_fps:>6.1f}{s.analysed_fps:>6.1f}{drops:>6}{s.counters.reconnects:>6}"
+            f"{gated:>7}{latency:>7}  {detail[:70]}"
         )
     sys.stdout.flush()
 
@@ -241,6 +352,55 @@ def _positive(kind: type[int] | type[float]) -> Any:
         return value
 
     return parse
+
+
+def _add_vision_commands(commands: Any) -> None:
+    models = commands.add_parser("models", help="detector models: build, list")
+    model_commands = models.add_subparsers(dest="models", required=True, metavar="ACTION")
+    build = model_commands.add_parser("build", help="build the default detector, offline")
+    build.add_argument("--models-dir", type=Path, default=None)
+    build.set_defaults(func=cmd_models_build)
+    listing = model_commands.add_parser("list", help="the models in the models directory")
+    listing.add_argument("--models-dir", type=Path, default=None)
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(func=cmd_models_list)
+
+    detect = commands.add_parser("detect", help="detect and track in a file or stream")
+    detect.add_argument("url", help="a video file or a camera URL")
+    detect.add_argument("--json", action="store_true", help="one JSON object per frame")
+    detect.add_argument(
+        "--save-annotated",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write anonymized annotated JPEGs here",
+    )
+    detect.add_argument("--max-frames", type=_positive(int), default=None)
+    detect.add_argument("--analysis-fps", type=_positive(float), default=1.0)
+    detect.add_argument("--no-gate", action="store_true", help="run the detector on every frame")
+    detect.add_argument("--model", type=Path, default=None, help="a user ONNX model")
+    detect.add_argument(
+        "--layout",
+        default="yolo-decoded",
+        choices=["yolo-decoded", "yolov8", "yolox", "yolox-decoded"],
+    )
+    detect.add_argument("--class-names", default=None, help="comma-separated, for --model")
+    detect.set_defaults(func=cmd_detect)
+
+
+def _add_bench_commands(commands: Any) -> None:
+    bench = commands.add_parser("bench", help="benchmarks")
+    bench_kinds = bench.add_subparsers(dest="bench", required=True, metavar="KIND")
+    ingest = bench_kinds.add_parser("ingest", help="live-paced feeds through the ingest path")
+    ingest.add_argument(
+        "--source", default="vtest", help="'vtest', 'bikes' (re-encoded to H.264) or a video file"
+    )
+    ingest.add_argument("--size", type=_size, default="640x360", help="for sample sources")
+    ingest.add_argument("--feeds", type=_positive(int), default=50)
+    ingest.add_argument("--seconds", type=_positive(float), default=20.0)
+    ingest.add_argument("--mode", choices=["keyframes", "all"], default="keyframes")
+    ingest.add_argument("--json", action="store_true")
+    ingest.set_defaults(func=cmd_bench_ingest)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -282,18 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     probe.set_defaults(func=cmd_probe)
 
-    bench = commands.add_parser("bench", help="benchmarks")
-    bench_kinds = bench.add_subparsers(dest="bench", required=True, metavar="KIND")
-    ingest = bench_kinds.add_parser("ingest", help="live-paced feeds through the ingest path")
-    ingest.add_argument(
-        "--source", default="vtest", help="'vtest', 'bikes' (re-encoded to H.264) or a video file"
-    )
-    ingest.add_argument("--size", type=_size, default="640x360", help="for sample sources")
-    ingest.add_argument("--feeds", type=_positive(int), default=50)
-    ingest.add_argument("--seconds", type=_positive(float), default=20.0)
-    ingest.add_argument("--mode", choices=["keyframes", "all"], default="keyframes")
-    ingest.add_argument("--json", action="store_true")
-    ingest.set_defaults(func=cmd_bench_ingest)
+    _add_vision_commands(commands)
+    _add_bench_commands(commands)
     return parser
 
 

@@ -63,8 +63,9 @@ def test_cameras_added_and_removed_at_run_time(vtest_clip: Path) -> None:
 
 
 def test_a_failing_consumer_does_not_stop_the_engine(vtest_clip: Path) -> None:
-    class Flaky:
+    class Flaky(RateRecorder):
         def __init__(self) -> None:
+            super().__init__()
             self.seen = 0
 
         def consume(self, frame: Frame) -> None:

@@ -224,10 +224,10 @@ class DetectorConfig(StrictModel):
         description="'default' (YOLOv3-tiny COCO, built offline on first use) or the path of "
         "an ONNX file.",
     )
-    layout: Literal["yolo-decoded", "yolov8", "yolox"] = Field(
+    layout: Literal["yolo-decoded", "yolov8", "yolox", "yolox-decoded"] = Field(
         default="yolo-decoded",
         description="Output layout of a user ONNX model: 'yolo-decoded' [B,N,5+C] (YOLOv5/v7, "
-        "decoded YOLOX, the default model), 'yolov8' [B,4+C,N] (YOLOv8/v9/11), 'yolox' raw.",
+        "the default model), 'yolov8' [B,4+C,N] (YOLOv8/v9/11), 'yolox' raw, 'yolox-decoded'.",
     )
     class_names: list[str] | None = Field(
         default=None, max_length=10_000, description="Class names of a user model (default: COCO)."
@@ -249,7 +249,10 @@ class DetectorConfig(StrictModel):
         default=0.05, ge=0, le=5, description="Longest a frame waits for a batch to fill."
     )
     track_lost_s: float = Field(
-        default=3.0, gt=0, le=600, description="A track unseen this long is ended."
+        default=4.0,
+        gt=0,
+        le=600,
+        description="A track unseen this long is ended (4 s bridges one missed frame at 0.5 fps).",
     )
 
     @model_validator(mode="after")

@@ -16,10 +16,12 @@ from collections.abc import Callable
 from typing import Final, Protocol
 
 from feedtag.config.models import CameraConfig, FeedtagConfig
-from feedtag.core import CameraStatus, Frame
+from feedtag.core import CameraStatus, Frame, VisionStatus
 from feedtag.ingest.camera import CameraIngest
 from feedtag.ingest.handoff import FrameQueue
 from feedtag.ingest.policies import RateMeter
+from feedtag.runtime.detection import build_detector
+from feedtag.runtime.vision import VisionConsumer
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +31,19 @@ DEFAULT_STOP_DEADLINE_S: Final = 4.0
 
 
 class FrameConsumer(Protocol):
-    """Whatever analyses frames: called from the engine's consumer thread."""
+    """Whatever analyses frames; ``consume`` is called from the engine's consumer thread."""
+
+    def start(self) -> None: ...
+
+    def stop(self, timeout: float = 2.0) -> None: ...
 
     def consume(self, frame: Frame) -> None: ...
+
+    def add_camera(self, camera: CameraConfig) -> None: ...
+
+    def remove_camera(self, camera_id: str) -> None: ...
+
+    def statuses(self) -> list[VisionStatus]: ...
 
 
 class RateRecorder:
@@ -42,6 +54,22 @@ class RateRecorder:
         self._meters: dict[str, RateMeter] = {}
         self.counts: dict[str, int] = {}
         self._lock = threading.Lock()
+
+    def start(self) -> None:
+        pass  # nothing to start: it only counts
+
+    def stop(self, timeout: float = 2.0) -> None:
+        pass
+
+    def add_camera(self, camera: CameraConfig) -> None:
+        pass  # meters are made on a camera's first frame
+
+    def remove_camera(self, camera_id: str) -> None:
+        with self._lock:
+            self._meters.pop(camera_id, None)
+
+    def statuses(self) -> list[VisionStatus]:
+        return []  # no vision: ingest only
 
     def consume(self, frame: Frame) -> None:
         with self._lock:
@@ -78,11 +106,25 @@ class NodeEngine:
             if camera.enabled:
                 self._cameras[camera.id] = self._make_ingest(camera)
 
+    @classmethod
+    def from_config(
+        cls, config: FeedtagConfig, progress: Callable[[str, int, int], None] | None = None
+    ) -> NodeEngine:
+        """An engine whose consumer is what ``config`` asks for: detection and tracking for
+        every camera, or (``detector.enabled: false``) ingest only. Builds the default model
+        on first use, reporting to ``progress``."""
+        if not config.detector.enabled:
+            return cls(config, RateRecorder())
+        detector = build_detector(config.detector, progress)
+        cameras = [camera for camera in config.cameras if camera.enabled]
+        return cls(config, VisionConsumer(detector, config.detector, cameras))
+
     def _make_ingest(self, camera: CameraConfig) -> CameraIngest:
         queue = FrameQueue(self.config.engine.queue_size, self._ready)
         return CameraIngest(camera, self.config.reconnect, queue)
 
     def start(self) -> None:
+        self.consumer.start()
         self._consumer_thread = threading.Thread(
             target=self._consume_loop, name="consumer", daemon=True
         )
@@ -98,6 +140,7 @@ class NodeEngine:
             if camera.id in self._cameras:
                 raise ValueError(f"camera id {camera.id!r} is already running")
             self._cameras[camera.id] = ingest
+        self.consumer.add_camera(camera)
         ingest.start()
 
     def remove_camera(self, camera_id: str, timeout: float = 5.0) -> bool:
@@ -105,6 +148,7 @@ class NodeEngine:
         with self._lock:
             ingest = self._cameras.pop(camera_id)
         ingest.stop()
+        self.consumer.remove_camera(camera_id)
         return ingest.join(timeout)
 
     def stop(self, deadline_s: float = DEFAULT_STOP_DEADLINE_S) -> bool:
@@ -122,10 +166,15 @@ class NodeEngine:
         if self._consumer_thread is not None:
             self._consumer_thread.join(max(0.0, end - time.monotonic()))
             ended = ended and not self._consumer_thread.is_alive()
+        self.consumer.stop(max(0.1, end - time.monotonic()))
         return ended
 
     def statuses(self) -> list[CameraStatus]:
         return [ingest.status() for ingest in self._snapshot()]
+
+    def vision_statuses(self) -> dict[str, VisionStatus]:
+        """Per camera, what the vision stage did (empty when detection is off)."""
+        return {status.camera_id: status for status in self.consumer.statuses()}
 
     def _snapshot(self) -> list[CameraIngest]:
         with self._lock:
