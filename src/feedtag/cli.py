@@ -96,13 +96,16 @@ def cmd_bench_ingest(args: argparse.Namespace) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-        results[variant] = run_in_child(variant, source, args.feeds, args.seconds, args.mode)
+        results[variant] = run_in_child(
+            variant, source, args.feeds, args.seconds, args.mode, pipeline=args.pipeline
+        )
     engine, bare = results["engine"], results["bare"]
     ratio = engine.feeds_per_core / bare.feeds_per_core if bare.feeds_per_core else 0.0
     if args.json:
         summary = {
             "feeds": engine.feeds,
             "mode": engine.mode,
+            "pipeline": args.pipeline,
             "source": source.name,
             "feeds_per_core": engine.feeds_per_core,
             "cpu_s_per_feed_s": engine.cpu_s_per_feed_s,
@@ -204,6 +207,29 @@ def cmd_detect(args: argparse.Namespace) -> int:
         )
     if args.save_annotated is not None:
         print(f"anonymized annotated frames in {args.save_annotated}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_bench_detect(args: argparse.Namespace) -> int:
+    from feedtag.bench.detect import run_bench
+
+    def say(step: str) -> None:
+        if not args.json:
+            print(f"measuring {step} ...", file=sys.stderr, flush=True)
+
+    rows = run_bench(args.seconds, say)
+    if args.json:
+        print(json.dumps([row.to_dict() for row in rows]))
+        return EXIT_OK
+    print(
+        f"{'backend':<16}{'precision':<10}{'size':>5}{'batch':>6}{'ms/frame':>10}"
+        f"{'frames/s/core':>15}"
+    )
+    for row in rows:
+        print(
+            f"{row.backend:<16}{row.precision:<10}{row.input_size:>5}{row.batch:>6}"
+            f"{row.ms_per_frame:>10}{row.frames_per_s_per_core:>15}"
+        )
     return EXIT_OK
 
 
@@ -400,7 +426,16 @@ def _add_bench_commands(commands: Any) -> None:
     ingest.add_argument("--seconds", type=_positive(float), default=20.0)
     ingest.add_argument("--mode", choices=["keyframes", "all"], default="keyframes")
     ingest.add_argument("--json", action="store_true")
+    ingest.add_argument(
+        "--pipeline",
+        action="store_true",
+        help="include gate, detector and tracker (the whole analysis path)",
+    )
     ingest.set_defaults(func=cmd_bench_ingest)
+    detect = bench_kinds.add_parser("detect", help="detector cost per backend, precision, size")
+    detect.add_argument("--seconds", type=_positive(float), default=5.0, help="per measurement")
+    detect.add_argument("--json", action="store_true")
+    detect.set_defaults(func=cmd_bench_detect)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -48,14 +48,24 @@ class IngestBenchResult:
 
 
 def run_variant(
-    variant: Variant, source: Path, feeds: int, seconds: float, mode: Mode
+    variant: Variant,
+    source: Path,
+    feeds: int,
+    seconds: float,
+    mode: Mode,
+    *,
+    pipeline: bool = False,
 ) -> IngestBenchResult:
-    """Run one variant in this process (called in the child)."""
+    """Run one variant in this process (called in the child). ``pipeline`` adds the gate,
+    the detector and the tracker to the engine variant; the model loads before the memory
+    baseline is taken."""
+    runner: _EngineRun | _BareRun
+    if variant == "engine":
+        runner = _EngineRun(source, feeds, mode, pipeline)
+    else:
+        runner = _BareRun(source, feeds, mode)
     process = psutil.Process()
     rss_before = process.memory_info().rss
-    runner = (
-        _EngineRun(source, feeds, mode) if variant == "engine" else _BareRun(source, feeds, mode)
-    )
     runner.start()
     try:
         time.sleep(WARMUP_S)
@@ -83,13 +93,19 @@ def run_variant(
 
 
 def run_in_child(
-    variant: Variant, source: Path, feeds: int, seconds: float, mode: Mode
+    variant: Variant,
+    source: Path,
+    feeds: int,
+    seconds: float,
+    mode: Mode,
+    *,
+    pipeline: bool = False,
 ) -> IngestBenchResult:
     """Run one variant in a fresh interpreter and return its result."""
     command = [
         sys.executable, "-m", "feedtag.bench.ingest", "--variant", variant,
         "--source", str(source), "--feeds", str(feeds), "--seconds", str(seconds),
-        "--mode", mode,
+        "--mode", mode, *(["--pipeline"] if pipeline else []),
     ]  # fmt: skip
     done = subprocess.run(
         command,
@@ -111,7 +127,7 @@ def _cpu(process: psutil.Process) -> float:
 class _EngineRun:
     """The real path: config validation, NodeEngine, CameraIngest threads, the consumer."""
 
-    def __init__(self, source: Path, feeds: int, mode: Mode) -> None:
+    def __init__(self, source: Path, feeds: int, mode: Mode, pipeline: bool) -> None:
         cameras = [
             {
                 "id": f"feed{i:04d}",
@@ -123,8 +139,15 @@ class _EngineRun:
             }
             for i in range(feeds)
         ]
-        config = validate_config({"media_root": str(source.parent), "cameras": cameras})
-        self.engine = NodeEngine(config)
+        config = validate_config(
+            {
+                "media_root": str(source.parent),
+                "cameras": cameras,
+                "detector": {"enabled": pipeline},
+            }
+        )
+        # the model is loaded before the measurement starts (and RSS baseline is taken)
+        self.engine = NodeEngine.from_config(config)
 
     def start(self) -> None:
         self.engine.start()
@@ -197,8 +220,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--feeds", type=int, required=True)
     parser.add_argument("--seconds", type=float, required=True)
     parser.add_argument("--mode", choices=["keyframes", "all"], required=True)
+    parser.add_argument("--pipeline", action="store_true")
     args = parser.parse_args(argv)
-    result = run_variant(args.variant, args.source, args.feeds, args.seconds, args.mode)
+    result = run_variant(
+        args.variant, args.source, args.feeds, args.seconds, args.mode, pipeline=args.pipeline
+    )
     print(json.dumps(result.to_dict()))  # noqa: T201 - the child's output channel
     return 0
 
