@@ -44,8 +44,8 @@ def gate_report(
 ) -> GateReport:
     """Run the frames gated and ungated; compare per-frame presence (label, count)."""
     names = list(detector.class_names)
-    full = [presence(r.detections, names) for r in
-            detect_stream(iter(frames), detector, gate=None, track_lost_s=track_lost_s)]  # fmt: skip
+    ungated = detect_stream(iter(frames), detector, gate=None, track_lost_s=track_lost_s)
+    full = [presence(result.detections, names) for result in ungated]
     gated_results = list(
         detect_stream(iter(frames), detector, gate=gate, track_lost_s=track_lost_s)
     )
