@@ -94,7 +94,7 @@ def test_probe_errors(url: str, code: int, message: str) -> None:
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_run_prints_status_and_stops_on_signal(
-    tmp_path: Path, vtest_clip: Path, signum: signal.Signals
+    tmp_path: Path, vtest_clip: Path, models_dir: Path, signum: signal.Signals
 ) -> None:
     config = write_config(
         tmp_path / "run.yaml",
@@ -106,6 +106,7 @@ def test_run_prints_status_and_stops_on_signal(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "FEEDTAG_MODELS_DIR": str(models_dir)},
     )
     assert process.stdout is not None
     try:
@@ -114,10 +115,12 @@ def test_run_prints_status_and_stops_on_signal(
         while time.monotonic() < deadline:
             line = process.stdout.readline()
             status = json.loads(line)["cameras"][0]
-            if status["state"] == "online" and status["counters"]["frames_analysed"] >= 2:
+            vision = status["vision"]
+            if status["state"] == "online" and vision and vision["detected"] >= 2:
                 break
         assert status is not None and status["state"] == "online", status
         assert status["mode"] == "keyframes"
+        assert status["vision"]["counts"].get("person", 0) >= 1
         process.send_signal(signum)
         started = time.monotonic()
         assert process.wait(10) == 0
@@ -156,11 +159,44 @@ def test_bench_rejects_bad_arguments() -> None:
 
 
 @pytest.mark.slow
-def test_demo_runs_real_footage(tmp_path: Path) -> None:
-    done = feedtag("demo", "--seconds", "4", timeout=300, FEEDTAG_CACHE_DIR=str(tmp_path))
+def test_demo_runs_real_footage(tmp_path: Path, models_dir: Path) -> None:
+    done = feedtag(
+        "demo", "--seconds", "6", timeout=300,
+        FEEDTAG_CACHE_DIR=str(tmp_path), FEEDTAG_MODELS_DIR=str(models_dir),
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "vtest.avi" in done.stdout and "bikes.mp4" in done.stdout
     last = done.stdout.strip().splitlines()[-4:]
     assert all("stopped" in line for line in last), last
     assert sum("keyframes" in line for line in last) == 3
     assert sum("sampled" in line for line in last) == 1
+    assert "person:" in done.stdout  # people were detected while it ran
+
+
+@pytest.mark.slow
+def test_detect_prints_tracks_and_saves_anonymized_frames(
+    tmp_path: Path, vtest_clip: Path, models_dir: Path
+) -> None:
+    from PIL import Image
+
+    out = tmp_path / "annotated"
+    done = feedtag(
+        "detect", str(vtest_clip), "--json", "--max-frames", "3", "--save-annotated", str(out),
+        FEEDTAG_MODELS_DIR=str(models_dir),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    frames = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [f["frame"] for f in frames] == [0, 1, 2]
+    people = [d for d in frames[2]["detections"] if d["label"] == "person"]
+    assert len(people) >= 2
+    assert any(d["track_id"] for d in people)  # ids once tracks are confirmed
+    images = sorted(out.glob("*.jpg"))
+    assert len(images) == 3
+    with Image.open(images[0]) as image:
+        assert image.format == "JPEG" and image.size == (640, 360)
+
+
+def test_detect_rejects_hostile_input(tmp_path: Path) -> None:
+    done = feedtag("detect", "concat:/a|/b")
+    assert done.returncode == 2
+    assert "scheme 'concat' is not allowed" in done.stderr
