@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -72,3 +73,39 @@ def test_edges_and_degenerate_boxes(real_frame: np.ndarray, box: tuple[float, ..
 def test_no_people_no_change(real_frame: np.ndarray) -> None:
     out = anonymize(real_frame, Detections.empty(), NAMES)
     assert (out == real_frame).all()
+
+
+@pytest.mark.slow
+def test_detector_no_longer_finds_covered_people(default_detector: Any) -> None:
+    """The check the anonymizer docstring describes: crops around every confidently
+    detected person of vtest.avi, run through the detector as they are and anonymized."""
+    from feedtag.bench.accuracy import analysed_frames
+    from feedtag.bench.footage import vtest_path
+
+    names = list(default_detector.class_names)
+    found: dict[str, list[bool]] = {"original": [], "upper": [], "box": []}
+    for frame in analysed_frames(vtest_path(), 1.0)[::4]:
+        detections = default_detector.detect([frame.image])[0]
+        people = detections.select((detections.class_id == 0) & (detections.confidence >= 0.5))
+        versions = {
+            "original": frame.image,
+            "upper": anonymize(frame.image, people, names),
+            "box": anonymize(frame.image, people, names, region="box"),
+        }
+        height, width = frame.image.shape[:2]
+        for x1, y1, x2, y2 in people.xyxy:
+            w, h = x2 - x1, y2 - y1
+            left, right = int(max(0, x1 - w / 2)), int(min(width, x2 + w / 2))
+            top, bottom = int(max(0, y1 - h / 5)), int(min(height, y2 + h / 5))
+            for name, image in versions.items():
+                crop = np.ascontiguousarray(image[top:bottom, left:right])
+                result = default_detector.detect([crop])[0]
+                found[name].append(
+                    bool(((result.class_id == 0) & (result.confidence >= 0.3)).any())
+                )
+    rates = {name: sum(hits) / len(hits) for name, hits in found.items()}
+    print(f"\nperson found in {len(found['original'])} crops: {rates}")
+    assert len(found["original"]) >= 30
+    assert rates["original"] >= 0.9
+    assert rates["box"] <= 0.05  # whole-box mode: the person is gone for the detector
+    assert rates["upper"] <= 0.7 * rates["original"]  # head and torso gone; legs remain
