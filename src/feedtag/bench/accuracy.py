@@ -3,13 +3,19 @@ presence recall, and the detector against the hand-checked ground truth."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import numpy.typing as npt
 
 from feedtag.config import validate_config
-from feedtag.core import Frame
+from feedtag.core import Detections, Frame
 from feedtag.runtime.detect import detect_stream, frames_of, presence
 from feedtag.vision.detector import Detector
 from feedtag.vision.gate import ChangeGate
@@ -61,3 +67,83 @@ def gate_report(
         presence_recall=found / total if total else 1.0,
         exact_frames=exact,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class GroundTruthScore:
+    label: str
+    truth: int  # non-difficult objects
+    found: int  # of those, matched by a detection
+    detections: int  # detections not matched to a difficult object
+    correct: int  # of those, matched to a non-difficult object
+
+    @property
+    def recall(self) -> float:
+        return self.found / self.truth if self.truth else 1.0
+
+    @property
+    def precision(self) -> float:
+        return self.correct / self.detections if self.detections else 1.0
+
+
+def score_ground_truth(
+    detector: Detector, video: Path, truth_file: Path, labels: Sequence[str], iou: float = 0.5
+) -> dict[str, GroundTruthScore]:
+    """Detector recall and precision per label against hand-checked boxes.
+
+    Greedy one-to-one matching by IoU, best first, same label (or one of an object's
+    ``alt_labels``); objects marked ``difficult`` count neither way: a detection matched to
+    one is ignored, and missing one is no miss.
+    """
+    truth = json.loads(truth_file.read_text())
+    wanted = {int(frame["index"]): frame["objects"] for frame in truth["frames"]}
+    names = list(detector.class_names)
+    totals = {label: [0, 0, 0, 0] for label in labels}
+    with av.open(str(video)) as container:
+        for index, decoded in enumerate(container.decode(video=0)):
+            if index not in wanted:
+                continue
+            image = decoded.to_ndarray(format="rgb24")
+            found = detector.detect([np.ascontiguousarray(image, dtype=np.uint8)])[0]
+            for label in labels:
+                counts = _match_frame(found, names, wanted[index], label, iou)
+                totals[label] = [a + b for a, b in zip(totals[label], counts, strict=True)]
+            if index >= max(wanted):
+                break
+    return {label: GroundTruthScore(label, *totals[label]) for label in labels}
+
+
+def _match_frame(
+    found: Detections, names: Sequence[str], objects: list[dict[str, Any]], label: str, iou: float
+) -> tuple[int, int, int, int]:
+    relevant = [o for o in objects if label == o["label"] or label in o.get("alt_labels", ())]
+    boxes = np.array([o["box"] for o in relevant], np.float32).reshape(-1, 4)
+    difficult = np.array([bool(o.get("difficult")) for o in relevant], bool)
+    mine = found.xyxy[np.array([names[int(c)] == label for c in found.class_id], bool)]
+    overlaps = box_iou(mine, boxes)
+    matched_truth: set[int] = set()
+    matched_detection: dict[int, int] = {}
+    for flat in np.argsort(-overlaps, axis=None):
+        d, t = np.unravel_index(flat, overlaps.shape)
+        if overlaps[d, t] < iou:
+            break
+        if int(d) in matched_detection or int(t) in matched_truth:
+            continue
+        matched_detection[int(d)] = int(t)
+        matched_truth.add(int(t))
+    truth = int((~difficult).sum())
+    hit = sum(1 for t in matched_truth if not difficult[t])
+    on_difficult = sum(1 for t in matched_detection.values() if difficult[t])
+    return truth, hit, len(mine) - on_difficult, hit
+
+
+def box_iou(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Pairwise IoU of two sets of xyxy boxes, shape (len(a), len(b))."""
+    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
+    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(bottom_right - top_left, 0, None).prod(axis=2)
+    area_a = (a[:, 2:] - a[:, :2]).prod(axis=1)
+    area_b = (b[:, 2:] - b[:, :2]).prod(axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    result: npt.NDArray[np.float32] = np.where(union > 0, inter / np.maximum(union, 1e-9), 0)
+    return result.astype(np.float32)
