@@ -260,8 +260,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"feedtag demo: {len(cameras)} live-paced looping feeds of real footage")
     print(f"  footage:  {vtest_path()} and {bikes_path()}, re-encoded as H.264 in {media_root}")
     print(f"  cache:    {cache_dir()}")
-    print("  status below every 2 s; Ctrl-C stops. (Detection, events and the dashboard come")
-    print("  with later releases; for now this shows live ingest.)")
+    print("  each analysed frame is gated, detected (YOLOv3-tiny, built offline on first use)")
+    print("  and tracked with anonymous per-camera ids; status below every 2 s; Ctrl-C stops.")
+    print("  To look at frames: feedtag detect FILE --save-annotated DIR (people covered).")
     return run_engine(config, seconds=args.seconds, as_json=False)
 
 
