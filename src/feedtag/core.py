@@ -7,6 +7,7 @@ instead of three stages later.
 from __future__ import annotations
 
 import enum
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,6 +139,110 @@ class VisionStatus:
             "detector_latency_ms": None if self.latency_ms is None else round(self.latency_ms, 1),
             "counts": dict(self.counts),
             "tracks": self.tracks,
+        }
+
+
+def stable_id(*parts: object) -> str:
+    """A deterministic id from its parts, so that writing the same thing twice stores it once.
+
+    >>> stable_id("door", "line_cross", 7) == stable_id("door", "line_cross", 7)
+    True
+    >>> len(stable_id("x"))
+    32
+    """
+    text = "\x1f".join(repr(part) for part in parts)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+class EventKind(enum.StrEnum):
+    """What happened. Camera-health kinds concern the camera itself, not what it sees."""
+
+    ZONE_ENTER = "zone_enter"
+    ZONE_EXIT = "zone_exit"
+    LINE_CROSS = "line_cross"
+    DWELL = "dwell"
+    STOPPED_VEHICLE = "stopped_vehicle"
+    WRONG_WAY = "wrong_way"
+    CROWDING = "crowding"
+    COLLISION_CANDIDATE = "collision_candidate"
+    CAMERA_OFFLINE = "camera_offline"
+    CAMERA_FROZEN = "camera_frozen"
+    CAMERA_COVERED = "camera_covered"
+    CAMERA_MOVED = "camera_moved"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something that happened on one camera, with a deterministic ``event_id``.
+
+    Times are Unix seconds (UTC). ``track_ids`` are the camera-local anonymous ids involved;
+    ``attributes`` holds kind-specific, JSON-ready details (direction, count, duration ...).
+    """
+
+    event_id: str
+    camera_id: str
+    kind: EventKind
+    rule_id: str
+    started_at: float
+    ended_at: float | None = None
+    label: str | None = None
+    zone: str | None = None
+    track_ids: tuple[int, ...] = ()
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _expect(bool(self.event_id), "a non-empty event_id", self.event_id)
+        _expect(bool(self.camera_id), "a non-empty camera_id", self.camera_id)
+        _expect(isinstance(self.kind, EventKind), "kind as EventKind", self.kind)
+        _expect(self.started_at > 0, "started_at as Unix seconds > 0", self.started_at)
+        if self.ended_at is not None:
+            _expect(self.ended_at >= self.started_at, "ended_at >= started_at", self.ended_at)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "event_id": self.event_id,
+            "camera_id": self.camera_id,
+            "kind": self.kind.value,
+            "rule_id": self.rule_id,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "label": self.label,
+            "zone": self.zone,
+            "track_ids": list(self.track_ids),
+            "attributes": dict(self.attributes),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TagSegment:
+    """A presence tag: ``label`` was visible (in ``zone``, or anywhere when None) from
+    ``started_at`` to ``ended_at``, at most ``max_count`` at once. The searchable index of
+    what was visible when. ``ended_at`` is None while the segment is still open."""
+
+    segment_id: str
+    camera_id: str
+    label: str
+    zone: str | None
+    started_at: float
+    ended_at: float | None
+    max_count: int
+
+    def __post_init__(self) -> None:
+        _expect(bool(self.segment_id), "a non-empty segment_id", self.segment_id)
+        _expect(self.max_count >= 1, "max_count >= 1", self.max_count)
+        _expect(self.started_at > 0, "started_at as Unix seconds > 0", self.started_at)
+        if self.ended_at is not None:
+            _expect(self.ended_at >= self.started_at, "ended_at >= started_at", self.ended_at)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "segment_id": self.segment_id,
+            "camera_id": self.camera_id,
+            "label": self.label,
+            "zone": self.zone,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "max_count": self.max_count,
         }
 
 

@@ -1,0 +1,1 @@
+"""Analytics: geometry (zones, lines), rule kinds, presence tag segments, camera health."""
