@@ -78,6 +78,19 @@ class GateConfig(StrictModel):
     )
 
 
+class ClipsConfig(StrictModel):
+    """Event clips: raw video remuxed from a ring of compressed packets, people NOT blurred."""
+
+    enabled: bool = Field(
+        default=False,
+        description="Keep the last ring_s of compressed video for event clips. Clips are raw "
+        "media (people are not blurred) and are served only to admins.",
+    )
+    ring_s: float = Field(
+        default=30.0, gt=0, le=600, description="Seconds of compressed video kept per camera."
+    )
+
+
 class CameraConfig(StrictModel):
     """One camera."""
 
@@ -147,6 +160,9 @@ class CameraConfig(StrictModel):
     )
     gate: GateConfig = Field(
         default_factory=GateConfig, description="When the detector may be skipped."
+    )
+    clips: ClipsConfig = Field(
+        default_factory=ClipsConfig, description="Event clips (raw media, off by default)."
     )
     loop: bool = Field(default=False, description="Files only: start again at the end.")
     realtime: bool = Field(

@@ -26,6 +26,7 @@ from feedtag.ingest.decode import DecodePolicy, FrameConverter, analysis_size
 from feedtag.ingest.handoff import FrameQueue
 from feedtag.ingest.pacing import Pacer
 from feedtag.ingest.policies import Backoff, RateMeter, RestartBudget, StallDetector
+from feedtag.ingest.ring import PacketRing, RingRecorder
 from feedtag.ingest.source import OpenOptions, open_source, translate_read_error
 from feedtag.urls import RedactingFilter, redact
 
@@ -49,10 +50,12 @@ class CameraIngest:
         reconnect: ReconnectConfig,
         queue: FrameQueue,
         *,
+        ring: PacketRing | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.camera = camera
         self.queue = queue
+        self.ring = ring  # compressed packets kept for event clips (raw media; off by default)
         self._clock = clock
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -149,10 +152,15 @@ class CameraIngest:
                 self._policy = self._new_policy()
             self._stall.start()
             pacer.next_loop()  # stream time continues across loops and reconnects
-            self._demux(container, stream, pacer)
+            recorder = self.ring.recorder(stream) if self.ring is not None else None
+            self._demux(container, stream, pacer, recorder)
 
     def _demux(
-        self, container: av.container.InputContainer, stream: av.video.VideoStream, pacer: Pacer
+        self,
+        container: av.container.InputContainer,
+        stream: av.video.VideoStream,
+        pacer: Pacer,
+        recorder: RingRecorder | None,
     ) -> None:
         time_base = float(stream.time_base) if stream.time_base else 1 / 90_000
         demuxer = container.demux(stream)
@@ -176,6 +184,8 @@ class CameraIngest:
                 return
             if size and self._policy.admit_packet(t_s, is_keyframe):
                 self._decode(stream, packet, time_base, pacer)
+            if recorder is not None:
+                recorder.add(packet)  # after decoding: the bitstream filter takes the packet
             if self._stall.is_stalled():
                 raise SourceStalled(
                     f"no decoded frame for {self._stall.silent_for():.1f} s "

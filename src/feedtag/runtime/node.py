@@ -20,6 +20,7 @@ from feedtag.core import CameraStatus, Frame, VisionStatus
 from feedtag.ingest.camera import CameraIngest
 from feedtag.ingest.handoff import FrameQueue
 from feedtag.ingest.policies import RateMeter
+from feedtag.ingest.ring import PacketRing
 from feedtag.runtime.detection import build_detector
 from feedtag.runtime.vision import VisionConsumer
 
@@ -121,7 +122,14 @@ class NodeEngine:
 
     def _make_ingest(self, camera: CameraConfig) -> CameraIngest:
         queue = FrameQueue(self.config.engine.queue_size, self._ready)
-        return CameraIngest(camera, self.config.reconnect, queue)
+        ring = PacketRing(camera.clips.ring_s) if camera.clips.enabled else None
+        return CameraIngest(camera, self.config.reconnect, queue, ring=ring)
+
+    def ring(self, camera_id: str) -> PacketRing | None:
+        """The packet ring of a camera with clips enabled (for the clip writer)."""
+        with self._lock:
+            ingest = self._cameras.get(camera_id)
+        return None if ingest is None else ingest.ring
 
     def start(self) -> None:
         self.consumer.start()
