@@ -22,6 +22,8 @@ if $with_tests; then
   # The looping RTSP test camera: Debian's GStreamer RTSP server under /usr/bin/python3.
   packages+=(python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp
              gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad)
+  # A real PostgreSQL for the store tests (they start a throwaway cluster; no service needed).
+  packages+=(postgresql)
 fi
 
 missing=()

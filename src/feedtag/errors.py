@@ -17,6 +17,8 @@
      ├── DetectorError            inference failed (vision layer)
      │    └── ModelError          a model could not be built, found, read or verified
      └── StoreError               the store could not be written or read
+          ├── StoreUnavailable    the database did not answer (down, refused, timed out)
+          └── SpoolFull           the outage spool reached its bound; the record was dropped
 
 Library errors are translated where they enter feedtag (see :func:`source_error_from_av`).
 Messages never carry credentials: callers pass the *masked* URL, and the original PyAV
@@ -101,6 +103,15 @@ class ModelError(DetectorError):
 
 class StoreError(FeedtagError):
     """The store could not be written or read."""
+
+
+class StoreUnavailable(StoreError):
+    """The database did not answer: down, refusing connections, or timed out. Transient:
+    the writer spools and retries."""
+
+
+class SpoolFull(StoreError):
+    """The outage spool is at its size bound; what was offered to it was not stored."""
 
 
 # FFmpeg reports HTTP and RTSP status codes as its own tagged error codes; PyAV maps them to

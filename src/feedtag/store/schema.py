@@ -1,0 +1,103 @@
+"""The store's tables (SQLAlchemy 2 Core) and the conversions between rows and core types.
+
+Two tables: ``events`` (one row per :class:`~feedtag.core.Event`, keyed by its deterministic
+``event_id``) and ``tag_segments`` (one row per :class:`~feedtag.core.TagSegment`, upserted
+as the segment grows and closes). Times are Unix seconds as double precision, so the same
+queries run on SQLite and PostgreSQL. The schema is created and evolved by the Alembic
+migrations in :mod:`feedtag.store.migrations`; this module is what the code queries.
+
+>>> sorted(metadata.tables)
+['events', 'tag_segments']
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from sqlalchemy import JSON, Column, Double, Index, Integer, MetaData, String, Table
+
+from feedtag.core import Event, EventKind, TagSegment
+
+#: the attribute of an event that names its snapshot file, relative to the media root
+SNAPSHOT_ATTRIBUTE: Final = "snapshot"
+
+metadata = MetaData()
+
+events = Table(
+    "events",
+    metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("camera_id", String(200), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("rule_id", String(200), nullable=False),
+    Column("started_at", Double, nullable=False),
+    Column("ended_at", Double, nullable=True),
+    Column("label", String(100), nullable=True),
+    Column("zone", String(200), nullable=True),
+    Column("track_ids", JSON, nullable=False),
+    Column("attributes", JSON, nullable=False),
+    # Copied out of attributes so that retention finds the files without parsing JSON.
+    Column("media_path", String(1000), nullable=True),
+    # Search pages newest first per camera, and retention scans by time.
+    Index("ix_events_camera_time", "camera_id", "started_at", "event_id"),
+    Index("ix_events_time", "started_at", "event_id"),
+)
+
+tag_segments = Table(
+    "tag_segments",
+    metadata,
+    Column("segment_id", String(64), primary_key=True),
+    Column("camera_id", String(200), nullable=False),
+    Column("label", String(100), nullable=False),
+    Column("zone", String(200), nullable=True),
+    Column("started_at", Double, nullable=False),
+    Column("ended_at", Double, nullable=True),
+    Column("max_count", Integer, nullable=False),
+    Index("ix_tag_segments_lookup", "camera_id", "label", "zone", "started_at"),
+    Index("ix_tag_segments_time", "started_at", "segment_id"),
+)
+
+
+def event_row(event: Event) -> dict[str, Any]:
+    """The ``events`` row of an event.
+
+    >>> from feedtag.core import EventKind
+    >>> e = Event("e1", "door", EventKind.DWELL, "r", 1.0e9, attributes={"snapshot": "a.jpg"})
+    >>> event_row(e)["media_path"]
+    'a.jpg'
+    """
+    row = event.to_dict()
+    snapshot = event.attributes.get(SNAPSHOT_ATTRIBUTE)
+    row["media_path"] = snapshot if isinstance(snapshot, str) and snapshot else None
+    return row
+
+
+def row_event(row: Any) -> Event:
+    """The event of an ``events`` row (a mapping or a SQLAlchemy ``Row``)."""
+    data = row._mapping if hasattr(row, "_mapping") else row
+    return Event(
+        event_id=data["event_id"],
+        camera_id=data["camera_id"],
+        kind=EventKind(data["kind"]),
+        rule_id=data["rule_id"],
+        started_at=data["started_at"],
+        ended_at=data["ended_at"],
+        label=data["label"],
+        zone=data["zone"],
+        track_ids=tuple(int(i) for i in data["track_ids"]),
+        attributes=dict(data["attributes"]),
+    )
+
+
+def row_segment(row: Any) -> TagSegment:
+    """The tag segment of a ``tag_segments`` row (a mapping or a SQLAlchemy ``Row``)."""
+    data = row._mapping if hasattr(row, "_mapping") else row
+    return TagSegment(
+        segment_id=data["segment_id"],
+        camera_id=data["camera_id"],
+        label=data["label"],
+        zone=data["zone"],
+        started_at=data["started_at"],
+        ended_at=data["ended_at"],
+        max_count=data["max_count"],
+    )

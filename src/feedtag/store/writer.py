@@ -1,0 +1,295 @@
+"""The store's one writer thread: batched, idempotent, and spooling through outages.
+
+Producers call :meth:`StoreWriter.put` (a bounded queue with a timeout). The writer thread
+gathers a batch (up to ``batch_size`` items, or what arrived within ``max_wait_s``) and
+writes it in one transaction: events with ``INSERT ... ON CONFLICT DO NOTHING`` (the same
+event twice is one row), tag segments with ``ON CONFLICT DO UPDATE`` that only ever grows a
+segment (``max_count`` the larger, ``ended_at`` set once known), so replaying old states
+after new ones cannot undo anything.
+
+When the store does not answer, the batch goes to the :class:`~feedtag.store.spool.Spool`
+and so does every later batch, in order, until a replay of the spool succeeds (tried every
+``retry_interval_s``); then writing resumes. Nothing is lost unless the spool is full
+(counted in ``stats().dropped``), and nothing is doubled because every write is idempotent.
+
+>>> import tempfile
+>>> from feedtag.core import Event, EventKind
+>>> from feedtag.store.engine import create_store_engine
+>>> from feedtag.store.migrations import upgrade
+>>> engine = create_store_engine("sqlite://"); upgrade(engine)
+>>> event = Event("e1", "door", EventKind.DWELL, "r1", 1.7e9)
+>>> with StoreWriter(engine, Spool(tempfile.mkdtemp())) as writer:
+...     writer.put(event); writer.put(event)
+>>> writer.stats().written
+2
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from sqlalchemy import Connection, Engine, case
+from sqlalchemy.dialects import postgresql, sqlite
+
+from feedtag.core import Event, TagSegment
+from feedtag.errors import SpoolFull, StoreError, StoreUnavailable
+from feedtag.store.engine import store_error
+from feedtag.store.schema import event_row, events, tag_segments
+from feedtag.store.spool import Spool
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE: Final = 500
+DEFAULT_MAX_WAIT_S: Final = 0.25
+DEFAULT_QUEUE_SIZE: Final = 20_000
+DEFAULT_PUT_TIMEOUT_S: Final = 1.0
+DEFAULT_RETRY_INTERVAL_S: Final = 1.0
+DEFAULT_CLOSE_TIMEOUT_S: Final = 30.0
+
+Item = Event | TagSegment
+Record = dict[str, Any]  # {"t": "e" | "s", "r": row}
+
+
+@dataclass(frozen=True, slots=True)
+class WriterStats:
+    """Counters of one writer, for metrics. ``written`` counts items handed to the database
+    (duplicates included: the database keeps one); ``failed`` counts items the database
+    rejected as invalid (not retried)."""
+
+    queued: int
+    written: int
+    spooled: int
+    replayed: int
+    failed: int
+    dropped: int
+    spool_records: int
+    spool_bytes: int
+    available: bool
+
+
+def to_record(item: Item) -> Record:
+    """The spool record of an event or tag segment."""
+    if isinstance(item, Event):
+        return {"t": "e", "r": event_row(item)}
+    return {"t": "s", "r": item.to_dict()}
+
+
+class StoreWriter:
+    """One writer thread in front of the store. Start with ``start()`` or ``with``."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        spool: Spool,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        max_wait_s: float = DEFAULT_MAX_WAIT_S,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        retry_interval_s: float = DEFAULT_RETRY_INTERVAL_S,
+    ) -> None:
+        self._engine = engine
+        self._spool = spool
+        self._batch_size = batch_size
+        self._max_wait_s = max_wait_s
+        self._retry_interval_s = retry_interval_s
+        self._queue: queue.Queue[Item] = queue.Queue(maxsize=queue_size)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
+        self._available = True
+        self._last_retry = 0.0
+        self._counts = {"written": 0, "spooled": 0, "replayed": 0, "failed": 0}
+
+    def __enter__(self) -> StoreWriter:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def put(self, item: Item, timeout: float = DEFAULT_PUT_TIMEOUT_S) -> None:
+        """Queue an event or tag segment; raise :class:`StoreError` when the queue stayed
+        full for ``timeout`` seconds (backpressure) or the writer is closed."""
+        if self._stop.is_set():
+            raise StoreError("store writer is closed")
+        try:
+            self._queue.put(item, timeout=timeout)
+        except queue.Full:
+            raise StoreError(f"store writer queue full for {timeout} s") from None
+
+    def flush(self, timeout: float = DEFAULT_CLOSE_TIMEOUT_S) -> bool:
+        """Wait until every queued item was written or spooled; False on timeout."""
+        end = time.monotonic() + timeout
+        while self._queue.unfinished_tasks:
+            if time.monotonic() > end:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def close(self, timeout: float = DEFAULT_CLOSE_TIMEOUT_S) -> None:
+        """Write (or spool) what is queued, then stop the thread."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.error("store writer did not stop within %s s", timeout)
+
+    def stats(self) -> WriterStats:
+        return WriterStats(
+            queued=self._queue.qsize(),
+            dropped=self._spool.dropped,
+            spool_records=self._spool.records,
+            spool_bytes=self._spool.size_bytes,
+            available=self._available,
+            **self._counts,
+        )
+
+    # -- the writer thread ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not (self._stop.is_set() and self._queue.empty()):
+            batch = self._collect()
+            try:
+                if batch:
+                    self._write_or_spool([to_record(item) for item in batch])
+                elif self._spool.records:
+                    self._try_replay()
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+        if self._spool.records:
+            self._try_replay(force=True)
+
+    def _collect(self) -> list[Item]:
+        batch: list[Item] = []
+        deadline = time.monotonic() + self._max_wait_s
+        while len(batch) < self._batch_size:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(self._queue.get(timeout=remaining))
+            except queue.Empty:
+                break
+        return batch
+
+    def _write_or_spool(self, records: list[Record]) -> None:
+        # While the spool holds anything, new records queue behind it, in order.
+        if not self._spool.records or self._try_replay():
+            try:
+                self._write(records)
+                self._counts["written"] += len(records)
+                return
+            except StoreUnavailable as error:
+                self._mark_down(error)
+        self._to_spool(records)
+
+    def _to_spool(self, records: list[Record]) -> None:
+        try:
+            self._spool.append(records)
+            self._counts["spooled"] += len(records)
+        except SpoolFull as error:
+            log.error("%s", error)
+
+    def _try_replay(self, force: bool = False) -> bool:
+        now = time.monotonic()
+        if not self._available and not force and now - self._last_retry < self._retry_interval_s:
+            return False
+        self._last_retry = now
+        try:
+            replayed = self._spool.replay(self._write)
+        except StoreUnavailable as error:
+            self._mark_down(error)
+            return False
+        if not self._available:
+            log.warning("store is back: replayed %d spooled records", replayed)
+        self._available = True
+        self._counts["replayed"] += replayed
+        return True
+
+    def _mark_down(self, error: StoreError) -> None:
+        if self._available:
+            log.warning("%s; spooling to %s", error, self._spool.folder)
+        self._available = False
+        self._last_retry = time.monotonic()
+
+    def _write(self, records: list[Record]) -> None:
+        """One transaction. Raises :class:`StoreUnavailable` (retry later); an invalid batch
+        is logged and counted as failed, since retrying it cannot succeed."""
+        event_rows = _unique_events(r["r"] for r in records if r["t"] == "e")
+        segment_rows = merge_segments(r["r"] for r in records if r["t"] == "s")
+        try:
+            with self._engine.begin() as connection:
+                insert_events(connection, event_rows)
+                upsert_segments(connection, segment_rows)
+        except Exception as error:  # noqa: BLE001 - every DB error is translated right here
+            translated = store_error(error, "store write")
+            if isinstance(translated, StoreUnavailable):
+                raise translated from None
+            log.error("%s; %d records not stored", translated, len(records))
+            self._counts["failed"] += len(records)
+
+
+def _insert(connection: Connection) -> Any:
+    return postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+
+
+def insert_events(connection: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert event rows; an event already stored is left as it is."""
+    if rows:
+        statement = _insert(connection)(events).on_conflict_do_nothing(index_elements=["event_id"])
+        connection.execute(statement, rows)
+
+
+def upsert_segments(connection: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert tag segment rows, or grow the stored ones: ``max_count`` becomes the larger,
+    ``ended_at`` the later known end (an open state never reopens a closed segment)."""
+    if not rows:
+        return
+    statement = _insert(connection)(tag_segments)
+    new, old = statement.excluded, tag_segments.c
+    statement = statement.on_conflict_do_update(
+        index_elements=["segment_id"],
+        set_={
+            "max_count": case((new.max_count > old.max_count, new.max_count), else_=old.max_count),
+            "ended_at": case(
+                (new.ended_at.is_(None), old.ended_at),
+                (old.ended_at.is_(None), new.ended_at),
+                (new.ended_at > old.ended_at, new.ended_at),
+                else_=old.ended_at,
+            ),
+        },
+    )
+    connection.execute(statement, rows)
+
+
+def _unique_events(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    return list({row["event_id"]: row for row in rows}.values())
+
+
+def merge_segments(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per segment id, merged as the upsert would (PostgreSQL refuses to update the
+    same row twice in one statement).
+
+    >>> merge_segments([{"segment_id": "s", "max_count": 3, "ended_at": None},
+    ...                 {"segment_id": "s", "max_count": 2, "ended_at": 9.0}])
+    [{'segment_id': 's', 'max_count': 3, 'ended_at': 9.0}]
+    """
+    merged: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        old = merged.get(row["segment_id"])
+        if old is None:
+            merged[row["segment_id"]] = dict(row)
+            continue
+        old["max_count"] = max(old["max_count"], row["max_count"])
+        ends = [end for end in (old["ended_at"], row["ended_at"]) if end is not None]
+        old["ended_at"] = max(ends) if ends else None
+    return list(merged.values())
