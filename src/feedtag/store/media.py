@@ -1,0 +1,140 @@
+"""Media files: anonymized snapshots per event, the latest anonymized thumbnail per camera,
+and the place event clips go. Every path is built from validated ids and resolved inside the
+media root, so nothing outside it can be written or served.
+
+Layout under the root::
+
+    thumbnails/<camera_id>.jpg                    latest frame, people covered
+    snapshots/<camera_id>/<YYYY-MM-DD>/<event_id>.jpg
+    clips/<camera_id>/<YYYY-MM-DD>/<event_id>.mp4 raw media (people not covered)
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Final, Literal
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, ImageDraw
+
+from feedtag.core import Detections
+from feedtag.errors import StoreError
+from feedtag.vision.anonymize import anonymize
+
+JPEG_QUALITY: Final = 82
+THUMBNAIL_WIDTH: Final = 480
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+Kind = Literal["snapshots", "clips"]
+
+
+class MediaStore:
+    """Writes and resolves media files under ``root``.
+
+    >>> import tempfile, numpy as np
+    >>> media = MediaStore(Path(tempfile.mkdtemp()))
+    >>> black = np.zeros((90, 160, 3), np.uint8)
+    >>> path = media.write_thumbnail("door", black, Detections.empty(), [])
+    >>> path.name, media.resolve("thumbnails/door.jpg") == path
+    ('door.jpg', True)
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(os.path.realpath(root))
+
+    def write_thumbnail(
+        self,
+        camera_id: str,
+        image: npt.NDArray[np.uint8],
+        detections: Detections,
+        class_names: Sequence[str],
+    ) -> Path:
+        """Replace the camera's latest thumbnail (people covered, scaled to 480 wide)."""
+        covered = anonymize(image, detections, class_names)
+        target = self._path("thumbnails", f"{_checked(camera_id)}.jpg")
+        _write_atomic(target, _jpeg(covered, width=THUMBNAIL_WIDTH))
+        return target
+
+    def write_snapshot(
+        self,
+        camera_id: str,
+        event_id: str,
+        *,
+        at: float,
+        image: npt.NDArray[np.uint8],
+        detections: Detections,
+        class_names: Sequence[str],
+        highlight: Sequence[int] = (),
+    ) -> Path:
+        """The snapshot of one event: people covered, the tracks in ``highlight`` outlined."""
+        covered = anonymize(image, detections, class_names)
+        picture = Image.fromarray(covered)
+        draw = ImageDraw.Draw(picture)
+        ids = detections.tracker_id
+        for index, box in enumerate(detections.xyxy):
+            if ids is not None and int(ids[index]) in highlight:
+                draw.rectangle(tuple(float(v) for v in box), outline=(255, 200, 0), width=3)
+        target = self.event_path("snapshots", camera_id, event_id, at)
+        _write_atomic(target, _encode(picture))
+        return target
+
+    def event_path(self, kind: Kind, camera_id: str, event_id: str, at: float) -> Path:
+        """Where an event's snapshot or clip lives (the folder is the event's UTC day)."""
+        day = time.strftime("%Y-%m-%d", time.gmtime(at))
+        suffix = ".jpg" if kind == "snapshots" else ".mp4"
+        return self._path(kind, _checked(camera_id), day, f"{_checked(event_id)}{suffix}")
+
+    def resolve(self, relative: str) -> Path:
+        """A stored file by its path relative to the root; ``StoreError`` for anything that
+        would leave the root (``..``, absolute paths, symlinks pointing out) or is missing."""
+        candidate = Path(os.path.realpath(self.root / relative))
+        if not candidate.is_relative_to(self.root) or not candidate.is_file():
+            raise StoreError("no such media file")
+        return candidate
+
+    def relative(self, path: Path) -> str:
+        return str(Path(os.path.realpath(path)).relative_to(self.root))
+
+    def _path(self, *parts: str) -> Path:
+        path = Path(os.path.realpath(self.root.joinpath(*parts)))
+        if not path.is_relative_to(self.root):
+            raise StoreError("media path outside the media root")
+        return path
+
+
+def _checked(identifier: str) -> str:
+    if not _SAFE_ID.fullmatch(identifier):
+        raise StoreError(f"not a safe media id: {identifier[:40]!r}")
+    return identifier
+
+
+def _jpeg(image: npt.NDArray[np.uint8], width: int | None = None) -> bytes:
+    picture = Image.fromarray(image)
+    if width is not None and picture.width > width:
+        height = max(1, round(picture.height * width / picture.width))
+        picture = picture.resize((width, height), Image.Resampling.BILINEAR)
+    return _encode(picture)
+
+
+def _encode(picture: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    picture.save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    return buffer.getvalue()
+
+
+def _write_atomic(target: Path, data: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".", suffix=".part")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
