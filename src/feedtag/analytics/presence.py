@@ -1,0 +1,96 @@
+"""Presence tag segments: the searchable index of what was visible, where, how many, when.
+
+A segment of one label opens when the label is first seen (in the zone, or anywhere), keeps
+the largest count seen at once, and closes once the label has been absent for ``grace_s``.
+The grace period is why a person missed by the detector on one frame at 1 fps does not split
+an afternoon into a hundred segments. Unconfirmed detections (track id -1) count: presence
+needs no identity.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from feedtag.analytics.rules import Finding, Observation, RuleContext, select
+from feedtag.config.analytics import PresenceRule as PresenceConfig
+from feedtag.core import TagSegment, stable_id
+
+
+@dataclass(slots=True)
+class _Open:
+    started_at: float
+    last_seen_s: float
+    last_seen_wall: float
+    max_count: int
+
+
+class PresenceRule:
+    """Emits a :class:`~feedtag.core.TagSegment` per label when its segment closes.
+
+    >>> import numpy as np
+    >>> from feedtag.core import Detections
+    >>> ctx = RuleContext("door", "presence-0", {}, {}, 5.0)
+    >>> rule = PresenceRule(ctx, PresenceConfig(grace_s=2))
+    >>> seen = Detections(np.array([[0, 0, 1, 1]], np.float32), np.ones(1, np.float32),
+    ...                   np.zeros(1, np.int32))
+    >>> for t in (0, 1, 2):
+    ...     _ = rule.update(Observation("door", t, 1e9 + t, seen, ("person",), (10, 10)))
+    >>> [(s.label, s.started_at - 1e9, s.ended_at - 1e9) for s in rule.close(1e9 + 9)]
+    [('person', 0.0, 2.0)]
+    """
+
+    def __init__(self, context: RuleContext, config: PresenceConfig) -> None:
+        self.rule_id = context.rule_id
+        self._context = context
+        self._config = config
+        self._zone = None if config.zone is None else context.zones[config.zone]
+        self._open: dict[str, _Open] = {}
+
+    def update(self, observation: Observation) -> list[Finding]:
+        counts = Counter(
+            seen.label for seen in select(observation, self._config.labels, self._zone)
+        )
+        t, wall = observation.t_s, observation.wall_time
+        for label, count in counts.items():
+            segment = self._open.get(label)
+            if segment is None:
+                self._open[label] = _Open(wall, t, wall, count)
+            else:
+                segment.last_seen_s, segment.last_seen_wall = t, wall
+                segment.max_count = max(segment.max_count, count)
+        gone = [
+            label
+            for label, segment in self._open.items()
+            if label not in counts and t - segment.last_seen_s > self._config.grace_s
+        ]
+        return [self._finish(label) for label in sorted(gone)]
+
+    def close(self, wall_time: float) -> list[Finding]:
+        return [self._finish(label) for label in sorted(self._open)]
+
+    def open_segments(self) -> list[TagSegment]:
+        """Segments still open (``ended_at`` None): what is visible now."""
+        return [self._segment(label, segment, None) for label, segment in self._open.items()]
+
+    def _finish(self, label: str) -> TagSegment:
+        segment = self._open.pop(label)
+        return self._segment(label, segment, segment.last_seen_wall)
+
+    def _segment(self, label: str, segment: _Open, ended_at: float | None) -> TagSegment:
+        context = self._context
+        return TagSegment(
+            segment_id=stable_id(
+                context.camera_id,
+                context.rule_id,
+                label,
+                self._config.zone,
+                round(segment.started_at, 3),
+            ),
+            camera_id=context.camera_id,
+            label=label,
+            zone=self._config.zone,
+            started_at=segment.started_at,
+            ended_at=ended_at,
+            max_count=segment.max_count,
+        )
