@@ -76,8 +76,8 @@ def create_store_engine(url: str, **options: Any) -> Engine:
     try:
         parsed = make_url(_normalise(url))
     except exc.ArgumentError:
-        # Not chained: the original message repeats the raw URL.
-        raise StoreError(f"not a store URL: {redact(url)}") from None
+        # Neither echoed nor chained: a string that is not a URL cannot be redacted.
+        raise StoreError("not a store URL: expected sqlite:///PATH or postgresql://...") from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         return _sqlite_engine(parsed.database, str(parsed), options)

@@ -212,7 +212,8 @@ def count_events(engine: Engine, query: CountQuery) -> list[CountBucket]:
         select(c.camera_id, c.label, bucket, func.count().label("count"))
         .where(*_event_filters(query))
         .group_by(c.camera_id, c.label, bucket)
-        .order_by(c.camera_id, bucket, c.label)
+        # NULLS LAST explicitly: SQLite and PostgreSQL disagree on the default.
+        .order_by(c.camera_id, bucket, c.label.asc().nulls_last())
     )
     try:
         with engine.connect() as connection:
