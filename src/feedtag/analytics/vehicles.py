@@ -30,12 +30,14 @@ class Stillness:
     since_s: float = 0.0
     since_wall: float = 0.0
     fired: bool = False
+    moved: bool = False  # seen moving at least once, not only standing since first seen
 
     def observe(
         self, point: tuple[float, float], diagonal: float, t: float, wall: float, limit: float
     ) -> None:
         """Note the track at ``point`` (pixels) now; restart the stillness if it moved."""
         if self.anchor is None or math.dist(point, self.anchor) > limit * max(diagonal, 1.0):
+            self.moved = self.anchor is not None
             self.anchor, self.since_s, self.since_wall, self.fired = point, t, wall, False
 
     def still_for(self, t: float) -> float:
@@ -97,9 +99,10 @@ class _Contact:
 class CollisionCandidateRule:
     """collision_candidate: two vehicle tracks whose boxes overlap (IoU ≥ ``min_iou``), and
     then both stand still for ``min_duration_s``, having stopped no later than ``within_s``
-    after the overlap, one of them no earlier than ``within_s`` before it.
+    after the overlap, one of them no earlier than ``within_s`` before it, and at least one
+    having been seen moving.
 
-    The last condition is why a queue of cars parked bumper to bumper, overlapping in
+    The last two conditions are why a queue of cars parked bumper to bumper, overlapping in
     perspective long after they stopped, is not a collision. It stays a *candidate*: a car
     stopping behind a parked one looks the same to boxes, and a person has to look.
     """
@@ -151,6 +154,8 @@ class CollisionCandidateRule:
                 continue
             if min(first.still_for(t), second.still_for(t)) < config.min_duration_s:
                 continue
+            if not (first.moved or second.moved):
+                continue  # parked side by side since they were first seen
             last_stop_s = max(first.since_s, second.since_s)
             if last_stop_s > contact.overlap_s + config.within_s:
                 continue  # stopped too long after touching: unrelated stops
