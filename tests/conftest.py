@@ -12,7 +12,6 @@ import importlib.util
 import os
 import shutil
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,12 +22,11 @@ from typing import Any
 import psutil
 import pytest
 
+from feedtag.bench.demo import LoopingRtspServer
 from feedtag.bench.footage import encode_h264, vtest_path
 from feedtag.vision.models import ModelInfo
 
 REPO = Path(__file__).resolve().parent.parent
-RTSP_SERVER_SCRIPT = REPO / "src" / "feedtag" / "bench" / "rtsp_server.py"
-SYSTEM_PYTHON = "/usr/bin/python3"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
@@ -104,54 +102,16 @@ def vtest_ts_clip(media_dir: Path) -> Path:
 
 
 def rtsp_server_available() -> bool:
-    if not (Path(SYSTEM_PYTHON).exists() and RTSP_SERVER_SCRIPT.exists()):
-        return False
-    probe = subprocess.run(
-        [SYSTEM_PYTHON, "-c", "import gi; gi.require_version('GstRtspServer', '1.0')"],
-        capture_output=True,
-        check=False,
-        timeout=30,
-    )
-    return probe.returncode == 0
+    return LoopingRtspServer.available()
 
 
-@dataclass
-class RtspServer:
-    """A running GStreamer RTSP server; ``restart()`` brings it back on the same port."""
-
-    port: int
-    mounts: dict[str, Path]
-    user: str | None = None
-    password: str | None = None
-    process: subprocess.Popen[str] | None = None
-
-    def url(self, mount: str) -> str:
-        return f"rtsp://127.0.0.1:{self.port}/{mount}"
-
-    def start(self) -> None:
-        command = [SYSTEM_PYTHON, str(RTSP_SERVER_SCRIPT), "--port", str(self.port)]
-        for name, path in self.mounts.items():
-            command += ["--mount", f"/{name}={path}"]
-        if self.user is not None and self.password is not None:
-            command += ["--user", self.user, "--password", self.password]
-        self.process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        if not line.startswith("READY"):
-            self.kill()
-            pytest.fail(f"RTSP server did not start: {line!r}")
+class RtspServer(LoopingRtspServer):
+    """The package's looping RTSP server, with a hard kill for fault tests."""
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
-            self.process.wait(10)
-        if self.process is not None:
-            for pipe in (self.process.stdout, self.process.stderr):
-                if pipe is not None:
-                    pipe.close()
-        self.process = None
+        self.stop()
 
     def restart(self) -> None:
         self.kill()
@@ -166,7 +126,7 @@ def rtsp_server(vtest_clip: Path, bikes_clip: Path) -> Iterator[RtspServer]:
         "GStreamer RTSP server not installed (apt-get install python3-gi "
         "gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-{base,good,bad})",
     )
-    server = RtspServer(free_port(), {"vtest": vtest_clip, "bikes": bikes_clip})
+    server = RtspServer({"vtest": vtest_clip, "bikes": bikes_clip})
     server.start()
     yield server
     server.kill()
@@ -179,7 +139,7 @@ def make_rtsp_server(vtest_clip: Path) -> Iterator[Callable[..., RtspServer]]:
     servers: list[RtspServer] = []
 
     def make(user: str | None = None, password: str | None = None) -> RtspServer:
-        server = RtspServer(free_port(), {"vtest": vtest_clip}, user, password)
+        server = RtspServer({"vtest": vtest_clip}, user=user, password=password)
         server.start()
         servers.append(server)
         return server

@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 runtime failure, 2 bad input (config, URL, arguments).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import signal
@@ -234,6 +235,7 @@ def cmd_bench_detect(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from feedtag.bench.demo import LoopingRtspServer, demo_cameras
     from feedtag.bench.footage import bikes_path, cache_dir, sample_h264, vtest_path
 
     def progress(done: int, total: int) -> None:
@@ -246,24 +248,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "vtest-1280": sample_h264("vtest", 1280, 720, progress=progress),
     }
     print(file=sys.stderr)
-    cameras: list[dict[str, Any]] = [
-        {"id": name, "url": path.name, "loop": True, "realtime": True}
-        for name, path in clips.items()
-    ]
-    # A fourth camera shows the other decode mode: 5 analysed fps with a keyframe each second
-    # means every frame is decoded and sampled.
-    cameras.append(
-        {"id": "vtest-640-5fps", "url": clips["vtest-640"].name, "loop": True, "analysis_fps": 5.0}
-    )
     media_root = clips["vtest-640"].parent
-    config = validate_config({"media_root": str(media_root), "cameras": cameras})
-    print(f"feedtag demo: {len(cameras)} live-paced looping feeds of real footage")
-    print(f"  footage:  {vtest_path()} and {bikes_path()}, re-encoded as H.264 in {media_root}")
-    print(f"  cache:    {cache_dir()}")
-    print("  each analysed frame is gated, detected (YOLOv3-tiny, built offline on first use)")
-    print("  and tracked with anonymous per-camera ids; status below every 2 s; Ctrl-C stops.")
-    print("  To look at frames: feedtag detect FILE --save-annotated DIR (people covered).")
-    return run_engine(config, seconds=args.seconds, as_json=False)
+    with contextlib.ExitStack() as stack:
+        server = None
+        if not args.files and LoopingRtspServer.available():
+            server = stack.enter_context(LoopingRtspServer(clips))
+        cameras = demo_cameras(clips, server)
+        config = validate_config({"media_root": str(media_root), "cameras": cameras})
+        how = f"served by a local RTSP server on port {server.port}" if server else "files"
+        print(f"feedtag demo: {len(cameras)} live looping feeds of real footage ({how})")
+        print(f"  footage:  {vtest_path()} and {bikes_path()}, as H.264 in {media_root}")
+        print(f"  cache:    {cache_dir()}")
+        print("  each analysed frame is gated, detected (YOLOv3-tiny, built offline on first use)")
+        print("  and tracked with anonymous per-camera ids; status every 2 s; Ctrl-C stops.")
+        print("  To look at frames: feedtag detect FILE --save-annotated DIR (people covered).")
+        return run_engine(config, seconds=args.seconds, as_json=False)
 
 
 # -- helpers ----------------------------------------------------------------------------
@@ -462,6 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run live-paced feeds of real sample footage")
     demo.add_argument("--seconds", type=float, default=None, help="stop after this long")
+    demo.add_argument("--files", action="store_true", help="read files, not the RTSP server")
     demo.set_defaults(func=cmd_demo)
 
     probe = commands.add_parser("probe", help="what a camera sends: codec, size, fps, GOP")

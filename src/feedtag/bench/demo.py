@@ -1,0 +1,127 @@
+"""The demo's cameras: real footage as live feeds, through a real RTSP server where one is
+installed (Debian's GStreamer RTSP server, run by ``rtsp_server.py`` under the system
+Python), as live-paced looping files otherwise."""
+
+from __future__ import annotations
+
+import selectors
+import socket
+import subprocess
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+from feedtag.errors import FeedtagError
+
+SYSTEM_PYTHON: Final = "/usr/bin/python3"
+SERVER_SCRIPT: Final = Path(__file__).resolve().parent / "rtsp_server.py"
+READY_TIMEOUT_S: Final = 20.0
+
+
+class RtspServerError(FeedtagError):
+    """The RTSP test server could not be started."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LoopingRtspServer:
+    """Serves clips as endless live RTSP streams on 127.0.0.1 while the context is open.
+
+    ``mounts`` maps a mount name to an H.264 MP4 file; ``url(name)`` is its address.
+    """
+
+    def __init__(
+        self,
+        mounts: dict[str, Path],
+        *,
+        port: int | None = None,
+        user: str | None = None,
+        password: str | None = None,
+    ) -> None:
+        self.mounts = mounts
+        self.port = port or free_port()
+        self.user, self.password = user, password
+        self.process: subprocess.Popen[str] | None = None
+
+    @staticmethod
+    def available() -> bool:
+        """Whether the system Python has GStreamer's RTSP server bindings."""
+        if not (Path(SYSTEM_PYTHON).exists() and SERVER_SCRIPT.exists()):
+            return False
+        check = "import gi; gi.require_version('GstRtspServer', '1.0')"
+        done = subprocess.run(
+            [SYSTEM_PYTHON, "-c", check], capture_output=True, timeout=30, check=False
+        )
+        return done.returncode == 0
+
+    def url(self, name: str) -> str:
+        return f"rtsp://127.0.0.1:{self.port}/{name}"
+
+    def start(self) -> None:
+        command = [SYSTEM_PYTHON, str(SERVER_SCRIPT), "--port", str(self.port)]
+        for name, path in self.mounts.items():
+            command += ["--mount", f"/{name}={path}"]
+        if self.user is not None and self.password is not None:
+            command += ["--user", self.user, "--password", self.password]
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        line = self._first_line()
+        if not line.startswith("READY"):
+            error = self.process.stderr.read() if self.process.stderr else ""
+            self.stop()
+            raise RtspServerError(f"RTSP server did not start: {line.strip() or error.strip()}")
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        for pipe in (process.stdout, process.stderr):
+            if pipe is not None:
+                pipe.close()
+
+    def __enter__(self) -> LoopingRtspServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _first_line(self) -> str:
+        assert self.process is not None and self.process.stdout is not None  # noqa: S101
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.process.stdout, selectors.EVENT_READ)
+            if not selector.select(READY_TIMEOUT_S):
+                return ""
+        return self.process.stdout.readline()
+
+
+def demo_cameras(clips: dict[str, Path], server: LoopingRtspServer | None) -> list[dict[str, Any]]:
+    """Camera configs for the demo: each clip once, and the first one again at 5 analysed fps
+    (every frame decoded and sampled: the other decode mode)."""
+    first = next(iter(clips))
+    if server is not None:
+        cameras: list[dict[str, Any]] = [{"id": name, "url": server.url(name)} for name in clips]
+        cameras.append({"id": f"{first}-5fps", "url": server.url(first), "analysis_fps": 5.0})
+        return cameras
+    cameras = [{"id": name, "url": path.name, "loop": True} for name, path in clips.items()]
+    cameras.append(
+        {"id": f"{first}-5fps", "url": clips[first].name, "loop": True, "analysis_fps": 5.0}
+    )
+    return cameras
