@@ -198,6 +198,9 @@ class StoreWriter:
             self._counts["spooled"] += len(records)
         except SpoolFull as error:
             log.error("%s", error)
+        except OSError as error:
+            # A full or failing disk must not kill the writer thread; the loss is logged.
+            log.error("spool write failed (%s): %d records lost", error, len(records))
 
     def _try_replay(self, force: bool = False) -> bool:
         now = time.monotonic()
