@@ -142,8 +142,10 @@ class CameraHealthRule:
             details = {"reason": reason, "mean": round(mean, 1), "std": round(std, 1)}
             found.append(self._event(EventKind.CAMERA_COVERED, started, details))
         if self._previous is not None:
+            # A black lens cap gives identical frames too; covered is the better answer.
             difference = float(np.abs(grey - self._previous).mean())
-            started = self._frozen.step(difference <= config.frozen_diff, t, wall)
+            still = difference <= config.frozen_diff and not covered
+            started = self._frozen.step(still, t, wall)
             if started is not None:
                 found.append(self._event(EventKind.CAMERA_FROZEN, started, {}))
         self._previous = grey
