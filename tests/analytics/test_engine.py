@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from feedtag.analytics.rules import Observation
-from feedtag.core import Detections, TagSegment
+from feedtag.core import CameraState, Detections, TagSegment
 from tests.analytics.synth import (
     CAMERA,
     T0,
@@ -216,3 +216,12 @@ def test_observation_is_validated(kwargs: dict, message: str) -> None:
     }
     with pytest.raises(ValueError, match=message):
         Observation(**values)
+
+
+def test_status_ticks_do_not_restart_rules() -> None:
+    camera = analyzer(presence(grace_s=60))
+    for t, objs in still(1, "person", (0.5, 0.5), 100, 110):
+        camera.update(observe(t, objs))
+    tick = Observation.status(CAMERA, T0 + 200, CameraState.OFFLINE)  # no stream time
+    assert camera.update(tick).segments == []
+    assert len(camera.open_segments()) == 1

@@ -7,8 +7,9 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
+from feedtag.analytics.rules import Observation
 from feedtag.core import CameraState
-from tests.analytics.synth import T0, analyzer, kinds, observe
+from tests.analytics.synth import CAMERA, T0, analyzer, kinds, observe
 
 HEIGHT, WIDTH = 180, 320
 
@@ -123,10 +124,13 @@ def run_states(states: list[tuple[float, float, CameraState]]) -> list[str]:
     events = []
     for t0, t1, state in states:
         for t in np.arange(t0, t1, 5.0):
-            image = live(float(t)) if state is CameraState.ONLINE else None
-            events += camera.update(
-                observe(float(t), image=image, state=state, frame_size=(WIDTH, HEIGHT))
-            ).events
+            if state is CameraState.ONLINE:
+                obs = observe(
+                    float(t), image=live(float(t)), state=state, frame_size=(WIDTH, HEIGHT)
+                )
+            else:  # no frames while down: status ticks only
+                obs = Observation.status(CAMERA, T0 + float(t), state)
+            events += camera.update(obs).events
     return kinds(events)
 
 

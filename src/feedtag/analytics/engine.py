@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from feedtag.analytics.health import CameraHealthRule
@@ -66,7 +66,8 @@ class CameraAnalyzer:
 
     Stream time that goes backwards (a reconnect, a file looping without continuing its
     clock) restarts every rule: what was open is closed and returned, and durations start
-    again, instead of a dwell of minus ten minutes.
+    again, instead of a dwell of minus ten minutes. Status ticks
+    (:meth:`Observation.status`) are placed at the last frame's stream time.
     """
 
     def __init__(self, camera_id: str, config: CameraAnalytics) -> None:
@@ -94,6 +95,9 @@ class CameraAnalyzer:
         if observation.camera_id != self.camera_id:
             raise ValueError(f"expected camera {self.camera_id!r}, got {observation.camera_id!r}")
         findings: list[Finding] = []
+        if not observation.is_frame:
+            # No frame, so no stream time of its own: it happens at the last frame's time.
+            observation = replace(observation, t_s=self._last_t_s or 0.0)
         if self._last_t_s is not None and observation.t_s < self._last_t_s:
             log.info("camera %s: stream time went back, restarting rules", self.camera_id)
             findings.extend(self._close_all(observation.wall_time))

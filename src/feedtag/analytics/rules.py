@@ -52,8 +52,8 @@ class Observation:
     """What one camera's rules see of one analysed frame.
 
     ``image`` (RGB uint8, the analysed frame) and ``camera_state`` (ingest state) are for the
-    camera-health rule; an observation without image and detections is a status tick, sent
-    while no frames arrive.
+    camera-health rule. :meth:`status` makes a status tick (``is_frame`` False), sent while
+    no frames arrive so that the health rule still sees the camera's state.
 
     >>> import numpy as np
     >>> d = Detections(np.array([[40, 10, 60, 50]], np.float32), np.array([0.9], np.float32),
@@ -71,7 +71,18 @@ class Observation:
     frame_size: tuple[int, int]
     image: npt.NDArray[np.uint8] | None = None
     camera_state: CameraState | None = None
+    is_frame: bool = True
     seen: tuple[Seen, ...] = field(init=False, repr=False)
+
+    @classmethod
+    def status(cls, camera_id: str, wall_time: float, state: CameraState) -> Observation:
+        """A status tick: no frame, only the camera's ingest state.
+
+        >>> Observation.status("door", 1.7e9, CameraState.OFFLINE).is_frame
+        False
+        """
+        empty = Detections.empty()
+        return cls(camera_id, 0.0, wall_time, empty, (), (1, 1), None, state, is_frame=False)
 
     def __post_init__(self) -> None:
         if self.frame_size[0] <= 0 or self.frame_size[1] <= 0:
