@@ -30,6 +30,20 @@ REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Stores, media and spools of every test (and of the commands tests run) go to a
+    temporary folder, never to the user's ~/.local/share/feedtag."""
+    folder = tmp_path_factory.mktemp("data")
+    previous = os.environ.get("FEEDTAG_DATA_DIR")
+    os.environ["FEEDTAG_DATA_DIR"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("FEEDTAG_DATA_DIR", None)
+    else:
+        os.environ["FEEDTAG_DATA_DIR"] = previous
+
+
 def require_service(available: bool, reason: str) -> None:
     """Skip locally, fail in CI."""
     if available:

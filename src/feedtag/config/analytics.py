@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from feedtag.config.models import StrictModel
+from feedtag.config.base import StrictModel
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 VEHICLE_LABELS = ["car", "truck", "bus", "motorcycle"]

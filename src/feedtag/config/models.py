@@ -8,12 +8,11 @@ the validation context (``{"media_root": Path}``).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     PlainSerializer,
     PlainValidator,
@@ -23,14 +22,12 @@ from pydantic import (
     model_validator,
 )
 
+from feedtag.config.analytics import CameraAnalytics
+from feedtag.config.base import StrictModel
 from feedtag.errors import SourceRejected
 from feedtag.urls import CameraUrl
 
 CAMERA_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
 def _validate_camera_url(value: Any, info: ValidationInfo) -> CameraUrl:
@@ -164,6 +161,10 @@ class CameraConfig(StrictModel):
     clips: ClipsConfig = Field(
         default_factory=ClipsConfig, description="Event clips (raw media, off by default)."
     )
+    analytics: CameraAnalytics = Field(
+        default_factory=CameraAnalytics,
+        description="Zones, lines and rules: what becomes tags and events.",
+    )
     loop: bool = Field(default=False, description="Files only: start again at the end.")
     realtime: bool = Field(
         default=True,
@@ -285,6 +286,47 @@ class DetectorConfig(StrictModel):
         return self
 
 
+def default_data_dir() -> Path:
+    """``$FEEDTAG_DATA_DIR``, else ``$XDG_DATA_HOME/feedtag``, else ``~/.local/share/feedtag``."""
+    explicit = os.environ.get("FEEDTAG_DATA_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "feedtag"
+
+
+class StoreConfig(StrictModel):
+    """Where tags, events and media go."""
+
+    data_dir: Path | None = Field(
+        default=None,
+        description="Folder for the SQLite database, media and the outage spool "
+        "(default: $FEEDTAG_DATA_DIR, else ~/.local/share/feedtag).",
+    )
+    url: SecretStr | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the store, e.g. postgresql://user:pass@host/feedtag "
+        "(default: SQLite in data_dir). Never logged.",
+    )
+    retention_days: float = Field(
+        default=30, gt=0, le=3650, description="Events, tags and media older than this go."
+    )
+    spool_max_mb: int = Field(
+        default=256, ge=1, le=1_000_000, description="Disk kept for events during outages."
+    )
+    thumbnail_interval_s: float = Field(
+        default=5.0, gt=0, le=3600, description="How often each camera's thumbnail is renewed."
+    )
+
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir if self.data_dir is not None else default_data_dir()
+
+    def resolved_url(self) -> str:
+        if self.url is not None:
+            return self.url.get_secret_value()
+        return f"sqlite:///{self.resolved_data_dir() / 'feedtag.db'}"
+
+
 class FeedtagConfig(StrictModel):
     """The whole feedtag configuration file."""
 
@@ -295,6 +337,9 @@ class FeedtagConfig(StrictModel):
     engine: EngineConfig = Field(default_factory=EngineConfig, description="Node engine.")
     detector: DetectorConfig = Field(
         default_factory=DetectorConfig, description="Object detection for every camera."
+    )
+    store: StoreConfig = Field(
+        default_factory=StoreConfig, description="Where tags, events and media are kept."
     )
     reconnect: ReconnectConfig = Field(
         default_factory=ReconnectConfig, description="Reconnect policy for all cameras."

@@ -22,6 +22,7 @@ from feedtag.ingest.handoff import FrameQueue
 from feedtag.ingest.policies import RateMeter
 from feedtag.ingest.ring import PacketRing
 from feedtag.runtime.detection import build_detector
+from feedtag.runtime.events import EventPipeline, open_store
 from feedtag.runtime.vision import VisionConsumer
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,9 @@ class NodeEngine:
         self._lock = threading.Lock()
         self._cameras: dict[str, CameraIngest] = {}
         self._consumer_thread: threading.Thread | None = None
+        self.events: EventPipeline | None = None
+        # run in order after the consumer stops: close rules, then drain the store writer
+        self._closers: list[Callable[[], None]] = []
         for camera in config.cameras:
             if camera.enabled:
                 self._cameras[camera.id] = self._make_ingest(camera)
@@ -118,7 +122,15 @@ class NodeEngine:
             return cls(config, RateRecorder())
         detector = build_detector(config.detector, progress)
         cameras = [camera for camera in config.cameras if camera.enabled]
-        return cls(config, VisionConsumer(detector, config.detector, cameras))
+        writer, media = open_store(config.store)
+        events = EventPipeline(
+            cameras, detector.class_names, writer, media, config.store.thumbnail_interval_s
+        )
+        consumer = VisionConsumer(detector, config.detector, cameras, on_result=events)
+        engine = cls(config, consumer)
+        engine.events = events
+        engine._closers += [events.close, writer.close]
+        return engine
 
     def _make_ingest(self, camera: CameraConfig) -> CameraIngest:
         queue = FrameQueue(self.config.engine.queue_size, self._ready)
@@ -149,6 +161,8 @@ class NodeEngine:
                 raise ValueError(f"camera id {camera.id!r} is already running")
             self._cameras[camera.id] = ingest
         self.consumer.add_camera(camera)
+        if self.events is not None:
+            self.events.add_camera(camera)
         ingest.start()
 
     def remove_camera(self, camera_id: str, timeout: float = 5.0) -> bool:
@@ -175,6 +189,12 @@ class NodeEngine:
             self._consumer_thread.join(max(0.0, end - time.monotonic()))
             ended = ended and not self._consumer_thread.is_alive()
         self.consumer.stop(max(0.1, end - time.monotonic()))
+        for close in self._closers:
+            try:
+                close()
+            except Exception:
+                log.exception("closing %s failed", close)
+        self._closers = []
         return ended
 
     def statuses(self) -> list[CameraStatus]:

@@ -1,0 +1,152 @@
+"""From tracked detections to stored tags, events and media, per camera.
+
+:class:`EventPipeline` is the vision stage's result handler: each camera's
+:class:`~feedtag.analytics.engine.CameraAnalyzer` turns observations into events and tag
+segments; events get an anonymized snapshot; everything goes to the store writer (which
+spools through outages); each camera's thumbnail is renewed every few seconds. Open presence
+segments are written as they grow (upserts), so "who is visible now" can be searched before
+a segment closes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Final
+
+from feedtag.analytics.engine import CameraAnalyzer
+from feedtag.analytics.rules import Observation
+from feedtag.config.models import CameraConfig, StoreConfig
+from feedtag.core import CameraState, Detections, Event, Frame, TagSegment
+from feedtag.errors import FeedtagError
+from feedtag.store.engine import create_store_engine, store_url_for_log
+from feedtag.store.media import MediaStore
+from feedtag.store.migrations import upgrade
+from feedtag.store.spool import Spool
+from feedtag.store.writer import StoreWriter
+
+log = logging.getLogger(__name__)
+
+#: open presence segments are written at most this often per camera
+SEGMENT_CHECKPOINT_S: Final = 10.0
+SPOOL_FOLDER: Final = "spool"
+MEDIA_FOLDER: Final = "media"
+
+
+@dataclass
+class _Camera:
+    analyzer: CameraAnalyzer
+    lock: threading.Lock
+    last_thumbnail: float = 0.0
+    last_checkpoint: float = 0.0
+
+
+class EventPipeline:
+    """Rules, snapshots, thumbnails and the store, for every camera of a node."""
+
+    def __init__(
+        self,
+        cameras: Sequence[CameraConfig],
+        class_names: Sequence[str],
+        writer: StoreWriter,
+        media: MediaStore | None,
+        thumbnail_interval_s: float = 5.0,
+    ) -> None:
+        self.class_names = list(class_names)
+        self.writer = writer
+        self.media = media
+        self.thumbnail_interval_s = thumbnail_interval_s
+        self._cameras = {
+            camera.id: _Camera(CameraAnalyzer(camera.id, camera.analytics), threading.Lock())
+            for camera in cameras
+        }
+
+    def add_camera(self, camera: CameraConfig) -> None:
+        """A camera added at run time."""
+        self._cameras[camera.id] = _Camera(
+            CameraAnalyzer(camera.id, camera.analytics), threading.Lock()
+        )
+
+    def __call__(self, frame: Frame, detections: Detections) -> None:
+        camera = self._cameras.get(frame.camera_id)
+        if camera is None:
+            return
+        observation = Observation(
+            frame.camera_id, frame.pts_s, frame.wall_time, detections, self.class_names,
+            frame.size, image=frame.image, camera_state=CameraState.ONLINE,
+        )  # fmt: skip
+        with camera.lock:
+            result = camera.analyzer.update(observation)
+            open_segments = self._due_checkpoint(camera, frame.wall_time)
+        for event in result.events:
+            self._store(self._with_snapshot(event, frame, detections))
+        for segment in [*result.segments, *open_segments]:
+            self._store(segment)
+        self._thumbnail(camera, frame, detections)
+
+    def close(self) -> None:
+        """Close every open segment and rule, and hand the rest to the writer."""
+        now = time.time()
+        for camera in self._cameras.values():
+            with camera.lock:
+                result = camera.analyzer.close(now)
+            for event in result.events:
+                self._store(event)
+            for segment in result.segments:
+                self._store(segment)
+
+    def _due_checkpoint(self, camera: _Camera, wall_time: float) -> list[TagSegment]:
+        if wall_time - camera.last_checkpoint < SEGMENT_CHECKPOINT_S:
+            return []
+        camera.last_checkpoint = wall_time
+        return camera.analyzer.open_segments()
+
+    def _with_snapshot(self, event: Event, frame: Frame, detections: Detections) -> Event:
+        if self.media is None:
+            return event
+        try:
+            path = self.media.write_snapshot(
+                event.camera_id, event.event_id, at=event.started_at, image=frame.image,
+                detections=detections, class_names=self.class_names, highlight=event.track_ids,
+            )  # fmt: skip
+        except (OSError, FeedtagError):
+            log.exception("camera %s: snapshot of event %s failed", event.camera_id, event.event_id)
+            return event
+        attributes = {**event.attributes, "snapshot": self.media.relative(path)}
+        return replace(event, attributes=attributes)
+
+    def _thumbnail(self, camera: _Camera, frame: Frame, detections: Detections) -> None:
+        if (
+            self.media is None
+            or frame.wall_time - camera.last_thumbnail < self.thumbnail_interval_s
+        ):
+            return
+        camera.last_thumbnail = frame.wall_time
+        try:
+            self.media.write_thumbnail(frame.camera_id, frame.image, detections, self.class_names)
+        except (OSError, FeedtagError):
+            log.exception("camera %s: thumbnail failed", frame.camera_id)
+
+    def _store(self, item: Event | TagSegment) -> None:
+        try:
+            self.writer.put(item)
+        except FeedtagError:
+            log.exception("camera %s: the store writer refused an item", item.camera_id)
+
+
+def open_store(settings: StoreConfig) -> tuple[StoreWriter, MediaStore]:
+    """Migrate the store, start its writer (with the outage spool), and the media store."""
+    data_dir = settings.resolved_data_dir()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    url = settings.resolved_url()
+    engine = create_store_engine(url)
+    upgrade(engine)
+    log.info("store: %s", store_url_for_log(url))
+    spool = Spool(data_dir / SPOOL_FOLDER, max_bytes=settings.spool_max_mb * 2**20)
+    writer = StoreWriter(engine, spool)
+    writer.start()
+    return writer, MediaStore(Path(data_dir / MEDIA_FOLDER))

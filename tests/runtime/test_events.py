@@ -1,0 +1,68 @@
+"""The whole path on real footage: ingest, gate, detection, tracking, rules, store, media."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from feedtag.bench.footage import encode_h264, vtest_path
+from feedtag.config import validate_config
+from feedtag.runtime.node import NodeEngine
+from feedtag.store.engine import create_store_engine
+from feedtag.store.query import EventQuery, TagQuery, search_events, search_tags
+
+pytestmark = pytest.mark.slow
+
+ANALYTICS: dict[str, Any] = {
+    "zones": [{"name": "path", "polygon": [[0, 0.25], [1, 0.25], [1, 0.75], [0, 0.75]]}],
+    "lines": [{"name": "middle", "start": [0.5, 0.1], "end": [0.5, 0.9]}],
+    "rules": [
+        {"kind": "presence", "labels": ["person"]},
+        {"kind": "presence", "labels": ["person"], "zone": "path"},
+        {"kind": "line_cross", "labels": ["person"], "line": "middle"},
+        {"kind": "zone_enter_exit", "labels": ["person"], "zone": "path"},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def vtest_30s(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("long")
+    return encode_h264(
+        vtest_path(), folder / "vtest_30s.mp4", width=640, height=360, max_seconds=30
+    )
+
+
+def test_tags_events_and_media_reach_the_store(
+    vtest_30s: Path, models_dir: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    config = validate_config(
+        {
+            "media_root": str(vtest_30s.parent),
+            "detector": {"models_dir": str(models_dir)},
+            "store": {"data_dir": str(data), "thumbnail_interval_s": 1},
+            "cameras": [
+                {"id": "yard", "url": vtest_30s.name, "analysis_fps": 2, "analytics": ANALYTICS}
+            ],
+        }
+    )
+    engine = NodeEngine.from_config(config)
+    engine.start()
+    time.sleep(12)
+    assert engine.stop(deadline_s=8)
+    store = create_store_engine(config.store.resolved_url())
+    anywhere = search_tags(store, TagQuery(label="person", min_count=2, camera_ids=["yard"]))
+    in_path = search_tags(store, TagQuery(label="person", zone="path"))
+    assert anywhere.items and in_path.items
+    assert all(s.ended_at is not None for s in anywhere.items)  # closed at stop
+    assert max(s.max_count for s in anywhere.items) >= 3
+    events = search_events(store, EventQuery(camera_ids=["yard"])).items
+    assert events, "people enter the path zone within 12 s of vtest"
+    for event in events:
+        snapshot = data / "media" / event.attributes["snapshot"]
+        assert snapshot.is_file() and snapshot.stat().st_size > 1000
+    assert (data / "media" / "thumbnails" / "yard.jpg").is_file()
