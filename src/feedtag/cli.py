@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from feedtag import __version__
 from feedtag.config import FeedtagConfig, config_json_schema, load_config, validate_config
-from feedtag.core import CameraStatus, VisionStatus
+from feedtag.core import CameraStatus, EventKind, VisionStatus
 from feedtag.errors import ConfigError, FeedtagError, SourceError
 from feedtag.urls import RedactingFilter, redact
 
@@ -234,6 +234,99 @@ def cmd_bench_detect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _store_settings(args: argparse.Namespace) -> Any:
+    from feedtag.config.models import StoreConfig
+
+    if args.config is not None:
+        return load_config(args.config).store
+    return StoreConfig()
+
+
+def _times(args: argparse.Namespace) -> tuple[float | None, float | None]:
+    from feedtag.runtime.queries import parse_time
+
+    try:
+        since = parse_time(args.since) if args.since else None
+        until = parse_time(args.until) if args.until else None
+    except ValueError as exc:
+        raise ConfigError([("--since/--until", str(exc))], "arguments") from None
+    return since, until
+
+
+def _print_rows(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    print("  ".join(f"{c:<20}" for c in columns))
+    for row in rows:
+        cells = []
+        for column in columns:
+            value = row.get(column)
+            if isinstance(value, float) and column.endswith(("_at", "start")):
+                value = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
+            cells.append(f"{'-' if value is None else str(value)[:20]:<20}")
+        print("  ".join(cells))
+
+
+def cmd_events_search(args: argparse.Namespace) -> int:
+    from feedtag.runtime.queries import events_page, open_engine
+
+    since, until = _times(args)
+    engine = open_engine(_store_settings(args))
+    try:
+        page = events_page(
+            engine, cameras=args.camera, kinds=args.kind, labels=args.label, zones=args.zone,
+            since=since, until=until, limit=args.limit, cursor=args.cursor,
+        )  # fmt: skip
+    except ValueError as exc:
+        raise ConfigError([("arguments", str(exc))], "arguments") from None
+    if args.json:
+        print(json.dumps(page))
+    else:
+        _print_rows(
+            page["items"], ["started_at", "camera_id", "kind", "label", "zone", "track_ids"]
+        )
+        if page["next_cursor"]:
+            print(f"more: --cursor {page['next_cursor']}")
+    return EXIT_OK
+
+
+def cmd_events_tags(args: argparse.Namespace) -> int:
+    from feedtag.runtime.queries import open_engine, tags_page
+
+    since, until = _times(args)
+    engine = open_engine(_store_settings(args))
+    page = tags_page(
+        engine, label=args.label, min_count=args.min_count, cameras=args.camera, zone=args.zone,
+        since=since, until=until, limit=args.limit, cursor=args.cursor,
+    )  # fmt: skip
+    if args.json:
+        print(json.dumps(page))
+    else:
+        _print_rows(
+            page["items"], ["started_at", "ended_at", "camera_id", "label", "zone", "max_count"]
+        )
+    return EXIT_OK
+
+
+def cmd_events_stats(args: argparse.Namespace) -> int:
+    from feedtag.runtime.queries import event_counts, open_engine, parse_duration
+
+    since, until = _times(args)
+    try:
+        bucket_s = parse_duration(args.bucket)
+    except ValueError as exc:
+        raise ConfigError([("--bucket", str(exc))], "arguments") from None
+    engine = open_engine(_store_settings(args))
+    rows = event_counts(
+        engine, since=since if since is not None else time.time() - 86400,
+        until=until if until is not None else time.time() + 1, bucket_s=bucket_s,
+        cameras=args.camera, kinds=args.kind, labels=args.label,
+    )  # fmt: skip
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        _print_rows(rows, ["bucket_start", "camera_id", "label", "count"])
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from feedtag.bench.demo import LoopingRtspServer, demo_cameras
     from feedtag.bench.footage import bikes_path, cache_dir, sample_h264, vtest_path
@@ -414,6 +507,35 @@ def _add_vision_commands(commands: Any) -> None:
     detect.set_defaults(func=cmd_detect)
 
 
+def _add_event_commands(commands: Any) -> None:
+    kinds = [kind.value for kind in EventKind]
+    events = commands.add_parser("events", help="search events and tags, count events")
+    actions = events.add_subparsers(dest="events", required=True, metavar="ACTION")
+    search = actions.add_parser("search", help="events, newest first")
+    tags = actions.add_parser("tags", help="when was a label visible (at least N at once)")
+    stats = actions.add_parser("stats", help="event counts per camera, label and time bucket")
+    for parser in (search, tags, stats):
+        parser.add_argument("--config", type=Path, default=None, help="read the store from it")
+        parser.add_argument("--camera", action="append", default=[], help="repeatable")
+        parser.add_argument("--since", default=None, help="ISO time or a duration like 2h")
+        parser.add_argument("--until", default=None, help="ISO time or a duration like 15m")
+        parser.add_argument("--json", action="store_true")
+    for parser in (search, stats):
+        parser.add_argument("--kind", action="append", default=[], choices=kinds)
+        parser.add_argument("--label", action="append", default=[])
+    for parser in (search, tags):
+        parser.add_argument("--limit", type=_positive(int), default=50)
+        parser.add_argument("--cursor", default=None, help="from the previous page")
+    search.add_argument("--zone", action="append", default=[])
+    search.set_defaults(func=cmd_events_search)
+    tags.add_argument("--label", required=True)
+    tags.add_argument("--min-count", type=_positive(int), default=1)
+    tags.add_argument("--zone", default=None)
+    tags.set_defaults(func=cmd_events_tags)
+    stats.add_argument("--bucket", default="1h", help="bucket size, e.g. 15m, 1h, 1d")
+    stats.set_defaults(func=cmd_events_stats)
+
+
 def _add_bench_commands(commands: Any) -> None:
     bench = commands.add_parser("bench", help="benchmarks")
     bench_kinds = bench.add_subparsers(dest="bench", required=True, metavar="KIND")
@@ -479,6 +601,7 @@ def build_parser() -> argparse.ArgumentParser:
     probe.set_defaults(func=cmd_probe)
 
     _add_vision_commands(commands)
+    _add_event_commands(commands)
     _add_bench_commands(commands)
     return parser
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -66,3 +69,39 @@ def test_tags_events_and_media_reach_the_store(
         snapshot = data / "media" / event.attributes["snapshot"]
         assert snapshot.is_file() and snapshot.stat().st_size > 1000
     assert (data / "media" / "thumbnails" / "yard.jpg").is_file()
+    # and the command line finds the same
+    cli_config = tmp_path / "cli.yaml"
+    cli_config.write_text(f"store: {{data_dir: {data}}}\n")
+    found = feedtag_json("events", "search", "--config", str(cli_config), "--camera", "yard")
+    assert {e["event_id"] for e in found["items"]} == {e.event_id for e in events[:50]}
+    tags = feedtag_json("events", "tags", "--config", str(cli_config), "--label", "person",
+                        "--min-count", "2")  # fmt: skip
+    assert len(tags["items"]) == len(anywhere.items)
+    stats = feedtag_json("events", "stats", "--config", str(cli_config), "--bucket", "1h")
+    assert sum(row["count"] for row in stats) == len(events)
+
+
+def feedtag_json(*args: str) -> Any:
+    done = subprocess.run(
+        [sys.executable, "-m", "feedtag.cli", *args, "--json"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["events", "search", "--since", "yesterday"], "ISO 8601"),
+        (["events", "stats", "--bucket", "often"], "duration"),
+        (["events", "search", "--kind", "teleport"], "invalid choice"),
+    ],
+)
+def test_events_command_rejects_bad_arguments(args: list[str], message: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "feedtag.cli", *args], capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert message in done.stderr
