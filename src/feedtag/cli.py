@@ -354,8 +354,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"  cache:    {cache_dir()}")
         print("  each analysed frame is gated, detected (YOLOv3-tiny, built offline on first use)")
         print("  and tracked with anonymous per-camera ids; status every 2 s; Ctrl-C stops.")
-        print("  To look at frames: feedtag detect FILE --save-annotated DIR (people covered).")
-        return run_engine(config, seconds=args.seconds, as_json=False)
+        data = config.store.resolved_data_dir()
+        print(f"  data:     {data} (feedtag.db, media/thumbnails, media/snapshots; people covered)")
+        print("  look:     feedtag events search --since 10m | feedtag events tags --label person")
+        result = run_engine(config, seconds=args.seconds, as_json=False)
+        print(f"\nevents, tags and media are in {data}: try `feedtag events search --since 1h`")
+        return result
 
 
 # -- helpers ----------------------------------------------------------------------------
@@ -394,6 +398,7 @@ def run_engine(config: FeedtagConfig, *, seconds: float | None, as_json: bool) -
     try:
         while not stop.wait(config.engine.status_interval_s):
             _print_statuses(engine.statuses(), engine.vision_statuses(), as_json)
+            _print_event_counts(engine, as_json)
             if seconds is not None and time.monotonic() - started >= seconds:
                 break
     finally:
@@ -406,6 +411,16 @@ def run_engine(config: FeedtagConfig, *, seconds: float | None, as_json: bool) -
         )
     _print_statuses(engine.statuses(), engine.vision_statuses(), as_json)
     return EXIT_OK
+
+
+def _print_event_counts(engine: Any, as_json: bool) -> None:
+    if engine.events is None or as_json:
+        return
+    for camera_id, counts in engine.events.event_counts().items():
+        if counts:
+            summary = ", ".join(f"{kind} {count}" for kind, count in sorted(counts.items()))
+            print(f"{'':10}events {camera_id}: {summary}")
+    sys.stdout.flush()
 
 
 def _print_statuses(

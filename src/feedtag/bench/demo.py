@@ -112,16 +112,49 @@ class LoopingRtspServer:
         return self.process.stdout.readline()
 
 
+#: zones, lines and rules drawn for the demo footage (normalized image coordinates)
+VTEST_ANALYTICS: Final[dict[str, Any]] = {
+    "zones": [
+        {"name": "path", "polygon": [[0, 0.28], [1, 0.22], [1, 0.62], [0, 0.72]]},
+        {"name": "lawn", "polygon": [[0, 0.72], [1, 0.62], [1, 1], [0, 1]]},
+    ],
+    "lines": [
+        {"name": "middle", "start": [0.5, 0.15], "end": [0.5, 0.85],
+         "forward_name": "eastbound", "backward_name": "westbound"},
+    ],
+    "rules": [
+        {"kind": "presence", "labels": ["person", "car", "truck"]},
+        {"kind": "presence", "labels": ["person"], "zone": "path"},
+        {"kind": "line_cross", "labels": ["person"], "line": "middle"},
+        {"kind": "zone_enter_exit", "labels": ["person"], "zone": "lawn"},
+        {"kind": "crowding", "zone": "path", "min_count": 4, "min_duration_s": 3},
+        {"kind": "dwell", "labels": ["person"], "zone": "path", "min_duration_s": 15},
+    ],
+}  # fmt: skip
+BIKES_ANALYTICS: Final[dict[str, Any]] = {
+    "lines": [{"name": "across", "start": [0.3, 0.0], "end": [0.3, 1.0]}],
+    "rules": [
+        {"kind": "presence", "labels": ["person", "bicycle", "car"]},
+        {"kind": "line_cross", "labels": ["person", "bicycle"], "line": "across"},
+    ],
+}
+
+
 def demo_cameras(clips: dict[str, Path], server: LoopingRtspServer | None) -> list[dict[str, Any]]:
     """Camera configs for the demo: each clip once, and the first one again at 5 analysed fps
-    (every frame decoded and sampled: the other decode mode)."""
+    (every frame decoded and sampled: the other decode mode), with zones, lines and rules."""
     first = next(iter(clips))
-    if server is not None:
-        cameras: list[dict[str, Any]] = [{"id": name, "url": server.url(name)} for name in clips]
-        cameras.append({"id": f"{first}-5fps", "url": server.url(first), "analysis_fps": 5.0})
-        return cameras
-    cameras = [{"id": name, "url": path.name, "loop": True} for name, path in clips.items()]
-    cameras.append(
-        {"id": f"{first}-5fps", "url": clips[first].name, "loop": True, "analysis_fps": 5.0}
-    )
+    names = [*clips, f"{first}-5fps"]
+    cameras: list[dict[str, Any]] = []
+    for name in names:
+        clip = first if name.endswith("-5fps") else name
+        camera: dict[str, Any] = {"id": name}
+        if server is not None:
+            camera["url"] = server.url(clip)
+        else:
+            camera.update(url=clips[clip].name, loop=True)
+        if name.endswith("-5fps"):
+            camera["analysis_fps"] = 5.0
+        camera["analytics"] = BIKES_ANALYTICS if clip.startswith("bikes") else VTEST_ANALYTICS
+        cameras.append(camera)
     return cameras

@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
 
@@ -43,6 +44,7 @@ class _Camera:
     lock: threading.Lock
     last_thumbnail: float = 0.0
     last_checkpoint: float = 0.0
+    counts: Counter[str] = field(default_factory=Counter)
 
 
 class EventPipeline:
@@ -83,10 +85,15 @@ class EventPipeline:
             result = camera.analyzer.update(observation)
             open_segments = self._due_checkpoint(camera, frame.wall_time)
         for event in result.events:
+            camera.counts[event.kind.value] += 1
             self._store(self._with_snapshot(event, frame, detections))
         for segment in [*result.segments, *open_segments]:
             self._store(segment)
         self._thumbnail(camera, frame, detections)
+
+    def event_counts(self) -> dict[str, dict[str, int]]:
+        """Events per kind per camera since the start (for the live summary)."""
+        return {camera_id: dict(c.counts) for camera_id, c in self._cameras.items()}
 
     def close(self) -> None:
         """Close every open segment and rule, and hand the rest to the writer."""
