@@ -95,3 +95,29 @@ def test_rate_recorder() -> None:
     assert recorder.counts == {"a": 10}
     assert recorder.rate("a") == pytest.approx(2.0, rel=0.15)
     assert recorder.rate("unknown") == 0.0
+
+
+def test_a_file_read_as_fast_as_possible_loses_no_frame(vtest_clip: Path) -> None:
+    class Slow(RateRecorder):
+        def consume(self, frame: Frame) -> None:
+            time.sleep(0.05)  # slower than decoding: the queue fills
+            super().consume(frame)
+
+    config = validate_config(
+        {
+            "media_root": str(vtest_clip.parent),
+            "engine": {"queue_size": 1},
+            "cameras": [{"id": "f", "url": vtest_clip.name, "realtime": False, "analysis_fps": 5}],
+        }
+    )
+    slow = Slow()
+    engine = NodeEngine(config, slow)
+    engine.start()
+    try:
+        wait_for(lambda: engine.statuses()[0].state is CameraState.STOPPED, 20, what="the end")
+        wait_for(lambda: slow.counts.get("f", 0) >= 20, 5, what="every frame consumed")
+    finally:
+        assert engine.stop()
+    status = engine.statuses()[0]
+    assert status.counters.frames_analysed == 20 == slow.counts["f"]
+    assert status.counters.frames_dropped == {}

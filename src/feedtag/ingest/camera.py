@@ -239,7 +239,8 @@ class CameraIngest:
         )
         image = self._converter.to_rgb(frame, width, height)
         self.queue.put(
-            Frame(self.camera.id, self._index, t_s, time.time(), image, bool(frame.key_frame))
+            Frame(self.camera.id, self._index, t_s, time.time(), image, bool(frame.key_frame)),
+            self._stop,
         )
         self._index += 1
         self._counts["frames_analysed"] += 1

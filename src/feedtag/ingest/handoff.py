@@ -28,18 +28,28 @@ class FrameQueue:
     (2, {'queue_full': 2})
     """
 
-    def __init__(self, maxsize: int, ready: threading.Event | None = None) -> None:
+    def __init__(
+        self, maxsize: int, ready: threading.Event | None = None, *, lossless: bool = False
+    ) -> None:
         if maxsize < 1:
             raise ValueError(f"expected maxsize >= 1, got {maxsize}")
         self._items: deque[Frame] = deque()
         self._maxsize = maxsize
         self._lock = threading.Lock()
+        self._not_full = threading.Condition(self._lock)
         self._ready = ready or threading.Event()
+        #: a file analysed as fast as the machine allows waits instead of dropping
+        self.lossless = lossless
         self.dropped: Counter[str] = Counter()
 
-    def put(self, frame: Frame) -> None:
-        """Add a frame, dropping the oldest if full. Never blocks."""
+    def put(self, frame: Frame, stop: threading.Event | None = None) -> None:
+        """Add a frame. When full, drop the oldest; a ``lossless`` queue waits for room
+        instead (checking ``stop`` every 0.1 s)."""
         with self._lock:
+            while self.lossless and len(self._items) >= self._maxsize:
+                if stop is not None and stop.is_set():
+                    return
+                self._not_full.wait(0.1)
             if len(self._items) >= self._maxsize:
                 self._items.popleft()
                 self.dropped[QUEUE_FULL] += 1
@@ -48,7 +58,10 @@ class FrameQueue:
 
     def get_nowait(self) -> Frame | None:
         with self._lock:
-            return self._items.popleft() if self._items else None
+            if not self._items:
+                return None
+            self._not_full.notify()
+            return self._items.popleft()
 
     def get(self, timeout: float) -> Frame | None:
         """The oldest frame, waiting at most ``timeout`` seconds; None if there was none."""

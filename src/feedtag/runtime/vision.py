@@ -10,6 +10,7 @@ forward. Results and counters are kept per camera for status, and handed to ``on
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -35,6 +36,8 @@ LATENCY_SMOOTHING = 0.2
 #: a track whose centre moved more than this fraction of the frame width since the last
 #: detection is moving: the gate then keeps the detector running (line and speed rules need it)
 MOVING_FRACTION = 0.01
+#: longest a lossless camera's frame is waited for before the consumer moves on
+LOSSLESS_WAIT_S = 60.0
 
 
 def tracks_moved(before: Detections, after: Detections, min_shift_px: float) -> bool:
@@ -71,6 +74,7 @@ class _CameraVision:
     failed: int = 0
     latency_ms: float | None = None
     moving: bool = False
+    lossless: bool = False
 
 
 class VisionConsumer:
@@ -113,6 +117,7 @@ class VisionConsumer:
                 camera.gate.pixel_threshold, camera.gate.min_changed_fraction, camera.gate.refresh_s
             )
         state = _CameraVision(camera, gate, self._tracker_factory(self.settings), keep)
+        state.lossless = camera.url.is_file and not camera.realtime
         with self._lock:
             self._cameras[camera.id] = state
 
@@ -144,6 +149,11 @@ class VisionConsumer:
         submitted = time.monotonic()
         future = self._scheduler.submit(frame.camera_id, frame.image)
         future.add_done_callback(lambda done: self._on_detected(state, frame, done, submitted))
+        if state.lossless:
+            # a file analysed as fast as possible: wait, so that the back-pressure reaches its
+            # ingest thread instead of the scheduler dropping frames
+            with contextlib.suppress(Exception):
+                future.result(timeout=LOSSLESS_WAIT_S)
 
     def _on_detected(
         self, state: _CameraVision, frame: Frame, done: Future[Detections], submitted: float
