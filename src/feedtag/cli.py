@@ -416,6 +416,11 @@ def run_engine(config: FeedtagConfig, *, seconds: float | None, as_json: bool) -
 def _print_event_counts(engine: Any, as_json: bool) -> None:
     if engine.events is None or as_json:
         return
+    if engine.store is not None:
+        stats = engine.store.writer.stats()
+        health = "reachable" if stats.available else "UNREACHABLE (spooling to disk)"
+        print(f"{'':10}store {health}: {stats.written} written, {stats.spool_records} spooled "
+              f"({stats.spool_bytes // 1024} KiB), {stats.dropped} dropped")  # fmt: skip
     for camera_id, counts in engine.events.event_counts().items():
         if counts:
             summary = ", ".join(f"{kind} {count}" for kind, count in sorted(counts.items()))

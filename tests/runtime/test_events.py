@@ -56,7 +56,11 @@ def test_tags_events_and_media_reach_the_store(
     engine = NodeEngine.from_config(config)
     engine.start()
     time.sleep(12)
+    assert engine.store is not None
+    assert engine.store.retention.last is not None  # the retention job ran at start
     assert engine.stop(deadline_s=8)
+    stats = engine.store.writer.stats()
+    assert stats.written > 0 and stats.spool_records == 0 and stats.dropped == 0
     store = create_store_engine(config.store.resolved_url())
     anywhere = search_tags(store, TagQuery(label="person", min_count=2, camera_ids=["yard"]))
     in_path = search_tags(store, TagQuery(label="person", zone="path"))

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
 
+from sqlalchemy import Engine
+
 from feedtag.analytics.engine import CameraAnalyzer
 from feedtag.analytics.rules import Observation
 from feedtag.config.models import CameraConfig, StoreConfig
@@ -27,6 +29,7 @@ from feedtag.errors import FeedtagError
 from feedtag.store.engine import create_store_engine, store_url_for_log
 from feedtag.store.media import MediaStore
 from feedtag.store.migrations import upgrade
+from feedtag.store.retention import RetentionResult, run_retention
 from feedtag.store.spool import Spool
 from feedtag.store.writer import StoreWriter
 
@@ -145,8 +148,47 @@ class EventPipeline:
             log.exception("camera %s: the store writer refused an item", item.camera_id)
 
 
-def open_store(settings: StoreConfig) -> tuple[StoreWriter, MediaStore]:
-    """Migrate the store, start its writer (with the outage spool), and the media store."""
+class RetentionJob:
+    """Runs the retention job at start and then every ``interval_s``, in its own thread."""
+
+    def __init__(
+        self, engine: Engine, media_root: Path, retention_s: float, interval_s: float = 3600.0
+    ) -> None:
+        self._engine = engine
+        self._media_root = media_root
+        self._retention_s = retention_s
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="retention", daemon=True)
+        self.last: RetentionResult | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.last = run_retention(self._engine, self._media_root, self._retention_s)
+                log.info("retention: %s", self.last)
+            except FeedtagError:
+                log.exception("retention job failed; trying again later")
+            self._stop.wait(self._interval_s)
+
+
+@dataclass(frozen=True, slots=True)
+class OpenStore:
+    writer: StoreWriter
+    media: MediaStore
+    retention: RetentionJob
+
+
+def open_store(settings: StoreConfig) -> OpenStore:
+    """Migrate the store, start its writer (with the outage spool), the media store and the
+    retention job."""
     data_dir = settings.resolved_data_dir()
     data_dir.mkdir(parents=True, exist_ok=True)
     url = settings.resolved_url()
@@ -156,4 +198,7 @@ def open_store(settings: StoreConfig) -> tuple[StoreWriter, MediaStore]:
     spool = Spool(data_dir / SPOOL_FOLDER, max_bytes=settings.spool_max_mb * 2**20)
     writer = StoreWriter(engine, spool)
     writer.start()
-    return writer, MediaStore(Path(data_dir / MEDIA_FOLDER))
+    media = MediaStore(Path(data_dir / MEDIA_FOLDER))
+    retention = RetentionJob(engine, media.root, settings.retention_days * 86400)
+    retention.start()
+    return OpenStore(writer, media, retention)

@@ -22,7 +22,7 @@ from feedtag.ingest.handoff import FrameQueue
 from feedtag.ingest.policies import RateMeter
 from feedtag.ingest.ring import PacketRing
 from feedtag.runtime.detection import build_detector
-from feedtag.runtime.events import EventPipeline, open_store
+from feedtag.runtime.events import EventPipeline, OpenStore, open_store
 from feedtag.runtime.vision import VisionConsumer
 
 log = logging.getLogger(__name__)
@@ -105,6 +105,7 @@ class NodeEngine:
         self._cameras: dict[str, CameraIngest] = {}
         self._consumer_thread: threading.Thread | None = None
         self.events: EventPipeline | None = None
+        self.store: OpenStore | None = None
         # run in order after the consumer stops: close rules, then drain the store writer
         self._closers: list[Callable[[], None]] = []
         for camera in config.cameras:
@@ -122,14 +123,16 @@ class NodeEngine:
             return cls(config, RateRecorder())
         detector = build_detector(config.detector, progress)
         cameras = [camera for camera in config.cameras if camera.enabled]
-        writer, media = open_store(config.store)
+        store = open_store(config.store)
         events = EventPipeline(
-            cameras, detector.class_names, writer, media, config.store.thumbnail_interval_s
-        )
+            cameras, detector.class_names, store.writer, store.media,
+            config.store.thumbnail_interval_s,
+        )  # fmt: skip
         consumer = VisionConsumer(detector, config.detector, cameras, on_result=events)
         engine = cls(config, consumer)
         engine.events = events
-        engine._closers += [events.close, writer.close]
+        engine.store = store
+        engine._closers += [events.close, store.writer.close, store.retention.stop]
         return engine
 
     def _make_ingest(self, camera: CameraConfig) -> CameraIngest:
