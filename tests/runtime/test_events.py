@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,12 @@ import pytest
 
 from feedtag.bench.footage import encode_h264, vtest_path
 from feedtag.config import validate_config
+from feedtag.core import EventKind
 from feedtag.runtime.node import NodeEngine
 from feedtag.store.engine import create_store_engine
 from feedtag.store.query import EventQuery, TagQuery, search_events, search_tags
+
+from ..conftest import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -109,3 +113,48 @@ def test_events_command_rejects_bad_arguments(args: list[str], message: str) -> 
     )  # fmt: skip
     assert done.returncode == 2
     assert message in done.stderr
+
+
+def test_line_crossings_match_the_hand_count(models_dir: Path, tmp_path: Path) -> None:
+    """vtest.avi end to end (ingest, detector, tracker, line rule, store) against the hand
+    count in tests/data/vtest_line_crossings.json. Tolerance: per direction, within two
+    crossings (or 15%) of the sure count, plus that direction's uncertain crossings."""
+    truth = json.loads(
+        (Path(__file__).parent.parent / "data" / "vtest_line_crossings.json").read_text()
+    )
+    line = truth["line"]
+    config = validate_config(
+        {
+            "media_root": str(vtest_path().parent),
+            "detector": {"models_dir": str(models_dir)},
+            "store": {"data_dir": str(tmp_path / "data")},
+            "cameras": [
+                {
+                    "id": "yard", "url": vtest_path().name, "realtime": False, "analysis_fps": 5,
+                    "analytics": {
+                        "lines": [{"name": "middle", "start": line["start"], "end": line["end"],
+                                   # walking down the line, its left-hand side is image-right
+                                   "forward_name": "right_to_left",
+                                   "backward_name": "left_to_right"}],
+                        "rules": [{"kind": "line_cross", "labels": ["person"], "line": "middle"}],
+                    },
+                }
+            ],
+        }
+    )  # fmt: skip
+    engine = NodeEngine.from_config(config)
+    engine.start()
+    try:
+        wait_for(lambda: engine.statuses()[0].state.value == "stopped", 180, what="end of file")
+    finally:
+        assert engine.stop(deadline_s=8)
+    store = create_store_engine(config.store.resolved_url())
+    kinds = [EventKind.LINE_CROSS]
+    crossings = search_events(store, EventQuery(kinds=kinds, limit=500)).items
+    counted = Counter(event.attributes["direction"] for event in crossings)
+    print(f"\nline crossings: {dict(counted)}; hand count {truth['totals']}")
+    for direction in ("left_to_right", "right_to_left"):
+        sure = truth["totals"][direction]
+        uncertain = truth["uncertain_by_direction"][direction]
+        slack = max(2, round(0.15 * sure))
+        assert sure - slack <= counted[direction] <= sure + uncertain + slack, (direction, counted)
