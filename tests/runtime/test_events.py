@@ -158,3 +158,32 @@ def test_line_crossings_match_the_hand_count(models_dir: Path, tmp_path: Path) -
         uncertain = truth["uncertain_by_direction"][direction]
         slack = max(2, round(0.15 * sure))
         assert sure - slack <= counted[direction] <= sure + uncertain + slack, (direction, counted)
+
+
+def test_a_camera_that_stays_offline_becomes_an_event(models_dir: Path, tmp_path: Path) -> None:
+    from ..conftest import free_port
+
+    config = validate_config(
+        {
+            "detector": {"models_dir": str(models_dir)},
+            "store": {"data_dir": str(tmp_path / "data")},
+            "reconnect": {"initial_backoff_s": 0.2, "max_backoff_s": 0.5},
+            "cameras": [
+                {
+                    "id": "gone", "url": f"rtsp://127.0.0.1:{free_port()}/x",
+                    "analytics": {"rules": [{"kind": "camera_health", "offline_after_s": 2}]},
+                }
+            ],
+        }
+    )  # fmt: skip
+    engine = NodeEngine.from_config(config)
+    engine.start()
+    try:
+        assert engine.events is not None
+        wait_for(lambda: engine.events.event_counts()["gone"].get("camera_offline"), 15)  # type: ignore[union-attr]
+    finally:
+        assert engine.stop()
+    store = create_store_engine(config.store.resolved_url())
+    events = search_events(store, EventQuery(kinds=[EventKind.CAMERA_OFFLINE])).items
+    assert [e.camera_id for e in events] == ["gone"]
+    assert events[0].attributes["state"] == "offline"

@@ -94,6 +94,17 @@ class EventPipeline:
             self._store(segment)
         self._thumbnail(camera, frame, detections)
 
+    def tick(self, camera_id: str, state: CameraState, wall_time: float) -> None:
+        """A camera sends no frames (offline, stalled): let its health rule see the state."""
+        camera = self._cameras.get(camera_id)
+        if camera is None:
+            return
+        with camera.lock:
+            result = camera.analyzer.update(Observation.status(camera_id, wall_time, state))
+        for event in result.events:
+            camera.counts[event.kind.value] += 1
+            self._store(event)
+
     def event_counts(self) -> dict[str, dict[str, int]]:
         """Events per kind per camera since the start (for the live summary)."""
         return {camera_id: dict(c.counts) for camera_id, c in self._cameras.items()}

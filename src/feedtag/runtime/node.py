@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Final, Protocol
 
 from feedtag.config.models import CameraConfig, FeedtagConfig
-from feedtag.core import CameraStatus, Frame, VisionStatus
+from feedtag.core import CameraState, CameraStatus, Frame, VisionStatus
 from feedtag.ingest.camera import CameraIngest
 from feedtag.ingest.handoff import FrameQueue
 from feedtag.ingest.policies import RateMeter
@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 
 #: how long the consumer waits for any frame before checking the stop event again
 CONSUMER_WAIT_S: Final = 0.2
+#: how often cameras that send no frames are reported to their health rules
+HEALTH_TICK_S: Final = 2.0
+_SILENT_STATES: Final = frozenset(
+    {CameraState.OFFLINE, CameraState.STALLED, CameraState.CONNECTING}
+)
 DEFAULT_STOP_DEADLINE_S: Final = 4.0
 
 
@@ -212,12 +217,24 @@ class NodeEngine:
         with self._lock:
             return list(self._cameras.values())
 
+    def _health_tick(self) -> None:
+        if self.events is None:
+            return
+        now = time.time()
+        for status in self.statuses():
+            if status.state in _SILENT_STATES:
+                self.events.tick(status.camera_id, status.state, now)
+
     def _consume_loop(self) -> None:
         # Fairness: one frame from each camera per round, so a busy camera cannot starve
         # the others. Clear-then-scan order means a put during the scan is never missed.
+        next_tick = time.monotonic() + HEALTH_TICK_S
         while not self._stop.is_set():
             self._ready.wait(CONSUMER_WAIT_S)
             self._ready.clear()
+            if time.monotonic() >= next_tick:
+                next_tick = time.monotonic() + HEALTH_TICK_S
+                self._health_tick()
             took = True
             while took and not self._stop.is_set():
                 took = False
