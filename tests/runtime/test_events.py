@@ -187,3 +187,46 @@ def test_a_camera_that_stays_offline_becomes_an_event(models_dir: Path, tmp_path
     events = search_events(store, EventQuery(kinds=[EventKind.CAMERA_OFFLINE])).items
     assert [e.camera_id for e in events] == ["gone"]
     assert events[0].attributes["state"] == "offline"
+
+
+@pytest.mark.system
+def test_events_get_clips_from_the_packet_ring(
+    rtsp_server: Any, models_dir: Path, tmp_path: Path
+) -> None:
+    import av
+
+    data = tmp_path / "data"
+    everywhere = [[0, 0], [1, 0], [1, 1], [0, 1]]
+    config = validate_config(
+        {
+            "detector": {"models_dir": str(models_dir)},
+            "store": {"data_dir": str(data)},
+            "cameras": [
+                {
+                    "id": "live", "url": rtsp_server.url("vtest"), "clips": {"enabled": True},
+                    "analytics": {
+                        "zones": [{"name": "all", "polygon": everywhere}],
+                        "rules": [{"kind": "crowding", "zone": "all", "min_count": 2,
+                                   "min_duration_s": 1}],
+                    },
+                }
+            ],
+        }
+    )  # fmt: skip
+    engine = NodeEngine.from_config(config)
+    engine.start()
+    try:
+        assert engine.events is not None and engine.events.clips is not None
+        clips = engine.events.clips
+        wait_for(lambda: clips.written >= 1, 40, what="a clip written")
+    finally:
+        assert engine.stop()
+    store = create_store_engine(config.store.resolved_url())
+    event = search_events(store, EventQuery(kinds=[EventKind.CROWDING])).items[-1]
+    clip = data / "media" / event.attributes["clip"]
+    assert clip.is_file()
+    with av.open(str(clip)) as container:
+        frames = sum(1 for _ in container.decode(video=0))
+    # up to 5 s of pre-roll (what the ring holds: the crowd forms right after connecting)
+    # and 5 s of post-roll
+    assert 25 * 4.5 <= frames <= 25 * 11

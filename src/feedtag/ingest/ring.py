@@ -17,6 +17,7 @@ are served only to a privileged role.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from fractions import Fraction
@@ -40,6 +41,7 @@ class RingPacket:
     dts: int | None
     keyframe: bool
     t_s: float  # stream time, seconds
+    wall: float = 0.0  # arrival, Unix seconds: how events (wall-clock stamped) find packets
 
 
 #: bitstream filters that turn MP4-style (length-prefixed) packets into Annex B; on input that
@@ -149,9 +151,21 @@ class RingRecorder:
                 continue
             self._ring.append(
                 RingPacket(
-                    bytes(item), item.pts, item.dts, item.is_keyframe, item.dts * self._time_base
+                    bytes(item),
+                    item.pts,
+                    item.dts,
+                    item.is_keyframe,
+                    item.dts * self._time_base,
+                    time.time(),
                 )
             )
+
+
+def stream_time_at(packets: list[RingPacket], wall: float) -> float | None:
+    """The stream time of the packet that arrived closest to ``wall`` (None if empty)."""
+    if not packets:
+        return None
+    return min(packets, key=lambda p: abs(p.wall - wall)).t_s
 
 
 def write_clip(

@@ -26,6 +26,7 @@ from feedtag.analytics.rules import Observation
 from feedtag.config.models import CameraConfig, StoreConfig
 from feedtag.core import CameraState, Detections, Event, Frame, TagSegment
 from feedtag.errors import FeedtagError
+from feedtag.runtime.clips import ClipWriter
 from feedtag.store.engine import create_store_engine, store_url_for_log
 from feedtag.store.media import MediaStore
 from feedtag.store.migrations import upgrade
@@ -64,6 +65,7 @@ class EventPipeline:
         self.class_names = list(class_names)
         self.writer = writer
         self.media = media
+        self.clips: ClipWriter | None = None  # set by the engine when cameras keep rings
         self.thumbnail_interval_s = thumbnail_interval_s
         self._cameras = {
             camera.id: _Camera(CameraAnalyzer(camera.id, camera.analytics), threading.Lock())
@@ -89,7 +91,7 @@ class EventPipeline:
             open_segments = self._due_checkpoint(camera, frame.wall_time)
         for event in result.events:
             camera.counts[event.kind.value] += 1
-            self._store(self._with_snapshot(event, frame, detections))
+            self._store(self._with_clip(self._with_snapshot(event, frame, detections)))
         for segment in [*result.segments, *open_segments]:
             self._store(segment)
         self._thumbnail(camera, frame, detections)
@@ -139,6 +141,12 @@ class EventPipeline:
             return event
         attributes = {**event.attributes, "snapshot": self.media.relative(path)}
         return replace(event, attributes=attributes)
+
+    def _with_clip(self, event: Event) -> Event:
+        if self.clips is None or self.media is None or not self.clips.request(event):
+            return event
+        planned = self.media.event_path("clips", event.camera_id, event.event_id, event.started_at)
+        return replace(event, attributes={**event.attributes, "clip": self.media.relative(planned)})
 
     def _thumbnail(self, camera: _Camera, frame: Frame, detections: Detections) -> None:
         if (

@@ -21,6 +21,7 @@ from feedtag.ingest.camera import CameraIngest
 from feedtag.ingest.handoff import FrameQueue
 from feedtag.ingest.policies import RateMeter
 from feedtag.ingest.ring import PacketRing
+from feedtag.runtime.clips import ClipWriter
 from feedtag.runtime.detection import build_detector
 from feedtag.runtime.events import EventPipeline, OpenStore, open_store
 from feedtag.runtime.vision import VisionConsumer
@@ -138,6 +139,11 @@ class NodeEngine:
         engine.events = events
         engine.store = store
         engine._closers += [events.close, store.writer.close, store.retention.stop]
+        if any(camera.clips.enabled for camera in cameras):
+            clips = ClipWriter(store.media, engine.ring)
+            events.clips = clips
+            clips.start()
+            engine._closers.append(clips.stop)
         return engine
 
     def _make_ingest(self, camera: CameraConfig) -> CameraIngest:

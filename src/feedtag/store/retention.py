@@ -100,13 +100,27 @@ def _expire_events(engine: Engine, root: Path | None, cutoff: float) -> tuple[in
             return deleted, files, unsafe
         for row in chunk:
             if row.media_path and root is not None:
-                removed = _remove_media(root, row.media_path)
-                files += removed is True
-                unsafe += removed is None
+                for relative in _media_of(row.media_path):
+                    removed = _remove_media(root, relative)
+                    files += removed is True
+                    unsafe += removed is None
         with engine.begin() as connection:
             ids = [row.event_id for row in chunk]
             connection.execute(delete(events).where(events.c.event_id.in_(ids)))
         deleted += len(chunk)
+
+
+def _media_of(snapshot: str) -> list[str]:
+    """An event's media: its snapshot, and the clip beside it when clips were recorded
+    (``snapshots/<camera>/<day>/<id>.jpg`` -> ``clips/<camera>/<day>/<id>.mp4``).
+
+    >>> _media_of("snapshots/door/2026-11-28/abc.jpg")
+    ['snapshots/door/2026-11-28/abc.jpg', 'clips/door/2026-11-28/abc.mp4']
+    """
+    media = [snapshot]
+    if snapshot.startswith("snapshots/") and snapshot.endswith(".jpg"):
+        media.append("clips/" + snapshot.removeprefix("snapshots/").removesuffix(".jpg") + ".mp4")
+    return media
 
 
 def _remove_media(root: Path, relative: str) -> bool | None:

@@ -1,0 +1,102 @@
+"""Event clips: when an event fires on a camera that keeps a packet ring, wait for the
+post-roll, then remux pre-roll + post-roll from the ring into
+``media/clips/<camera>/<day>/<event_id>.mp4``. Clips are raw media (people not covered)."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+from feedtag.core import Event
+from feedtag.errors import FeedtagError
+from feedtag.ingest.ring import PacketRing, stream_time_at, write_clip
+from feedtag.store.media import MediaStore
+
+log = logging.getLogger(__name__)
+
+PREROLL_S: Final = 5.0
+POSTROLL_S: Final = 5.0
+
+
+@dataclass(order=True)
+class _Pending:
+    due: float
+    order: int
+    event: Event = field(compare=False)
+
+
+class ClipWriter:
+    """One thread that writes clips when their post-roll has arrived."""
+
+    def __init__(
+        self,
+        media: MediaStore,
+        ring_of: Callable[[str], PacketRing | None],
+        preroll_s: float = PREROLL_S,
+        postroll_s: float = POSTROLL_S,
+    ) -> None:
+        self.media = media
+        self._ring_of = ring_of
+        self.preroll_s, self.postroll_s = preroll_s, postroll_s
+        self._pending: list[_Pending] = []
+        self._order = itertools.count()
+        self._condition = threading.Condition()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="clips", daemon=True)
+        self.written = 0
+        self.failed = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._condition:
+            self._stop = True
+            self._condition.notify()
+        self._thread.join(5)
+
+    def request(self, event: Event) -> bool:
+        """Schedule the clip of ``event`` if its camera keeps a ring; False otherwise."""
+        if self._ring_of(event.camera_id) is None:
+            return False
+        with self._condition:
+            due = event.started_at + self.postroll_s
+            heapq.heappush(self._pending, _Pending(due, next(self._order), event))
+            self._condition.notify()
+        return True
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                while not self._stop and (not self._pending or self._pending[0].due > time.time()):
+                    wait = self._pending[0].due - time.time() if self._pending else 1.0
+                    self._condition.wait(max(0.05, min(wait, 1.0)))
+                if self._stop:
+                    return
+                item = heapq.heappop(self._pending)
+            self._write(item.event)
+
+    def _write(self, event: Event) -> None:
+        ring = self._ring_of(event.camera_id)
+        packets = ring.snapshot() if ring is not None else []
+        centre = stream_time_at(packets, event.started_at)
+        if ring is None or ring.template is None or centre is None:
+            self.failed += 1
+            log.warning("camera %s: no packets for the clip of %s", event.camera_id, event.event_id)
+            return
+        path = self.media.event_path("clips", event.camera_id, event.event_id, event.started_at)
+        try:
+            write_clip(
+                packets, ring.template, path, centre - self.preroll_s, centre + self.postroll_s
+            )
+        except (OSError, FeedtagError):
+            self.failed += 1
+            log.exception("camera %s: clip of %s failed", event.camera_id, event.event_id)
+            return
+        self.written += 1
