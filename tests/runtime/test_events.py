@@ -136,7 +136,8 @@ def test_line_crossings_match_the_hand_count(models_dir: Path, tmp_path: Path) -
                                    # walking down the line, its left-hand side is image-right
                                    "forward_name": "right_to_left",
                                    "backward_name": "left_to_right"}],
-                        "rules": [{"kind": "line_cross", "labels": ["person"], "line": "middle"}],
+                        "rules": [{"kind": "line_cross", "labels": ["person"], "line": "middle"},
+                                  {"kind": "presence", "labels": ["person"]}],
                     },
                 }
             ],
@@ -158,6 +159,34 @@ def test_line_crossings_match_the_hand_count(models_dir: Path, tmp_path: Path) -
         uncertain = truth["uncertain_by_direction"][direction]
         slack = max(2, round(0.15 * sure))
         assert sure - slack <= counted[direction] <= sure + uncertain + slack, (direction, counted)
+
+    # presence tags against the 48 hand-checked frames; a file read as fast as possible keeps
+    # its own timeline (wall = analysis start + stream time), and people are in view from the
+    # first frame, so the earliest person segment marks the start
+    segments = search_tags(store, TagQuery(label="person", camera_ids=["yard"], limit=500)).items
+    origin = min(segment.started_at for segment in segments)
+    boxes = json.loads(
+        (Path(__file__).parent.parent / "data" / "vtest_ground_truth.json").read_text()
+    )
+    covered = [
+        any(s.started_at <= origin + f["t_s"] <= (s.ended_at or 1e12) for s in segments)
+        for f in boxes["frames"] if f["counts"]["person"] > 0
+    ]  # fmt: skip
+    most_sure = max(f["counts"]["person"] for f in boxes["frames"])
+    most_possible = max(
+        f["counts"]["person"] + f["counts_difficult"]["person"] for f in boxes["frames"]
+    )
+    most_tagged = max(segment.max_count for segment in segments)
+    print(f"presence: {sum(covered)}/{len(covered)} hand-checked frames with people covered by a "
+          f"person tag; max count tagged {most_tagged}, by hand {most_sure}-{most_possible}")  # fmt: skip
+    assert sum(covered) >= 0.95 * len(covered)
+    assert most_sure - 2 <= most_tagged <= most_possible + 2
+    # and each sure crossing has an event within 1.5 s of the time it was counted by hand
+    times = [event.started_at - origin for event in crossings]
+    sure_times = [c["t_s"] for c in truth["crossings"] if not c["uncertain"]]
+    matched = [any(abs(t - hand) <= 1.5 for t in times) for hand in sure_times]
+    print(f"line crossings within 1.5 s of the hand-counted time: {sum(matched)}/{len(matched)}")
+    assert sum(matched) >= 0.8 * len(matched)
 
 
 def test_a_camera_that_stays_offline_becomes_an_event(models_dir: Path, tmp_path: Path) -> None:

@@ -87,6 +87,7 @@ class CameraIngest:
         self._counts: Counter[str] = Counter()
         self._drops: Counter[str] = Counter()
         self._index = 0
+        self._wall_origin: float | None = None
 
     def _new_policy(self) -> DecodePolicy:
         return DecodePolicy(
@@ -239,7 +240,7 @@ class CameraIngest:
         )
         image = self._converter.to_rgb(frame, width, height)
         self.queue.put(
-            Frame(self.camera.id, self._index, t_s, time.time(), image, bool(frame.key_frame)),
+            Frame(self.camera.id, self._index, t_s, self._wall_time(t_s), image, frame.key_frame),
             self._stop,
         )
         self._index += 1
@@ -253,6 +254,16 @@ class CameraIngest:
             silent = self._options.read_timeout_s
             return SourceStalled(f"no data received for {silent:.1f} s", error.url)
         return error
+
+    def _wall_time(self, t_s: float) -> float:
+        """When the frame happened. Live (and live-paced) sources: now. A file read as fast
+        as possible: the analysis start plus its stream time, so that events and tags keep
+        the recording's own timeline instead of the moment a fast machine got to them."""
+        if not (self.camera.url.is_file and not self.camera.realtime):
+            return time.time()
+        if self._wall_origin is None:
+            self._wall_origin = time.time() - t_s
+        return self._wall_origin + t_s
 
     # -- faults -----------------------------------------------------------------------
 
