@@ -33,8 +33,8 @@ def _postgres_available() -> tuple[bool, str]:
     return True, ""
 
 
-@pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[PgCluster]:
+def started_cluster() -> Iterator[PgCluster]:
+    """A throwaway PostgreSQL cluster for as long as the generator runs."""
     available, reason = _postgres_available()
     require_service(available, reason)
     bin_dir = find_pg_bin()
@@ -43,6 +43,18 @@ def pg_cluster() -> Iterator[PgCluster]:
     cluster.start()
     yield cluster
     cluster.destroy()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """One cluster shared by the store suite (each test gets its own database)."""
+    yield from started_cluster()
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[PgCluster]:
+    """A cluster of one's own, for tests that stop and start the server."""
+    yield from started_cluster()
 
 
 @pytest.fixture

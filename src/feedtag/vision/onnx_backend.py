@@ -27,7 +27,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, NamedTuple, Protocol
+from typing import Any, Final, NamedTuple, Protocol, TypedDict, Unpack
 
 import numpy as np
 import numpy.typing as npt
@@ -103,6 +103,18 @@ class InferenceRuntime(Protocol):
     """One loaded model: run a ``[B, 3, size, size]`` batch, get the outputs in order."""
 
     def run(self, batch: npt.NDArray[Any]) -> list[npt.NDArray[Any]]: ...
+
+
+class DetectorOptions(TypedDict, total=False):
+    """What every backend passes on to :class:`LetterboxDetector` unchanged."""
+
+    layout: str | OutputDecoder
+    input_format: InputFormat | None
+    confidence_threshold: float
+    iou_threshold: float
+    max_detections: int
+    classes: Iterable[int] | None
+    max_batch: int
 
 
 class LetterboxDetector:
@@ -253,18 +265,12 @@ class OnnxDetector(LetterboxDetector):
         model_path: str | os.PathLike[str],
         class_names: Sequence[str],
         *,
-        layout: str | OutputDecoder = "yolo-decoded",
         input_size: int | None = None,
-        input_format: InputFormat | None = None,
-        confidence_threshold: float = DEFAULT_CONFIDENCE_THRESHOLD,
-        iou_threshold: float = DEFAULT_IOU_THRESHOLD,
-        max_detections: int = DEFAULT_MAX_DETECTIONS,
-        classes: Iterable[int] | None = None,
-        max_batch: int = DEFAULT_MAX_BATCH,
         intra_op_num_threads: int = DEFAULT_INTRA_OP_THREADS,
         providers: Sequence[str] | None = None,
         provider_options: ProviderOptions | None = None,
         warm_up: bool = True,
+        **options: Unpack[DetectorOptions],
     ) -> None:
         if intra_op_num_threads < 1:
             raise ValueError(f"expected intra_op_num_threads >= 1, got {intra_op_num_threads!r}")
@@ -273,17 +279,7 @@ class OnnxDetector(LetterboxDetector):
             self.model_path, intra_op_num_threads, providers, input_size, provider_options
         )
         super().__init__(
-            runtime,
-            runtime.model_input,
-            class_names,
-            layout=layout,
-            input_format=input_format,
-            confidence_threshold=confidence_threshold,
-            iou_threshold=iou_threshold,
-            max_detections=max_detections,
-            classes=classes,
-            max_batch=max_batch,
-            description=str(self.model_path),
+            runtime, runtime.model_input, class_names, description=str(self.model_path), **options
         )
         self.providers: list[str] = runtime.providers
         log.info(

@@ -16,21 +16,17 @@ from __future__ import annotations
 import importlib
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Unpack
 
 import numpy as np
 import numpy.typing as npt
 
 from feedtag.errors import DetectorError
-from feedtag.vision.decoders import InputFormat, OutputDecoder
 from feedtag.vision.onnx_backend import (
-    DEFAULT_CONFIDENCE_THRESHOLD,
     DEFAULT_INTRA_OP_THREADS,
-    DEFAULT_IOU_THRESHOLD,
-    DEFAULT_MAX_BATCH,
-    DEFAULT_MAX_DETECTIONS,
+    DetectorOptions,
     InputSpec,
     LetterboxDetector,
     image_input,
@@ -56,34 +52,18 @@ class OpenVinoDetector(LetterboxDetector):
         model_path: str | os.PathLike[str],
         class_names: Sequence[str],
         *,
-        layout: str | OutputDecoder = "yolo-decoded",
         input_size: int | None = None,
-        input_format: InputFormat | None = None,
-        confidence_threshold: float = DEFAULT_CONFIDENCE_THRESHOLD,
-        iou_threshold: float = DEFAULT_IOU_THRESHOLD,
-        max_detections: int = DEFAULT_MAX_DETECTIONS,
-        classes: Iterable[int] | None = None,
-        max_batch: int = DEFAULT_MAX_BATCH,
         device: str = "CPU",
         num_threads: int = DEFAULT_INTRA_OP_THREADS,
         warm_up: bool = True,
+        **options: Unpack[DetectorOptions],
     ) -> None:
         if num_threads < 1:
             raise ValueError(f"expected num_threads >= 1, got {num_threads!r}")
         self.model_path = Path(model_path)
         runtime = OpenVinoRuntime(self.model_path, device, num_threads, input_size)
         super().__init__(
-            runtime,
-            runtime.model_input,
-            class_names,
-            layout=layout,
-            input_format=input_format,
-            confidence_threshold=confidence_threshold,
-            iou_threshold=iou_threshold,
-            max_detections=max_detections,
-            classes=classes,
-            max_batch=max_batch,
-            description=str(self.model_path),
+            runtime, runtime.model_input, class_names, description=str(self.model_path), **options
         )
         self.device = device
         if warm_up:
