@@ -24,6 +24,8 @@ if $with_tests; then
              gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad)
   # A real PostgreSQL for the store tests (they start a throwaway cluster; no service needed).
   packages+=(postgresql)
+  # The dashboard's browser tests drive Debian's headless Chromium through Playwright.
+  packages+=(chromium)
 fi
 
 missing=()

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
@@ -66,6 +66,9 @@ class EventPipeline:
         self.writer = writer
         self.media = media
         self.clips: ClipWriter | None = None  # set by the engine when cameras keep rings
+        #: called with every event handed to the store (the API's live stream subscribes);
+        #: a listener must not block, and one that raises is logged and skipped
+        self.listeners: list[Callable[[Event], None]] = []
         self.thumbnail_interval_s = thumbnail_interval_s
         self._cameras = {
             camera.id: _Camera(CameraAnalyzer(camera.id, camera.analytics), threading.Lock())
@@ -165,6 +168,12 @@ class EventPipeline:
             self.writer.put(item)
         except FeedtagError:
             log.exception("camera %s: the store writer refused an item", item.camera_id)
+        if isinstance(item, Event):
+            for listener in self.listeners:
+                try:
+                    listener(item)
+                except Exception:
+                    log.exception("camera %s: an event listener failed", item.camera_id)
 
 
 class RetentionJob:
