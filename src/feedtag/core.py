@@ -214,6 +214,34 @@ class Event:
 
 
 @dataclass(frozen=True, slots=True)
+class EventEnd:
+    """The end of an event that lasts (dwell, crowding, stopped vehicle, camera health): the
+    stored event ``event_id`` gets ``ended_at``, once. Events are written when they start,
+    so that an alert does not wait for a stopped vehicle to drive off; this closes them.
+
+    >>> EventEnd("e1", "door", 1.7e9).to_dict()
+    {'event_id': 'e1', 'camera_id': 'door', 'ended_at': 1700000000.0}
+    """
+
+    event_id: str
+    camera_id: str
+    ended_at: float
+
+    def __post_init__(self) -> None:
+        _expect(bool(self.event_id), "a non-empty event_id", self.event_id)
+        _expect(bool(self.camera_id), "a non-empty camera_id", self.camera_id)
+        _expect(self.ended_at > 0, "ended_at as Unix seconds > 0", self.ended_at)
+
+    @classmethod
+    def of(cls, event: Event, ended_at: float) -> EventEnd:
+        """The end of ``event`` at ``ended_at`` (never before it started)."""
+        return cls(event.event_id, event.camera_id, max(ended_at, event.started_at))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"event_id": self.event_id, "camera_id": self.camera_id, "ended_at": self.ended_at}
+
+
+@dataclass(frozen=True, slots=True)
 class TagSegment:
     """A presence tag: ``label`` was visible (in ``zone``, or anywhere when None) from
     ``started_at`` to ``ended_at``, at most ``max_count`` at once. The searchable index of

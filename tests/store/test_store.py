@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select
 
-from feedtag.core import Event, EventKind, TagSegment, stable_id
+from feedtag.core import Event, EventEnd, EventKind, TagSegment, stable_id
 from feedtag.errors import StoreError
 from feedtag.store.query import (
     CountBucket,
@@ -45,7 +45,7 @@ DATASET = [
 ]
 
 
-def write(engine: Engine, items: list[Event | TagSegment]) -> StoreWriter:
+def write(engine: Engine, items: list[Event | EventEnd | TagSegment]) -> StoreWriter:
     writer = StoreWriter(engine, Spool(tempfile.mkdtemp()), batch_size=4, max_wait_s=0.02)
     with writer:
         for item in items:
@@ -64,6 +64,19 @@ def test_the_same_event_written_twice_is_one_row(engine: Engine) -> None:
         assert connection.execute(select(func.count()).select_from(events)).scalar() == 8
     stored = search_events(engine, EventQuery(camera_ids=["yard"], kinds=[EventKind.CROWDING]))
     assert stored.items == [DATASET[-1]]  # every field round-trips
+
+
+def test_an_event_end_sets_ended_at_once(engine: Engine) -> None:
+    lasting = Event("long", "door", D, "rule", T0, None, P)
+    first, later = EventEnd("long", "door", T0 + 30), EventEnd("long", "door", T0 + 90)
+    unknown = EventEnd("never-stored", "door", T0 + 5)
+    # In one batch the end may come first: inserts are written before ends.
+    write(engine, [first, lasting, unknown])
+    write(engine, [later, lasting, first])  # replays and a second end change nothing
+    (stored,) = search_events(engine, EventQuery(camera_ids=["door"])).items
+    assert stored.ended_at == T0 + 30
+    with engine.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(events)).scalar() == 1
 
 
 @pytest.mark.parametrize(

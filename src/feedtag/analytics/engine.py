@@ -27,7 +27,7 @@ from feedtag.analytics.rules import Finding, Observation, Rule, RuleContext
 from feedtag.analytics.vehicles import CollisionCandidateRule, StoppedVehicleRule
 from feedtag.analytics.zones import CrowdingRule, DwellRule, WrongWayRule, ZoneEnterExitRule
 from feedtag.config.analytics import CameraAnalytics, rule_id_of
-from feedtag.core import Event, TagSegment
+from feedtag.core import Event, EventEnd, TagSegment
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +48,19 @@ RULE_KINDS: dict[str, Callable[[RuleContext, Any], Rule]] = {
 
 @dataclass(frozen=True, slots=True)
 class AnalysisResult:
-    """What one observation produced: events, and presence segments that closed."""
+    """What one observation produced: events, ends of events that lasted, and presence
+    segments that closed."""
 
     events: list[Event] = field(default_factory=list)
     segments: list[TagSegment] = field(default_factory=list)
+    ends: list[EventEnd] = field(default_factory=list)
 
     @classmethod
     def of(cls, findings: list[Finding]) -> AnalysisResult:
         events = [f for f in findings if isinstance(f, Event)]
         segments = [f for f in findings if isinstance(f, TagSegment)]
-        return cls(events, segments)
+        ends = [f for f in findings if isinstance(f, EventEnd)]
+        return cls(events, segments, ends)
 
 
 class CameraAnalyzer:

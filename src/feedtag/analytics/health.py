@@ -17,7 +17,7 @@ import numpy.typing as npt
 
 from feedtag.analytics.rules import Finding, Observation, RuleContext
 from feedtag.config.analytics import CameraHealthRule as HealthConfig
-from feedtag.core import CameraState, EventKind
+from feedtag.core import CameraState, Event, EventEnd, EventKind
 
 THUMBNAIL_SIZE = (64, 36)  # (width, height)
 # The background follows slow changes (daylight, shadows) with this time constant; a turned
@@ -101,7 +101,11 @@ class Condition:
 
 
 class CameraHealthRule:
-    """camera_offline, camera_frozen, camera_covered and camera_moved for one camera."""
+    """camera_offline, camera_frozen, camera_covered and camera_moved for one camera.
+
+    Offline, frozen and covered last: their events end when the condition clears (the
+    camera is back, the image moves, the lens is uncovered). A moved view is a one-off
+    change: the new view becomes the reference at once, so it has no end."""
 
     def __init__(self, context: RuleContext, config: HealthConfig) -> None:
         self.rule_id = context.rule_id
@@ -114,6 +118,7 @@ class CameraHealthRule:
         self._previous: npt.NDArray[np.float32] | None = None
         self._background: npt.NDArray[np.float32] | None = None
         self._last_s: float | None = None
+        self._open: dict[EventKind, Event] = {}  # lasting events not yet ended
 
     def update(self, observation: Observation) -> list[Finding]:
         found: list[Finding] = []
@@ -121,14 +126,34 @@ class CameraHealthRule:
         state = observation.camera_state
         if state is not None or observation.image is not None:
             down = state in DOWN_STATES and observation.image is None
-            started = self._offline.step(down, wall, wall)
-            if started is not None:
-                found.append(self._event(EventKind.CAMERA_OFFLINE, started, {"state": state}))
+            details = {"state": state}
+            found += self._step(EventKind.CAMERA_OFFLINE, self._offline, down, wall, wall, details)
         if observation.image is not None:
             found.extend(self._check_image(thumbnail(observation.image), observation))
         return found
 
     def close(self, wall_time: float) -> list[Finding]:
+        ends: list[Finding] = [EventEnd.of(event, wall_time) for event in self._open.values()]
+        self._open.clear()
+        return ends
+
+    def _step(  # noqa: PLR0917 - one call shape for every lasting condition
+        self,
+        kind: EventKind,
+        condition: Condition,
+        holds: bool,
+        t: float,
+        wall: float,
+        details: dict[str, Any],
+    ) -> list[Finding]:
+        """Step a lasting condition: its event when it fires, its end when it clears."""
+        was_firing = condition.fired
+        started = condition.step(holds, t, wall)
+        if started is not None:
+            self._open[kind] = event = self._context.event(kind, started, attributes=details)
+            return [event]
+        if was_firing and not condition.fired and kind in self._open:
+            return [EventEnd.of(self._open.pop(kind), wall)]
         return []
 
     def _check_image(self, grey: npt.NDArray[np.float32], obs: Observation) -> list[Finding]:
@@ -136,18 +161,14 @@ class CameraHealthRule:
         found: list[Finding] = []
         mean, std = float(grey.mean()), float(grey.std())
         covered = mean <= config.dark_luma or std <= config.uniform_std
-        started = self._covered.step(covered, t, wall)
-        if started is not None:
-            reason = "dark" if mean <= config.dark_luma else "uniform"
-            details = {"reason": reason, "mean": round(mean, 1), "std": round(std, 1)}
-            found.append(self._event(EventKind.CAMERA_COVERED, started, details))
+        reason = "dark" if mean <= config.dark_luma else "uniform"
+        details = {"reason": reason, "mean": round(mean, 1), "std": round(std, 1)}
+        found += self._step(EventKind.CAMERA_COVERED, self._covered, covered, t, wall, details)
         if self._previous is not None:
             # A black lens cap gives identical frames too; covered is the better answer.
             difference = float(np.abs(grey - self._previous).mean())
             still = difference <= config.frozen_diff and not covered
-            started = self._frozen.step(still, t, wall)
-            if started is not None:
-                found.append(self._event(EventKind.CAMERA_FROZEN, started, {}))
+            found += self._step(EventKind.CAMERA_FROZEN, self._frozen, still, t, wall, {})
         self._previous = grey
         if not covered:  # a covered lens hides the view; it has not moved
             found.extend(self._check_moved(grey, t, wall))

@@ -1,9 +1,10 @@
 """The seam every rule kind plugs into, and what rules share.
 
 A rule sees one :class:`Observation` per analysed frame of its camera and answers with
-findings: :class:`~feedtag.core.Event` values, and for presence rules
+findings: :class:`~feedtag.core.Event` values when something happens, an
+:class:`~feedtag.core.EventEnd` when an event that lasts is over, and for presence rules
 :class:`~feedtag.core.TagSegment` values. ``close`` ends the rule (camera removed, stream
-restarted) and returns what was still open.
+restarted) and returns what was still open, events that last included.
 
 Durations are measured on stream time ``t_s`` (a file analysed faster than real time still
 dwells for its own seconds); reported times are ``wall_time`` (Unix seconds). Event ids are
@@ -22,9 +23,9 @@ import numpy.typing as npt
 
 from feedtag.analytics.geometry import Point, ground_points, point_in_polygon
 from feedtag.config.analytics import LineConfig, ZoneConfig
-from feedtag.core import CameraState, Detections, Event, EventKind, TagSegment, stable_id
+from feedtag.core import CameraState, Detections, Event, EventEnd, EventKind, TagSegment, stable_id
 
-Finding = Event | TagSegment
+Finding = Event | EventEnd | TagSegment
 UNCONFIRMED = -1  # tracker id of a detection that is not (yet) a confirmed track
 
 
@@ -203,6 +204,10 @@ class TrackTable(Generic[S]):
             self._entries[track_id] = entry
         entry.last_seen_s, entry.last_seen_wall = t_s, wall_time
         return entry.state
+
+    def items(self) -> list[tuple[int, S]]:
+        """Every ``(track_id, state)`` held now."""
+        return [(track_id, entry.state) for track_id, entry in self._entries.items()]
 
     def get(self, track_id: int) -> S | None:
         entry = self._entries.get(track_id)

@@ -9,7 +9,7 @@ from feedtag.analytics.geometry import box_iou, point_in_polygon
 from feedtag.analytics.rules import Finding, Observation, RuleContext, Seen, TrackTable, select
 from feedtag.config.analytics import CollisionCandidateRule as CollisionConfig
 from feedtag.config.analytics import StoppedVehicleRule as StoppedVehicleConfig
-from feedtag.core import EventKind
+from feedtag.core import Event, EventEnd, EventKind
 
 
 @dataclass(slots=True)
@@ -51,7 +51,8 @@ def _pixel_point(seen: Seen, observation: Observation) -> tuple[float, float]:
 
 class StoppedVehicleRule:
     """stopped_vehicle: a vehicle inside a roadway zone, stationary for ``min_duration_s``.
-    Fires once per stop; moving off and stopping again is a new stop."""
+    Fires once per stop; moving off and stopping again is a new stop. The event ends at the
+    last frame the vehicle stood there: when it moves off, leaves the zone or is lost."""
 
     def __init__(self, context: RuleContext, config: StoppedVehicleConfig) -> None:
         self.rule_id = context.rule_id
@@ -59,34 +60,47 @@ class StoppedVehicleRule:
         self._config = config
         self._zone = context.zones[config.zone]
         self._tracks: TrackTable[Stillness] = TrackTable(context.lost_track_s, Stillness)
+        self._stopped: dict[int, tuple[Event, float]] = {}  # track -> (event, last still wall)
 
     def update(self, observation: Observation) -> list[Finding]:
         t, wall = observation.t_s, observation.wall_time
-        found: list[Finding] = []
+        # Lost first (vehicles that left the zone are no longer touched, so they are lost
+        # too): a track back after a long gap is a new stop.
+        expired = self._tracks.expire(t)
+        found: list[Finding] = [self._end(i) for i, _, _ in expired if i in self._stopped]
         for seen in select(observation, self._config.labels, self._zone):
             if not seen.confirmed:
                 continue
-            still = self._tracks.touch(seen.track_id, t, wall)
+            track_id = seen.track_id
+            still = self._tracks.touch(track_id, t, wall)
             point = _pixel_point(seen, observation)
             still.observe(point, seen.box_diagonal, t, wall, self._config.max_movement)
+            if track_id in self._stopped:
+                if still.fired:
+                    self._stopped[track_id] = (self._stopped[track_id][0], wall)
+                else:  # moved off: the stop ended at the last frame it stood
+                    found.append(self._end(track_id))
             if still.fired or still.still_for(t) < self._config.min_duration_s:
                 continue
             still.fired = True
-            found.append(
-                self._context.event(
-                    EventKind.STOPPED_VEHICLE,
-                    still.since_wall,
-                    track_ids=(seen.track_id,),
-                    label=seen.label,
-                    zone=self._config.zone,
-                    attributes={"duration_s": round(still.still_for(t), 3)},
-                )
+            event = self._context.event(
+                EventKind.STOPPED_VEHICLE,
+                still.since_wall,
+                track_ids=(track_id,),
+                label=seen.label,
+                zone=self._config.zone,
+                attributes={"duration_s": round(still.still_for(t), 3)},
             )
-        self._tracks.expire(t)
+            self._stopped[track_id] = (event, wall)
+            found.append(event)
         return found
 
     def close(self, wall_time: float) -> list[Finding]:
-        return []
+        return [self._end(track_id) for track_id in list(self._stopped)]
+
+    def _end(self, track_id: int) -> EventEnd:
+        event, last_wall = self._stopped.pop(track_id)
+        return EventEnd.of(event, last_wall)
 
 
 @dataclass(slots=True)

@@ -15,7 +15,7 @@ from feedtag.config.analytics import CrowdingRule as CrowdingConfig
 from feedtag.config.analytics import DwellRule as DwellConfig
 from feedtag.config.analytics import WrongWayRule as WrongWayConfig
 from feedtag.config.analytics import ZoneEnterExitRule as ZoneEnterExitConfig
-from feedtag.core import EventKind
+from feedtag.core import Event, EventEnd, EventKind
 
 
 def _labelled(observation: Observation, labels: list[str]) -> list[Seen]:
@@ -94,12 +94,20 @@ class _Visit:
     since_s: float | None = None
     since_wall: float = 0.0
     last_inside_s: float = 0.0
+    last_inside_wall: float = 0.0
     fired: bool = False
+    event: Event | None = None  # the dwell event of this visit, until the visit ends
+
+    def end(self) -> EventEnd | None:
+        """The end of this visit's dwell event (at the last sighting inside), once."""
+        event, self.event = self.event, None
+        return None if event is None else EventEnd.of(event, self.last_inside_wall)
 
 
 class DwellRule:
     """dwell: a track inside a zone for ``min_duration_s``. Fires once per visit; a visit ends
-    when the track has been outside (or unseen) for longer than the camera's lost time."""
+    when the track has been outside (or unseen) for longer than the camera's lost time, and
+    the event then ends at the track's last sighting inside."""
 
     def __init__(self, context: RuleContext, config: DwellConfig) -> None:
         self.rule_id = context.rule_id
@@ -110,37 +118,43 @@ class DwellRule:
 
     def update(self, observation: Observation) -> list[Finding]:
         t, wall = observation.t_s, observation.wall_time
-        found: list[Finding] = []
+        # Visits that are over end first: a track back after a long gap is a new visit.
+        over = [
+            visit  # outside for longer than a gap
+            for _, visit in self._tracks.items()
+            if t - visit.last_inside_s > self._context.lost_track_s
+        ]
+        over += [visit for _, visit, _ in self._tracks.expire(t)]
+        found: list[Finding] = [end for visit in over if (end := visit.end()) is not None]
         for seen in _labelled(observation, self._config.labels):
             visit = self._tracks.touch(seen.track_id, t, wall)
             if not point_in_polygon(seen.point, self._zone.polygon):
                 continue
             if visit.since_s is None or t - visit.last_inside_s > self._context.lost_track_s:
                 visit.since_s, visit.since_wall, visit.fired = t, wall, False
-            visit.last_inside_s = t
+            visit.last_inside_s, visit.last_inside_wall = t, wall
             if not visit.fired and t - visit.since_s >= self._config.min_duration_s:
                 visit.fired = True
-                found.append(
-                    self._context.event(
-                        EventKind.DWELL,
-                        visit.since_wall,
-                        track_ids=(seen.track_id,),
-                        label=seen.label,
-                        zone=self._config.zone,
-                        attributes={"duration_s": round(t - visit.since_s, 3)},
-                    )
+                visit.event = self._context.event(
+                    EventKind.DWELL,
+                    visit.since_wall,
+                    track_ids=(seen.track_id,),
+                    label=seen.label,
+                    zone=self._config.zone,
+                    attributes={"duration_s": round(t - visit.since_s, 3)},
                 )
-        self._tracks.expire(t)
+                found.append(visit.event)
         return found
 
     def close(self, wall_time: float) -> list[Finding]:
-        return []
+        return [end for _, visit in self._tracks.items() if (end := visit.end()) is not None]
 
 
 class CrowdingRule:
     """crowding: at least ``min_count`` objects in the zone for ``min_duration_s``. Fires once
     per crowd; a new crowd needs the count below ``min_count`` for ``grace_s`` first, so a
-    count flickering around the threshold is one crowd."""
+    count flickering around the threshold is one crowd. The event ends at the last frame
+    the crowd was seen."""
 
     def __init__(self, context: RuleContext, config: CrowdingConfig) -> None:
         self.rule_id = context.rule_id
@@ -149,7 +163,8 @@ class CrowdingRule:
         self._zone = None if config.zone is None else context.zones[config.zone]
         self._since: tuple[float, float] | None = None  # (t_s, wall) the crowd began
         self._below_s: float | None = None
-        self._fired = False
+        self._last_wall = 0.0  # the last frame with a crowd
+        self._event: Event | None = None  # fired and not yet ended
 
     def update(self, observation: Observation) -> list[Finding]:
         t = observation.t_s
@@ -157,15 +172,16 @@ class CrowdingRule:
         if count < self._config.min_count:
             self._below_s = t if self._below_s is None else self._below_s
             if t - self._below_s >= self._config.grace_s:
-                self._since, self._fired = None, False
+                self._since = None
+                return self._end()
             return []
         self._below_s = None
+        self._last_wall = observation.wall_time
         if self._since is None:
             self._since = (t, observation.wall_time)
-        if self._fired or t - self._since[0] < self._config.min_duration_s:
+        if self._event is not None or t - self._since[0] < self._config.min_duration_s:
             return []
-        self._fired = True
-        event = self._context.event(
+        self._event = event = self._context.event(
             EventKind.CROWDING,
             self._since[1],
             label=",".join(self._config.labels) or None,
@@ -175,7 +191,11 @@ class CrowdingRule:
         return [event]
 
     def close(self, wall_time: float) -> list[Finding]:
-        return []
+        return self._end()
+
+    def _end(self) -> list[Finding]:
+        event, self._event = self._event, None
+        return [] if event is None else [EventEnd.of(event, self._last_wall)]
 
 
 @dataclass(slots=True)

@@ -24,7 +24,7 @@ from sqlalchemy import Engine
 from feedtag.analytics.engine import CameraAnalyzer
 from feedtag.analytics.rules import Observation
 from feedtag.config.models import CameraConfig, StoreConfig
-from feedtag.core import CameraState, Detections, Event, Frame, TagSegment
+from feedtag.core import CameraState, Detections, Event, EventEnd, Frame, TagSegment
 from feedtag.errors import FeedtagError
 from feedtag.runtime.clips import ClipWriter
 from feedtag.store.engine import create_store_engine, store_url_for_log
@@ -95,8 +95,9 @@ class EventPipeline:
         for event in result.events:
             camera.counts[event.kind.value] += 1
             self._store(self._with_clip(self._with_snapshot(event, frame, detections)))
-        for segment in [*result.segments, *open_segments]:
-            self._store(segment)
+        later: list[EventEnd | TagSegment] = [*result.ends, *result.segments, *open_segments]
+        for item in later:
+            self._store(item)
         self._thumbnail(camera, frame, detections)
 
     def tick(self, camera_id: str, state: CameraState, wall_time: float) -> None:
@@ -109,6 +110,8 @@ class EventPipeline:
         for event in result.events:
             camera.counts[event.kind.value] += 1
             self._store(event)
+        for end in result.ends:
+            self._store(end)
 
     def event_counts(self) -> dict[str, dict[str, int]]:
         """Events per kind per camera since the start (for the live summary)."""
@@ -120,10 +123,13 @@ class EventPipeline:
         for camera in self._cameras.values():
             with camera.lock:
                 result = camera.analyzer.close(now)
-            for event in result.events:
-                self._store(event)
-            for segment in result.segments:
-                self._store(segment)
+            items: list[Event | EventEnd | TagSegment] = [
+                *result.events,
+                *result.ends,
+                *result.segments,
+            ]
+            for item in items:
+                self._store(item)
 
     def _due_checkpoint(self, camera: _Camera, wall_time: float) -> list[TagSegment]:
         if wall_time - camera.last_checkpoint < SEGMENT_CHECKPOINT_S:
@@ -163,7 +169,7 @@ class EventPipeline:
         except (OSError, FeedtagError):
             log.exception("camera %s: thumbnail failed", frame.camera_id)
 
-    def _store(self, item: Event | TagSegment) -> None:
+    def _store(self, item: Event | EventEnd | TagSegment) -> None:
         try:
             self.writer.put(item)
         except FeedtagError:

@@ -5,7 +5,9 @@ gathers a batch (up to ``batch_size`` items, or what arrived within ``max_wait_s
 writes it in one transaction: events with ``INSERT ... ON CONFLICT DO NOTHING`` (the same
 event twice is one row), tag segments with ``ON CONFLICT DO UPDATE`` that only ever grows a
 segment (``max_count`` the larger, ``ended_at`` set once known), so replaying old states
-after new ones cannot undo anything.
+after new ones cannot undo anything. An :class:`~feedtag.core.EventEnd` sets a stored event's
+``ended_at`` only while it is unset, after the batch's inserts; records keep their order
+through the spool, so an end never overtakes its event.
 
 When the store does not answer, the batch goes to the :class:`~feedtag.store.spool.Spool`
 and so does every later batch, in order, until a replay of the spool succeeds (tried every
@@ -34,10 +36,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sqlalchemy import Connection, Engine, case
+from sqlalchemy import Connection, Engine, bindparam, case, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from feedtag.core import Event, TagSegment
+from feedtag.core import Event, EventEnd, TagSegment
 from feedtag.errors import SpoolFull, StoreError, StoreUnavailable
 from feedtag.store.engine import store_error
 from feedtag.store.schema import event_row, events, tag_segments
@@ -52,8 +54,8 @@ DEFAULT_PUT_TIMEOUT_S: Final = 1.0
 DEFAULT_RETRY_INTERVAL_S: Final = 1.0
 DEFAULT_CLOSE_TIMEOUT_S: Final = 30.0
 
-Item = Event | TagSegment
-Record = dict[str, Any]  # {"t": "e" | "s", "r": row}
+Item = Event | EventEnd | TagSegment
+Record = dict[str, Any]  # {"t": "e" | "x" | "s", "r": row}; "x" is an event's end
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +76,11 @@ class WriterStats:
 
 
 def to_record(item: Item) -> Record:
-    """The spool record of an event or tag segment."""
+    """The spool record of an event, an event's end or a tag segment."""
     if isinstance(item, Event):
         return {"t": "e", "r": event_row(item)}
+    if isinstance(item, EventEnd):
+        return {"t": "x", "r": item.to_dict()}
     return {"t": "s", "r": item.to_dict()}
 
 
@@ -116,8 +120,8 @@ class StoreWriter:
         self._thread.start()
 
     def put(self, item: Item, timeout: float = DEFAULT_PUT_TIMEOUT_S) -> None:
-        """Queue an event or tag segment; raise :class:`StoreError` when the queue stayed
-        full for ``timeout`` seconds (backpressure) or the writer is closed."""
+        """Queue an event, an event's end or a tag segment; raise :class:`StoreError` when
+        the queue stayed full for ``timeout`` seconds (backpressure) or the writer is closed."""
         if self._stop.is_set():
             raise StoreError("store writer is closed")
         try:
@@ -229,9 +233,11 @@ class StoreWriter:
         is logged and counted as failed, since retrying it cannot succeed."""
         event_rows = _unique_events(r["r"] for r in records if r["t"] == "e")
         segment_rows = merge_segments(r["r"] for r in records if r["t"] == "s")
+        end_rows = [r["r"] for r in records if r["t"] == "x"]
         try:
             with self._engine.begin() as connection:
                 insert_events(connection, event_rows)
+                end_events(connection, end_rows)
                 upsert_segments(connection, segment_rows)
         except Exception as error:  # noqa: BLE001 - every DB error is translated right here
             translated = store_error(error, "store write")
@@ -250,6 +256,19 @@ def insert_events(connection: Connection, rows: list[dict[str, Any]]) -> None:
     if rows:
         statement = _insert(connection)(events).on_conflict_do_nothing(index_elements=["event_id"])
         connection.execute(statement, rows)
+
+
+def end_events(connection: Connection, rows: list[dict[str, Any]]) -> None:
+    """Set ``ended_at`` of stored events that have none yet (an end replayed twice, or one
+    whose event was never stored, changes nothing)."""
+    if rows:
+        statement = (
+            update(events)
+            .where(events.c.event_id == bindparam("end_id"), events.c.ended_at.is_(None))
+            .values(ended_at=bindparam("end_at"))
+        )
+        params = [{"end_id": row["event_id"], "end_at": row["ended_at"]} for row in rows]
+        connection.execute(statement, params)
 
 
 def upsert_segments(connection: Connection, rows: list[dict[str, Any]]) -> None:
