@@ -2,7 +2,9 @@
 
 :class:`EventPipeline` is the vision stage's result handler: each camera's
 :class:`~feedtag.analytics.engine.CameraAnalyzer` turns observations into events and tag
-segments; events get an anonymized snapshot; everything goes to the store writer (which
+segments; events get an anonymized snapshot (an event about one track shows the best frame of
+that track so far, :mod:`feedtag.vision.best_frame`; an event about several, or none, the frame
+it fired on); everything goes to the store writer (which
 spools through outages); each camera's thumbnail is renewed every few seconds. Open presence
 segments are written as they grow (upserts), so "who is visible now" can be searched before
 a segment closes.
@@ -33,6 +35,7 @@ from feedtag.store.migrations import upgrade
 from feedtag.store.retention import RetentionResult, run_retention
 from feedtag.store.spool import Spool
 from feedtag.store.writer import StoreWriter
+from feedtag.vision.best_frame import BestFrames, Sighting
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,7 @@ MEDIA_FOLDER: Final = "media"
 class _Camera:
     analyzer: CameraAnalyzer
     lock: threading.Lock
+    best: BestFrames
     last_thumbnail: float = 0.0
     last_checkpoint: float = 0.0
     counts: Counter[str] = field(default_factory=Counter)
@@ -70,16 +74,11 @@ class EventPipeline:
         #: a listener must not block, and one that raises is logged and skipped
         self.listeners: list[Callable[[Event], None]] = []
         self.thumbnail_interval_s = thumbnail_interval_s
-        self._cameras = {
-            camera.id: _Camera(CameraAnalyzer(camera.id, camera.analytics), threading.Lock())
-            for camera in cameras
-        }
+        self._cameras = {camera.id: _camera(camera) for camera in cameras}
 
     def add_camera(self, camera: CameraConfig) -> None:
         """A camera added at run time."""
-        self._cameras[camera.id] = _Camera(
-            CameraAnalyzer(camera.id, camera.analytics), threading.Lock()
-        )
+        self._cameras[camera.id] = _camera(camera)
 
     def __call__(self, frame: Frame, detections: Detections) -> None:
         camera = self._cameras.get(frame.camera_id)
@@ -89,12 +88,15 @@ class EventPipeline:
             frame.camera_id, frame.pts_s, frame.wall_time, detections, self.class_names,
             frame.size, image=frame.image, camera_state=CameraState.ONLINE,
         )  # fmt: skip
+        now = Sighting(frame.image, detections, frame.pts_s, frame.wall_time)
         with camera.lock:
+            camera.best.observe(frame.image, detections, frame.pts_s, frame.wall_time)
             result = camera.analyzer.update(observation)
             open_segments = self._due_checkpoint(camera, frame.wall_time)
-        for event in result.events:
+            shown = [_shown(camera.best, event, now) for event in result.events]
+        for event, sighting in zip(result.events, shown, strict=True):
             camera.counts[event.kind.value] += 1
-            self._store(self._with_clip(self._with_snapshot(event, frame, detections)))
+            self._store(self._with_clip(self._with_snapshot(event, sighting)))
         later: list[EventEnd | TagSegment] = [*result.ends, *result.segments, *open_segments]
         for item in later:
             self._store(item)
@@ -137,18 +139,23 @@ class EventPipeline:
         camera.last_checkpoint = wall_time
         return camera.analyzer.open_segments()
 
-    def _with_snapshot(self, event: Event, frame: Frame, detections: Detections) -> Event:
+    def _with_snapshot(self, event: Event, sighting: Sighting) -> Event:
         if self.media is None:
             return event
         try:
             path = self.media.write_snapshot(
-                event.camera_id, event.event_id, at=event.started_at, image=frame.image,
-                detections=detections, class_names=self.class_names, highlight=event.track_ids,
+                event.camera_id, event.event_id, at=event.started_at, image=sighting.image,
+                detections=sighting.detections, class_names=self.class_names,
+                highlight=event.track_ids,
             )  # fmt: skip
         except (OSError, FeedtagError):
             log.exception("camera %s: snapshot of event %s failed", event.camera_id, event.event_id)
             return event
-        attributes = {**event.attributes, "snapshot": self.media.relative(path)}
+        attributes = {
+            **event.attributes,
+            "snapshot": self.media.relative(path),
+            "snapshot_at": round(sighting.wall_time, 3),
+        }
         return replace(event, attributes=attributes)
 
     def _with_clip(self, event: Event) -> Event:
@@ -180,6 +187,23 @@ class EventPipeline:
                     listener(item)
                 except Exception:
                     log.exception("camera %s: an event listener failed", item.camera_id)
+
+
+def _camera(camera: CameraConfig) -> _Camera:
+    return _Camera(
+        CameraAnalyzer(camera.id, camera.analytics),
+        threading.Lock(),
+        BestFrames(lost_s=camera.analytics.lost_track_s),
+    )
+
+
+def _shown(best: BestFrames, event: Event, now: Sighting) -> Sighting:
+    """The frame an event's snapshot shows: its one track's best sighting, else ``now``."""
+    if len(event.track_ids) == 1:
+        kept = best.best(event.track_ids[0])
+        if kept is not None:
+            return kept
+    return now
 
 
 class RetentionJob:
