@@ -1,0 +1,191 @@
+// Admin panels: add and remove cameras, access tokens, the audit log. They are shown to
+// every role; the server decides, and a refusal (403) is shown as it comes.
+
+import { api, ApiError } from "./api.js";
+import { $, el, clear, formatTime, isoUtc } from "./dom.js";
+import { state, onCameras, notify, hasRole } from "./state.js";
+import { cameraState, loadCameras } from "./grid.js";
+
+let active = false;
+
+function result(node, text, ok) {
+  node.textContent = text;
+  node.className = `result ${ok ? "ok" : "refused"}`;
+}
+
+function explain(error) {
+  return error instanceof ApiError ? error.explanation : String(error);
+}
+
+function renderCameras(items) {
+  const body = $("#admin-cameras");
+  clear(body);
+  for (const camera of items) {
+    const remove = el("button", { type: "button", class: "ghost small danger", text: "Remove", "aria-label": `Remove camera ${camera.id}` });
+    let armed = false;
+    remove.addEventListener("click", async () => {
+      if (!armed) {
+        armed = true;
+        remove.textContent = "Confirm remove";
+        setTimeout(() => { armed = false; remove.textContent = "Remove"; }, 4000);
+        return;
+      }
+      try {
+        await api.delete(`/api/v1/cameras/${encodeURIComponent(camera.id)}`);
+        result($("#admin-cameras-result"), `Removed camera ${camera.id}.`, true);
+        await loadCameras();
+      } catch (error) {
+        result($("#admin-cameras-result"), explain(error), false);
+      }
+    });
+    body.append(el("tr", {}, [
+      el("td", { class: "mono", text: camera.id }),
+      el("td", { text: camera.name || "" }),
+      el("td", {}, [el("span", { class: `badge state ${cameraState(camera)}`, text: cameraState(camera) })]),
+      el("td", {}, [remove]),
+    ]));
+  }
+}
+
+async function addCamera(event) {
+  event.preventDefault();
+  const form = event.target;
+  const fields = form.elements;
+  const out = $("#add-camera-result");
+  const body = { id: fields.namedItem("id").value.trim(), url: fields.namedItem("url").value.trim() };
+  const name = fields.namedItem("name").value.trim();
+  if (name) body.name = name;
+  const fps = fields.namedItem("analysis_fps").value;
+  if (fps) body.analysis_fps = Number(fps);
+  result(out, "adding…", true);
+  try {
+    const camera = await api.post("/api/v1/cameras", body);
+    result(out, `Added camera ${camera && camera.id ? camera.id : body.id}.`, true);
+    form.reset();
+    await loadCameras();
+  } catch (error) {
+    result(out, explain(error), false);
+  }
+}
+
+function cameraList(value) {
+  const ids = value.split(",").map((s) => s.trim()).filter(Boolean);
+  return ids.length ? ids : null;
+}
+
+async function loadTokens() {
+  const body = $("#token-list");
+  const out = $("#token-result");
+  try {
+    const data = await api.get("/api/v1/tokens");
+    clear(body);
+    for (const item of (data && data.items) || []) {
+      const id = item.token_id || item.id;
+      const revoke = el("button", { type: "button", class: "ghost small danger", text: item.revoked_at ? "revoked" : "Revoke", disabled: Boolean(item.revoked_at) || !id });
+      revoke.addEventListener("click", async () => {
+        try {
+          await api.delete(`/api/v1/tokens/${encodeURIComponent(id)}`);
+          result(out, `Revoked token ${item.name}.`, true);
+          loadTokens();
+        } catch (error) {
+          result(out, explain(error), false);
+        }
+      });
+      body.append(el("tr", { class: item.revoked_at ? "revoked" : "" }, [
+        el("td", { text: item.name }),
+        el("td", { text: item.role }),
+        el("td", { text: item.cameras ? item.cameras.join(", ") : "all" }),
+        el("td", { text: item.created_at ? formatTime(item.created_at) : "", title: isoUtc(item.created_at) }),
+        el("td", {}, [revoke]),
+      ]));
+    }
+    if (!out.classList.contains("ok")) out.textContent = "";
+  } catch (error) {
+    clear(body);
+    result(out, `Tokens: ${explain(error)}`, false);
+  }
+}
+
+async function createToken(event) {
+  event.preventDefault();
+  const form = event.target;
+  const out = $("#token-created");
+  const fields = form.elements;
+  const body = {
+    name: fields.namedItem("name").value.trim(),
+    role: fields.namedItem("role").value,
+    cameras: cameraList(fields.namedItem("cameras").value),
+  };
+  try {
+    const created = await api.post("/api/v1/tokens", body);
+    const plain = created.token || created.plain_token || "";
+    clear(out);
+    out.className = "result ok";
+    const field = el("input", { class: "token-once mono", readonly: true, value: plain, "aria-label": "New token, shown once" });
+    out.append(el("span", { text: `Token for ${body.name} (shown once): ` }), field);
+    field.focus();
+    field.select();
+    form.reset();
+    loadTokens();
+  } catch (error) {
+    result(out, explain(error), false);
+  }
+}
+
+async function loadAudit() {
+  const body = $("#audit-list");
+  const out = $("#audit-result");
+  try {
+    const data = await api.get("/api/v1/audit", { limit: 100 });
+    clear(body);
+    for (const item of (data && data.items) || []) {
+      body.append(el("tr", {}, [
+        el("td", { text: formatTime(item.at), title: isoUtc(item.at) }),
+        el("td", { text: item.token_name || item.principal || "" }),
+        el("td", { text: item.role || "" }),
+        el("td", { text: item.action || "" }),
+        el("td", { text: item.camera_id || "" }),
+        el("td", { class: "mono", text: item.object_id || "" }),
+        el("td", { text: item.status === undefined ? "" : String(item.status) }),
+        el("td", { class: "mono", text: item.client || "" }),
+      ]));
+    }
+    result(out, body.children.length ? "" : "No audit entries.", true);
+  } catch (error) {
+    clear(body);
+    result(out, `Audit log: ${explain(error)}`, false);
+  }
+}
+
+export function show() {
+  active = true;
+  const note = $("#admin-role-note");
+  note.textContent = hasRole("admin")
+    ? "Signed in as admin."
+    : `Signed in as ${state.session ? state.session.role : "?"}: these actions need admin, and the server will refuse them.`;
+  note.className = hasRole("admin") ? "summary" : "summary warn";
+  renderCameras(state.cameras);
+  loadCameras().catch((error) => { if (error instanceof ApiError && error.status !== 401) notify(explain(error), "error"); });
+  loadTokens();
+  loadAudit();
+}
+
+export function hide() {
+  active = false;
+}
+
+export function refresh() {
+  if (active) show();
+}
+
+export function reset() {
+  for (const id of ["#admin-cameras", "#token-list", "#audit-list"]) clear($(id));
+  for (const id of ["#add-camera-result", "#admin-cameras-result", "#token-result", "#token-created", "#audit-result"]) $(id).textContent = "";
+}
+
+export function init() {
+  $("#add-camera-form").addEventListener("submit", addCamera);
+  $("#token-form").addEventListener("submit", createToken);
+  $("#audit-refresh").addEventListener("click", loadAudit);
+  onCameras((items) => { if (active) renderCameras(items); });
+}

@@ -1,0 +1,326 @@
+// The camera grid: one card per camera with its live anonymized thumbnail, the zones and
+// lines drawn over it, its state and what it sees. Cards are updated in place.
+
+import { api, ApiError, freshUrl } from "./api.js";
+import { $, el, svg, clear, formatNumber, formatAge, token } from "./dom.js";
+import { setCameras, notify, CAMERA_STATES } from "./state.js";
+
+const REFRESH_MS = 3000;
+const DEFAULT_SIZE = [640, 360];
+
+const cards = new Map();  // camera id -> {root, img, overlay, ...}
+let timer = null;
+let active = false;
+let visible = new Set();
+const observer = "IntersectionObserver" in window
+  ? new IntersectionObserver((entries) => {
+    for (const entry of entries) {
+      const id = entry.target.dataset.cameraId;
+      if (entry.isIntersecting) { visible.add(id); refreshThumbnail(cards.get(id)); } else visible.delete(id);
+    }
+  })
+  : null;
+
+export function cameraState(camera) {
+  if (camera.enabled === false) return "disabled";
+  const value = camera.status && camera.status.state;
+  return token(value, CAMERA_STATES, "connecting");
+}
+
+function makeCard(camera) {
+  const img = el("img", { class: "thumb", alt: "" });
+  const overlay = svg("svg", { class: "overlay", "aria-hidden": "true", preserveAspectRatio: "xMidYMid meet" });
+  const placeholder = el("span", { class: "placeholder", text: "waiting for the first frame…" });
+  const badge = el("span", { class: "badge state" });
+  const name = el("h3", { class: "cam-name" });
+  const id = el("span", { class: "cam-id" });
+  const counts = el("ul", { class: "counts", "aria-label": "In view now" });
+  const metrics = el("dl", { class: "metrics" });
+  const reason = el("p", { class: "reason" });
+  const eventCounts = el("p", { class: "event-counts" });
+  const events = el("a", { class: "small link", text: "Events →" });
+  const root = el("article", { class: "card", dataset: { cameraId: camera.id }, tabindex: "0" }, [
+    el("div", { class: "frame" }, [img, overlay, placeholder, badge]),
+    el("div", { class: "card-body" }, [
+      el("div", { class: "card-title" }, [name, id]),
+      counts, metrics, eventCounts, reason,
+      el("div", { class: "card-links" }, [events]),
+    ]),
+  ]);
+  const card = {
+    root, img, overlay, placeholder, badge, name, id, counts, metrics, eventCounts, reason, events,
+    camera, loading: false, loaded: false, size: DEFAULT_SIZE.slice(), overlayKey: "",
+  };
+  root.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && event.target === root) location.hash = `#/events?camera=${encodeURIComponent(card.camera.id)}`;
+  });
+  if (observer) observer.observe(root);
+  return card;
+}
+
+function metric(term, value, title) {
+  return [el("dt", { text: term, title }), el("dd", { text: value })];
+}
+
+function updateCard(card, camera) {
+  card.camera = camera;
+  const stateName = cameraState(camera);
+  const label = camera.name || camera.id;
+  card.root.className = `card state-${stateName}`;
+  card.root.setAttribute("aria-label", `${label}: ${stateName}`);
+  card.img.setAttribute("alt", `Live anonymized view of ${label}`);
+  card.name.textContent = label;
+  card.name.setAttribute("title", label);
+  card.id.textContent = camera.name && camera.name !== camera.id ? camera.id : "";
+  card.badge.textContent = stateName;
+  card.badge.className = `badge state ${stateName}`;
+  card.events.setAttribute("href", `#/events?camera=${encodeURIComponent(camera.id)}`);
+
+  const vision = camera.vision;
+  const entries = vision && vision.counts ? Object.entries(vision.counts).filter(([, n]) => n > 0) : [];
+  entries.sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
+  clear(card.counts);
+  if (!entries.length) card.counts.append(el("li", { class: "muted", text: vision ? "nothing in view" : "no analysis yet" }));
+  for (const [what, n] of entries) {
+    card.counts.append(el("li", { class: "chip" }, [el("span", { class: "chip-label", text: what }), el("b", { text: String(n) })]));
+  }
+
+  const totals = Object.entries(camera.event_counts || {}).filter(([, n]) => n > 0).sort((a, b) => b[1] - a[1]);
+  card.eventCounts.textContent = totals.length ? `events: ${totals.slice(0, 4).map(([kind, n]) => `${kind.replaceAll("_", " ")} ${n}`).join(" · ")}` : "";
+  card.eventCounts.hidden = !totals.length;
+
+  const status = camera.status || {};
+  clear(card.metrics);
+  card.metrics.append(
+    ...metric("fps", `${formatNumber(status.analysed_fps)} / ${formatNumber(camera.analysis_fps)}`, "analysed frames per second / configured"),
+    ...metric("gated", vision && vision.gated_ratio !== null && vision.gated_ratio !== undefined ? `${Math.round(vision.gated_ratio * 100)}%` : "—", "share of frames the gate let skip the detector"),
+    ...metric("det", vision && vision.latency_ms !== null && vision.latency_ms !== undefined ? `${formatNumber(vision.latency_ms, 0)} ms` : "—", "detector latency"),
+    ...metric("tracks", vision ? String(vision.tracks ?? 0) : "—", "active anonymous tracks"),
+    ...metric("drops", String(status.drops ?? 0), "frames dropped"),
+    ...metric("recon", String(status.reconnects ?? 0), "reconnects"),
+  );
+  const why = stateName === "online" ? "" : [status.reason, status.since ? `since ${formatAge(status.since)}` : ""].filter(Boolean).join(" · ");
+  card.reason.textContent = why;
+  card.reason.hidden = !why;
+  drawOverlay(card);
+}
+
+/** Zones (polygons) and lines (with an arrow to their forward side) over the thumbnail. */
+function drawOverlay(card) {
+  const camera = card.camera;
+  const [w, h] = card.size;
+  const key = JSON.stringify([w, h, camera.zones || [], camera.lines || []]);
+  if (key === card.overlayKey) return;
+  card.overlayKey = key;
+  const overlay = card.overlay;
+  clear(overlay);
+  overlay.setAttribute("viewBox", `0 0 ${w} ${h}`);
+  const px = ([x, y]) => [x * w, y * h];
+  const fontSize = Math.max(10, Math.round(Math.min(w, h) / 22));
+  (camera.zones || []).forEach((zone, index) => {
+    const points = (zone.polygon || []).map(px);
+    if (points.length < 3) return;
+    const cls = zone.roadway ? "zone roadway" : `zone zone-${index % 6}`;
+    overlay.append(svg("polygon", { class: cls, points: points.map((p) => p.map((v) => v.toFixed(1)).join(",")).join(" "), "vector-effect": "non-scaling-stroke" }));
+    const cx = points.reduce((s, p) => s + p[0], 0) / points.length;
+    const cy = points.reduce((s, p) => s + p[1], 0) / points.length;
+    overlay.append(svg("text", { class: "zone-label", x: cx.toFixed(1), y: cy.toFixed(1), "font-size": fontSize, "text-anchor": "middle", "dominant-baseline": "middle", text: zone.name }));
+  });
+  for (const line of camera.lines || []) {
+    const ends = (line.points || []).map(px);
+    if (ends.length < 2) continue;
+    const [[x0, y0], [x1, y1]] = ends;
+    overlay.append(svg("line", { class: "cross-line", x1: x0, y1: y0, x2: x1, y2: y1, "vector-effect": "non-scaling-stroke" }));
+    // Forward is from the left-hand to the right-hand side walking start -> end: normal (-dy, dx).
+    const dx = x1 - x0, dy = y1 - y0, length = Math.hypot(dx, dy) || 1;
+    const nx = -dy / length, ny = dx / length;
+    const arrow = Math.min(w, h) * 0.12;
+    const mx = (x0 + x1) / 2, my = (y0 + y1) / 2;
+    const tx = mx + nx * arrow, ty = my + ny * arrow;
+    const head = arrow * 0.35;
+    const bx = tx - nx * head, by = ty - ny * head;
+    const d = `M${mx.toFixed(1)} ${my.toFixed(1)}L${tx.toFixed(1)} ${ty.toFixed(1)}`
+      + `M${(bx + ny * head * 0.6).toFixed(1)} ${(by - nx * head * 0.6).toFixed(1)}L${tx.toFixed(1)} ${ty.toFixed(1)}`
+      + `L${(bx - ny * head * 0.6).toFixed(1)} ${(by + nx * head * 0.6).toFixed(1)}`;
+    overlay.append(svg("path", { class: "cross-arrow", d, "vector-effect": "non-scaling-stroke" }));
+    const label = line.direction ? `${line.name} → ${line.direction}` : line.name;
+    overlay.append(svg("text", { class: "line-label", x: (tx + nx * fontSize).toFixed(1), y: (ty + ny * fontSize).toFixed(1), "font-size": fontSize, "text-anchor": "middle", "dominant-baseline": "middle", text: label }));
+  }
+}
+
+/** Loads the next thumbnail off-screen and swaps it in once decoded (no flicker). */
+function refreshThumbnail(card) {
+  if (!card || card.loading || !active || document.hidden) return;
+  const base = card.camera.thumbnail_url || `/api/v1/cameras/${encodeURIComponent(card.camera.id)}/thumbnail.jpg`;
+  const url = freshUrl(base);
+  const next = new Image();
+  card.loading = true;
+  next.onload = () => {
+    card.loading = false;
+    card.img.src = url;
+    card.loaded = true;
+    card.root.classList.add("has-frame");
+    card.placeholder.hidden = true;
+    if (next.naturalWidth && (next.naturalWidth !== card.size[0] || next.naturalHeight !== card.size[1])) {
+      card.size = [next.naturalWidth, next.naturalHeight];
+      drawOverlay(card);
+    }
+  };
+  next.onerror = () => {
+    card.loading = false;
+    if (!card.loaded) card.placeholder.textContent = "no frame yet";
+  };
+  next.src = url;
+}
+
+function applyFilter() {
+  const text = $("#grid-filter").value.trim().toLowerCase();
+  for (const card of cards.values()) {
+    const hay = `${card.camera.id} ${card.camera.name || ""}`.toLowerCase();
+    card.root.hidden = Boolean(text) && !hay.includes(text);
+  }
+}
+
+function summarize(items) {
+  const byState = {};
+  const totals = {};
+  for (const camera of items) {
+    const s = cameraState(camera);
+    byState[s] = (byState[s] || 0) + 1;
+    for (const [what, n] of Object.entries((camera.vision && camera.vision.counts) || {})) totals[what] = (totals[what] || 0) + n;
+  }
+  const parts = [`${items.length} camera${items.length === 1 ? "" : "s"}`];
+  for (const s of CAMERA_STATES) if (byState[s]) parts.push(`${byState[s]} ${s}`);
+  const seen = Object.entries(totals).filter(([, n]) => n > 0).sort((a, b) => b[1] - a[1]).map(([what, n]) => `${what} ${n}`);
+  if (seen.length) parts.push(`in view: ${seen.join(", ")}`);
+  $("#grid-summary").textContent = parts.join(" · ");
+}
+
+export function render(items) {
+  const grid = $("#grid");
+  const seen = new Set();
+  items.forEach((camera, index) => {
+    seen.add(camera.id);
+    let card = cards.get(camera.id);
+    if (!card) {
+      card = makeCard(camera);
+      cards.set(camera.id, card);
+    }
+    updateCard(card, camera);
+    if (grid.children[index] !== card.root) grid.insertBefore(card.root, grid.children[index] || null);
+  });
+  for (const [id, card] of cards) {
+    if (seen.has(id)) continue;
+    if (observer) observer.unobserve(card.root);
+    card.root.remove();
+    cards.delete(id);
+    visible.delete(id);
+  }
+  $("#grid-empty").hidden = items.length > 0;
+  summarize(items);
+  applyFilter();
+}
+
+const sumValues = (value) => (value && typeof value === "object" ? Object.values(value).reduce((a, b) => a + Number(b || 0), 0) : value);
+
+/** One camera in one shape, whether the server sends the fields of docs/api.md or the
+ * camera's settings (analytics zones with polygons, lines with start/end). */
+export function normalizeCamera(raw) {
+  const settings = raw.settings || {};
+  const analytics = settings.analytics || {};
+  const status = raw.status || null;
+  const counters = (status && status.counters) || {};
+  const vision = raw.vision || null;
+  return {
+    ...raw,
+    analysis_fps: raw.analysis_fps ?? settings.analysis_fps ?? null,
+    status: status && {
+      ...status,
+      drops: status.drops ?? sumValues(counters.frames_dropped) ?? 0,
+      reconnects: status.reconnects ?? counters.reconnects ?? 0,
+    },
+    vision: vision && {
+      ...vision,
+      counts: vision.counts || {},
+      gated_ratio: vision.gated_ratio ?? vision.gate_ratio ?? null,
+      latency_ms: vision.latency_ms ?? vision.detector_latency_ms ?? null,
+    },
+    zones: raw.zones ?? (analytics.zones || []).map((zone) => ({
+      name: zone.name, polygon: zone.polygon || [], roadway: Boolean(zone.roadway),
+      direction_deg: zone.allowed_direction_deg ?? null,
+    })),
+    lines: raw.lines ?? (analytics.lines || []).map((line) => ({
+      name: line.name, points: [line.start, line.end].filter(Boolean), direction: line.forward_name || "in",
+    })),
+    thumbnail_url: raw.thumbnail_url || `/api/v1/cameras/${encodeURIComponent(raw.id)}/thumbnail.jpg`,
+  };
+}
+
+export async function loadCameras() {
+  const data = await api.get("/api/v1/cameras");
+  const items = ((data && data.items) || []).map(normalizeCamera);
+  setCameras(items);
+  return items;
+}
+
+async function tick() {
+  timer = null;
+  if (!active) return;
+  try {
+    render(await loadCameras());
+    for (const card of cards.values()) {
+      if (!observer || visible.has(card.camera.id)) refreshThumbnail(card);
+    }
+  } catch (error) {
+    if (error instanceof ApiError && error.status !== 401) notify(`Cameras: ${error.explanation}`, "error");
+  }
+  if (active) timer = setTimeout(tick, REFRESH_MS);
+}
+
+export function show() {
+  active = true;
+  if (!timer) tick();
+}
+
+export function hide() {
+  active = false;
+  clearTimeout(timer);
+  timer = null;
+}
+
+export function refresh() {
+  clearTimeout(timer);
+  timer = null;
+  if (active) tick();
+}
+
+export function reset() {
+  hide();
+  for (const card of cards.values()) if (observer) observer.unobserve(card.root);
+  cards.clear();
+  visible = new Set();
+  clear($("#grid"));
+}
+
+export function toggleOverlay() {
+  const box = $("#grid-overlay");
+  box.checked = !box.checked;
+  box.dispatchEvent(new Event("change"));
+}
+
+export function init() {
+  $("#grid-filter").addEventListener("input", applyFilter);
+  $("#grid-overlay").addEventListener("change", (event) => {
+    $("#grid").classList.toggle("no-overlay", !event.target.checked);
+  });
+  $("#grid-size").addEventListener("change", (event) => {
+    const size = token(event.target.value, ["s", "m", "l"], "m");
+    $("#grid").className = `grid size-${size}${$("#grid-overlay").checked ? "" : " no-overlay"}`;
+  });
+  document.addEventListener("visibilitychange", () => { if (!document.hidden && active) refresh(); });
+}
+
+export function focusFilter() {
+  $("#grid-filter").focus();
+}
+

@@ -1,0 +1,53 @@
+// Shared state of the page: who is signed in, the latest camera list, a notice line.
+
+import { $ } from "./dom.js";
+
+export const state = {
+  session: null,          // {name, role, cameras, csrf_token}
+  cameras: [],            // latest GET /api/v1/cameras items
+  camerasById: new Map(),
+};
+
+const cameraListeners = [];
+
+export function onCameras(listener) {
+  cameraListeners.push(listener);
+}
+
+export function setCameras(items) {
+  state.cameras = items;
+  state.camerasById = new Map(items.map((camera) => [camera.id, camera]));
+  for (const listener of cameraListeners) listener(items);
+}
+
+export function cameraName(id) {
+  const camera = state.camerasById.get(id);
+  return camera && camera.name ? camera.name : id;
+}
+
+export const ROLES = ["viewer", "operator", "admin"];
+
+export function hasRole(role) {
+  if (!state.session) return false;
+  return ROLES.indexOf(state.session.role) >= ROLES.indexOf(role);
+}
+
+let noticeTimer = null;
+
+/** A line under the top bar: kind is "info" or "error". */
+export function notify(text, kind = "info", ms = 6000) {
+  const notice = $("#notice");
+  notice.textContent = text;
+  notice.className = `notice ${kind === "error" ? "error" : "info"}`;
+  notice.hidden = false;
+  clearTimeout(noticeTimer);
+  if (ms) noticeTimer = setTimeout(() => { notice.hidden = true; }, ms);
+}
+
+/** Event kinds of the engine (core.EventKind), in the order the filters list them. */
+export const EVENT_KINDS = [
+  "line_cross", "zone_enter", "zone_exit", "dwell", "crowding", "stopped_vehicle", "wrong_way",
+  "collision_candidate", "camera_offline", "camera_frozen", "camera_covered", "camera_moved",
+];
+
+export const CAMERA_STATES = ["online", "connecting", "stalled", "offline", "stopped", "disabled"];
