@@ -115,10 +115,19 @@ def test_events_command_rejects_bad_arguments(args: list[str], message: str) -> 
     assert message in done.stderr
 
 
+# The street at the top right of vtest.avi, where a car and a van stand parked all clip long
+# (ground points at y 0.16-0.17, x 0.85-1.0 in tests/data/vtest_ground_truth.json).
+ROAD = {"name": "road", "polygon": [[0.78, 0.08], [1, 0.08], [1, 0.26], [0.78, 0.26]],
+        "roadway": True}  # fmt: skip
+VEHICLES = ["car", "truck", "bus"]
+
+
 def test_line_crossings_match_the_hand_count(models_dir: Path, tmp_path: Path) -> None:
-    """vtest.avi end to end (ingest, detector, tracker, line rule, store) against the hand
-    count in tests/data/vtest_line_crossings.json. Tolerance: per direction, within two
-    crossings (or 15%) of the sure count, plus that direction's uncertain crossings."""
+    """vtest.avi end to end (ingest, detector, tracker, rules, store) against the hand counts
+    in tests/data: line crossings on the footpath (vtest_line_crossings.json; tolerance per
+    direction: within two crossings (or 15%) of the sure count, plus that direction's
+    uncertain crossings), person presence over the whole view, and vehicles in a roadway
+    zone (vtest_ground_truth.json: one sure car and one van, difficult, parked all clip)."""
     truth = json.loads(
         (Path(__file__).parent.parent / "data" / "vtest_line_crossings.json").read_text()
     )
@@ -136,8 +145,12 @@ def test_line_crossings_match_the_hand_count(models_dir: Path, tmp_path: Path) -
                                    # walking down the line, its left-hand side is image-right
                                    "forward_name": "right_to_left",
                                    "backward_name": "left_to_right"}],
+                        "zones": [ROAD],
                         "rules": [{"kind": "line_cross", "labels": ["person"], "line": "middle"},
-                                  {"kind": "presence", "labels": ["person"]}],
+                                  {"kind": "presence", "labels": ["person"]},
+                                  {"kind": "presence", "labels": VEHICLES, "zone": "road"},
+                                  {"kind": "stopped_vehicle", "labels": VEHICLES, "zone": "road",
+                                   "min_duration_s": 30}],
                     },
                 }
             ],
@@ -187,6 +200,53 @@ def test_line_crossings_match_the_hand_count(models_dir: Path, tmp_path: Path) -
     matched = [any(abs(t - hand) <= 1.5 for t in times) for hand in sure_times]
     print(f"line crossings within 1.5 s of the hand-counted time: {sum(matched)}/{len(matched)}")
     assert sum(matched) >= 0.8 * len(matched)
+    check_the_road(store, boxes, origin)
+
+
+def on_road(box: list[float], size: tuple[int, int]) -> bool:
+    x, y = (box[0] + box[2]) / 2 / size[0], box[3] / size[1]
+    (x0, y0), _, (x1, y1), _ = ROAD["polygon"]
+    return x0 <= x <= x1 and y0 <= y <= y1
+
+
+def check_the_road(store: Any, boxes: dict[str, Any], origin: float) -> None:
+    """Vehicles in the roadway zone: presence tags cover the hand-checked frames with a
+    vehicle there; the count is within the sure and the possible count; each parked vehicle
+    is one stopped-vehicle event that lasts (tolerance: one extra, for a track that splits)."""
+    size = (boxes["size"][0], boxes["size"][1])
+    sure = [
+        sum(1 for o in f["objects"] if o["label"] in VEHICLES and not o["difficult"]
+            and on_road(o["box"], size))
+        for f in boxes["frames"]
+    ]  # fmt: skip
+    possible = [
+        sum(1 for o in f["objects"] if o["label"] in VEHICLES and on_road(o["box"], size))
+        for f in boxes["frames"]
+    ]
+    assert min(sure) >= 1, "the hand count has a parked car in every frame"
+    segments = [
+        s
+        for label in VEHICLES
+        for s in search_tags(store, TagQuery(label=label, zone="road", limit=500)).items
+    ]
+    covered = [
+        any(s.started_at <= origin + f["t_s"] <= (s.ended_at or 1e12) for s in segments)
+        for f in boxes["frames"]
+    ]
+    by_label = Counter(s.label for s in segments)
+    most = max((s.max_count for s in segments), default=0)
+    print(f"road: {sum(covered)}/{len(covered)} hand-checked frames covered by a vehicle tag "
+          f"{dict(by_label)}; max count {most}, by hand {max(sure)}-{max(possible)}")  # fmt: skip
+    assert sum(covered) >= 0.95 * len(covered)
+    assert max(sure) <= most <= max(possible)
+    kinds = [EventKind.STOPPED_VEHICLE]
+    stops = search_events(store, EventQuery(kinds=kinds, zones=["road"], limit=50)).items
+    lasted = [round((s.ended_at or 0) - s.started_at) for s in stops]
+    print(f"road: {len(stops)} stopped-vehicle events lasting {lasted} s; by hand "
+          f"{max(sure)}-{max(possible)} vehicles parked all clip")  # fmt: skip
+    assert max(sure) <= len(stops) <= max(possible) + 1
+    assert all(s.ended_at is not None for s in stops)
+    assert max(lasted) >= 60  # parked for the whole 79.5 s clip
 
 
 def test_a_camera_that_stays_offline_becomes_an_event(models_dir: Path, tmp_path: Path) -> None:
