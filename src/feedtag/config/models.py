@@ -8,6 +8,7 @@ the validation context (``{"media_root": Path}``).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -327,6 +328,76 @@ class StoreConfig(StrictModel):
         return f"sqlite:///{self.resolved_data_dir() / 'feedtag.db'}"
 
 
+#: the shortest admin token accepted from config: 128 bits of base64/hex-ish text
+MIN_ADMIN_TOKEN_CHARS = 32
+
+
+class ApiConfig(StrictModel):
+    """The HTTP API and dashboard server of ``feedtag run`` and ``feedtag demo``."""
+
+    enabled: bool | None = Field(
+        default=None,
+        description="null (default): serve the API when an admin credential exists (admin_token "
+        "or an admin token made with `feedtag tokens create --role admin`); true: serve it and "
+        "refuse to start without one; false: never serve it.",
+    )
+    host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        max_length=255,
+        description="Address to listen on. The default is reachable from this machine only.",
+    )
+    port: int = Field(default=8080, ge=0, le=65535, description="TCP port (0: any free port).")
+    admin_token: SecretStr | None = Field(
+        default=None,
+        min_length=MIN_ADMIN_TOKEN_CHARS,
+        max_length=512,
+        description="An admin bearer token, e.g. ${FEEDTAG_ADMIN_TOKEN}; at least 32 characters "
+        "(`python -c 'import secrets; print(secrets.token_urlsafe(32))'`). Never logged.",
+    )
+    allow_networks: list[str] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="CIDRs that cameras added through the API may use although they are "
+        "loopback, link-local or metadata addresses (refused by default), e.g. [127.0.0.0/8].",
+    )
+    max_body_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        le=16 * 2**20,
+        description="Larger request bodies are refused with 413 before they are read.",
+    )
+    max_query_length: int = Field(
+        default=2048,
+        ge=256,
+        le=65536,
+        description="Longer URLs (path and query) are refused with 414.",
+    )
+    session_ttl_s: float = Field(
+        default=12 * 3600,
+        gt=0,
+        le=30 * 86400,
+        description="How long a dashboard sign-in (HttpOnly cookie) lasts.",
+    )
+    stream_queue_size: int = Field(
+        default=256,
+        ge=1,
+        le=100_000,
+        description="Events held per live-stream subscriber; a slower reader loses the oldest.",
+    )
+
+    @model_validator(mode="after")
+    def _check_networks(self) -> Self:
+        for index, network in enumerate(self.allow_networks):
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"allow_networks[{index}]: {network[:60]!r} is not a CIDR like 127.0.0.0/8"
+                ) from None
+        return self
+
+
 class FeedtagConfig(StrictModel):
     """The whole feedtag configuration file."""
 
@@ -346,6 +417,9 @@ class FeedtagConfig(StrictModel):
     )
     cameras: list[CameraConfig] = Field(
         default_factory=list, max_length=10_000, description="The cameras to run."
+    )
+    api: ApiConfig = Field(
+        default_factory=ApiConfig, description="The HTTP API, live stream, metrics and dashboard."
     )
 
     @model_validator(mode="after")

@@ -188,6 +188,21 @@ class NodeEngine:
         self.consumer.remove_camera(camera_id)
         return ingest.join(timeout)
 
+    def change_camera(self, camera: CameraConfig, timeout: float = 5.0) -> bool:
+        """Replace one running camera's settings (stop it, start it again with ``camera``);
+        the others are not touched. True if the old thread ended within ``timeout``."""
+        ended = self.remove_camera(camera.id, timeout)
+        self.add_camera(camera)
+        return ended
+
+    def cameras(self) -> list[CameraConfig]:
+        """The settings of every running camera, in the order they were started."""
+        return [ingest.camera for ingest in self._snapshot()]
+
+    def queue_depths(self) -> dict[str, int]:
+        """Decoded frames waiting for analysis, per camera."""
+        return {ingest.camera.id: len(ingest.queue) for ingest in self._snapshot()}
+
     def stop(self, deadline_s: float = DEFAULT_STOP_DEADLINE_S) -> bool:
         """Stop everything; True if every thread ended within ``deadline_s``."""
         self._stop.set()

@@ -1,20 +1,23 @@
 """The store's tables (SQLAlchemy 2 Core) and the conversions between rows and core types.
 
-Two tables: ``events`` (one row per :class:`~feedtag.core.Event`, keyed by its deterministic
-``event_id``) and ``tag_segments`` (one row per :class:`~feedtag.core.TagSegment`, upserted
-as the segment grows and closes). Times are Unix seconds as double precision, so the same
-queries run on SQLite and PostgreSQL. The schema is created and evolved by the Alembic
-migrations in :mod:`feedtag.store.migrations`; this module is what the code queries.
+Two tables of what cameras saw: ``events`` (one row per :class:`~feedtag.core.Event`, keyed
+by its deterministic ``event_id``) and ``tag_segments`` (one row per
+:class:`~feedtag.core.TagSegment`, upserted as the segment grows and closes). Two tables of
+who may look: ``api_tokens`` (hashed API tokens, :mod:`feedtag.store.tokens`) and
+``audit_log`` (every read of events and media, :mod:`feedtag.store.audit`). Times are Unix
+seconds as double precision, so the same queries run on SQLite and PostgreSQL. The schema
+is created and evolved by the Alembic migrations in :mod:`feedtag.store.migrations`; this
+module is what the code queries.
 
 >>> sorted(metadata.tables)
-['events', 'tag_segments']
+['api_tokens', 'audit_log', 'events', 'tag_segments']
 """
 
 from __future__ import annotations
 
 from typing import Any, Final
 
-from sqlalchemy import JSON, Column, Double, Index, Integer, MetaData, String, Table
+from sqlalchemy import JSON, Column, Double, Index, Integer, MetaData, String, Table, Text
 
 from feedtag.core import Event, EventKind, TagSegment
 
@@ -55,6 +58,38 @@ tag_segments = Table(
     Column("max_count", Integer, nullable=False),
     Index("ix_tag_segments_lookup", "camera_id", "label", "zone", "started_at"),
     Index("ix_tag_segments_time", "started_at", "segment_id"),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("token_id", String(32), primary_key=True),
+    # sha256 hex of the token; the token itself is never stored
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("name", String(200), nullable=False),
+    Column("role", String(16), nullable=False),
+    # null: every camera; else a JSON list of camera ids
+    Column("cameras", JSON, nullable=True),
+    Column("created_at", Double, nullable=False),
+    Column("revoked_at", Double, nullable=True),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("audit_id", Integer, primary_key=True, autoincrement=True),
+    Column("at", Double, nullable=False),
+    Column("token_id", String(32), nullable=False),
+    Column("token_name", String(200), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("camera_id", String(200), nullable=True),
+    Column("object_id", String(200), nullable=True),
+    Column("detail", Text, nullable=True),
+    Column("client", String(100), nullable=True),
+    Column("status", Integer, nullable=False),
+    Index("ix_audit_log_time", "at", "audit_id"),
+    Index("ix_audit_log_token_time", "token_id", "at"),
 )
 
 

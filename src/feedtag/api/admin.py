@@ -1,0 +1,169 @@
+"""Signing in (the dashboard's session cookie), the audit log, tokens, metrics and health."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+
+from feedtag.api.access import SESSION_COOKIE, Admin, Viewer, public
+from feedtag.api.events import MAX_FILTER_VALUES, Cursor, Limit, Since, Until
+from feedtag.api.metrics import node_registry
+from feedtag.api.state import api_state
+from feedtag.errors import StoreError, StoreUnavailable
+from feedtag.store.audit import AuditQuery, search_audit
+from feedtag.store.tokens import Role, create_token, list_tokens, revoke_token
+
+router = APIRouter(tags=["admin"])
+
+
+class SignIn(BaseModel):
+    """A token, exchanged for a session cookie."""
+
+    model_config = ConfigDict(extra="forbid")
+    token: str = Field(min_length=1, max_length=512)
+
+
+class NewToken(BaseModel):
+    """A token to create."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+    role: Role
+    cameras: list[str] | None = Field(default=None, max_length=10_000)
+
+
+def _session_answer(principal: Any, expires_at: float | None) -> dict[str, Any]:
+    return {**principal.to_dict(), "csrf_token": principal.csrf_token, "expires_at": expires_at}
+
+
+@router.post(
+    "/api/v1/session",
+    summary="Sign in with a token: sets an HttpOnly session cookie, returns the CSRF token",
+    dependencies=[public("signing in is how a caller gets a session")],
+)
+def sign_in(request: Request, body: SignIn) -> JSONResponse:
+    state = api_state(request)
+    try:
+        found = state.auth.principal_of_token(body.token)
+    except StoreError:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, "token store unavailable"
+        ) from None
+    if found is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown or revoked token")
+    session_id, principal = state.auth.open_session(*found)
+    ttl = int(state.config.api.session_ttl_s)
+    answer = JSONResponse(_session_answer(principal, None))
+    answer.set_cookie(
+        SESSION_COOKIE, session_id, max_age=ttl, path="/", httponly=True, samesite="strict",
+        secure=request.url.scheme == "https",
+    )  # fmt: skip
+    return answer
+
+
+@router.get("/api/v1/session", summary="Who is signed in, with the session's CSRF token")
+def whoami(principal: Viewer) -> dict[str, Any]:
+    return _session_answer(principal, None)
+
+
+@router.delete("/api/v1/session", status_code=status.HTTP_204_NO_CONTENT, summary="Sign out")
+def sign_out(request: Request, principal: Viewer) -> Response:
+    session_id = request.cookies.get(SESSION_COOKIE)
+    if session_id and principal.via == "session":
+        api_state(request).auth.close_session(session_id)
+    answer = Response(status_code=status.HTTP_204_NO_CONTENT)
+    answer.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+    return answer
+
+
+@router.get("/api/v1/audit", summary="The audit log, newest first (admins)")
+def get_audit(
+    request: Request,
+    principal: Admin,
+    *,
+    who: Annotated[
+        str | None,
+        Query(alias="principal", max_length=200, description="A token id or token name."),
+    ] = None,
+    actions: Annotated[list[str], Query(alias="action", max_length=MAX_FILTER_VALUES)] = [],  # noqa: B006
+    cameras: Annotated[list[str], Query(alias="camera", max_length=MAX_FILTER_VALUES)] = [],  # noqa: B006
+    since: Since = None,
+    until: Until = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> dict[str, Any]:
+    who_filter = () if who is None else (who,)
+    query = AuditQuery(who_filter, actions, cameras, since, until, limit, cursor)
+    try:
+        page = search_audit(api_state(request).store, query)
+    except StoreUnavailable:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "store unavailable") from None
+    except StoreError as error:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from None
+    return {"items": [entry.to_dict() for entry in page.items], "next_cursor": page.next_cursor}
+
+
+@router.get("/api/v1/tokens", summary="Live API tokens (admins); never the tokens themselves")
+def get_tokens(request: Request, principal: Admin) -> dict[str, Any]:
+    try:
+        records = list_tokens(api_state(request).store)
+    except StoreError:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "store unavailable") from None
+    return {"items": [record.to_dict() for record in records]}
+
+
+@router.post(
+    "/api/v1/tokens",
+    status_code=status.HTTP_201_CREATED,
+    summary="Create a token (admins); the token is in this answer only",
+)
+def post_token(request: Request, principal: Admin, body: NewToken) -> dict[str, Any]:
+    try:
+        token, record = create_token(api_state(request).store, body.name, body.role, body.cameras)
+    except StoreUnavailable:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "store unavailable") from None
+    except StoreError as error:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from None
+    return {**record.to_dict(), "token": token}
+
+
+@router.delete(
+    "/api/v1/tokens/{token_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Revoke a token (admins); its sessions end at once",
+)
+def delete_token(request: Request, principal: Admin, token_id: str) -> Response:
+    try:
+        revoked = revoke_token(api_state(request).store, token_id)
+    except StoreError:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "store unavailable") from None
+    if not revoked:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such live token")
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics of the cameras this token may see (scrape with a bearer token)",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+)
+def metrics(request: Request, principal: Viewer) -> Response:
+    state = api_state(request)
+    registry = node_registry(state.node, state.bus, principal.cameras)
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get(
+    "/health",
+    summary="Liveness: whether the server answers and the store is reachable",
+    dependencies=[public("load balancers and supervisors probe it; it says nothing private")],
+)
+def health(request: Request) -> JSONResponse:
+    state = api_state(request)
+    store_ok = state.node.store is None or state.node.store.writer.stats().available
+    return JSONResponse({"status": "ok" if store_ok else "degraded"})

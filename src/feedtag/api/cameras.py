@@ -1,0 +1,266 @@
+"""``/api/v1/cameras``: list, status and thumbnails for viewers; restart for operators; add,
+change and remove at run time for admins (camera URLs are requests the server makes).
+
+A camera added or changed here passes the same :class:`~feedtag.config.models.CameraConfig`
+validation as a config file (errors name the field, as 422), plus the network check of
+:mod:`feedtag.api.netcheck`. Other cameras keep running untouched.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from fastapi import APIRouter, Body, HTTPException, Path, Request, status
+from fastapi.responses import FileResponse, Response
+from pydantic import ValidationError
+
+from feedtag.api.access import Admin, Operator, Principal, Viewer
+from feedtag.api.netcheck import check_camera_address
+from feedtag.api.state import ApiState, api_state, audit
+from feedtag.config.models import CAMERA_ID_PATTERN, CameraConfig
+from feedtag.core import CameraStatus, VisionStatus
+from feedtag.errors import SourceRejected, StoreError
+from feedtag.urls import CameraUrl
+
+router = APIRouter(prefix="/api/v1/cameras", tags=["cameras"])
+
+CameraId = Path(pattern=CAMERA_ID_PATTERN, max_length=64, description="A camera id.")
+NOT_FOUND: Final = "no such camera"
+
+
+def _not_found() -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
+
+
+def _visible_camera(state: ApiState, principal: Principal, camera_id: str) -> CameraConfig:
+    camera = state.registry.get(camera_id)
+    if camera is None or not principal.sees(camera_id):
+        raise _not_found()  # the same answer for "missing" and "not yours"
+    return camera
+
+
+def _status_view(ingest: CameraStatus | None) -> dict[str, Any] | None:
+    if ingest is None:
+        return None
+    return {
+        "state": ingest.state.value,
+        "reason": ingest.reason,
+        "since": ingest.since,
+        "mode": ingest.mode.value,
+        "analysed_fps": round(ingest.analysed_fps, 3),
+        "decoded_fps": round(ingest.decoded_fps, 3),
+        "drops": sum(ingest.counters.frames_dropped.values()),
+        "reconnects": ingest.counters.reconnects,
+        "stalls": ingest.counters.stalls,
+        "keyframe_interval_s": ingest.keyframe_interval_s,
+        "width": ingest.width,
+        "height": ingest.height,
+    }
+
+
+def _vision_view(vision: VisionStatus | None) -> dict[str, Any] | None:
+    if vision is None:
+        return None
+    return {
+        "counts": dict(vision.counts),
+        "tracks": vision.tracks,
+        "gated_ratio": round(vision.gate_ratio, 3),
+        "latency_ms": None if vision.latency_ms is None else round(vision.latency_ms, 1),
+        "frames": vision.frames,
+    }
+
+
+def _shown_url(url: CameraUrl) -> str:
+    """The masked URL; of a local file only its name (server paths are not the caller's)."""
+    if url.file_path is not None:
+        return url.file_path.name
+    return url.masked()
+
+
+def camera_view(
+    camera: CameraConfig,
+    ingest: CameraStatus | None,
+    vision: VisionStatus | None,
+    counts: dict[str, int] | None,
+) -> dict[str, Any]:
+    """What the API says about one camera: the URL masked, the password never."""
+    analytics = camera.analytics
+    return {
+        "id": camera.id,
+        "name": camera.display_name,
+        "enabled": camera.enabled,
+        "analysis_fps": camera.analysis_fps,
+        "url": _shown_url(camera.url),
+        "status": _status_view(ingest),
+        "vision": _vision_view(vision),
+        "zones": [
+            {
+                "name": zone.name,
+                "polygon": [list(point) for point in zone.polygon],
+                "roadway": zone.roadway,
+                "direction_deg": zone.direction_deg(),
+            }
+            for zone in analytics.zones
+        ],
+        "lines": [
+            {
+                "name": line.name,
+                "points": [list(line.start), list(line.end)],
+                "direction": line.forward_name,
+            }
+            for line in analytics.lines
+        ],
+        "event_counts": counts or {},
+        "thumbnail_url": f"/api/v1/cameras/{camera.id}/thumbnail.jpg",
+    }
+
+
+def _views(state: ApiState, cameras: list[CameraConfig]) -> list[dict[str, Any]]:
+    statuses = {status.camera_id: status for status in state.node.statuses()}
+    vision = state.node.vision_statuses()
+    counts = state.node.events.event_counts() if state.node.events is not None else {}
+    return [camera_view(c, statuses.get(c.id), vision.get(c.id), counts.get(c.id)) for c in cameras]
+
+
+def _validated(state: ApiState, data: dict[str, Any]) -> CameraConfig:
+    media_root = state.config.media_root
+    try:
+        camera = CameraConfig.model_validate(data, context={"media_root": media_root})
+    except ValidationError as error:
+        detail = [
+            {"loc": ["body", *error_item["loc"]], "msg": error_item["msg"],
+             "type": error_item["type"]}
+            for error_item in error.errors(include_input=False, include_context=False)
+        ]  # fmt: skip
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail) from None
+    try:
+        check_camera_address(camera.url, state.config.api.allow_networks)
+    except SourceRejected as error:
+        detail = [{"loc": ["body", "url"], "msg": str(error), "type": "network_refused"}]
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail) from None
+    return camera
+
+
+CameraBody = Body(
+    description="A camera, exactly as in the config file's `cameras:` list.",
+    examples=[{"id": "gate", "name": "Gate", "url": "rtsp://cam.example/stream"}],
+)
+
+
+@router.get("", summary="Cameras this token may see, with live status")
+def list_cameras(request: Request, principal: Viewer) -> dict[str, Any]:
+    state = api_state(request)
+    cameras = [c for c in state.registry.all() if principal.sees(c.id)]
+    return {"items": _views(state, cameras)}
+
+
+@router.get("/{camera_id}", summary="One camera with its live status")
+def get_camera(request: Request, principal: Viewer, camera_id: str = CameraId) -> dict[str, Any]:
+    state = api_state(request)
+    camera = _visible_camera(state, principal, camera_id)
+    return _views(state, [camera])[0]
+
+
+@router.get(
+    "/{camera_id}/thumbnail.jpg",
+    summary="The latest anonymized thumbnail (JPEG, people covered)",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "none yet"}},
+)
+def get_thumbnail(request: Request, principal: Viewer, camera_id: str = CameraId) -> Response:
+    state = api_state(request)
+    visible = state.registry.get(camera_id) is not None and principal.sees(camera_id)
+    path = None
+    if visible:
+        try:
+            path = state.media.resolve(f"thumbnails/{camera_id}.jpg")
+        except StoreError:
+            path = None
+    code = 200 if path is not None else 404
+    audit(request, principal, "cameras.thumbnail", camera_id=camera_id, status_code=code)
+    if path is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such camera or no thumbnail yet")
+    return FileResponse(path, media_type="image/jpeg")
+
+
+@router.post(
+    "/{camera_id}/restart",
+    summary="Restart one camera (operators); the others keep running",
+)
+def restart_camera(
+    request: Request, principal: Operator, camera_id: str = CameraId
+) -> dict[str, Any]:
+    state = api_state(request)
+    camera = _visible_camera(state, principal, camera_id)
+    if not camera.enabled:
+        raise HTTPException(status.HTTP_409_CONFLICT, "the camera is disabled")
+    state.registry.change(camera)
+    return _views(state, [camera])[0]
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    summary="Add a camera and start it (admins); the others keep running",
+)
+def add_camera(
+    request: Request, principal: Admin, body: dict[str, Any] = CameraBody
+) -> dict[str, Any]:
+    state = api_state(request)
+    camera = _validated(state, body)
+    if not state.registry.add(camera):
+        detail = [{"loc": ["body", "id"], "msg": f"camera id {camera.id!r} is already used",
+                   "type": "conflict"}]  # fmt: skip
+        raise HTTPException(status.HTTP_409_CONFLICT, detail)
+    return _views(state, [camera])[0]
+
+
+def _settings(camera: CameraConfig) -> dict[str, Any]:
+    """A camera's settings as input again, secrets included (they are merged, not shown)."""
+    data = camera.model_dump(mode="python", exclude_none=True)
+    data["url"] = camera.url.render() if not camera.url.is_file else str(camera.url.file_path)
+    if camera.url.password is not None:
+        data.pop("username", None)  # they are in the rendered URL
+        data.pop("password", None)
+    elif camera.password is not None:
+        data["password"] = camera.password.get_secret_value()
+    return data
+
+
+@router.patch(
+    "/{camera_id}", summary="Change some of a camera's settings (admins); only it restarts"
+)
+def change_camera(
+    request: Request,
+    principal: Admin,
+    camera_id: str = CameraId,
+    body: dict[str, Any] = CameraBody,
+) -> dict[str, Any]:
+    state = api_state(request)
+    current = _visible_camera(state, principal, camera_id)
+    if body.get("id", camera_id) != camera_id:
+        detail = [{"loc": ["body", "id"], "msg": "the id cannot change; add a new camera",
+                   "type": "value_error"}]  # fmt: skip
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail)
+    data = _settings(current)
+    if "url" in body:
+        for name in ("username", "password"):  # a new URL brings its own credentials
+            data.pop(name, None)
+    data.update(body)
+    camera = _validated(state, data)
+    if not state.registry.change(camera):
+        raise _not_found()
+    return _views(state, [camera])[0]
+
+
+@router.delete(
+    "/{camera_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Stop and remove a camera (admins); its stored events stay",
+)
+def remove_camera(request: Request, principal: Admin, camera_id: str = CameraId) -> Response:
+    state = api_state(request)
+    _visible_camera(state, principal, camera_id)
+    if not state.registry.remove(camera_id):
+        raise _not_found()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

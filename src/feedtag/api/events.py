@@ -1,0 +1,286 @@
+"""``/api/v1/events``, ``/api/v1/tags``, ``/api/v1/stats``: what cameras saw, for the cameras
+a token may see. Every read is audited before it is answered (:func:`~feedtag.api.state.audit`).
+
+Another camera's event answers 404, exactly like a missing one, and searches never return
+it: the camera filter is always cut down to the caller's cameras.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, Final
+
+from fastapi import APIRouter, HTTPException, Path, Query, Request, status
+from fastapi.responses import FileResponse, Response
+from sqlalchemy import func, select
+
+from feedtag.api.access import Admin, Principal, Viewer
+from feedtag.api.state import ApiState, api_state, audit
+from feedtag.core import Event, EventKind
+from feedtag.errors import StoreError, StoreUnavailable
+from feedtag.store.query import (
+    MAX_LIMIT,
+    CountQuery,
+    EventQuery,
+    TagQuery,
+    count_events,
+    search_events,
+    search_tags,
+)
+from feedtag.store.schema import events as events_table
+from feedtag.store.schema import row_event
+
+router = APIRouter(prefix="/api/v1", tags=["events"])
+
+EVENT_ID: Final = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
+MAX_FILTER_VALUES: Final = 100
+MAX_BUCKETS: Final = 10_000
+DEFAULT_STATS_WINDOW_S: Final = 86_400.0
+#: Unix seconds up to the year 5138: bounds that keep floats and SQL sane
+TIME_MIN: Final = 0.0
+TIME_MAX: Final = 1e11
+
+EventId = Annotated[str, Path(pattern=EVENT_ID, max_length=128, description="An event id.")]
+Cameras = Annotated[
+    list[str], Query(alias="camera", max_length=MAX_FILTER_VALUES, description="Repeatable.")
+]
+Kinds = Annotated[list[EventKind], Query(alias="kind", max_length=MAX_FILTER_VALUES)]
+Labels = Annotated[list[str], Query(alias="label", max_length=MAX_FILTER_VALUES)]
+Zones = Annotated[list[str], Query(alias="zone", max_length=MAX_FILTER_VALUES)]
+Since = Annotated[
+    float | None, Query(ge=TIME_MIN, le=TIME_MAX, description="Unix seconds, inclusive.")
+]
+Until = Annotated[
+    float | None, Query(ge=TIME_MIN, le=TIME_MAX, description="Unix seconds, exclusive.")
+]
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
+Cursor = Annotated[str | None, Query(max_length=512, description="next_cursor of a page.")]
+
+
+def _store_call(call: Any, *args: Any) -> Any:
+    try:
+        return call(*args)
+    except StoreUnavailable:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, "the store is unavailable"
+        ) from None
+    except StoreError as error:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from None
+
+
+def event_view(event: Event) -> dict[str, Any]:
+    """An event as the API shows it, with links to its media the caller may fetch."""
+    view = event.to_dict()
+    attributes = dict(view["attributes"])
+    has_snapshot = bool(attributes.pop("snapshot", None))
+    has_clip = bool(attributes.pop("clip", None))
+    view["attributes"] = attributes  # media paths stay server-side
+    base = f"/api/v1/events/{event.event_id}"
+    view["snapshot_url"] = f"{base}/snapshot.jpg" if has_snapshot else None
+    view["clip_url"] = f"{base}/clip.mp4" if has_clip else None  # fetching it needs admin
+    return view
+
+
+def _detail(**filters: Any) -> str:
+    shown = {key: value for key, value in filters.items() if value not in (None, [], ())}
+    return " ".join(f"{key}={value}" for key, value in sorted(shown.items()))
+
+
+def find_event(state: ApiState, principal: Principal, event_id: str) -> Event | None:
+    """The event with ``event_id`` if this caller may see it."""
+    statement = select(events_table).where(events_table.c.event_id == event_id)
+
+    def read() -> Any:
+        try:
+            with state.store.connect() as connection:
+                return connection.execute(statement).first()
+        except Exception:  # noqa: BLE001 - the store boundary: unavailable, whatever the cause
+            raise StoreUnavailable("store read failed") from None
+
+    row = _store_call(read)
+    if row is None:
+        return None
+    event = row_event(row)
+    return event if principal.sees(event.camera_id) else None
+
+
+@router.get("/events", summary="Search events, newest first, one page at a time")
+def list_events(
+    request: Request,
+    principal: Viewer,
+    *,
+    cameras: Cameras = [],  # noqa: B006 - FastAPI copies defaults
+    kinds: Kinds = [],  # noqa: B006
+    labels: Labels = [],  # noqa: B006
+    zones: Zones = [],  # noqa: B006
+    since: Since = None,
+    until: Until = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> dict[str, Any]:
+    state = api_state(request)
+    visible = principal.visible(cameras)
+    detail = _detail(camera=cameras, kind=[k.value for k in kinds], label=labels, zone=zones,
+                     since=since, until=until, cursor=cursor)  # fmt: skip
+    audit(request, principal, "events.search", detail=detail)
+    if visible == []:
+        return {"items": [], "next_cursor": None}
+    query = EventQuery(
+        camera_ids=visible or (), start=since, end=until, kinds=kinds, labels=labels,
+        zones=zones, limit=limit, cursor=cursor,
+    )  # fmt: skip
+    page = _store_call(search_events, state.store, query)
+    return {
+        "items": [event_view(event) for event in page.items],
+        "next_cursor": page.next_cursor,
+    }
+
+
+@router.get("/events/{event_id}", summary="One event")
+def get_event(request: Request, principal: Viewer, event_id: EventId) -> dict[str, Any]:
+    event = find_event(api_state(request), principal, event_id)
+    audit(request, principal, "events.get", object_id=event_id,
+          camera_id=None if event is None else event.camera_id,
+          status_code=200 if event else 404)  # fmt: skip
+    if event is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such event")
+    return event_view(event)
+
+
+def _media(
+    request: Request, principal: Principal, event_id: str, attribute: str, media_type: str
+) -> Response:
+    state = api_state(request)
+    event = find_event(state, principal, event_id)
+    path = None
+    relative = None if event is None else event.attributes.get(attribute)
+    if isinstance(relative, str) and relative:
+        try:
+            path = state.media.resolve(relative)  # refuses anything outside the media root
+        except StoreError:
+            path = None
+    audit(request, principal, f"events.{attribute}", object_id=event_id,
+          camera_id=None if event is None else event.camera_id,
+          status_code=200 if path else 404)  # fmt: skip
+    if path is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no such event or no {attribute}")
+    return FileResponse(path, media_type=media_type)
+
+
+@router.get(
+    "/events/{event_id}/snapshot.jpg",
+    summary="The event's anonymized snapshot (JPEG, people covered)",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}}},
+)
+def get_snapshot(request: Request, principal: Viewer, event_id: EventId) -> Response:
+    return _media(request, principal, event_id, "snapshot", "image/jpeg")
+
+
+@router.get(
+    "/events/{event_id}/clip.mp4",
+    summary="The event's clip: raw video, people NOT covered; admins only",
+    response_class=Response,
+    responses={200: {"content": {"video/mp4": {}}}},
+)
+def get_clip(request: Request, principal: Admin, event_id: EventId) -> Response:
+    return _media(request, principal, event_id, "clip", "video/mp4")
+
+
+@router.get("/tags", summary="When a label was visible (at least min_count at once)")
+def list_tags(
+    request: Request,
+    principal: Viewer,
+    *,
+    label: Annotated[str, Query(min_length=1, max_length=100)],
+    min_count: Annotated[int, Query(ge=1, le=10_000)] = 1,
+    cameras: Cameras = [],  # noqa: B006
+    zone: Annotated[str | None, Query(max_length=200)] = None,
+    since: Since = None,
+    until: Until = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> dict[str, Any]:
+    state = api_state(request)
+    visible = principal.visible(cameras)
+    detail = _detail(label=label, min_count=min_count, camera=cameras, zone=zone, since=since,
+                     until=until, cursor=cursor)  # fmt: skip
+    audit(request, principal, "tags.search", detail=detail)
+    if visible == []:
+        return {"items": [], "next_cursor": None}
+    query = TagQuery(
+        label, min_count=min_count, camera_ids=visible or (), zone=zone, start=since,
+        end=until, limit=limit, cursor=cursor,
+    )  # fmt: skip
+    page = _store_call(search_tags, state.store, query)
+    return {"items": [tag.to_dict() for tag in page.items], "next_cursor": page.next_cursor}
+
+
+def _kind_totals(state: ApiState, query: CountQuery) -> dict[str, int]:
+    c = events_table.c
+    statement = select(c.kind, func.count()).where(
+        c.started_at >= query.start, c.started_at < query.end
+    )
+    if query.camera_ids:
+        statement = statement.where(c.camera_id.in_(list(query.camera_ids)))
+    if query.kinds:
+        statement = statement.where(c.kind.in_([kind.value for kind in query.kinds]))
+    if query.labels:
+        statement = statement.where(c.label.in_(list(query.labels)))
+    try:
+        with state.store.connect() as connection:
+            rows = connection.execute(statement.group_by(c.kind)).all()
+    except Exception:  # noqa: BLE001 - the store boundary
+        raise StoreUnavailable("store read failed") from None
+    return {str(kind): int(count) for kind, count in rows}
+
+
+@router.get("/stats", summary="Event counts per camera, label and time bucket; totals per kind")
+def get_stats(
+    request: Request,
+    principal: Viewer,
+    *,
+    since: Since = None,
+    until: Until = None,
+    bucket_s: Annotated[float, Query(ge=60, le=31 * 86400)] = 3600.0,
+    cameras: Cameras = [],  # noqa: B006
+    kinds: Kinds = [],  # noqa: B006
+    labels: Labels = [],  # noqa: B006
+) -> dict[str, Any]:
+    state = api_state(request)
+    end = until if until is not None else time.time()
+    start = since if since is not None else end - DEFAULT_STATS_WINDOW_S
+    if start >= end or (end - start) / bucket_s > MAX_BUCKETS:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"expected since < until and at most {MAX_BUCKETS} buckets",
+        )
+    visible = principal.visible(cameras)
+    detail = _detail(since=since, until=until, bucket_s=bucket_s, camera=cameras,
+                     kind=[k.value for k in kinds], label=labels)  # fmt: skip
+    audit(request, principal, "stats", detail=detail)
+    answer: dict[str, Any] = {"since": start, "until": end, "bucket_s": bucket_s}
+    if visible == []:
+        return {**answer, "buckets": [], "by_kind": {}, "by_camera": {}, "total": 0}
+    query = CountQuery(start, end, bucket_s, camera_ids=visible or (), kinds=kinds,
+                       labels=labels)  # fmt: skip
+    buckets = _store_call(count_events, state.store, query)
+    by_camera: dict[str, int] = {}
+    for bucket in buckets:
+        by_camera[bucket.camera_id] = by_camera.get(bucket.camera_id, 0) + bucket.count
+    by_kind = _store_call(_kind_totals, state, query)
+    return {
+        **answer,
+        "buckets": [
+            {
+                "camera_id": b.camera_id,
+                "label": b.label,
+                "bucket_start": b.bucket_start,
+                "count": b.count,
+            }
+            for b in buckets
+        ],
+        "by_kind": by_kind,
+        "by_camera": by_camera,
+        "total": sum(by_camera.values()),
+    }

@@ -1,0 +1,146 @@
+"""``/metrics`` in the Prometheus text format, read live from the node at scrape time.
+
+A custom collector (no counters kept on the side): every scrape asks the engine for its
+camera statuses, vision statuses, event counts, queue depths and the store writer's stats,
+so the numbers are exactly what ``feedtag run`` prints. Labels are camera ids, kinds, drop
+reasons and decode modes only: never a URL, so never a credential.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from feedtag.core import CameraState, DecodeMode
+from feedtag.runtime.bus import EventBus
+from feedtag.runtime.node import NodeEngine
+
+PREFIX = "feedtag"
+
+
+class NodeCollector(Collector):
+    """Reads a :class:`NodeEngine` (and the live-stream bus) on every scrape."""
+
+    def __init__(
+        self, node: NodeEngine, bus: EventBus, cameras: frozenset[str] | None = None
+    ) -> None:
+        self.node = node
+        self.bus = bus
+        self.cameras = cameras  # None: every camera
+
+    def _shown(self, camera_id: str) -> bool:
+        return self.cameras is None or camera_id in self.cameras
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._cameras()
+        yield from self._vision()
+        yield from self._events_and_store()
+
+    def _cameras(self) -> Iterator[Metric]:
+        camera = ["camera"]
+        fps = GaugeMetricFamily(f"{PREFIX}_camera_analysed_fps", "Frames analysed per second.",
+                                labels=camera)  # fmt: skip
+        decoded = GaugeMetricFamily(f"{PREFIX}_camera_decoded_fps", "Frames decoded per second.",
+                                    labels=camera)  # fmt: skip
+        mode = GaugeMetricFamily(f"{PREFIX}_camera_decode_mode",
+                                 "1 for the camera's current decode mode.",
+                                 labels=["camera", "mode"])  # fmt: skip
+        state = GaugeMetricFamily(f"{PREFIX}_camera_state", "1 for the camera's current state.",
+                                  labels=["camera", "state"])  # fmt: skip
+        drops = CounterMetricFamily(f"{PREFIX}_camera_frames_dropped",
+                                    "Decoded frames dropped, by reason.",
+                                    labels=["camera", "reason"])  # fmt: skip
+        analysed = CounterMetricFamily(f"{PREFIX}_camera_frames_analysed",
+                                       "Frames handed to analysis.", labels=camera)  # fmt: skip
+        reconnects = CounterMetricFamily(f"{PREFIX}_camera_reconnects", "Reconnects.",
+                                         labels=camera)  # fmt: skip
+        stalls = CounterMetricFamily(f"{PREFIX}_camera_stalls",
+                                     "Watchdog stalls (no decoded frame in time).",
+                                     labels=camera)  # fmt: skip
+        queue = GaugeMetricFamily(f"{PREFIX}_camera_queue_depth",
+                                  "Decoded frames waiting for analysis.",
+                                  labels=camera)  # fmt: skip
+        for status in self.node.statuses():
+            if not self._shown(status.camera_id):
+                continue
+            cid = status.camera_id
+            fps.add_metric([cid], status.analysed_fps)
+            decoded.add_metric([cid], status.decoded_fps)
+            for each in DecodeMode:
+                mode.add_metric([cid, each.value], 1.0 if status.mode is each else 0.0)
+            for each_state in CameraState:
+                state.add_metric(
+                    [cid, each_state.value], 1.0 if status.state is each_state else 0.0
+                )
+            for reason, count in sorted(status.counters.frames_dropped.items()):
+                drops.add_metric([cid, reason], count)
+            analysed.add_metric([cid], status.counters.frames_analysed)
+            reconnects.add_metric([cid], status.counters.reconnects)
+            stalls.add_metric([cid], status.counters.stalls)
+        for cid, depth in sorted(self.node.queue_depths().items()):
+            if self._shown(cid):
+                queue.add_metric([cid], depth)
+        yield from (fps, decoded, mode, state, drops, analysed, reconnects, stalls, queue)
+
+    def _vision(self) -> Iterator[Metric]:
+        camera = ["camera"]
+        gate = GaugeMetricFamily(f"{PREFIX}_camera_gate_ratio",
+                                 "Fraction of frames the gate let pass without the detector.",
+                                 labels=camera)  # fmt: skip
+        latency = GaugeMetricFamily(f"{PREFIX}_camera_detector_latency_seconds",
+                                    "Latest detector latency per frame.",
+                                    labels=camera)  # fmt: skip
+        detected = CounterMetricFamily(f"{PREFIX}_camera_frames_detected",
+                                       "Frames the detector ran on.", labels=camera)  # fmt: skip
+        tracks = GaugeMetricFamily(f"{PREFIX}_camera_tracks", "Active anonymous tracks.",
+                                   labels=camera)  # fmt: skip
+        for cid, seen in sorted(self.node.vision_statuses().items()):
+            if not self._shown(cid):
+                continue
+            gate.add_metric([cid], seen.gate_ratio)
+            if seen.latency_ms is not None:
+                latency.add_metric([cid], seen.latency_ms / 1000.0)
+            detected.add_metric([cid], seen.detected)
+            tracks.add_metric([cid], seen.tracks)
+        yield from (gate, latency, detected, tracks)
+
+    def _events_and_store(self) -> Iterator[Metric]:
+        events = CounterMetricFamily(f"{PREFIX}_events", "Events since start, by kind.",
+                                     labels=["camera", "kind"])  # fmt: skip
+        if self.node.events is not None:
+            for cid, counts in sorted(self.node.events.event_counts().items()):
+                if not self._shown(cid):
+                    continue
+                for kind, count in sorted(counts.items()):
+                    events.add_metric([cid, kind], count)
+        yield events
+        if self.node.store is not None:
+            stats = self.node.store.writer.stats()
+            yield GaugeMetricFamily(f"{PREFIX}_spool_bytes", "Bytes spooled during store outages.",
+                                    value=stats.spool_bytes)  # fmt: skip
+            yield GaugeMetricFamily(f"{PREFIX}_spool_records", "Records waiting in the spool.",
+                                    value=stats.spool_records)  # fmt: skip
+            yield CounterMetricFamily(f"{PREFIX}_store_written", "Records written to the store.",
+                                      value=stats.written)  # fmt: skip
+            yield CounterMetricFamily(f"{PREFIX}_store_dropped",
+                                      "Records dropped (spool full).",
+                                      value=stats.dropped)  # fmt: skip
+            yield GaugeMetricFamily(f"{PREFIX}_store_available", "1 while the store answers.",
+                                    value=1.0 if stats.available else 0.0)  # fmt: skip
+        yield GaugeMetricFamily(f"{PREFIX}_stream_subscribers", "Open live-stream connections.",
+                                value=self.bus.subscribers)  # fmt: skip
+        yield CounterMetricFamily(f"{PREFIX}_stream_published", "Events offered to the stream.",
+                                  value=self.bus.published)  # fmt: skip
+
+
+def node_registry(
+    node: NodeEngine, bus: EventBus, cameras: frozenset[str] | None = None
+) -> CollectorRegistry:
+    """A registry of its own (not the global one, so that many apps can live in a process)
+    showing ``cameras`` only (None: every camera)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(NodeCollector(node, bus, cameras))
+    return registry

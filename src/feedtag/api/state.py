@@ -1,0 +1,126 @@
+"""What the API's routes share: the node, the store, the media root, sign-ins, the event
+bus and the camera registry. One :class:`ApiState` per app, at ``app.state.api``."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import HTTPException, Request, status
+from sqlalchemy import Engine
+
+from feedtag.api.access import Authenticator, Principal
+from feedtag.config.models import CameraConfig, FeedtagConfig
+from feedtag.errors import StoreError
+from feedtag.runtime.bus import EventBus
+from feedtag.runtime.node import NodeEngine
+from feedtag.store.audit import AuditEntry, write_audit
+from feedtag.store.media import MediaStore
+
+
+class CameraRegistry:
+    """Every configured camera (running or disabled), changed at run time by the API.
+
+    Changes are applied to the node under one lock, so two requests cannot interleave a
+    remove and an add of the same camera.
+    """
+
+    def __init__(self, node: NodeEngine, cameras: list[CameraConfig]) -> None:
+        self.node = node
+        self.lock = threading.Lock()
+        self._cameras: dict[str, CameraConfig] = {camera.id: camera for camera in cameras}
+
+    def get(self, camera_id: str) -> CameraConfig | None:
+        with self.lock:
+            return self._cameras.get(camera_id)
+
+    def all(self) -> list[CameraConfig]:
+        with self.lock:
+            return list(self._cameras.values())
+
+    def add(self, camera: CameraConfig) -> bool:
+        """Add and (when enabled) start a camera; False if the id is taken."""
+        with self.lock:
+            if camera.id in self._cameras:
+                return False
+            self._cameras[camera.id] = camera
+            if camera.enabled:
+                self.node.add_camera(camera)
+        return True
+
+    def change(self, camera: CameraConfig) -> bool:
+        """Replace a camera's settings, restarting only that camera; False if unknown."""
+        with self.lock:
+            previous = self._cameras.get(camera.id)
+            if previous is None:
+                return False
+            self._cameras[camera.id] = camera
+            running = previous.enabled
+            if running and camera.enabled:
+                self.node.change_camera(camera)
+            elif running:
+                self.node.remove_camera(camera.id)
+            elif camera.enabled:
+                self.node.add_camera(camera)
+        return True
+
+    def remove(self, camera_id: str) -> bool:
+        """Stop and forget a camera; False if unknown."""
+        with self.lock:
+            camera = self._cameras.pop(camera_id, None)
+            if camera is None:
+                return False
+            if camera.enabled:
+                self.node.remove_camera(camera_id)
+        return True
+
+
+@dataclass
+class ApiState:
+    config: FeedtagConfig
+    node: NodeEngine
+    store: Engine
+    media: MediaStore
+    auth: Authenticator
+    bus: EventBus
+    registry: CameraRegistry
+    closing: threading.Event = field(default_factory=threading.Event)
+    started_at: float = field(default_factory=time.time)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def api_state(request: Request) -> ApiState:
+    state: ApiState = request.app.state.api
+    return state
+
+
+def client_of(request: Request) -> str | None:
+    return None if request.client is None else request.client.host
+
+
+def audit(
+    request: Request,
+    principal: Principal,
+    action: str,
+    *,
+    camera_id: str | None = None,
+    object_id: str | None = None,
+    detail: str | None = None,
+    status_code: int = 200,
+) -> None:
+    """Write one audit entry before a read is answered; 503 (and no answer) when the audit
+    log cannot be written, so that nothing is ever served unaudited."""
+    entry = AuditEntry(
+        at=time.time(), token_id=principal.token_id, token_name=principal.name,
+        role=principal.role.value, action=action, camera_id=camera_id, object_id=object_id,
+        detail=detail, client=client_of(request), status=status_code,
+    )  # fmt: skip
+    try:
+        write_audit(api_state(request).store, entry)
+    except StoreError:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "the audit log cannot be written, so the read is refused; try again later",
+        ) from None
