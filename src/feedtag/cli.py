@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import json
 import logging
+import secrets
 import signal
 import sys
 import threading
@@ -347,7 +348,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if not args.files and LoopingRtspServer.available():
             server = stack.enter_context(LoopingRtspServer(clips))
         cameras = demo_cameras(clips, server)
-        config = validate_config({"media_root": str(media_root), "cameras": cameras})
+        # A fresh random admin token per demo: printed once, kept nowhere.
+        admin_token = secrets.token_urlsafe(32)
+        api = {"enabled": True, "admin_token": admin_token}
+        config = validate_config({"media_root": str(media_root), "cameras": cameras, "api": api})
         how = f"served by a local RTSP server on port {server.port}" if server else "files"
         print(f"feedtag demo: {len(cameras)} live looping feeds of real footage ({how})")
         print(f"  footage:  {vtest_path()} and {bikes_path()}, as H.264 in {media_root}")
@@ -357,9 +361,79 @@ def cmd_demo(args: argparse.Namespace) -> int:
         data = config.store.resolved_data_dir()
         print(f"  data:     {data} (feedtag.db, media/thumbnails, media/snapshots; people covered)")
         print("  look:     feedtag events search --since 10m | feedtag events tags --label person")
-        result = run_engine(config, seconds=args.seconds, as_json=False)
+
+        def show_dashboard(url: str) -> None:
+            print(f"  dashboard: {url}/  (sign in with the admin token below)")
+            print(f"  admin token (this run only): {admin_token}", flush=True)
+
+        result = run_engine(
+            config, seconds=args.seconds, as_json=False, on_api=show_dashboard, fallback_port=True
+        )
         print(f"\nevents, tags and media are in {data}: try `feedtag events search --since 1h`")
         return result
+
+
+def _store_engine(args: argparse.Namespace) -> Any:
+    from feedtag.runtime.queries import open_engine
+
+    return open_engine(_store_settings(args))
+
+
+def cmd_tokens_create(args: argparse.Namespace) -> int:
+    from feedtag.store.tokens import Role, create_token
+
+    cameras = args.camera or None
+    token, record = create_token(_store_engine(args), args.name, Role(args.role), cameras)
+    if args.json:
+        print(json.dumps({**record.to_dict(), "token": token}))
+        return EXIT_OK
+    scope = "every camera" if cameras is None else ", ".join(sorted(cameras))
+    print(f"created {record.role.value} token {record.token_id} ({record.name!r}, {scope}).")
+    print("The token is shown this once; it is stored only as a hash:", file=sys.stderr)
+    print(token)
+    return EXIT_OK
+
+
+def cmd_tokens_list(args: argparse.Namespace) -> int:
+    from feedtag.store.tokens import list_tokens
+
+    records = list_tokens(_store_engine(args), include_revoked=args.all)
+    if args.json:
+        print(json.dumps([record.to_dict() for record in records]))
+        return EXIT_OK
+    rows = []
+    for record in records:
+        row = record.to_dict()
+        row["cameras"] = "all" if record.cameras is None else ",".join(sorted(record.cameras))
+        rows.append(row)
+    _print_rows(rows, ["token_id", "name", "role", "cameras", "created_at", "revoked_at"])
+    return EXIT_OK
+
+
+def cmd_tokens_revoke(args: argparse.Namespace) -> int:
+    from feedtag.store.tokens import revoke_token
+
+    if not revoke_token(_store_engine(args), args.token_id):
+        raise ConfigError([("token_id", f"no live token {args.token_id!r}")], "arguments")
+    print(f"revoked {args.token_id}; its sessions end at their next request")
+    return EXIT_OK
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from feedtag.store.audit import AuditQuery, search_audit
+
+    since, until = _times(args)
+    who = (args.principal,) if args.principal else ()
+    query = AuditQuery(who, args.action, args.camera, since, until, args.limit, args.cursor)
+    page = search_audit(_store_engine(args), query)
+    items = [entry.to_dict() for entry in page.items]
+    if args.json:
+        print(json.dumps({"items": items, "next_cursor": page.next_cursor}))
+        return EXIT_OK
+    _print_rows(items, ["at", "token_name", "role", "action", "camera_id", "object_id", "client"])
+    if page.next_cursor:
+        print(f"more: --cursor {page.next_cursor}")
+    return EXIT_OK
 
 
 # -- helpers ----------------------------------------------------------------------------
@@ -385,13 +459,73 @@ def _load_engine(config: FeedtagConfig) -> Any:
     return NodeEngine.from_config(config, _progress)
 
 
-def run_engine(config: FeedtagConfig, *, seconds: float | None, as_json: bool) -> int:
+def _api_store(config: FeedtagConfig) -> Any:
+    """The store engine the API will read when ``config.api`` says to serve it, else None.
+
+    Checked before anything starts: the server never runs without an admin credential, and
+    with ``api.enabled: true`` the missing credential is a :class:`ConfigError`."""
+    if config.api.enabled is False:
+        return None
+    from feedtag.store.engine import create_store_engine
+    from feedtag.store.migrations import upgrade
+    from feedtag.store.tokens import has_admin_token
+
+    store = create_store_engine(config.store.resolved_url())
+    upgrade(store)
+    if config.api.admin_token is not None or has_admin_token(store):
+        return store
+    if config.api.enabled:
+        raise ConfigError(
+            [("api.admin_token", "the API needs an admin credential: set api.admin_token "
+              "(e.g. ${FEEDTAG_ADMIN_TOKEN}) or run `feedtag tokens create --role admin`")],
+            "config",
+        )  # fmt: skip
+    log.info(
+        "API not served: no admin credential (set api.admin_token, or run "
+        "`feedtag tokens create --role admin`)"
+    )
+    return None
+
+
+def _serve_api(config: FeedtagConfig, engine: Any, store: Any, *, fallback_port: bool) -> Any:
+    """Serve the API and dashboard beside ``engine``; a taken port falls back to a free one
+    when ``fallback_port`` (the demo)."""
+    from feedtag.api.app import close_app, create_app
+    from feedtag.runtime.serve import ApiServer, ServeError
+
+    app = create_app(config, engine, store=store)
+    server = ApiServer(app, config.api.host, config.api.port, before_stop=lambda: close_app(app))
+    try:
+        server.start()
+    except ServeError:
+        if not fallback_port:
+            raise
+        server = ApiServer(app, config.api.host, 0, before_stop=lambda: close_app(app))
+        server.start()
+    print(f"API and dashboard: {server.url}/", file=sys.stderr, flush=True)
+    return server
+
+
+def run_engine(
+    config: FeedtagConfig,
+    *,
+    seconds: float | None,
+    as_json: bool,
+    on_api: Any = None,
+    fallback_port: bool = False,
+) -> int:
+    store = _api_store(config)
     engine = _load_engine(config)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
+    server = None
+    if store is not None:
+        server = _serve_api(config, engine, store, fallback_port=fallback_port)
+    if server is not None and on_api is not None:
+        on_api(server.url)
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     engine.start()
     started = time.monotonic()
@@ -403,6 +537,8 @@ def run_engine(config: FeedtagConfig, *, seconds: float | None, as_json: bool) -
                 break
     finally:
         began = time.monotonic()
+        if server is not None:
+            server.stop()
         clean = engine.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -556,6 +692,39 @@ def _add_event_commands(commands: Any) -> None:
     stats.set_defaults(func=cmd_events_stats)
 
 
+def _add_access_commands(commands: Any) -> None:
+    tokens = commands.add_parser("tokens", help="API tokens: create, list, revoke")
+    actions = tokens.add_subparsers(dest="tokens", required=True, metavar="ACTION")
+    create = actions.add_parser("create", help="make a token (shown once, stored hashed)")
+    create.add_argument("--name", required=True, help="who or what uses it")
+    create.add_argument("--role", choices=["viewer", "operator", "admin"], default="viewer")
+    create.add_argument(
+        "--camera", action="append", default=[], help="restrict to this camera (repeatable)"
+    )
+    create.set_defaults(func=cmd_tokens_create)
+    listing = actions.add_parser("list", help="tokens (never the tokens themselves)")
+    listing.add_argument("--all", action="store_true", help="include revoked tokens")
+    listing.set_defaults(func=cmd_tokens_list)
+    revoke = actions.add_parser("revoke", help="revoke a token by its id")
+    revoke.add_argument("token_id")
+    revoke.set_defaults(func=cmd_tokens_revoke)
+    for parser in (create, listing, revoke):
+        parser.add_argument("--config", type=Path, default=None, help="read the store from it")
+        parser.add_argument("--json", action="store_true")
+
+    audit = commands.add_parser("audit", help="who read which events and media, when")
+    audit.add_argument("--config", type=Path, default=None, help="read the store from it")
+    audit.add_argument("--since", default=None, help="ISO time or a duration like 2h")
+    audit.add_argument("--until", default=None, help="ISO time or a duration like 15m")
+    audit.add_argument("--principal", default=None, help="a token id or name")
+    audit.add_argument("--action", action="append", default=[], help="e.g. events.get")
+    audit.add_argument("--camera", action="append", default=[])
+    audit.add_argument("--limit", type=_positive(int), default=50)
+    audit.add_argument("--cursor", default=None)
+    audit.add_argument("--json", action="store_true")
+    audit.set_defaults(func=cmd_audit)
+
+
 def _add_bench_commands(commands: Any) -> None:
     bench = commands.add_parser("bench", help="benchmarks")
     bench_kinds = bench.add_subparsers(dest="bench", required=True, metavar="KIND")
@@ -622,6 +791,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_vision_commands(commands)
     _add_event_commands(commands)
+    _add_access_commands(commands)
     _add_bench_commands(commands)
     return parser
 
