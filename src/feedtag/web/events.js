@@ -97,7 +97,11 @@ function row(event, fresh = false) {
     el("td", { class: "snap" }, [snapshot]),
   ]);
   tr.addEventListener("click", () => openEvent(event.event_id));
-  tr.addEventListener("keydown", (e) => { if (e.key === "Enter") openEvent(event.event_id); });
+  tr.addEventListener("keydown", (e) => {
+    if (e.key !== "Enter") return;
+    e.preventDefault();  // else the Enter also presses the dialog's close button, focused by showModal
+    openEvent(event.event_id);
+  });
   if (event.label) labels.add(event.label);
   return tr;
 }

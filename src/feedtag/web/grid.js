@@ -52,7 +52,9 @@ function makeCard(camera) {
     camera, loading: false, loaded: false, size: DEFAULT_SIZE.slice(), overlayKey: "",
   };
   root.addEventListener("keydown", (event) => {
-    if (event.key === "Enter" && event.target === root) location.hash = `#/events?camera=${encodeURIComponent(card.camera.id)}`;
+    if (event.key !== "Enter" || event.target !== root) return;
+    event.preventDefault();
+    location.hash = `#/events?camera=${encodeURIComponent(card.camera.id)}`;
   });
   if (observer) observer.observe(root);
   return card;

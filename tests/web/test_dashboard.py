@@ -1,0 +1,385 @@
+"""The dashboard in a real browser against the real server with live feeds: sign-in, the
+camera grid filling with live thumbnails, event filters, an event's snapshot, charts, the
+refusal of admin actions for a viewer, hostile names rendered as text, and the CSP."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+
+from ..conftest import wait_for
+from .conftest import PageLog
+from .server import Served
+
+pytestmark = [pytest.mark.system, pytest.mark.slow]
+
+FEED_TIMEOUT_S = 60.0
+UI_TIMEOUT_MS = 20_000
+HOSTILE_NAMES = [
+    "<script>window.__xss=1</script>",
+    '"><img src=x onerror=window.__xss=1>',
+]
+
+
+def expect(target: Any) -> Any:
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect(target)
+
+
+def sign_in(page: Any, token: str) -> None:
+    page.goto("/")
+    expect(page.locator("#login-view")).to_be_visible()
+    page.fill("#login-token", token)
+    page.press("#login-token", "Enter")
+    expect(page.locator("#app-view")).to_be_visible()
+
+
+def shot(page: Any, folder: Path, name: str) -> None:
+    page.screenshot(path=str(folder / f"{name}.png"))
+
+
+def jpeg_size(client: httpx.Client, url: str) -> tuple[int, int]:
+    answer = client.get(url)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"].startswith("image/jpeg")
+    image = cv2.imdecode(np.frombuffer(answer.content, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None, f"{url} is not a decodable JPEG"
+    return int(image.shape[1]), int(image.shape[0])
+
+
+def api_cameras(client: httpx.Client) -> dict[str, dict[str, Any]]:
+    answer = client.get("/api/v1/cameras")
+    answer.raise_for_status()
+    return {camera["id"]: camera for camera in answer.json()["items"]}
+
+
+def zones_and_lines(camera: dict[str, Any]) -> tuple[int, int]:
+    """How many zones and lines the API says a camera has (either shape of the answer)."""
+    analytics = (camera.get("settings") or {}).get("analytics") or {}
+    zones = camera.get("zones", analytics.get("zones", []))
+    lines = camera.get("lines", analytics.get("lines", []))
+    return len(zones), len(lines)
+
+
+def events_page(client: httpx.Client, **params: Any) -> list[dict[str, Any]]:
+    answer = client.get("/api/v1/events", params={"limit": 200, **params})
+    answer.raise_for_status()
+    return list(answer.json()["items"])
+
+
+def rows(page: Any) -> list[dict[str, str]]:
+    return list(
+        page.eval_on_selector_all(
+            "#events-body tr.event-row",
+            "rows => rows.map(r => ({id: r.dataset.eventId, kind: r.dataset.kind,"
+            " camera: r.dataset.cameraId}))",
+        )
+    )
+
+
+# -- the page itself ----------------------------------------------------------------------
+
+
+def test_the_page_has_a_strict_csp_that_blocks_inline_script(page: Any, page_log: PageLog) -> None:
+    response = page.goto("/")
+    policy = response.headers.get("content-security-policy", "")
+    assert "default-src 'self'" in policy
+    assert "'unsafe-inline'" not in policy and "'unsafe-eval'" not in policy
+    # The control: an injected inline script must be blocked, and the watch must see it.
+    page.evaluate(
+        "() => { const s = document.createElement('script');"
+        " s.textContent = 'window.__inline = 1'; document.head.append(s); }"
+    )
+    assert page.evaluate("window.__inline") is None
+    wait_for(lambda: page_log.csp_violations, 5, what="the CSP violation to be reported")
+    page_log.console.clear()  # expected here; every other test must have none
+
+
+def test_a_wrong_token_is_refused_and_sign_out_ends_the_session(page: Any, served: Served) -> None:
+    page.goto("/")
+    page.fill("#login-token", "not-a-valid-token-" + "x" * 20)
+    page.press("#login-token", "Enter")
+    expect(page.locator("#login-error")).to_contain_text("not accepted")
+    expect(page.locator("#app-view")).to_be_hidden()
+
+    sign_in(page, served.admin_token)
+    expect(page.locator("#whoami")).to_contain_text("admin")
+    page.reload()  # the HttpOnly session cookie survives a reload
+    expect(page.locator("#app-view")).to_be_visible()
+    assert page.evaluate("document.cookie") == ""  # the page cannot read the session
+    page.click("#logout-button")
+    expect(page.locator("#login-view")).to_be_visible()
+    page.reload()
+    expect(page.locator("#login-view")).to_be_visible()
+
+
+# -- the camera grid -------------------------------------------------------------------------
+
+
+def test_the_grid_fills_with_live_thumbnails_and_overlays(
+    page: Any, served: Served, admin_api: httpx.Client, screenshots: Path
+) -> None:
+    sign_in(page, served.admin_token)
+    cameras = api_cameras(admin_api)
+    expect(page.locator("#grid .card")).to_have_count(len(cameras), timeout=UI_TIMEOUT_MS)
+    for camera_id in served.feed_cameras:
+        card = page.locator(f'#grid .card[data-camera-id="{camera_id}"]')
+        thumb = card.locator("img.thumb")
+        page.wait_for_function(
+            "img => img.complete && img.naturalWidth > 0",
+            arg=thumb.element_handle(),
+            timeout=FEED_TIMEOUT_S * 1000,
+        )
+        # The image is the camera's real anonymized thumbnail: same size as the API's JPEG.
+        shown = thumb.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+        assert tuple(shown) == jpeg_size(admin_api, thumb.get_attribute("src"))
+        expect(card.locator(".badge.state")).to_have_text("online", timeout=UI_TIMEOUT_MS)
+        zones, lines = zones_and_lines(cameras[camera_id])
+        expect(card.locator("svg.overlay polygon")).to_have_count(zones)
+        expect(card.locator("svg.overlay line.cross-line")).to_have_count(lines)
+        expect(card.locator("svg.overlay path.cross-arrow")).to_have_count(lines)
+    # Live: the thumbnail is fetched again (a new cache-busting address) within seconds.
+    first = page.locator(f'#grid .card[data-camera-id="{served.feed_cameras[0]}"] img.thumb')
+    before = first.get_attribute("src")
+    page.wait_for_function(
+        "([img, before]) => img.getAttribute('src') !== before && img.naturalWidth > 0",
+        arg=[first.element_handle(), before],
+        timeout=UI_TIMEOUT_MS,
+    )
+    expect(page.locator("#grid-summary")).to_contain_text(f"{len(cameras)} camera")
+    shot(page, screenshots, "grid")
+
+    # Keyboard: 2 opens the events, ? the help, Esc closes it, o hides the overlays.
+    page.keyboard.press("2")
+    expect(page.locator("#view-events")).to_be_visible()
+    page.keyboard.press("?")
+    expect(page.locator("#help-dialog")).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(page.locator("#help-dialog")).to_be_hidden()
+    page.keyboard.press("1")
+    expect(page.locator("#view-cameras")).to_be_visible()
+    page.keyboard.press("o")
+    expect(page.locator("#grid svg.overlay").first).to_be_hidden()
+
+
+# -- events -------------------------------------------------------------------------------------
+
+
+def wait_for_events(client: httpx.Client, predicate: Any, what: str) -> list[dict[str, Any]]:
+    def ready() -> list[dict[str, Any]] | None:
+        items = events_page(client)
+        return items if predicate(items) else None
+
+    return list(wait_for(ready, FEED_TIMEOUT_S, interval=1.0, what=what))
+
+
+def test_events_filter_by_kind_and_camera(
+    page: Any, admin_api: httpx.Client, served: Served, screenshots: Path
+) -> None:
+    items = wait_for_events(
+        admin_api,
+        lambda items: (
+            len({e["kind"] for e in items}) >= 2 or len({e["camera_id"] for e in items}) >= 2
+        ),
+        "events of two kinds or two cameras from the live feeds",
+    )
+    kinds = sorted({e["kind"] for e in items})
+    sign_in(page, served.admin_token)
+    page.goto("/#/events")
+    page.locator("#filter-range").select_option("all")
+    expect(page.locator("#events-body tr.event-row").first).to_be_visible(timeout=UI_TIMEOUT_MS)
+    unfiltered = rows(page)
+    assert unfiltered, "the unfiltered list shows events"
+    shot(page, screenshots, "events")
+
+    kind = min(kinds, key=lambda k: sum(e["kind"] == k for e in items))  # the rarer one
+    newest = events_page(admin_api, kind=kind)[0]["event_id"]
+    page.locator("#filter-kind").select_option(kind)
+    page.wait_for_function(
+        "kind => { const r = [...document.querySelectorAll('#events-body tr.event-row')];"
+        " return r.length > 0 && r.every(x => x.dataset.kind === kind); }",
+        arg=kind,
+        timeout=UI_TIMEOUT_MS,
+    )
+    filtered = rows(page)
+    assert newest in {r["id"] for r in filtered}
+    assert {r["kind"] for r in filtered} == {kind}
+    expect(page.locator("#events-status")).to_contain_text(f"kind {kind}")
+    assert f"kind={kind}" in page.url  # the filter is in the address, to share or reload
+
+    page.locator("#event-filters button[type=reset]").click()
+    camera = items[0]["camera_id"]
+    page.locator("#filter-camera").select_option(camera)
+    page.wait_for_function(
+        "camera => { const r = [...document.querySelectorAll('#events-body tr.event-row')];"
+        " return r.length > 0 && r.every(x => x.dataset.cameraId === camera); }",
+        arg=camera,
+        timeout=UI_TIMEOUT_MS,
+    )
+    expected = {e["event_id"] for e in events_page(admin_api, camera=camera, limit=50)}
+    shown = {r["id"] for r in rows(page)}
+    assert shown & expected, "the camera filter shows that camera's events"
+    shot(page, screenshots, "events-filtered")
+
+
+def test_an_event_opens_with_its_snapshot(
+    page: Any, admin_api: httpx.Client, served: Served, screenshots: Path
+) -> None:
+    items = wait_for_events(
+        admin_api, lambda items: any(e["snapshot_url"] for e in items), "an event with a snapshot"
+    )
+    event = next(e for e in items if e["snapshot_url"])
+    sign_in(page, served.admin_token)
+    page.goto(f"/#/events?camera={event['camera_id']}&kind={event['kind']}&range=all")
+    row = page.locator(f'#events-body tr.event-row[data-event-id="{event["event_id"]}"]')
+    expect(row).to_be_visible(timeout=UI_TIMEOUT_MS)
+    row.focus()
+    page.keyboard.press("Enter")
+    dialog = page.locator("#event-dialog")
+    expect(dialog).to_be_visible()
+    snapshot = dialog.locator("#event-snapshot")
+    page.wait_for_function(
+        "img => img.complete && img.naturalWidth > 0",
+        arg=snapshot.element_handle(),
+        timeout=UI_TIMEOUT_MS,
+    )
+    assert tuple(snapshot.evaluate("i => [i.naturalWidth, i.naturalHeight]")) == jpeg_size(
+        admin_api, event["snapshot_url"]
+    )
+    expect(dialog.locator("#event-fields")).to_contain_text(event["event_id"])
+    expect(dialog.locator("#event-dialog-title")).to_contain_text(event["kind"].replace("_", " "))
+    shot(page, screenshots, "event-detail")
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+
+
+def test_new_events_arrive_live(page: Any, served: Served) -> None:
+    sign_in(page, served.admin_token)
+    page.goto("/#/events")
+    expect(page.locator("#live-indicator.up")).to_be_attached(timeout=UI_TIMEOUT_MS)
+    # A row marked fresh came through the event stream, not from a page load.
+    expect(page.locator("#events-body tr.event-row.fresh").first).to_be_attached(
+        timeout=FEED_TIMEOUT_S * 1000
+    )
+
+
+# -- charts ----------------------------------------------------------------------------------
+
+
+def test_a_chart_of_events_per_label_renders(
+    page: Any, admin_api: httpx.Client, served: Served, screenshots: Path
+) -> None:
+    wait_for_events(admin_api, bool, "any event")
+
+    def stats() -> dict[str, Any]:
+        since = time.time() - 3600
+        answer = admin_api.get("/api/v1/stats", params={"since": since, "bucket_s": 60})
+        answer.raise_for_status()
+        return dict(answer.json())
+
+    before = stats()
+    sign_in(page, served.admin_token)
+    page.goto("/#/charts")
+    series = page.locator("#chart-timeline svg path.series")
+    expect(series.first).to_be_attached(timeout=UI_TIMEOUT_MS)
+    after = stats()
+    labels = {b["label"] or "(no label)" for b in after["buckets"]}
+    shown = set(page.locator("#chart-legend .legend-label").all_text_contents())
+    assert {b["label"] or "(no label)" for b in before["buckets"]} <= shown <= labels
+    assert series.count() == len(shown)
+    assert all(
+        len(d.split("L")) >= 2
+        for d in [series.nth(i).get_attribute("d") for i in range(series.count())]
+    )
+    totals = [int(t) for t in page.locator("#chart-legend .legend-total").all_text_contents()]
+    total = lambda answer: sum(b["count"] for b in answer["buckets"])  # noqa: E731
+    assert total(before) <= sum(totals) <= total(after)
+    expect(page.locator("#chart-cameras svg rect.bar").first).to_be_attached()
+    box = page.locator("#chart-timeline svg").bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.9, box["y"] + box["height"] / 2)
+    expect(page.locator("#chart-timeline .tooltip")).to_be_visible()
+    shot(page, screenshots, "chart")
+
+
+# -- roles ----------------------------------------------------------------------------------
+
+
+def test_a_viewer_is_refused_admin_actions(
+    page: Any, admin_api: httpx.Client, served: Served, screenshots: Path
+) -> None:
+    sign_in(page, served.viewer_token)
+    expect(page.locator("#whoami")).to_contain_text("viewer")
+    if served.viewer_cameras is not None:  # a token limited to cameras sees only those
+        expect(page.locator("#grid .card")).to_have_count(len(served.viewer_cameras))
+        ids = page.locator("#grid .card").evaluate_all(
+            "cards => cards.map(c => c.dataset.cameraId)"
+        )
+        assert sorted(ids) == sorted(served.viewer_cameras)
+    page.keyboard.press("4")
+    expect(page.locator("#admin-role-note")).to_contain_text("need admin")
+    form = page.locator("#add-camera-form")
+    form.locator("input[name=id]").fill("viewer-was-here")
+    form.locator("input[name=url]").fill("rtsp://192.0.2.1/stream")
+    form.locator("button[type=submit]").click()
+    result = page.locator("#add-camera-result")
+    expect(result).to_contain_text("403", timeout=UI_TIMEOUT_MS)
+    expect(result).to_contain_text("Refused")
+    expect(page.locator("#audit-result")).to_contain_text("403")
+    expect(page.locator("#token-result")).to_contain_text("403")
+    shot(page, screenshots, "refused")
+    assert "viewer-was-here" not in api_cameras(admin_api)
+
+
+# -- hostile names ------------------------------------------------------------------------------
+
+
+def test_hostile_camera_names_render_as_text(
+    page: Any, admin_api: httpx.Client, served: Served, screenshots: Path
+) -> None:
+    sign_in(page, served.admin_token)
+    page.keyboard.press("4")
+    # One through the dashboard's own form (cookie + CSRF), one through the API (bearer).
+    form = page.locator("#add-camera-form")
+    form.locator("input[name=id]").fill("hostile-1")
+    form.locator("input[name=name]").fill(HOSTILE_NAMES[0])
+    form.locator("input[name=url]").fill("rtsp://192.0.2.1/stream")
+    form.locator("button[type=submit]").click()
+    expect(page.locator("#add-camera-result")).to_contain_text("Added camera hostile-1")
+    added = admin_api.post(
+        "/api/v1/cameras",
+        json={"id": "hostile-2", "name": HOSTILE_NAMES[1], "url": "rtsp://192.0.2.1/other"},
+    )
+    assert added.status_code == 201, added.text
+    try:
+        page.keyboard.press("1")
+        for camera_id, name in (("hostile-1", HOSTILE_NAMES[0]), ("hostile-2", HOSTILE_NAMES[1])):
+            card = page.locator(f'#grid .card[data-camera-id="{camera_id}"]')
+            expect(card.locator(".cam-name")).to_have_text(name, timeout=UI_TIMEOUT_MS)
+        # A hostile label typed into the events filter is shown as text too.
+        page.keyboard.press("2")
+        page.fill("#filter-label", HOSTILE_NAMES[1])
+        expect(page.locator("#events-status")).to_contain_text(HOSTILE_NAMES[1])
+        page.keyboard.press("Escape")
+        page.locator("#filter-label").blur()
+        page.keyboard.press("1")
+        shot(page, screenshots, "hostile-names")
+        assert page.evaluate("typeof window.__xss") == "undefined"
+        assert page.locator('img[src="x"]').count() == 0
+        assert page.locator("script").count() == 1  # only /static/app.js
+        # Remove one through the dashboard (two clicks), the other through the API.
+        page.keyboard.press("4")
+        remove = page.get_by_role("button", name="Remove camera hostile-1")
+        remove.click()
+        remove.click()
+        expect(page.locator("#admin-cameras-result")).to_contain_text("Removed camera hostile-1")
+        assert "hostile-1" not in api_cameras(admin_api)
+    finally:
+        for camera_id in ("hostile-1", "hostile-2"):
+            admin_api.delete(f"/api/v1/cameras/{camera_id}")
