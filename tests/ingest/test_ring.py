@@ -98,3 +98,30 @@ def test_clip_from_live_rtsp(rtsp_server: RtspServer, tmp_path: Path) -> None:
     assert 60 <= frames <= 25 * 4  # 2.5 s plus back to the keyframe before
     with av.open(str(clip)) as container:
         assert container.streams.video[0].codec_context.name == "h264"
+
+
+def test_clips_pending_at_shutdown_are_written_with_the_post_roll_there_is(
+    vtest_clip: Path, tmp_path: Path
+) -> None:
+    from feedtag.core import Event, EventKind
+    from feedtag.runtime.clips import ClipWriter
+    from feedtag.store.media import MediaStore
+
+    config = make_config(vtest_clip.parent, url=vtest_clip.name, realtime=False)
+    ring = PacketRing(30)
+    ingest = CameraIngest(config.cameras[0], config.reconnect, FrameQueue(100), ring=ring)
+    ingest.start()
+    assert ingest.join(30)
+    packets = ring.snapshot()
+    media = MediaStore(tmp_path / "media")
+    clips = ClipWriter(media, lambda camera: ring, preroll_s=1.0, postroll_s=600.0)
+    clips.start()
+    # an event at the newest packet: its ten-minute post-roll will never come
+    event = Event("ev1", "cam", EventKind.CROWDING, "r", packets[-1].wall)
+    assert clips.request(event)
+    time.sleep(0.3)
+    assert clips.written == 0  # still waiting for its post-roll
+    clips.stop()
+    assert (clips.written, clips.failed) == (1, 0)
+    clip = media.event_path("clips", "cam", "ev1", event.started_at)
+    assert decoded_frames(clip) >= 25  # from the keyframe before the pre-roll to the end

@@ -142,6 +142,7 @@ def test_an_event_snapshot_shows_the_best_frame_of_its_track(tmp_path: Path) -> 
     for index, (t, box, grey) in enumerate(walk):
         frame = Frame("door", index, float(t), T0 + t, image(grey))
         events(frame, boxes((7, *box)))
+    events.close()  # finishes the snapshots being written
     assert writer.flush(10)
     writer.close()
     (event,) = search_events(writer._engine, EventQuery(camera_ids=["door"])).items

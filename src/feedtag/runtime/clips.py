@@ -1,6 +1,10 @@
 """Event clips: when an event fires on a camera that keeps a packet ring, wait for the
 post-roll, then remux pre-roll + post-roll from the ring into
-``media/clips/<camera>/<day>/<event_id>.mp4``. Clips are raw media (people not covered)."""
+``media/clips/<camera>/<day>/<event_id>.mp4``. Clips are raw media (people not covered).
+
+At shutdown the clips still waiting for their post-roll are written with what the ring holds
+(a shorter post-roll), within ``STOP_FLUSH_S``; only what does not fit in that time is lost,
+and logged."""
 
 from __future__ import annotations
 
@@ -22,6 +26,8 @@ log = logging.getLogger(__name__)
 
 PREROLL_S: Final = 5.0
 POSTROLL_S: Final = 5.0
+#: at shutdown, longest spent writing the clips still pending
+STOP_FLUSH_S: Final = 5.0
 
 
 @dataclass(order=True)
@@ -56,10 +62,20 @@ class ClipWriter:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop the thread, then write the pending clips with the post-roll there is."""
         with self._condition:
             self._stop = True
             self._condition.notify()
         self._thread.join(5)
+        deadline = time.monotonic() + STOP_FLUSH_S
+        with self._condition:
+            pending = [heapq.heappop(self._pending) for _ in range(len(self._pending))]
+        for index, item in enumerate(pending):
+            if time.monotonic() > deadline:
+                log.warning("shutdown: %d pending clip(s) not written", len(pending) - index)
+                self.failed += len(pending) - index
+                return
+            self._write(item.event)
 
     def request(self, event: Event) -> bool:
         """Schedule the clip of ``event`` if its camera keeps a ring; False otherwise."""

@@ -29,6 +29,7 @@ from feedtag.config.models import CameraConfig, StoreConfig
 from feedtag.core import CameraState, Detections, Event, EventEnd, Frame, TagSegment
 from feedtag.errors import FeedtagError
 from feedtag.runtime.clips import ClipWriter
+from feedtag.runtime.media_worker import MediaWorker
 from feedtag.store.engine import create_store_engine, store_url_for_log
 from feedtag.store.media import MediaStore
 from feedtag.store.migrations import upgrade
@@ -74,6 +75,8 @@ class EventPipeline:
         #: a listener must not block, and one that raises is logged and skipped
         self.listeners: list[Callable[[Event], None]] = []
         self.thumbnail_interval_s = thumbnail_interval_s
+        # snapshots and thumbnails are encoded here, not in the detection worker's thread
+        self.media_jobs = MediaWorker() if media is not None else None
         self._cameras = {camera.id: _camera(camera) for camera in cameras}
 
     def add_camera(self, camera: CameraConfig) -> None:
@@ -120,7 +123,8 @@ class EventPipeline:
         return {camera_id: dict(c.counts) for camera_id, c in self._cameras.items()}
 
     def close(self) -> None:
-        """Close every open segment and rule, and hand the rest to the writer."""
+        """Close every open segment and rule, hand the rest to the writer, and finish the
+        snapshots and thumbnails still queued."""
         now = time.time()
         for camera in self._cameras.values():
             with camera.lock:
@@ -132,6 +136,8 @@ class EventPipeline:
             ]
             for item in items:
                 self._store(item)
+        if self.media_jobs is not None:
+            self.media_jobs.close()
 
     def _due_checkpoint(self, camera: _Camera, wall_time: float) -> list[TagSegment]:
         if wall_time - camera.last_checkpoint < SEGMENT_CHECKPOINT_S:
@@ -140,20 +146,31 @@ class EventPipeline:
         return camera.analyzer.open_segments()
 
     def _with_snapshot(self, event: Event, sighting: Sighting) -> Event:
-        if self.media is None:
+        media, jobs = self.media, self.media_jobs
+        if media is None or jobs is None:
             return event
         try:
-            path = self.media.write_snapshot(
-                event.camera_id, event.event_id, at=event.started_at, image=sighting.image,
-                detections=sighting.detections, class_names=self.class_names,
-                highlight=event.track_ids,
-            )  # fmt: skip
-        except (OSError, FeedtagError):
-            log.exception("camera %s: snapshot of event %s failed", event.camera_id, event.event_id)
+            path = media.event_path("snapshots", event.camera_id, event.event_id, event.started_at)
+        except FeedtagError:
+            log.exception(
+                "camera %s: no snapshot path for event %s", event.camera_id, event.event_id
+            )
             return event
+
+        def write() -> None:
+            try:
+                media.write_snapshot(
+                    event.camera_id, event.event_id, at=event.started_at, image=sighting.image,
+                    detections=sighting.detections, class_names=self.class_names,
+                    highlight=event.track_ids,
+                )  # fmt: skip
+            except (OSError, FeedtagError):
+                log.exception("camera %s: snapshot of %s failed", event.camera_id, event.event_id)
+
+        jobs.submit(write, essential=True)
         attributes = {
             **event.attributes,
-            "snapshot": self.media.relative(path),
+            "snapshot": media.relative(path),
             "snapshot_at": round(sighting.wall_time, 3),
         }
         return replace(event, attributes=attributes)
@@ -165,16 +182,22 @@ class EventPipeline:
         return replace(event, attributes={**event.attributes, "clip": self.media.relative(planned)})
 
     def _thumbnail(self, camera: _Camera, frame: Frame, detections: Detections) -> None:
+        media, jobs = self.media, self.media_jobs
         if (
-            self.media is None
+            media is None
+            or jobs is None
             or frame.wall_time - camera.last_thumbnail < self.thumbnail_interval_s
         ):
             return
         camera.last_thumbnail = frame.wall_time
-        try:
-            self.media.write_thumbnail(frame.camera_id, frame.image, detections, self.class_names)
-        except (OSError, FeedtagError):
-            log.exception("camera %s: thumbnail failed", frame.camera_id)
+
+        def write() -> None:
+            try:
+                media.write_thumbnail(frame.camera_id, frame.image, detections, self.class_names)
+            except (OSError, FeedtagError):
+                log.exception("camera %s: thumbnail failed", frame.camera_id)
+
+        jobs.submit(write, essential=False)
 
     def _store(self, item: Event | EventEnd | TagSegment) -> None:
         try:
