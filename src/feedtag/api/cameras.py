@@ -122,7 +122,9 @@ def _views(state: ApiState, cameras: list[CameraConfig]) -> list[dict[str, Any]]
     return [camera_view(c, statuses.get(c.id), vision.get(c.id), counts.get(c.id)) for c in cameras]
 
 
-def _validated(state: ApiState, data: dict[str, Any]) -> CameraConfig:
+def _validated(state: ApiState, data: dict[str, Any], *, new_url: bool = True) -> CameraConfig:
+    """The camera ``data`` describes, validated like config; a new URL is also checked for
+    where it points (a URL kept from before was checked, or came from the config file)."""
     media_root = state.config.media_root
     try:
         camera = CameraConfig.model_validate(data, context={"media_root": media_root})
@@ -133,6 +135,8 @@ def _validated(state: ApiState, data: dict[str, Any]) -> CameraConfig:
             for error_item in error.errors(include_input=False, include_context=False)
         ]  # fmt: skip
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail) from None
+    if not new_url:
+        return camera
     try:
         check_camera_address(camera.url, state.config.api.allow_networks)
     except SourceRejected as error:
@@ -247,7 +251,7 @@ def change_camera(
         for name in ("username", "password"):  # a new URL brings its own credentials
             data.pop(name, None)
     data.update(body)
-    camera = _validated(state, data)
+    camera = _validated(state, data, new_url="url" in body)
     if not state.registry.change(camera):
         raise _not_found()
     return _views(state, [camera])[0]

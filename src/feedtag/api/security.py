@@ -63,10 +63,6 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
 class RequestLimits:
     """413 for bodies above ``max_body_bytes`` (before reading them), 414 for URLs above
     ``max_url_chars``."""
@@ -88,28 +84,43 @@ class RequestLimits:
         if declared is not None and declared > self.max_body_bytes:
             await _refuse(send, 413, f"request body larger than {self.max_body_bytes} bytes")
             return
+        await self._counted(scope, receive, send)
+
+    async def _counted(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Count a body without a (trusted) length as it arrives; past the limit, answer 413
+        and tell the app the client left (its own answer, if any, is dropped)."""
         received = 0
         started = False
+        refused = False
+        too_large = f"request body larger than {self.max_body_bytes} bytes"
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
-                    raise _BodyTooLarge
+                    refused = True
+                    if not started:
+                        await _refuse(send, 413, too_large)
+                    return {"type": "http.disconnect"}
             return message
 
-        async def tracking_send(message: Message) -> None:
+        async def guarded_send(message: Message) -> None:
             nonlocal started
+            if refused:
+                return  # the 413 went out already
             started = started or message["type"] == "http.response.start"
             await send(message)
 
         try:
-            await self.app(scope, counting_receive, tracking_send)
-        except _BodyTooLarge:
-            if not started:
-                await _refuse(send, 413, f"request body larger than {self.max_body_bytes} bytes")
+            await self.app(scope, counting_receive, guarded_send)
+        except Exception:
+            if not refused:
+                raise
+            # the app failed on the cut-off body: expected, and already answered
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -1,0 +1,131 @@
+"""API fixtures: a real app (FastAPI over a real NodeEngine and a real SQLite store) with two
+cameras, an event with snapshot and clip on each, thumbnails, and a token per role.
+
+The large tables use FastAPI's TestClient (in-process, no sockets); the end-to-end tests use
+:mod:`tests.api.server` (real uvicorn, real footage).
+"""
+
+from __future__ import annotations
+
+import secrets
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+
+from feedtag.api.app import create_app
+from feedtag.config import validate_config
+from feedtag.core import Event, EventKind
+from feedtag.runtime.node import NodeEngine
+from feedtag.store.tokens import Role, create_token
+
+from .server import RunningServer
+
+with warnings.catch_warnings():
+    # Starlette asks for httpx2 in its TestClient; httpx is what the project depends on.
+    warnings.filterwarnings("ignore", message=".*httpx2", category=UserWarning)
+    from fastapi.testclient import TestClient
+
+CAMERA_A = "cam-a"
+CAMERA_B = "cam-b"
+XSS_NAME = '<script>alert(1)</script>"><img src=x onerror=alert(2)>'
+
+
+@dataclass
+class Setup:
+    """One app with known objects and a token per caller kind."""
+
+    client: TestClient
+    app: Any
+    store: Engine
+    data_dir: Path
+    web_dir: Path
+    tokens: dict[str, str | None]
+    events: dict[str, Event]  # camera id -> an event with snapshot and clip
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def headers(self, who: str) -> dict[str, str]:
+        token = self.tokens[who]
+        return {} if token is None else {"Authorization": f"Bearer {token}"}
+
+    def get(self, who: str, path: str, **kwargs: Any) -> Any:
+        return self.client.get(path, headers=self.headers(who), **kwargs)
+
+
+def make_web_dir(root: Path) -> Path:
+    web = root / "web"
+    web.mkdir()
+    (web / "index.html").write_text("<!doctype html><title>feedtag</title>\n")
+    (web / "app.js").write_text("export const ok = true;\n")
+    return web
+
+
+def api_config(data_dir: Path, admin_token: str, **api: Any) -> Any:
+    cameras = [
+        {"id": CAMERA_A, "name": "Camera A", "url": "rtsp://cam-a.example/s", "enabled": False},
+        {"id": CAMERA_B, "name": XSS_NAME, "url": "rtsp://u:hunter2@cam-b.example/s",
+         "enabled": False},
+    ]  # fmt: skip
+    data = {
+        "store": {"data_dir": str(data_dir)},
+        "detector": {"enabled": False},
+        "api": {"admin_token": admin_token, **api},
+        "cameras": cameras,
+    }
+    return validate_config(data, source="test")
+
+
+def seed(store: Engine, app: Any) -> dict[str, Event]:
+    """An event per camera with a snapshot and a clip file, and a thumbnail per camera."""
+    media = app.state.api.media
+    helper = RunningServer.__new__(RunningServer)  # only its data helpers, no server
+    helper.app = app
+    events = {}
+    for camera_id in (CAMERA_A, CAMERA_B):
+        event = helper.insert_event(camera_id, EventKind.LINE_CROSS, label=XSS_NAME)
+        events[camera_id] = event
+        helper.write_thumbnail(camera_id)
+    # clips: real files under the media root, named by the event rows
+    for camera_id, event in list(events.items()):
+        clip = media.event_path("clips", camera_id, event.event_id, event.started_at)
+        clip.parent.mkdir(parents=True, exist_ok=True)
+        clip.write_bytes(b"\x00\x00\x00\x18ftypmp42")
+        from feedtag.store.schema import events as table
+
+        attributes = {**event.attributes, "clip": media.relative(clip)}
+        with store.begin() as connection:
+            connection.execute(
+                table.update()
+                .where(table.c.event_id == event.event_id)
+                .values(attributes=attributes)
+            )
+        events[camera_id] = Event(**{**event.to_dict(), "kind": event.kind,
+                                     "track_ids": (), "attributes": attributes})  # fmt: skip
+    return events
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Iterator[Setup]:
+    admin = secrets.token_urlsafe(32)
+    config = api_config(tmp_path / "data", admin)
+    node = NodeEngine(config)
+    web = make_web_dir(tmp_path)
+    app = create_app(config, node, web_dir=web)
+    store = app.state.api.store
+    tokens: dict[str, str | None] = {"anonymous": None, "config_admin": admin}
+    for who, role, cameras in (
+        ("viewer_a", Role.VIEWER, [CAMERA_A]),
+        ("viewer", Role.VIEWER, None),
+        ("operator_a", Role.OPERATOR, [CAMERA_A]),
+        ("operator", Role.OPERATOR, None),
+        ("admin", Role.ADMIN, None),
+    ):
+        tokens[who] = create_token(store, who, role, cameras)[0]
+    events = seed(store, app)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield Setup(client, app, store, tmp_path / "data", web, tokens, events)
+    store.dispose()
