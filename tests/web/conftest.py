@@ -18,8 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ..conftest import REPO, require_service
-from .server import Served
+from ..conftest import REPO, RtspServer, require_service
 
 CHROMIUM = Path("/usr/bin/chromium")
 #: ../shared/TEST-STACK.md: headless, no sandbox (root), and no lookups of outside hosts
@@ -112,16 +111,48 @@ def admin_api(served: Served) -> Iterator[httpx.Client]:
         yield client
 
 
+@dataclass(frozen=True)
+class Served:
+    """The running API and dashboard as the browser tests see it."""
+
+    url: str
+    admin_token: str
+    viewer_token: str
+    #: the cameras the viewer token is limited to
+    viewer_cameras: list[str]
+    #: cameras with live feeds, which must show thumbnails
+    feed_cameras: list[str]
+
+    def client(self, token: str) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=10
+        )
+
+
+def feed_cameras(rtsp_server: RtspServer) -> list[dict[str, Any]]:
+    """Two live RTSP cameras on real footage with the demo's zones, lines and rules. The
+    ampersand in a name is a small escaping check of its own."""
+    from feedtag.bench.demo import BIKES_ANALYTICS, VTEST_ANALYTICS
+
+    return [
+        {"id": "vtest", "name": "Path & lawn", "url": rtsp_server.url("vtest"),
+         "analysis_fps": 2.0, "analytics": VTEST_ANALYTICS},
+        {"id": "bikes", "name": "Bikes", "url": rtsp_server.url("bikes"),
+         "analysis_fps": 2.0, "analytics": BIKES_ANALYTICS},
+    ]  # fmt: skip
+
+
 @pytest.fixture(scope="session")
 def served(
-    vtest_clip: Path,
-    bikes_clip: Path,
-    models_dir: Path,
-    tmp_path_factory: pytest.TempPathFactory,
+    rtsp_server: RtspServer, models_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Served]:
-    """One running engine + API for the whole browser session."""
-    from .server import start_dashboard_server
+    """One engine + API (tests/api/server.py) for the whole browser session, with live RTSP
+    feeds through the real detector, tracker and rules."""
+    from ..api.server import start_api_server
 
-    clips = {"vtest": vtest_clip, "bikes": bikes_clip}
-    with start_dashboard_server(clips, models_dir, tmp_path_factory.mktemp("web-data")) as found:
-        yield found
+    cameras = feed_cameras(rtsp_server)
+    ids = [camera["id"] for camera in cameras]
+    data_dir = tmp_path_factory.mktemp("web-data")
+    with start_api_server(data_dir, cameras, models_dir=models_dir) as server:
+        viewer = server.viewer_token(cameras=ids[:1])
+        yield Served(server.base_url, server.admin_token, viewer, ids[:1], ids)

@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 
 from ..conftest import wait_for
-from .conftest import PageLog
-from .server import Served
+from .conftest import PageLog, Served
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
 
@@ -141,6 +140,7 @@ def test_the_grid_fills_with_live_thumbnails_and_overlays(
         shown = thumb.evaluate("img => [img.naturalWidth, img.naturalHeight]")
         assert tuple(shown) == jpeg_size(admin_api, thumb.get_attribute("src"))
         expect(card.locator(".badge.state")).to_have_text("online", timeout=UI_TIMEOUT_MS)
+        expect(card.locator(".cam-name")).to_have_text(cameras[camera_id]["name"])
         zones, lines = zones_and_lines(cameras[camera_id])
         expect(card.locator("svg.overlay polygon")).to_have_count(zones)
         expect(card.locator("svg.overlay line.cross-line")).to_have_count(lines)
@@ -322,8 +322,14 @@ def test_a_viewer_is_refused_admin_actions(
             "cards => cards.map(c => c.dataset.cameraId)"
         )
         assert sorted(ids) == sorted(served.viewer_cameras)
+    page.keyboard.press("2")
+    page.locator("#filter-range").select_option("all")
+    expect(page.locator("#events-body tr.event-row").first).to_be_visible(timeout=UI_TIMEOUT_MS)
+    assert {r["camera"] for r in rows(page)} == set(served.viewer_cameras)
+    options = page.locator("#filter-camera option").evaluate_all("o => o.map(x => x.value)")
+    assert sorted(options) == sorted(["", *served.viewer_cameras])
     page.keyboard.press("4")
-    expect(page.locator("#admin-role-note")).to_contain_text("need admin")
+    expect(page.locator("#admin-role-note")).to_contain_text("refuses")
     form = page.locator("#add-camera-form")
     form.locator("input[name=id]").fill("viewer-was-here")
     form.locator("input[name=url]").fill("rtsp://192.0.2.1/stream")

@@ -162,7 +162,7 @@ export function show() {
   const note = $("#admin-role-note");
   note.textContent = hasRole("admin")
     ? "Signed in as admin."
-    : `Signed in as ${state.session ? state.session.role : "?"}: these actions need admin, and the server will refuse them.`;
+    : `Signed in as ${state.session ? state.session.role : "?"}: the server refuses what this role may not do (tokens and the audit log need admin).`;
   note.className = hasRole("admin") ? "summary" : "summary warn";
   renderCameras(state.cameras);
   loadCameras().catch((error) => { if (error instanceof ApiError && error.status !== 401) notify(explain(error), "error"); });

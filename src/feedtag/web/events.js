@@ -3,7 +3,7 @@
 
 import { api, ApiError } from "./api.js";
 import { $, $$, el, clear, formatTime, formatDuration, isoUtc, token } from "./dom.js";
-import { state, onCameras, cameraName, hasRole, EVENT_KINDS } from "./state.js";
+import { state, onCameras, cameraName, hasRole, notify, EVENT_KINDS } from "./state.js";
 
 const PAGE = 50;
 const MAX_ROWS = 1000;
@@ -70,7 +70,7 @@ function details(event) {
   const attributes = event.attributes || {};
   const parts = [];
   for (const [key, value] of Object.entries(attributes)) {
-    if (value === null || value === undefined || typeof value === "object") continue;
+    if (value === null || value === undefined || typeof value === "object" || key.endsWith("_at")) continue;
     const shownValue = typeof value === "number" && !Number.isInteger(value) ? value.toFixed(1) : String(value);
     parts.push(`${key.replaceAll("_", " ")}: ${shownValue}`);
     if (parts.length >= 3) break;
@@ -181,6 +181,8 @@ export function startStream() {
   stream.addEventListener("open", () => { dot.className = "live-dot up"; dot.title = "Live event stream: connected"; });
   stream.addEventListener("error", () => { dot.className = "live-dot down"; dot.title = "Live event stream: reconnecting"; });
   stream.addEventListener("event", onStreamEvent);
+  // The server drops the oldest events for a reader that falls behind, and says how many.
+  stream.addEventListener("dropped", () => notify("Some live events were skipped; press r to reload the list.", "info"));
 }
 
 export function stopStream() {
@@ -300,7 +302,10 @@ export async function openEvent(eventId) {
     ...field("Tracks", (event.track_ids || []).join(", ")),
   );
   for (const [key, value] of Object.entries(event.attributes || {})) {
-    fields.append(...field(key.replaceAll("_", " "), typeof value === "object" && value !== null ? JSON.stringify(value) : value));
+    let shownValue = value;
+    if (typeof value === "object" && value !== null) shownValue = JSON.stringify(value);
+    else if (key.endsWith("_at") && typeof value === "number") shownValue = `${formatTime(value)}  (${isoUtc(value)})`;
+    fields.append(...field(key.replaceAll("_", " "), shownValue));
   }
   fields.append(...field("Event id", event.event_id, "mono"));
   if (event.clip_url) {

@@ -5,7 +5,8 @@ import { api, ApiError, freshUrl } from "./api.js";
 import { $, el, svg, clear, formatNumber, formatAge, token } from "./dom.js";
 import { setCameras, notify, CAMERA_STATES } from "./state.js";
 
-const REFRESH_MS = 3000;
+const REFRESH_MS = 3000;        // camera status
+const THUMBNAIL_MS = 5000;      // the engine renews thumbnails every 5 s by default
 const DEFAULT_SIZE = [640, 360];
 
 const cards = new Map();  // camera id -> {root, img, overlay, ...}
@@ -153,6 +154,8 @@ function drawOverlay(card) {
 /** Loads the next thumbnail off-screen and swaps it in once decoded (no flicker). */
 function refreshThumbnail(card) {
   if (!card || card.loading || !active || document.hidden) return;
+  if (card.fetchedAt && Date.now() - card.fetchedAt < THUMBNAIL_MS - 250) return;
+  card.fetchedAt = Date.now();
   const base = card.camera.thumbnail_url || `/api/v1/cameras/${encodeURIComponent(card.camera.id)}/thumbnail.jpg`;
   const url = freshUrl(base);
   const next = new Image();
