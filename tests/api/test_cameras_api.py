@@ -1,0 +1,169 @@
+"""Cameras added or changed through the API: the config file's validation (field-named 422s)
+plus the network check (loopback, link-local, unspecified, multicast and metadata addresses
+refused unless ``api.allow_networks`` permits them)."""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from pathlib import Path
+
+import pytest
+
+from feedtag.api.app import create_app
+from feedtag.api.netcheck import check_camera_address, refusal
+from feedtag.errors import SourceRejected
+from feedtag.runtime.node import NodeEngine
+from feedtag.urls import CameraUrl
+
+from .conftest import CAMERA_A, Setup, TestClient, api_config
+
+REFUSED = [
+    ("rtsp://127.0.0.1/s", "loopback"),
+    ("rtsp://127.8.9.10:8554/s", "loopback"),
+    ("rtsp://[::1]/s", "loopback"),
+    ("rtsp://[::ffff:127.0.0.1]/s", "loopback"),
+    ("http://localhost/s", "loopback"),
+    ("http://169.254.169.254/latest/meta-data/", "metadata"),
+    ("http://[fd00:ec2::254]/latest/", "metadata"),
+    ("http://100.100.100.200/latest/", "metadata"),
+    ("rtsp://169.254.10.20/s", "link-local"),
+    ("rtsp://[fe80::1]/s", "link-local"),
+    ("rtsp://0.0.0.0/s", "unspecified"),
+    ("rtsp://[::]/s", "unspecified"),
+    ("rtsp://224.0.0.1/s", "multicast"),
+    ("rtsp://[ff02::1]/s", "multicast"),
+]
+ACCEPTED = ["rtsp://203.0.113.7/s", "rtsps://[2001:db8::7]/s", "http://192.0.2.1:8080/mjpg"]
+
+
+@pytest.mark.parametrize(("url", "reason"), REFUSED)
+def test_refused_addresses(url: str, reason: str) -> None:
+    with pytest.raises(SourceRejected, match=reason):
+        check_camera_address(CameraUrl.parse(url), [])
+
+
+@pytest.mark.parametrize("url", ACCEPTED)
+def test_accepted_addresses(url: str) -> None:
+    check_camera_address(CameraUrl.parse(url), [])
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [("rtsp://127.0.0.1/s", ["127.0.0.0/8"]), ("rtsp://[::1]/s", ["::1/128"]),
+     ("rtsp://169.254.10.20/s", ["169.254.0.0/16"])],
+)  # fmt: skip
+def test_allow_networks_permits_a_range(url: str, allowed: list[str]) -> None:
+    check_camera_address(CameraUrl.parse(url), allowed)
+
+
+def test_a_name_is_checked_by_every_address_it_resolves_to() -> None:
+    def resolve(host: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+        return [ipaddress.ip_address("203.0.113.9"), ipaddress.ip_address("169.254.169.254")]
+
+    with pytest.raises(SourceRejected, match="metadata"):
+        check_camera_address(CameraUrl.parse("rtsp://cam.example/s"), [], resolve)
+
+
+def test_an_unresolvable_name_is_refused() -> None:
+    with pytest.raises(SourceRejected, match="does not resolve"):
+        check_camera_address(CameraUrl.parse("rtsp://no-such-host.invalid/s"), [])
+
+
+def test_refusal_reasons() -> None:
+    assert refusal(ipaddress.ip_address("8.8.8.8")) is None
+    assert refusal(ipaddress.ip_address("10.1.2.3")) is None  # private LANs hold cameras
+
+
+# -- through the API -----------------------------------------------------------------------
+
+
+def post(setup: Setup, body: dict[str, object]) -> object:
+    return setup.client.post("/api/v1/cameras", json=body, headers=setup.headers("admin"))
+
+
+@pytest.mark.parametrize(("url", "reason"), REFUSED[:6])
+def test_the_api_refuses_cameras_on_refused_addresses(setup: Setup, url: str, reason: str) -> None:
+    answer = post(setup, {"id": "probe", "url": url})
+    assert answer.status_code == 422
+    [problem] = answer.json()["detail"]
+    assert problem["loc"] == ["body", "url"] and reason in problem["msg"]
+    assert setup.get("admin", "/api/v1/cameras/probe").status_code == 404
+
+
+def test_a_changed_url_is_checked_too(setup: Setup) -> None:
+    answer = setup.client.patch(
+        f"/api/v1/cameras/{CAMERA_A}", json={"url": "http://169.254.169.254/"},
+        headers=setup.headers("admin"),
+    )  # fmt: skip
+    assert answer.status_code == 422
+    assert (
+        setup.get("admin", f"/api/v1/cameras/{CAMERA_A}")
+        .json()["url"]
+        .startswith("rtsp://cam-a.example")
+    )
+
+
+INVALID = [
+    ({"id": "bad id!", "url": "rtsp://203.0.113.7/s"}, ["body", "id"]),
+    ({"id": "x", "url": "pipe:0"}, ["body", "url"]),
+    ({"id": "x", "url": "concat:a|b"}, ["body", "url"]),
+    ({"id": "x", "url": "/etc/passwd"}, ["body", "url"]),  # no media_root: files refused
+    ({"id": "x", "url": "rtsp://203.0.113.7/s", "analysis_fps": 0}, ["body", "analysis_fps"]),
+    ({"id": "x", "url": "rtsp://203.0.113.7/s", "surprise": 1}, ["body", "surprise"]),
+    ({"id": "x"}, ["body", "url"]),
+    ({"id": "x", "url": "rtsp://203.0.113.7/s", "loop": True}, ["body"]),
+]
+
+
+@pytest.mark.parametrize(("body", "loc"), INVALID)
+def test_invalid_cameras_get_field_named_errors(setup: Setup, body: dict[str, object],
+                                                loc: list[str]) -> None:  # fmt: skip
+    answer = post(setup, body)
+    assert answer.status_code == 422, answer.text
+    assert loc in [problem["loc"] for problem in answer.json()["detail"]]
+
+
+def test_duplicate_ids_are_a_conflict(setup: Setup) -> None:
+    answer = post(setup, {"id": CAMERA_A, "url": "rtsp://203.0.113.7/s"})
+    assert answer.status_code == 409
+
+
+def test_patch_keeps_credentials_and_cannot_rename(setup: Setup) -> None:
+    answer = setup.client.patch(
+        "/api/v1/cameras/cam-b", json={"analysis_fps": 2.0}, headers=setup.headers("admin")
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["url"] == "rtsp://u:***@cam-b.example/s"
+    camera = setup.app.state.api.registry.get("cam-b")
+    assert camera.analysis_fps == 2.0 and camera.url.password.get_secret_value() == "hunter2"
+    rename = setup.client.patch(
+        "/api/v1/cameras/cam-b", json={"id": "other"}, headers=setup.headers("admin")
+    )
+    assert rename.status_code == 422
+
+
+def test_the_server_refuses_to_start_without_an_admin_credential(tmp_path: Path) -> None:
+    from feedtag.errors import ConfigError
+
+    config = api_config(tmp_path, secrets.token_urlsafe(32)).model_copy(
+        update={"api": api_config(tmp_path, "x" * 32).api.model_copy(update={"admin_token": None})}
+    )
+    with pytest.raises(ConfigError, match="admin credential"):
+        create_app(config, NodeEngine(config))
+
+
+def test_a_stored_admin_token_is_an_admin_credential(tmp_path: Path) -> None:
+    from feedtag.store.engine import create_store_engine
+    from feedtag.store.migrations import upgrade
+    from feedtag.store.tokens import Role, create_token
+
+    base = api_config(tmp_path, "x" * 32)
+    config = base.model_copy(update={"api": base.api.model_copy(update={"admin_token": None})})
+    store = create_store_engine(config.store.resolved_url())
+    upgrade(store)
+    token, _ = create_token(store, "ops", Role.ADMIN)
+    with TestClient(create_app(config, NodeEngine(config), store=store)) as client:
+        answer = client.get("/api/v1/audit", headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == 200
+    store.dispose()
