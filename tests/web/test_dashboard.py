@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from ..conftest import wait_for
-from .conftest import PageLog, Served
+from .conftest import VIEWPORT, PageLog, Served
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
 
@@ -101,12 +101,15 @@ def test_the_page_has_a_strict_csp_that_blocks_inline_script(page: Any, page_log
     page_log.console.clear()  # expected here; every other test must have none
 
 
-def test_a_wrong_token_is_refused_and_sign_out_ends_the_session(page: Any, served: Served) -> None:
+def test_a_wrong_token_is_refused_and_sign_out_ends_the_session(
+    page: Any, served: Served, screenshots: Path
+) -> None:
     page.goto("/")
     page.fill("#login-token", "not-a-valid-token-" + "x" * 20)
     page.press("#login-token", "Enter")
     expect(page.locator("#login-error")).to_contain_text("not accepted")
     expect(page.locator("#app-view")).to_be_hidden()
+    shot(page, screenshots, "login-refused")
 
     sign_in(page, served.admin_token)
     expect(page.locator("#whoami")).to_contain_text("admin")
@@ -155,6 +158,9 @@ def test_the_grid_fills_with_live_thumbnails_and_overlays(
     )
     expect(page.locator("#grid-summary")).to_contain_text(f"{len(cameras)} camera")
     shot(page, screenshots, "grid")
+    page.set_viewport_size({"width": 1920, "height": 1080})
+    shot(page, screenshots, "grid-1920")
+    page.set_viewport_size(VIEWPORT)
 
     # Keyboard: 2 opens the events, ? the help, Esc closes it, o hides the overlays.
     page.keyboard.press("2")

@@ -119,7 +119,7 @@ function drawOverlay(card) {
   clear(overlay);
   overlay.setAttribute("viewBox", `0 0 ${w} ${h}`);
   const px = ([x, y]) => [x * w, y * h];
-  const fontSize = Math.max(10, Math.round(Math.min(w, h) / 22));
+  const fontSize = Math.max(10, Math.round(Math.min(w, h) / 17));
   (camera.zones || []).forEach((zone, index) => {
     const points = (zone.polygon || []).map(px);
     if (points.length < 3) return;
@@ -271,6 +271,7 @@ export async function loadCameras() {
 async function tick() {
   timer = null;
   if (!active) return;
+  if (document.hidden) return;  // resumed by visibilitychange
   try {
     render(await loadCameras());
     for (const card of cards.values()) {
