@@ -9,16 +9,21 @@ reasons and decode modes only: never a URL, so never a credential.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Final
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from feedtag.core import CameraState, DecodeMode
+from feedtag.ingest.camera import DECODE_ERROR
+from feedtag.ingest.handoff import QUEUE_FULL
 from feedtag.runtime.bus import EventBus
 from feedtag.runtime.node import NodeEngine
 
-PREFIX = "feedtag"
+PREFIX: Final = "feedtag"
+#: reported as 0 until they happen, so that rate() and alerts work from the first scrape
+KNOWN_DROP_REASONS: Final = frozenset({QUEUE_FULL, DECODE_ERROR})
 
 
 class NodeCollector(Collector):
@@ -75,8 +80,9 @@ class NodeCollector(Collector):
                 state.add_metric(
                     [cid, each_state.value], 1.0 if status.state is each_state else 0.0
                 )
-            for reason, count in sorted(status.counters.frames_dropped.items()):
-                drops.add_metric([cid, reason], count)
+            dropped = status.counters.frames_dropped
+            for reason in sorted(KNOWN_DROP_REASONS | set(dropped)):
+                drops.add_metric([cid, reason], dropped.get(reason, 0))
             analysed.add_metric([cid], status.counters.frames_analysed)
             reconnects.add_metric([cid], status.counters.reconnects)
             stalls.add_metric([cid], status.counters.stalls)
