@@ -117,6 +117,9 @@ VTEST_ANALYTICS: Final[dict[str, Any]] = {
     "zones": [
         {"name": "path", "polygon": [[0, 0.28], [1, 0.22], [1, 0.62], [0, 0.72]]},
         {"name": "lawn", "polygon": [[0, 0.72], [1, 0.62], [1, 1], [0, 1]]},
+        # the street at the top right, where a car and a van stand parked
+        {"name": "road", "polygon": [[0.78, 0.08], [1, 0.08], [1, 0.26], [0.78, 0.26]],
+         "roadway": True},
     ],
     "lines": [
         {"name": "middle", "start": [0.5, 0.15], "end": [0.5, 0.85],
@@ -129,6 +132,8 @@ VTEST_ANALYTICS: Final[dict[str, Any]] = {
         {"kind": "zone_enter_exit", "labels": ["person"], "zone": "lawn"},
         {"kind": "crowding", "zone": "path", "min_count": 4, "min_duration_s": 3},
         {"kind": "dwell", "labels": ["person"], "zone": "path", "min_duration_s": 15},
+        {"kind": "stopped_vehicle", "zone": "road", "min_duration_s": 60},
+        {"kind": "camera_health"},
     ],
 }  # fmt: skip
 BIKES_ANALYTICS: Final[dict[str, Any]] = {
