@@ -3,7 +3,7 @@
 
 import { api, ApiError, freshUrl } from "./api.js";
 import { $, el, svg, clear, formatNumber, formatAge, token } from "./dom.js";
-import { setCameras, notify, CAMERA_STATES } from "./state.js";
+import { setCameras, notify, hasRole, CAMERA_STATES } from "./state.js";
 
 const REFRESH_MS = 3000;        // camera status
 const THUMBNAIL_MS = 5000;      // the engine renews thumbnails every 5 s by default
@@ -40,22 +40,34 @@ function makeCard(camera) {
   const reason = el("p", { class: "reason" });
   const eventCounts = el("p", { class: "event-counts" });
   const events = el("a", { class: "small link", text: "Events →" });
+  const restart = el("button", { type: "button", class: "ghost small", text: "Restart", title: "Reconnect this camera (operators)" });
+  restart.hidden = true;
   const root = el("article", { class: "card", dataset: { cameraId: camera.id }, tabindex: "0" }, [
     el("div", { class: "frame" }, [img, overlay, placeholder, badge]),
     el("div", { class: "card-body" }, [
       el("div", { class: "card-title" }, [name, id]),
       counts, metrics, eventCounts, reason,
-      el("div", { class: "card-links" }, [events]),
+      el("div", { class: "card-links" }, [restart, events]),
     ]),
   ]);
   const card = {
-    root, img, overlay, placeholder, badge, name, id, counts, metrics, eventCounts, reason, events,
+    root, img, overlay, placeholder, badge, name, id, counts, metrics, eventCounts, reason, events, restart,
     camera, loading: false, loaded: false, size: DEFAULT_SIZE.slice(), overlayKey: "",
   };
   root.addEventListener("keydown", (event) => {
     if (event.key !== "Enter" || event.target !== root) return;
     event.preventDefault();
     location.hash = `#/events?camera=${encodeURIComponent(card.camera.id)}`;
+  });
+  restart.addEventListener("click", async () => {
+    const label = card.camera.name || card.camera.id;
+    try {
+      await api.post(`/api/v1/cameras/${encodeURIComponent(card.camera.id)}/restart`);
+      notify(`Restarting ${label}.`, "info");
+      refresh();
+    } catch (error) {
+      if (error instanceof ApiError) notify(`Restart ${label}: ${error.explanation}`, "error");
+    }
   });
   if (observer) observer.observe(root);
   return card;
@@ -78,6 +90,8 @@ function updateCard(card, camera) {
   card.badge.textContent = stateName;
   card.badge.className = `badge state ${stateName}`;
   card.events.setAttribute("href", `#/events?camera=${encodeURIComponent(camera.id)}`);
+  card.restart.hidden = !hasRole("operator");
+  card.restart.setAttribute("aria-label", `Restart camera ${label}`);
 
   const vision = camera.vision;
   const entries = vision && vision.counts ? Object.entries(vision.counts).filter(([, n]) => n > 0) : [];
@@ -226,37 +240,14 @@ export function render(items) {
   applyFilter();
 }
 
-const sumValues = (value) => (value && typeof value === "object" ? Object.values(value).reduce((a, b) => a + Number(b || 0), 0) : value);
-
-/** One camera in one shape, whether the server sends the fields of docs/api.md or the
- * camera's settings (analytics zones with polygons, lines with start/end). */
+/** A camera as docs/api.md describes it, with defaults where a part is missing (a camera
+ * that has not started has no status, one without a detector no vision). */
 export function normalizeCamera(raw) {
-  const settings = raw.settings || {};
-  const analytics = settings.analytics || {};
-  const status = raw.status || null;
-  const counters = (status && status.counters) || {};
-  const vision = raw.vision || null;
   return {
     ...raw,
-    analysis_fps: raw.analysis_fps ?? settings.analysis_fps ?? null,
-    status: status && {
-      ...status,
-      drops: status.drops ?? sumValues(counters.frames_dropped) ?? 0,
-      reconnects: status.reconnects ?? counters.reconnects ?? 0,
-    },
-    vision: vision && {
-      ...vision,
-      counts: vision.counts || {},
-      gated_ratio: vision.gated_ratio ?? vision.gate_ratio ?? null,
-      latency_ms: vision.latency_ms ?? vision.detector_latency_ms ?? null,
-    },
-    zones: raw.zones ?? (analytics.zones || []).map((zone) => ({
-      name: zone.name, polygon: zone.polygon || [], roadway: Boolean(zone.roadway),
-      direction_deg: zone.allowed_direction_deg ?? null,
-    })),
-    lines: raw.lines ?? (analytics.lines || []).map((line) => ({
-      name: line.name, points: [line.start, line.end].filter(Boolean), direction: line.forward_name || "in",
-    })),
+    zones: Array.isArray(raw.zones) ? raw.zones : [],
+    lines: Array.isArray(raw.lines) ? raw.lines : [],
+    vision: raw.vision ? { ...raw.vision, counts: raw.vision.counts || {} } : null,
     thumbnail_url: raw.thumbnail_url || `/api/v1/cameras/${encodeURIComponent(raw.id)}/thumbnail.jpg`,
   };
 }
