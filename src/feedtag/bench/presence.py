@@ -1,0 +1,314 @@
+"""Presence recall of the cheap path against ungated full-rate analysis, and what it costs.
+
+The pipeline benchmark's goal has two halves: feeds per core, and presence recall >= 0.95
+against ungated full-rate analysis. This measures the second, and the CPU that each variant
+of the cheap path spends, on the same 640x360 H.264 re-encoding of vtest.avi.
+
+- **Reference**: every frame (25 fps) through the 416 FP32 detector, no gate. A label is
+  *present* in a zone during second ``s`` when any frame of that second has a detection of
+  it whose ground point (box bottom centre) is in the zone.
+- **Variant**: what `feedtag run` does — the analysed frames the ingest produces (keyframes at
+  1 fps), the change gate, the variant's detector, the tracker, and presence rules for the
+  whole frame and for each cell of a 3x3 grid. Second ``s`` is *tagged* when a presence
+  segment of that label and zone overlaps ``[s, s + 1)``.
+- **Recall** = tagged and present / present, over (label, zone, second); **precision** =
+  tagged and present / tagged. Zones make it a real test: vtest always has people somewhere,
+  so whole-frame presence alone would be trivially 1.0.
+- **Cost**: CPU seconds of the analysis thread per analysed frame (gate, detector, tracker,
+  rules: `time.thread_time`, one inference thread), plus the decode CPU per second of video
+  measured on a keyframe-only decode loop. Their sum per feed-second gives an *estimate* of
+  feeds per core; `feedtag bench ingest --pipeline` measures the real engine (34.7 feeds/core
+  for the default variant, which this estimate should land near).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import av
+
+from feedtag.analytics.engine import CameraAnalyzer
+from feedtag.analytics.geometry import ground_points
+from feedtag.analytics.rules import Observation
+from feedtag.bench.footage import sample_h264
+from feedtag.config import validate_config
+from feedtag.config.analytics import CameraAnalytics
+from feedtag.config.models import DetectorConfig
+from feedtag.core import CameraState, Detections, Frame
+from feedtag.ingest.camera import CameraIngest
+from feedtag.ingest.handoff import FrameQueue
+from feedtag.runtime.detection import build_detector
+from feedtag.vision.detector import Detector
+from feedtag.vision.gate import ChangeGate
+from feedtag.vision.tracker import ByteTracker
+
+GRID: Final = 3
+LABELS: Final = ("person", "bicycle", "car", "motorcycle", "bus", "truck")
+WALL0: Final = 1_800_000_000.0  # wall time of stream time 0
+REFERENCE_BATCH: Final = 8
+
+Key = tuple[str, str, int]  # (label, zone, second); zone "all" is the whole frame
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    name: str
+    input_size: int = 416
+    precision: str = "int8"
+    gate: bool = True
+    analysis_fps: float = 1.0
+
+
+VARIANTS: Final = {
+    v.name: v
+    for v in (
+        Variant("416-int8"),
+        Variant("416-int8-nogate", gate=False),
+        Variant("320-int8", input_size=320),
+        Variant("320-fp32", input_size=320, precision="fp32"),
+        Variant("416-int8-0.5fps", analysis_fps=0.5),
+        Variant("320-int8-0.5fps", input_size=320, analysis_fps=0.5),
+    )
+}
+
+
+@dataclass(frozen=True, slots=True)
+class VariantResult:
+    variant: str
+    recall: float
+    precision: float
+    present: int
+    tagged: int
+    analysed_frames: int
+    gated_fraction: float
+    analysis_ms_per_frame: float
+    decode_ms_per_video_s: float
+    cpu_ms_per_feed_s: float
+    estimated_feeds_per_core: float
+
+
+def grid_zones(cells: int = GRID) -> list[dict[str, Any]]:
+    """A ``cells`` x ``cells`` grid of zones named ``r{row}c{col}`` over the whole frame."""
+    zones = []
+    for row in range(cells):
+        for col in range(cells):
+            x0, x1, y0, y1 = col / cells, (col + 1) / cells, row / cells, (row + 1) / cells
+            polygon = [[x0, y0], [x1, y0], [x1, y1], [x0, y1]]
+            zones.append({"name": f"r{row}c{col}", "polygon": polygon})
+    return zones
+
+
+def cell_of(point: tuple[float, float], cells: int = GRID) -> str:
+    """The grid cell of a normalized point (the edge at 1.0 belongs to the last cell)."""
+    col = min(int(point[0] * cells), cells - 1)
+    row = min(int(point[1] * cells), cells - 1)
+    return f"r{row}c{col}"
+
+
+def frames(path: Path, analysis_fps: float) -> Iterator[Frame]:
+    """The analysed frames of a file as the ingest produces them, every one of them."""
+    config = validate_config(
+        {
+            "media_root": str(path.parent),
+            "cameras": [{"id": "bench", "url": path.name, "realtime": False,
+                         "analysis_fps": analysis_fps}],
+        }
+    )  # fmt: skip
+    queue = FrameQueue(32, lossless=True)
+    ingest = CameraIngest(config.cameras[0], config.reconnect, queue)
+    ingest.start()
+    try:
+        while True:
+            frame = queue.get(timeout=0.2)
+            if frame is not None:
+                yield frame
+            elif ingest.status().state is CameraState.STOPPED:
+                yield from iter(queue.get_nowait, None)
+                return
+    finally:
+        ingest.stop()
+        ingest.join()
+
+
+def _keys(
+    detections: Detections, names: Sequence[str], size: tuple[int, int], second: int
+) -> set[Key]:
+    keys: set[Key] = set()
+    points = ground_points(detections.xyxy, size)
+    for class_id, point in zip(detections.class_id.tolist(), points, strict=True):
+        label = names[class_id]
+        if label in LABELS:
+            keys.add((label, "all", second))
+            keys.add((label, cell_of((float(point[0]), float(point[1]))), second))
+    return keys
+
+
+def reference_presence(path: Path, detector: Detector) -> set[Key]:
+    """(label, zone, second) present in any frame of that second, every frame detected."""
+    names = list(detector.class_names)
+    present: set[Key] = set()
+    batch: list[Frame] = []
+
+    def flush() -> None:
+        for frame, found in zip(batch, detector.detect([f.image for f in batch]), strict=True):
+            present.update(_keys(found, names, frame.size, int(frame.pts_s)))
+        batch.clear()
+
+    for frame in frames(path, analysis_fps=25.0):
+        batch.append(frame)
+        if len(batch) == REFERENCE_BATCH:
+            flush()
+    if batch:
+        flush()
+    return present
+
+
+def variant_presence(
+    path: Path, detector: Detector, variant: Variant
+) -> tuple[set[Key], int, int, float]:
+    """What the variant tags: (tagged keys, analysed frames, gated frames, analysis CPU s)."""
+    names = list(detector.class_names)
+    analytics = CameraAnalytics.model_validate(
+        {
+            "zones": grid_zones(),
+            "rules": [{"kind": "presence", "labels": list(LABELS)}]
+            + [
+                {"kind": "presence", "labels": list(LABELS), "zone": zone["name"]}
+                for zone in grid_zones()
+            ],
+        }
+    )
+    analyzer = CameraAnalyzer("bench", analytics)
+    gate = ChangeGate() if variant.gate else None
+    tracker = ByteTracker(lost_s=DetectorConfig().track_lost_s)
+    latest = Detections.empty()
+    segments = []
+    analysed = gated = 0
+    cpu = 0.0
+    end_s = 0.0
+    for frame in frames(path, variant.analysis_fps):
+        started = time.thread_time()
+        run = gate is None or gate.decide(frame.image, frame.pts_s, moving_tracks=False).run
+        if run:
+            latest = tracker.update(detector.detect([frame.image])[0], frame.pts_s)
+        observation = Observation(
+            "bench", frame.pts_s, WALL0 + frame.pts_s, latest, names, frame.size
+        )
+        segments += analyzer.update(observation).segments
+        cpu += time.thread_time() - started
+        analysed += 1
+        gated += not run
+        end_s = frame.pts_s
+    segments += analyzer.close(WALL0 + end_s).segments
+    tagged: set[Key] = set()
+    for segment in segments:
+        start = segment.started_at - WALL0
+        end = (segment.ended_at if segment.ended_at is not None else WALL0 + end_s) - WALL0
+        for second in range(int(start), int(end) + 1):
+            tagged.add((segment.label, segment.zone or "all", second))
+    return tagged, analysed, gated, cpu
+
+
+def decode_ms_per_video_s(path: Path) -> float:
+    """CPU of a keyframe-only decode of the whole file, per second of video."""
+    started = time.thread_time()
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_count = 1
+        stream.codec_context.skip_frame = "NONKEY"
+        seconds = 0.0
+        for frame in container.decode(stream):
+            frame.to_ndarray(format="rgb24")
+            seconds = float(frame.time or 0.0)
+    return (time.thread_time() - started) * 1000 / max(seconds, 1.0)
+
+
+def run(
+    path: Path,
+    variants: Sequence[Variant],
+    models_dir: Path | None = None,
+    progress: Any = None,
+) -> tuple[int, list[VariantResult]]:
+    """Measure every variant against one reference run; returns (present keys, results)."""
+    say = progress or (lambda text: None)
+    say("reference: every frame through 416 FP32, no gate ...")
+    reference_detector = build_detector(
+        DetectorConfig(input_size=416, precision="fp32", models_dir=models_dir)
+    )
+    present = reference_presence(path, reference_detector)
+    decode_ms = decode_ms_per_video_s(path)
+    results = []
+    for variant in variants:
+        say(f"variant {variant.name} ...")
+        settings = DetectorConfig(
+            input_size=variant.input_size,
+            precision=variant.precision,
+            models_dir=models_dir,
+        )
+        detector = build_detector(settings)
+        tagged, analysed, gated, cpu = variant_presence(path, detector, variant)
+        hit = len(present & tagged)
+        analysis_ms = cpu * 1000 / max(analysed, 1)
+        per_feed_s = decode_ms + analysis_ms * variant.analysis_fps
+        results.append(
+            VariantResult(
+                variant=variant.name,
+                recall=round(hit / len(present), 3) if present else 1.0,
+                precision=round(hit / len(tagged), 3) if tagged else 1.0,
+                present=len(present),
+                tagged=len(tagged),
+                analysed_frames=analysed,
+                gated_fraction=round(gated / max(analysed, 1), 3),
+                analysis_ms_per_frame=round(analysis_ms, 2),
+                decode_ms_per_video_s=round(decode_ms, 2),
+                cpu_ms_per_feed_s=round(per_feed_s, 2),
+                estimated_feeds_per_core=round(1000 / per_feed_s, 1),
+            )
+        )
+    return len(present), results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help=f"comma-separated, of: {', '.join(VARIANTS)}",
+    )
+    parser.add_argument("--models-dir", type=Path, default=None)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    unknown = [name for name in args.variants.split(",") if name not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant(s): {', '.join(unknown)}")
+    variants = [VARIANTS[name] for name in args.variants.split(",")]
+    path = sample_h264("vtest", 640, 360)
+
+    def say(text: str) -> None:
+        if not args.json:
+            print(f"{time.strftime('%H:%M:%S')} {text}", flush=True)  # noqa: T201
+
+    present, results = run(path, variants, args.models_dir, say)
+    if args.json:
+        print(json.dumps({"present": present, "results": [asdict(r) for r in results]}))  # noqa: T201
+        return 0
+    header = f"{'variant':<18}{'recall':>7}{'prec':>7}{'gated':>7}{'ms/frame':>9}"
+    header += f"{'decode ms/s':>12}{'CPU ms/feed-s':>14}{'est feeds/core':>15}"
+    print(header)  # noqa: T201
+    for r in results:
+        print(  # noqa: T201
+            f"{r.variant:<18}{r.recall:>7.3f}{r.precision:>7.3f}{r.gated_fraction:>7.0%}"
+            f"{r.analysis_ms_per_frame:>9.1f}{r.decode_ms_per_video_s:>12.1f}"
+            f"{r.cpu_ms_per_feed_s:>14.1f}{r.estimated_feeds_per_core:>15.1f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
