@@ -29,7 +29,7 @@ from feedtag.api.access import ACCESS_ATTRIBUTE, Access, Authenticator, public, 
 from feedtag.api.docs import docs_page
 from feedtag.api.security import RequestLimits, SecurityHeaders, install_error_handlers
 from feedtag.api.state import ApiState, CameraRegistry
-from feedtag.config.models import FeedtagConfig
+from feedtag.config.models import CameraConfig, FeedtagConfig
 from feedtag.errors import ConfigError
 from feedtag.runtime.bus import EventBus
 from feedtag.runtime.node import NodeEngine
@@ -157,12 +157,24 @@ def _add_openapi(app: FastAPI) -> None:
 def _openapi_with_security(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema is None:
         schema = app.openapi()
-        schema.setdefault("components", {})["securitySchemes"] = {
-            "bearer": {"type": "http", "scheme": "bearer"},
-        }
+        components = schema.setdefault("components", {})
+        components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
         schema["security"] = [{"bearer": []}]
+        _document_camera_body(schema, components.setdefault("schemas", {}))
         app.openapi_schema = schema
     return app.openapi_schema
+
+
+def _document_camera_body(schema: dict[str, Any], schemas: dict[str, Any]) -> None:
+    """The camera routes validate their bodies themselves (with the config's media root as
+    context); their description points at the config file's own camera schema."""
+    camera = CameraConfig.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(camera.pop("$defs", {}))
+    schemas["CameraConfig"] = camera
+    reference = {"$ref": "#/components/schemas/CameraConfig"}
+    post = schema["paths"].get("/api/v1/cameras", {}).get("post")
+    if post is not None:
+        post["requestBody"]["content"]["application/json"]["schema"] = reference
 
 
 def close_app(app: FastAPI) -> None:
