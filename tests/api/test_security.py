@@ -61,6 +61,8 @@ def test_an_unexpected_failure_is_a_plain_500(
     answer = setup.get("viewer", "/api/v1/cameras")
     assert answer.status_code == 500
     assert answer.json() == {"detail": "internal error"}
+    assert "hunter2" not in answer.text
+    assert answer.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
 
 
 def test_validation_errors_do_not_echo_the_input(setup: Setup) -> None:

@@ -27,7 +27,12 @@ from feedtag import __version__
 from feedtag.api import admin, cameras, events, stream
 from feedtag.api.access import ACCESS_ATTRIBUTE, Access, Authenticator, public, undecided_routes
 from feedtag.api.docs import docs_page
-from feedtag.api.security import RequestLimits, SecurityHeaders, install_error_handlers
+from feedtag.api.security import (
+    InternalErrors,
+    RequestLimits,
+    SecurityHeaders,
+    install_error_handlers,
+)
 from feedtag.api.state import ApiState, CameraRegistry
 from feedtag.config.models import CameraConfig, FeedtagConfig
 from feedtag.errors import ConfigError
@@ -120,6 +125,7 @@ def create_app(
     if web_dir is not None and web_dir.is_dir():
         _add_dashboard(app, web_dir)
     install_error_handlers(app)
+    app.add_middleware(InternalErrors)
     app.add_middleware(RequestLimits, max_body_bytes=config.api.max_body_bytes,
                        max_url_chars=config.api.max_query_length)  # fmt: skip
     app.add_middleware(SecurityHeaders)

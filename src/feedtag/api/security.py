@@ -123,6 +123,34 @@ class RequestLimits:
             # the app failed on the cut-off body: expected, and already answered
 
 
+class InternalErrors:
+    """An unexpected exception becomes ``500 {"detail": "internal error"}`` here, inside the
+    security headers (Starlette's own error page would be sent from outside them). The
+    cause goes to the log, not to the caller."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            log.exception("%s %s failed", scope.get("method"), scope.get("path"))
+            if started:
+                raise
+            await _refuse(send, 500, "internal error")
+
+
 def _content_length(scope: Scope) -> int | None:
     for name, value in scope.get("headers", []):
         if name == b"content-length":
@@ -167,8 +195,3 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": _validation_errors(error)}, status_code=422)
-
-    @app.exception_handler(Exception)
-    async def internal_error(request: Request, error: Exception) -> JSONResponse:
-        log.error("%s %s failed: %s", request.method, request.url.path, type(error).__name__)
-        return JSONResponse({"detail": "internal error"}, status_code=500)
