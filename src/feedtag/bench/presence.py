@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -40,9 +41,8 @@ from feedtag.bench.footage import sample_h264
 from feedtag.config import validate_config
 from feedtag.config.analytics import CameraAnalytics
 from feedtag.config.models import DetectorConfig
-from feedtag.core import CameraState, Detections, Frame
-from feedtag.ingest.camera import CameraIngest
-from feedtag.ingest.handoff import FrameQueue
+from feedtag.core import Detections, Frame
+from feedtag.runtime.detect import frames_of
 from feedtag.runtime.detection import build_detector
 from feedtag.vision.detector import Detector
 from feedtag.vision.gate import ChangeGate
@@ -120,20 +120,7 @@ def frames(path: Path, analysis_fps: float) -> Iterator[Frame]:
                          "analysis_fps": analysis_fps}],
         }
     )  # fmt: skip
-    queue = FrameQueue(32, lossless=True)
-    ingest = CameraIngest(config.cameras[0], config.reconnect, queue)
-    ingest.start()
-    try:
-        while True:
-            frame = queue.get(timeout=0.2)
-            if frame is not None:
-                yield frame
-            elif ingest.status().state is CameraState.STOPPED:
-                yield from iter(queue.get_nowait, None)
-                return
-    finally:
-        ingest.stop()
-        ingest.join()
+    return frames_of(config.cameras[0], config, threading.Event())
 
 
 def _keys(

@@ -66,8 +66,11 @@ class FrameResult:
 def frames_of(
     camera: CameraConfig, config: FeedtagConfig, stop: threading.Event
 ) -> Iterator[Frame]:
-    """Every analysed frame of one camera, in order, until the source ends or ``stop``."""
-    queue = FrameQueue(maxsize=10_000 if camera.url.is_file else 4)
+    """Every analysed frame of one camera, in order, until the source ends or ``stop``. A
+    file read as fast as possible (``realtime: false``) loses none: its ingest waits for the
+    consumer instead of dropping frames."""
+    lossless = camera.url.is_file and not camera.realtime
+    queue = FrameQueue(maxsize=32 if lossless else 4, lossless=lossless)
     ingest = CameraIngest(camera, config.reconnect, queue)
     ingest.start()
     try:
