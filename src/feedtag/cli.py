@@ -502,7 +502,6 @@ def _serve_api(config: FeedtagConfig, engine: Any, store: Any, *, fallback_port:
             raise
         server = ApiServer(app, config.api.host, 0, before_stop=lambda: close_app(app))
         server.start()
-    print(f"API and dashboard: {server.url}/", file=sys.stderr, flush=True)
     return server
 
 
@@ -526,6 +525,8 @@ def run_engine(
         server = _serve_api(config, engine, store, fallback_port=fallback_port)
     if server is not None and on_api is not None:
         on_api(server.url)
+    elif server is not None:
+        print(f"API and dashboard: {server.url}/", file=sys.stderr, flush=True)
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     engine.start()
     started = time.monotonic()

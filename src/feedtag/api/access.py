@@ -24,7 +24,7 @@ from typing import Annotated, Any, Final, Literal
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.routing import APIRoute
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 from starlette.routing import BaseRoute, Mount
 
 from feedtag.errors import StoreError
@@ -95,7 +95,7 @@ class _Session:
 class Authenticator:
     """Finds the principal of a request: the config's admin token, stored tokens, sessions."""
 
-    store: Any  # sqlalchemy Engine
+    store: Engine
     admin_token_hash: str | None
     session_ttl_s: float
     clock: Callable[[], float] = time.time
@@ -157,7 +157,7 @@ class Authenticator:
             del self._sessions[key]
 
 
-def _lookup_hash(store: Any, token_hash: str) -> bool:
+def _lookup_hash(store: Engine, token_hash: str) -> bool:
     statement = select(api_tokens.c.token_id).where(
         api_tokens.c.token_hash == token_hash, api_tokens.c.revoked_at.is_(None)
     )

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
-from feedtag.api.access import SESSION_COOKIE, Admin, Viewer, public
+from feedtag.api.access import SESSION_COOKIE, Admin, Principal, Viewer, public
 from feedtag.api.events import MAX_FILTER_VALUES, Cursor, Limit, Since, Until
 from feedtag.api.metrics import node_registry
 from feedtag.api.state import api_state
@@ -36,8 +36,8 @@ class NewToken(BaseModel):
     cameras: list[str] | None = Field(default=None, max_length=10_000)
 
 
-def _session_answer(principal: Any, expires_at: float | None) -> dict[str, Any]:
-    return {**principal.to_dict(), "csrf_token": principal.csrf_token, "expires_at": expires_at}
+def _session_answer(principal: Principal) -> dict[str, Any]:
+    return {**principal.to_dict(), "csrf_token": principal.csrf_token}
 
 
 @router.post(
@@ -57,7 +57,7 @@ def sign_in(request: Request, body: SignIn) -> JSONResponse:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown or revoked token")
     session_id, principal = state.auth.open_session(*found)
     ttl = int(state.config.api.session_ttl_s)
-    answer = JSONResponse(_session_answer(principal, None))
+    answer = JSONResponse(_session_answer(principal))
     answer.set_cookie(
         SESSION_COOKIE, session_id, max_age=ttl, path="/", httponly=True, samesite="strict",
         secure=request.url.scheme == "https",
@@ -67,7 +67,7 @@ def sign_in(request: Request, body: SignIn) -> JSONResponse:
 
 @router.get("/api/v1/session", summary="Who is signed in, with the session's CSRF token")
 def whoami(principal: Viewer) -> dict[str, Any]:
-    return _session_answer(principal, None)
+    return _session_answer(principal)
 
 
 @router.delete("/api/v1/session", status_code=status.HTTP_204_NO_CONTENT, summary="Sign out")
