@@ -12,6 +12,8 @@ time (keyset on ``(at, audit_id)``, like event pages).
 ...                                None, "127.0.0.1", 200))
 >>> [e.action for e in search_audit(engine, AuditQuery()).items]
 ['events.get']
+>>> prune_audit(engine, before=1e9 + 1)
+1
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
-from sqlalchemy import Engine, insert, or_, select, tuple_
+from sqlalchemy import Engine, delete, insert, or_, select, tuple_
 
 from feedtag.errors import StoreError
 from feedtag.store.engine import store_error
@@ -76,6 +78,18 @@ def write_audit(engine: Engine, entry: AuditEntry) -> None:
             connection.execute(insert(audit_log).values(**row))
     except Exception as error:  # noqa: BLE001 - translated at the store boundary
         raise store_error(error, "audit write") from None
+
+
+def prune_audit(engine: Engine, before: float) -> int:
+    """Delete entries older than ``before`` (Unix seconds); returns how many went. For a
+    retention job: the log grows with every read (a dashboard polls thumbnails)."""
+    try:
+        with engine.begin() as connection:
+            return int(
+                connection.execute(delete(audit_log).where(audit_log.c.at < before)).rowcount
+            )
+    except Exception as error:  # noqa: BLE001 - translated at the store boundary
+        raise store_error(error, "audit prune") from None
 
 
 def search_audit(engine: Engine, query: AuditQuery) -> Page[AuditEntry]:
