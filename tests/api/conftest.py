@@ -122,6 +122,7 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
         ("viewer", Role.VIEWER, None),
         ("operator_a", Role.OPERATOR, [CAMERA_A]),
         ("operator", Role.OPERATOR, None),
+        ("admin_a", Role.ADMIN, [CAMERA_A]),
         ("admin", Role.ADMIN, None),
     ):
         tokens[who] = create_token(store, who, role, cameras)[0]

@@ -1,8 +1,10 @@
 """The role x route x object table: who gets what for camera A's and camera B's objects.
 
-``viewer_a`` and ``operator_a`` may see camera A only: every object of camera B answers 404
-for them (exactly like a missing object), by id as well as in lists. Clips (raw media) need
-admin. Changing cameras needs admin, restarting one needs operator.
+``viewer_a``, ``operator_a`` and ``admin_a`` may see camera A only: every object of camera B
+answers 404 for them (exactly like a missing object), by id as well as in lists. Clips (raw
+media) need admin. Changing cameras needs admin, restarting one needs operator. Powers beyond
+cameras (tokens, the audit log, adding cameras) need an admin token for every camera, else a
+restricted admin could mint itself an unrestricted token.
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ import pytest
 
 from .conftest import CAMERA_A, CAMERA_B, Setup
 
-CALLERS = ["anonymous", "viewer_a", "viewer", "operator_a", "operator", "admin", "config_admin"]
+CALLERS = [
+    "anonymous", "viewer_a", "viewer", "operator_a", "operator", "admin_a", "admin",
+    "config_admin",
+]  # fmt: skip
 
 
 def _row(path: str, **codes: int) -> list[tuple[str, str, int]]:
@@ -20,10 +25,11 @@ def _row(path: str, **codes: int) -> list[tuple[str, str, int]]:
 
 
 A_ONLY = {"anonymous": 401}
-NOT_B = {"anonymous": 401, "viewer_a": 404, "operator_a": 404}
+NOT_B = {"anonymous": 401, "viewer_a": 404, "operator_a": 404, "admin_a": 404}
 ADMIN_ONLY = {
     "anonymous": 401, "viewer_a": 403, "viewer": 403, "operator_a": 403, "operator": 403,
 }  # fmt: skip
+FULL_ADMIN_ONLY = {**ADMIN_ONLY, "admin_a": 403}
 
 READS = [
     *_row("/api/v1/cameras/{A}", **A_ONLY),
@@ -39,15 +45,15 @@ READS = [
     *_row("/api/v1/events/{event_A}/snapshot.jpg", **A_ONLY),
     *_row("/api/v1/events/{event_B}/snapshot.jpg", **NOT_B),
     *_row("/api/v1/events/{event_A}/clip.mp4", **ADMIN_ONLY),
-    *_row("/api/v1/events/{event_B}/clip.mp4", **ADMIN_ONLY),
+    *_row("/api/v1/events/{event_B}/clip.mp4", **ADMIN_ONLY, admin_a=404),
     *_row("/api/v1/cameras", **A_ONLY),
     *_row("/api/v1/events", **A_ONLY),
     *_row("/api/v1/tags?label=person", **A_ONLY),
     *_row("/api/v1/stats", **A_ONLY),
     *_row("/metrics", **A_ONLY),
     *_row("/api/v1/session", **A_ONLY),
-    *_row("/api/v1/audit", **ADMIN_ONLY),
-    *_row("/api/v1/tokens", **ADMIN_ONLY),
+    *_row("/api/v1/audit", **FULL_ADMIN_ONLY),
+    *_row("/api/v1/tokens", **FULL_ADMIN_ONLY),
     *_row("/health"),
     *_row("/api/v1/openapi.json"),
     *_row("/"),
@@ -74,7 +80,7 @@ def test_reads(setup: Setup, path: str, caller: str, expected: int) -> None:
         assert (missing.status_code, missing.json()) == (404, answer.json())
 
 
-@pytest.mark.parametrize("caller", ["viewer_a", "operator_a"])
+@pytest.mark.parametrize("caller", ["viewer_a", "operator_a", "admin_a"])
 def test_lists_hold_only_the_callers_cameras(setup: Setup, caller: str) -> None:
     cameras = setup.get(caller, "/api/v1/cameras").json()["items"]
     assert [camera["id"] for camera in cameras] == [CAMERA_A]
@@ -98,15 +104,17 @@ def test_unrestricted_callers_see_both_cameras(setup: Setup) -> None:
 NEW_CAMERA = {"id": "new-cam", "url": "rtsp://203.0.113.7/stream", "enabled": False}
 CHANGES = [
     ("POST", "/api/v1/cameras", NEW_CAMERA, {"admin": 201, "config_admin": 201}),
-    ("PATCH", "/api/v1/cameras/{A}", {"name": "Gate"}, {"admin": 200, "config_admin": 200}),
-    ("PATCH", "/api/v1/cameras/{B}", {"name": "Gate"}, {"admin": 200, "config_admin": 200}),
-    ("DELETE", "/api/v1/cameras/{A}", None, {"admin": 204, "config_admin": 204}),
-    ("DELETE", "/api/v1/cameras/{B}", None, {"admin": 204, "config_admin": 204}),
+    ("PATCH", "/api/v1/cameras/{A}", {"name": "Gate"},
+     {"admin_a": 200, "admin": 200, "config_admin": 200}),
+    ("PATCH", "/api/v1/cameras/{B}", {"name": "Gate"},
+     {"admin_a": 404, "admin": 200, "config_admin": 200}),
+    ("DELETE", "/api/v1/cameras/{A}", None, {"admin_a": 204, "admin": 204, "config_admin": 204}),
+    ("DELETE", "/api/v1/cameras/{B}", None, {"admin_a": 404, "admin": 204, "config_admin": 204}),
     # restarting a disabled camera is a conflict; restricted operators get 404 for B
     ("POST", "/api/v1/cameras/{A}/restart", None,
-     {"operator_a": 409, "operator": 409, "admin": 409, "config_admin": 409}),
+     {"operator_a": 409, "operator": 409, "admin_a": 409, "admin": 409, "config_admin": 409}),
     ("POST", "/api/v1/cameras/{B}/restart", None,
-     {"operator_a": 404, "operator": 409, "admin": 409, "config_admin": 409}),
+     {"operator_a": 404, "operator": 409, "admin_a": 404, "admin": 409, "config_admin": 409}),
     ("POST", "/api/v1/tokens", {"name": "x", "role": "viewer"},
      {"admin": 201, "config_admin": 201}),
 ]  # fmt: skip

@@ -17,6 +17,7 @@ from feedtag.store.tokens import Role
 from .conftest import CAMERA_A, Setup
 
 PUBLIC = "public"
+FULL_ADMIN = "admin for every camera"
 #: (method, path) -> who may call it; a new route fails this test until it is added here
 EXPECTED = {
     ("GET", "/"): PUBLIC,
@@ -31,7 +32,7 @@ EXPECTED = {
     ("GET", "/api/v1/cameras/{camera_id}"): Role.VIEWER,
     ("GET", "/api/v1/cameras/{camera_id}/thumbnail.jpg"): Role.VIEWER,
     ("POST", "/api/v1/cameras/{camera_id}/restart"): Role.OPERATOR,
-    ("POST", "/api/v1/cameras"): Role.ADMIN,
+    ("POST", "/api/v1/cameras"): FULL_ADMIN,
     ("PATCH", "/api/v1/cameras/{camera_id}"): Role.ADMIN,
     ("DELETE", "/api/v1/cameras/{camera_id}"): Role.ADMIN,
     ("GET", "/api/v1/events"): Role.VIEWER,
@@ -42,10 +43,10 @@ EXPECTED = {
     ("GET", "/api/v1/stats"): Role.VIEWER,
     ("GET", "/api/v1/stream"): Role.VIEWER,
     ("GET", "/metrics"): Role.VIEWER,
-    ("GET", "/api/v1/audit"): Role.ADMIN,
-    ("GET", "/api/v1/tokens"): Role.ADMIN,
-    ("POST", "/api/v1/tokens"): Role.ADMIN,
-    ("DELETE", "/api/v1/tokens/{token_id}"): Role.ADMIN,
+    ("GET", "/api/v1/audit"): FULL_ADMIN,
+    ("GET", "/api/v1/tokens"): FULL_ADMIN,
+    ("POST", "/api/v1/tokens"): FULL_ADMIN,
+    ("DELETE", "/api/v1/tokens/{token_id}"): FULL_ADMIN,
 }
 
 
@@ -70,8 +71,10 @@ def test_every_route_has_the_documented_decision(setup: Setup) -> None:
         expected = EXPECTED[key]
         if expected == PUBLIC:
             assert access.kind == "public" and access.reason, key
+        elif expected == FULL_ADMIN:
+            assert (access.kind, access.role, access.every_camera) == ("role", Role.ADMIN, True)
         else:
-            assert (access.kind, access.role) == ("role", expected), key
+            assert (access.kind, access.role, access.every_camera) == ("role", expected, False)
 
 
 def test_the_inventory_catches_a_route_without_a_decision(setup: Setup) -> None:

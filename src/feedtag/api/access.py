@@ -43,11 +43,14 @@ MAX_SESSIONS: Final = 10_000
 
 @dataclass(frozen=True, slots=True)
 class Access:
-    """An access decision: ``public`` (anyone, with a reason) or at least ``role``."""
+    """An access decision: ``public`` (anyone, with a reason) or at least ``role``;
+    ``every_camera`` also asks for a token not restricted to cameras (for powers that reach
+    beyond cameras: tokens, the audit log, adding cameras)."""
 
     kind: Literal["public", "role"]
     role: Role | None = None
     reason: str = ""
+    every_camera: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,26 +242,34 @@ def _decided(access: Access) -> Callable[[Callable[..., Any]], Callable[..., Any
     return mark
 
 
-def _role_dependency(role: Role) -> Callable[[Request], Principal]:
-    @_decided(Access("role", role))
+def _role_dependency(role: Role, every_camera: bool = False) -> Callable[[Request], Principal]:
+    @_decided(Access("role", role, every_camera=every_camera))
     def dependency(request: Request) -> Principal:
         principal = authenticate(request)
         if not principal.role.allows(role):
             raise HTTPException(status.HTTP_403_FORBIDDEN, f"needs the {role.value} role")
+        if every_camera and principal.cameras is not None:
+            # else a camera-restricted admin could mint itself an unrestricted token
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN, f"needs a {role.value} token for every camera"
+            )
         request.state.principal = principal
         return principal
 
-    dependency.__name__ = f"require_{role.value}"
+    dependency.__name__ = f"require_{role.value}{'_every_camera' if every_camera else ''}"
     return dependency
 
 
 require_viewer = _role_dependency(Role.VIEWER)
 require_operator = _role_dependency(Role.OPERATOR)
 require_admin = _role_dependency(Role.ADMIN)
+require_full_admin = _role_dependency(Role.ADMIN, every_camera=True)
 
 Viewer = Annotated[Principal, Depends(require_viewer)]
 Operator = Annotated[Principal, Depends(require_operator)]
 Admin = Annotated[Principal, Depends(require_admin)]
+#: an admin whose token is not restricted to cameras
+FullAdmin = Annotated[Principal, Depends(require_full_admin)]
 
 
 def public(reason: str) -> Any:

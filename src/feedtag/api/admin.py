@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
-from feedtag.api.access import SESSION_COOKIE, Admin, Principal, Viewer, public
+from feedtag.api.access import SESSION_COOKIE, FullAdmin, Principal, Viewer, public
 from feedtag.api.events import MAX_FILTER_VALUES, Cursor, Limit, Since, Until
 from feedtag.api.metrics import node_registry
 from feedtag.api.state import api_state
@@ -83,7 +83,7 @@ def sign_out(request: Request, principal: Viewer) -> Response:
 @router.get("/api/v1/audit", summary="The audit log, newest first (admins)")
 def get_audit(
     request: Request,
-    principal: Admin,
+    principal: FullAdmin,
     *,
     who: Annotated[
         str | None,
@@ -108,7 +108,7 @@ def get_audit(
 
 
 @router.get("/api/v1/tokens", summary="Live API tokens (admins); never the tokens themselves")
-def get_tokens(request: Request, principal: Admin) -> dict[str, Any]:
+def get_tokens(request: Request, principal: FullAdmin) -> dict[str, Any]:
     try:
         records = list_tokens(api_state(request).store)
     except StoreError:
@@ -121,7 +121,7 @@ def get_tokens(request: Request, principal: Admin) -> dict[str, Any]:
     status_code=status.HTTP_201_CREATED,
     summary="Create a token (admins); the token is in this answer only",
 )
-def post_token(request: Request, principal: Admin, body: NewToken) -> dict[str, Any]:
+def post_token(request: Request, principal: FullAdmin, body: NewToken) -> dict[str, Any]:
     try:
         token, record = create_token(api_state(request).store, body.name, body.role, body.cameras)
     except StoreUnavailable:
@@ -136,7 +136,7 @@ def post_token(request: Request, principal: Admin, body: NewToken) -> dict[str, 
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Revoke a token (admins); its sessions end at once",
 )
-def delete_token(request: Request, principal: Admin, token_id: str) -> Response:
+def delete_token(request: Request, principal: FullAdmin, token_id: str) -> Response:
     try:
         revoked = revoke_token(api_state(request).store, token_id)
     except StoreError:

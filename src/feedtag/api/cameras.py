@@ -14,7 +14,7 @@ from fastapi import APIRouter, Body, HTTPException, Path, Request, status
 from fastapi.responses import FileResponse, Response
 from pydantic import ValidationError
 
-from feedtag.api.access import Admin, Operator, Principal, Viewer
+from feedtag.api.access import Admin, FullAdmin, Operator, Principal, Viewer
 from feedtag.api.netcheck import check_camera_address
 from feedtag.api.state import ApiState, api_state, audit
 from feedtag.config.models import CAMERA_ID_PATTERN, CameraConfig
@@ -208,7 +208,7 @@ def restart_camera(
     summary="Add a camera and start it (admins); the others keep running",
 )
 def add_camera(
-    request: Request, principal: Admin, body: dict[str, Any] = CameraBody
+    request: Request, principal: FullAdmin, body: dict[str, Any] = CameraBody
 ) -> dict[str, Any]:
     state = api_state(request)
     camera = _validated(state, body)
