@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
@@ -55,3 +56,22 @@ def test_migration_0002_goes_down_and_up(pg: Engine) -> None:
     downgrade(pg, "0001")
     upgrade(pg)
     create_token(pg, "again", Role.ADMIN)
+
+
+def test_the_app_reads_and_audits_on_postgresql(pg: Engine, tmp_path: Path) -> None:
+    from feedtag.api.app import create_app
+    from feedtag.runtime.node import NodeEngine
+
+    from .conftest import TestClient, api_config, seed
+
+    config = api_config(tmp_path, "a" * 40)
+    app = create_app(config, NodeEngine(config), store=pg)
+    events = seed(pg, app)
+    headers = {"Authorization": "Bearer " + "a" * 40}
+    with TestClient(app) as client:
+        page = client.get("/api/v1/events?camera=cam-a", headers=headers).json()
+        assert [e["event_id"] for e in page["items"]] == [events["cam-a"].event_id]
+        stats = client.get("/api/v1/stats", headers=headers).json()
+        assert stats["total"] == 2 and stats["by_kind"] == {"line_cross": 2}
+        audit = client.get("/api/v1/audit", headers=headers).json()["items"]
+        assert [entry["action"] for entry in audit] == ["stats", "events.search"]

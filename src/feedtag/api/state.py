@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from fastapi import HTTPException, Request, status
 from sqlalchemy import Engine
@@ -86,9 +85,8 @@ class ApiState:
     auth: Authenticator
     bus: EventBus
     registry: CameraRegistry
+    #: set when the server stops, so that open live streams end
     closing: threading.Event = field(default_factory=threading.Event)
-    started_at: float = field(default_factory=time.time)
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def api_state(request: Request) -> ApiState:
