@@ -168,6 +168,44 @@ def test_the_grid_fills_with_live_thumbnails_and_overlays(
     expect(page.locator("#grid svg.overlay").first).to_be_hidden()
 
 
+def test_a_camera_opens_large_with_its_latest_events(
+    page: Any, admin_api: httpx.Client, served: Served, screenshots: Path
+) -> None:
+    camera_id = served.feed_cameras[0]
+    newest = wait_for(
+        lambda: events_page(admin_api, camera=camera_id, limit=1),
+        FEED_TIMEOUT_S,
+        interval=1.0,
+        what=f"an event on {camera_id}",
+    )[0]
+    camera = api_cameras(admin_api)[camera_id]
+    sign_in(page, served.admin_token)
+    card = page.locator(f'#grid .card[data-camera-id="{camera_id}"]')
+    card.focus()
+    page.keyboard.press("Enter")
+    dialog = page.locator("#camera-dialog")
+    expect(dialog).to_be_visible()
+    expect(dialog.locator("#camera-dialog-title")).to_have_text(camera["name"])
+    image = dialog.locator("#camera-image")
+    page.wait_for_function(
+        "img => img.complete && img.naturalWidth > 0",
+        arg=image.element_handle(),
+        timeout=UI_TIMEOUT_MS,
+    )
+    expect(dialog.locator("#camera-overlay polygon")).to_have_count(len(camera["zones"]))
+    recent = dialog.locator(f'#camera-events button[data-event-id="{newest["event_id"]}"]')
+    expect(recent).to_be_visible(timeout=UI_TIMEOUT_MS)
+    shot(page, screenshots, "camera")
+    recent.click()
+    expect(page.locator("#event-dialog")).to_be_visible()
+    expect(page.locator("#event-fields")).to_contain_text(newest["event_id"])
+    page.keyboard.press("Escape")
+    expect(page.locator("#event-dialog")).to_be_hidden()
+    expect(dialog).to_be_visible()  # back to the camera
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+
+
 # -- events -------------------------------------------------------------------------------------
 
 

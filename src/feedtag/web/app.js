@@ -8,6 +8,7 @@ import * as grid from "./grid.js";
 import * as events from "./events.js";
 import * as charts from "./charts.js";
 import * as admin from "./admin.js";
+import * as camera from "./camera.js";
 
 const VIEWS = { cameras: grid, events, charts, admin };
 const ORDER = ["cameras", "events", "charts", "admin"];
@@ -38,6 +39,7 @@ function showLogin(message = "") {
   state.session = null;
   for (const view of Object.values(VIEWS)) { view.hide(); view.reset(); }
   current = null;
+  for (const dialog of $$("dialog[open]")) dialog.close();
   $("#app-view").hidden = true;
   $("#login-view").hidden = false;
   $("#login-error").textContent = message;
@@ -126,6 +128,7 @@ function onKey(event) {
 
 async function boot() {
   for (const view of Object.values(VIEWS)) view.init();
+  camera.init();
   $("#login-form").addEventListener("submit", onLogin);
   $("#logout-button").addEventListener("click", onLogout);
   $("#help-button").addEventListener("click", () => $("#help-dialog").showModal());

@@ -50,6 +50,8 @@ function series(data, since, until, bucket) {
 }
 
 const sum = (values) => values.reduce((a, b) => a + b, 0);
+const chartWidth = (box) => Math.max(320, box.clientWidth || 800);
+let drawnWidth = 0;
 
 function drawTimeline() {
   const box = $("#chart-timeline");
@@ -57,7 +59,8 @@ function drawTimeline() {
   if (!last) return;
   const { data, since, until, bucket } = last;
   const { start, count, labels, byLabel } = series(data, since, until, bucket);
-  const width = Math.max(320, box.clientWidth || 800);
+  const width = chartWidth(box);
+  drawnWidth = width;
   const plotW = width - MARGIN.left - MARGIN.right;
   const plotH = HEIGHT - MARGIN.top - MARGIN.bottom;
   const visibleLabels = labels.filter((l) => !hidden.has(l));
@@ -220,13 +223,21 @@ async function load() {
   }
 }
 
+const RELOAD_MS = 30000;
+let reloadTimer = null;
+
 export function show() {
   active = true;
   load();
+  clearInterval(reloadTimer);
+  // An open chart keeps up by itself; a hidden tab skips the reload.
+  reloadTimer = setInterval(() => { if (active && !document.hidden) load(); }, RELOAD_MS);
 }
 
 export function hide() {
   active = false;
+  clearInterval(reloadTimer);
+  reloadTimer = null;
 }
 
 export function refresh() {
@@ -252,6 +263,13 @@ export function init() {
   form.addEventListener("change", load);
   form.addEventListener("submit", (event) => { event.preventDefault(); load(); });
   let pending = null;
-  const resize = new ResizeObserver(() => { clearTimeout(pending); pending = setTimeout(() => { if (active && last) draw(); }, 150); });
+  // Redraw when the width changes (not the height: that changes with the text below, and a
+  // redraw would drop the cursor under the mouse).
+  const resize = new ResizeObserver(() => {
+    clearTimeout(pending);
+    pending = setTimeout(() => {
+      if (active && last && chartWidth($("#chart-timeline")) !== drawnWidth) draw();
+    }, 150);
+  });
   resize.observe($("#view-charts"));
 }

@@ -169,7 +169,10 @@ function onStreamEvent(message) {
   shown.add(event.event_id);
   const body = $("#events-body");
   body.prepend(row(event, true));
-  while (body.children.length > MAX_ROWS) body.lastElementChild.remove();
+  while (body.children.length > MAX_ROWS) {
+    shown.delete(body.lastElementChild.dataset.eventId);
+    body.lastElementChild.remove();
+  }
   updateStatus();
 }
 

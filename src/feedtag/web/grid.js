@@ -3,6 +3,8 @@
 
 import { api, ApiError, freshUrl } from "./api.js";
 import { $, el, svg, clear, formatNumber, formatAge, token } from "./dom.js";
+import { drawOverlay } from "./overlay.js";
+import { openCamera } from "./camera.js";
 import { setCameras, notify, hasRole, CAMERA_STATES } from "./state.js";
 
 const REFRESH_MS = 3000;        // camera status
@@ -56,9 +58,10 @@ function makeCard(camera) {
   };
   root.addEventListener("keydown", (event) => {
     if (event.key !== "Enter" || event.target !== root) return;
-    event.preventDefault();
-    location.hash = `#/events?camera=${encodeURIComponent(card.camera.id)}`;
+    event.preventDefault();  // else the Enter presses the dialog's close button
+    openCamera(card.camera);
   });
+  root.querySelector(".frame").addEventListener("click", () => openCamera(card.camera));
   restart.addEventListener("click", async () => {
     const label = card.camera.name || card.camera.id;
     try {
@@ -120,49 +123,6 @@ function updateCard(card, camera) {
   card.reason.textContent = why;
   card.reason.hidden = !why;
   drawOverlay(card);
-}
-
-/** Zones (polygons) and lines (with an arrow to their forward side) over the thumbnail. */
-function drawOverlay(card) {
-  const camera = card.camera;
-  const [w, h] = card.size;
-  const key = JSON.stringify([w, h, camera.zones || [], camera.lines || []]);
-  if (key === card.overlayKey) return;
-  card.overlayKey = key;
-  const overlay = card.overlay;
-  clear(overlay);
-  overlay.setAttribute("viewBox", `0 0 ${w} ${h}`);
-  const px = ([x, y]) => [x * w, y * h];
-  const fontSize = Math.max(10, Math.round(Math.min(w, h) / 17));
-  (camera.zones || []).forEach((zone, index) => {
-    const points = (zone.polygon || []).map(px);
-    if (points.length < 3) return;
-    const cls = zone.roadway ? "zone roadway" : `zone zone-${index % 6}`;
-    overlay.append(svg("polygon", { class: cls, points: points.map((p) => p.map((v) => v.toFixed(1)).join(",")).join(" "), "vector-effect": "non-scaling-stroke" }));
-    const cx = points.reduce((s, p) => s + p[0], 0) / points.length;
-    const cy = points.reduce((s, p) => s + p[1], 0) / points.length;
-    overlay.append(svg("text", { class: "zone-label", x: cx.toFixed(1), y: cy.toFixed(1), "font-size": fontSize, "text-anchor": "middle", "dominant-baseline": "middle", text: zone.name }));
-  });
-  for (const line of camera.lines || []) {
-    const ends = (line.points || []).map(px);
-    if (ends.length < 2) continue;
-    const [[x0, y0], [x1, y1]] = ends;
-    overlay.append(svg("line", { class: "cross-line", x1: x0, y1: y0, x2: x1, y2: y1, "vector-effect": "non-scaling-stroke" }));
-    // Forward is from the left-hand to the right-hand side walking start -> end: normal (-dy, dx).
-    const dx = x1 - x0, dy = y1 - y0, length = Math.hypot(dx, dy) || 1;
-    const nx = -dy / length, ny = dx / length;
-    const arrow = Math.min(w, h) * 0.12;
-    const mx = (x0 + x1) / 2, my = (y0 + y1) / 2;
-    const tx = mx + nx * arrow, ty = my + ny * arrow;
-    const head = arrow * 0.35;
-    const bx = tx - nx * head, by = ty - ny * head;
-    const d = `M${mx.toFixed(1)} ${my.toFixed(1)}L${tx.toFixed(1)} ${ty.toFixed(1)}`
-      + `M${(bx + ny * head * 0.6).toFixed(1)} ${(by - nx * head * 0.6).toFixed(1)}L${tx.toFixed(1)} ${ty.toFixed(1)}`
-      + `L${(bx - ny * head * 0.6).toFixed(1)} ${(by + nx * head * 0.6).toFixed(1)}`;
-    overlay.append(svg("path", { class: "cross-arrow", d, "vector-effect": "non-scaling-stroke" }));
-    const label = line.direction ? `${line.name} → ${line.direction}` : line.name;
-    overlay.append(svg("text", { class: "line-label", x: (tx + nx * fontSize).toFixed(1), y: (ty + ny * fontSize).toFixed(1), "font-size": fontSize, "text-anchor": "middle", "dominant-baseline": "middle", text: label }));
-  }
 }
 
 /** Loads the next thumbnail off-screen and swaps it in once decoded (no flicker). */
