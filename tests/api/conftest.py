@@ -8,22 +8,24 @@ The large tables use FastAPI's TestClient (in-process, no sockets); the end-to-e
 from __future__ import annotations
 
 import secrets
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from sqlalchemy import Engine
 
 from feedtag.api.app import create_app
 from feedtag.config import validate_config
-from feedtag.core import Event, EventKind
+from feedtag.core import Detections, Event
 from feedtag.runtime.node import NodeEngine
 from feedtag.store.tokens import Role, create_token
 
-from .server import RunningServer
+from .server import insert_event
 
 with warnings.catch_warnings():
     # Starlette asks for httpx2 in its TestClient; httpx is what the project depends on.
@@ -82,29 +84,18 @@ def api_config(data_dir: Path, admin_token: str, **api: Any) -> Any:
 def seed(store: Engine, app: Any) -> dict[str, Event]:
     """An event per camera with a snapshot and a clip file, and a thumbnail per camera."""
     media = app.state.api.media
-    helper = RunningServer.__new__(RunningServer)  # only its data helpers, no server
-    helper.app = app
     events = {}
     for camera_id in (CAMERA_A, CAMERA_B):
-        event = helper.insert_event(camera_id, EventKind.LINE_CROSS, label=XSS_NAME)
-        events[camera_id] = event
-        helper.write_thumbnail(camera_id)
-    # clips: real files under the media root, named by the event rows
-    for camera_id, event in list(events.items()):
-        clip = media.event_path("clips", camera_id, event.event_id, event.started_at)
+        event_id, at = secrets.token_hex(16), time.time()
+        clip = media.event_path("clips", camera_id, event_id, at)
         clip.parent.mkdir(parents=True, exist_ok=True)
-        clip.write_bytes(b"\x00\x00\x00\x18ftypmp42")
-        from feedtag.store.schema import events as table
-
-        attributes = {**event.attributes, "clip": media.relative(clip)}
-        with store.begin() as connection:
-            connection.execute(
-                table.update()
-                .where(table.c.event_id == event.event_id)
-                .values(attributes=attributes)
-            )
-        events[camera_id] = Event(**{**event.to_dict(), "kind": event.kind,
-                                     "track_ids": (), "attributes": attributes})  # fmt: skip
+        clip.write_bytes(b"\x00\x00\x00\x18ftypmp42")  # a file under the media root
+        events[camera_id] = insert_event(
+            store, media, camera_id, label=XSS_NAME, event_id=event_id, started_at=at,
+            attributes={"clip": media.relative(clip)},
+        )  # fmt: skip
+        media.write_thumbnail(camera_id, np.full((90, 160, 3), 128, np.uint8),
+                              Detections.empty(), [])  # fmt: skip
     return events
 
 

@@ -83,33 +83,10 @@ class RunningServer:
         """The request headers that carry ``token``."""
         return {"Authorization": f"Bearer {token}"}
 
-    def insert_event(
-        self,
-        camera_id: str,
-        kind: EventKind | str = EventKind.LINE_CROSS,
-        *,
-        started_at: float | None = None,
-        label: str | None = "person",
-        zone: str | None = None,
-        attributes: dict[str, Any] | None = None,
-        snapshot: bool = True,
-        event_id: str | None = None,
-    ) -> Event:
-        """Store one event (with an anonymized snapshot unless ``snapshot`` is False)."""
-        started = time.time() if started_at is None else started_at
-        event = Event(
-            event_id or secrets.token_hex(16), camera_id, EventKind(kind), "test-rule", started,
-            label=label, zone=zone, attributes=dict(attributes or {}),
-        )  # fmt: skip
-        if snapshot:
-            path = self.media.write_snapshot(
-                camera_id, event.event_id, at=started, image=_grey_image(),
-                detections=Detections.empty(), class_names=[],
-            )  # fmt: skip
-            event.attributes["snapshot"] = self.media.relative(path)
-        with self.store.begin() as connection:
-            insert_events(connection, [event_row(event)])
-        return event
+    def insert_event(self, camera_id: str, kind: EventKind | str = EventKind.LINE_CROSS,
+                     **options: Any) -> Event:  # fmt: skip
+        """Store one event; see :func:`insert_event`."""
+        return insert_event(self.store, self.media, camera_id, kind, **options)
 
     def write_thumbnail(self, camera_id: str) -> Path:
         """An anonymized thumbnail for ``camera_id`` (a grey frame)."""
@@ -136,6 +113,37 @@ class RunningServer:
 
 def _grey_image() -> np.ndarray[Any, np.dtype[np.uint8]]:
     return np.full((90, 160, 3), 128, np.uint8)
+
+
+def insert_event(
+    store: Engine,
+    media: MediaStore,
+    camera_id: str,
+    kind: EventKind | str = EventKind.LINE_CROSS,
+    *,
+    started_at: float | None = None,
+    label: str | None = "person",
+    zone: str | None = None,
+    attributes: dict[str, Any] | None = None,
+    snapshot: bool = True,
+    event_id: str | None = None,
+) -> Event:
+    """Store one event, with an anonymized snapshot (a grey frame) unless ``snapshot`` is
+    False."""
+    started = time.time() if started_at is None else started_at
+    event = Event(
+        event_id or secrets.token_hex(16), camera_id, EventKind(kind), "test-rule", started,
+        label=label, zone=zone, attributes=dict(attributes or {}),
+    )  # fmt: skip
+    if snapshot:
+        path = media.write_snapshot(
+            camera_id, event.event_id, at=started, image=_grey_image(),
+            detections=Detections.empty(), class_names=[],
+        )  # fmt: skip
+        event.attributes["snapshot"] = media.relative(path)
+    with store.begin() as connection:
+        insert_events(connection, [event_row(event)])
+    return event
 
 
 def server_config(
