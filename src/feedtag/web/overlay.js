@@ -9,15 +9,16 @@ export function drawOverlay(target) {
   const camera = target.camera;
   const [w, h] = target.size;
   // Labels keep about the same size on screen in a small card and in the large view.
-  const shownWidth = target.overlay.clientWidth || 320;
-  const key = JSON.stringify([w, h, Math.round(shownWidth / 20), camera.zones || [], camera.lines || []]);
+  const rendered = target.overlay.clientWidth;  // 0 until the card is on screen
+  const shownWidth = rendered || 320;
+  const key = JSON.stringify([w, h, Math.round(rendered / 20), camera.zones || [], camera.lines || []]);
   if (key === target.overlayKey) return;
   target.overlayKey = key;
   const overlay = target.overlay;
   clear(overlay);
   overlay.setAttribute("viewBox", `0 0 ${w} ${h}`);
   const px = ([x, y]) => [x * w, y * h];
-  const fontSize = Math.round((12 * w) / shownWidth);
+  const fontSize = Math.round((11 * w) / shownWidth);
   (camera.zones || []).forEach((zone, index) => {
     const points = (zone.polygon || []).map(px);
     if (points.length < 3) return;
@@ -47,6 +48,22 @@ export function drawOverlay(target) {
     const label = line.direction ? `${line.name} → ${line.direction}` : line.name;
     const anchor = nx < -0.5 ? "end" : nx > 0.5 ? "start" : "middle";  // beside the arrow's tip
     const gap = fontSize * 0.4;
-    overlay.append(svg("text", { class: "line-label", x: (tx + nx * gap).toFixed(1), y: (ty + ny * (gap + fontSize * 0.6)).toFixed(1), "font-size": fontSize, "text-anchor": anchor, "dominant-baseline": "middle", text: label }));
+    const text = svg("text", { class: "line-label", x: (tx + nx * gap).toFixed(1), y: (ty + ny * (gap + fontSize * 0.6)).toFixed(1), "font-size": fontSize, "text-anchor": anchor, "dominant-baseline": "middle", text: label });
+    overlay.append(text);
+    keepInside(text, w, h);
   }
+}
+
+/** Moves a label back inside the image when it would stick out (measured once drawn). */
+function keepInside(text, w, h) {
+  let box;
+  try { box = text.getBBox(); } catch { return; }
+  if (!box || !box.width) return;  // not rendered (yet): the next redraw measures it
+  let dx = 0, dy = 0;
+  if (box.x < 0) dx = -box.x + 2;
+  else if (box.x + box.width > w) dx = w - (box.x + box.width) - 2;
+  if (box.y < 0) dy = -box.y + 2;
+  else if (box.y + box.height > h) dy = h - (box.y + box.height) - 2;
+  if (dx) text.setAttribute("x", (Number(text.getAttribute("x")) + dx).toFixed(1));
+  if (dy) text.setAttribute("y", (Number(text.getAttribute("y")) + dy).toFixed(1));
 }
