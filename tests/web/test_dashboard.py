@@ -114,6 +114,14 @@ def test_a_wrong_token_is_refused_and_sign_out_ends_the_session(
     expect(page.locator("#login-view")).to_be_visible()
 
 
+def test_an_ended_session_returns_to_sign_in(page: Any, served: Served) -> None:
+    sign_in(page, served.admin_token)
+    page.context.clear_cookies()  # as when the session expires on the server
+    page.keyboard.press("r")  # the next request is answered 401
+    expect(page.locator("#login-view")).to_be_visible(timeout=UI_TIMEOUT_MS)
+    expect(page.locator("#login-error")).to_contain_text("session ended")
+
+
 # -- the camera grid -------------------------------------------------------------------------
 
 
@@ -250,6 +258,15 @@ def test_events_filter_by_kind_and_camera(
     assert {r["kind"] for r in filtered} == {kind}
     expect(page.locator("#events-status")).to_contain_text(f"kind {kind}")
     assert f"kind={kind}" in page.url  # the filter is in the address, to share or reload
+
+    # A time range in the future has no events.
+    page.locator("#filter-range").select_option("custom")
+    page.fill(
+        "#filter-since", time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() + 3600))
+    )
+    page.locator("#filter-since").dispatch_event("change")
+    expect(page.locator("#events-body tr.event-row")).to_have_count(0, timeout=UI_TIMEOUT_MS)
+    expect(page.locator("#events-status")).to_contain_text("No events")
 
     page.locator("#event-filters button[type=reset]").click()
     camera = items[0]["camera_id"]
