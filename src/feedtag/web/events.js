@@ -65,14 +65,26 @@ function matches(event, filters) {
   return true;
 }
 
+/** An attribute as a person reads it: "duration_s" 4.2 -> ["duration", "4.2 s"]. */
+function attribute(key, value) {
+  if (typeof value === "number") {
+    if (key.endsWith("_at")) return [key.slice(0, -3), `${formatTime(value)}  (${isoUtc(value)})`];
+    if (key.endsWith("_s")) return [key.slice(0, -2), formatDuration(value)];
+    if (key.endsWith("_deg")) return [key.slice(0, -4), `${Math.round(value)}°`];
+    if (!Number.isInteger(value)) return [key, value.toFixed(2)];
+  }
+  if (typeof value === "object" && value !== null) return [key, JSON.stringify(value)];
+  return [key, String(value)];
+}
+
 /** A one-line summary of an event's attributes. */
 function details(event) {
   const attributes = event.attributes || {};
   const parts = [];
   for (const [key, value] of Object.entries(attributes)) {
     if (value === null || value === undefined || typeof value === "object" || key.endsWith("_at")) continue;
-    const shownValue = typeof value === "number" && !Number.isInteger(value) ? value.toFixed(1) : String(value);
-    parts.push(`${key.replaceAll("_", " ")}: ${shownValue}`);
+    const [name, shownValue] = attribute(key, value);
+    parts.push(`${name.replaceAll("_", " ")}: ${shownValue}`);
     if (parts.length >= 3) break;
   }
   if (event.ended_at && event.started_at) parts.push(`lasted ${formatDuration(event.ended_at - event.started_at)}`);
@@ -305,10 +317,8 @@ export async function openEvent(eventId) {
     ...field("Tracks", (event.track_ids || []).join(", ")),
   );
   for (const [key, value] of Object.entries(event.attributes || {})) {
-    let shownValue = value;
-    if (typeof value === "object" && value !== null) shownValue = JSON.stringify(value);
-    else if (key.endsWith("_at") && typeof value === "number") shownValue = `${formatTime(value)}  (${isoUtc(value)})`;
-    fields.append(...field(key.replaceAll("_", " "), shownValue));
+    const [name, shownValue] = attribute(key, value);
+    fields.append(...field(name.replaceAll("_", " "), shownValue));
   }
   fields.append(...field("Event id", event.event_id, "mono"));
   if (event.clip_url) {
