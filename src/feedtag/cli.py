@@ -493,6 +493,12 @@ def _serve_api(config: FeedtagConfig, engine: Any, store: Any, *, fallback_port:
     from feedtag.api.app import close_app, create_app
     from feedtag.runtime.serve import ApiServer, ServeError
 
+    if config.api.host not in ("127.0.0.1", "::1", "localhost"):
+        log.warning(
+            "the API listens on %s without TLS: put a TLS proxy in front of it, tokens and "
+            "session cookies travel in clear text otherwise",
+            config.api.host,
+        )
     app = create_app(config, engine, store=store)
     server = ApiServer(app, config.api.host, config.api.port, before_stop=lambda: close_app(app))
     try:

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from sqlalchemy import select
@@ -91,3 +92,22 @@ def test_run_refuses_to_serve_without_an_admin_credential(tmp_path: Path) -> Non
     done = run_cli("run", str(config), "--seconds", "1", data_dir=tmp_path)
     assert done.returncode == 2
     assert "api.admin_token" in done.stderr and "admin credential" in done.stderr
+
+
+def test_the_audit_command(tmp_path: Path) -> None:
+    from feedtag.store.audit import AuditEntry, write_audit
+    from feedtag.store.engine import create_store_engine
+    from feedtag.store.migrations import upgrade
+
+    store = create_store_engine(f"sqlite:///{tmp_path / 'feedtag.db'}")
+    upgrade(store)
+    write_audit(store, AuditEntry(time.time(), "t1", "wall", "viewer", "events.get", "door",
+                                  "e1", None, "10.0.0.9", 200))  # fmt: skip
+    store.dispose()
+    done = run_cli("audit", "--since", "1h", "--json", data_dir=tmp_path)
+    assert done.returncode == 0, done.stderr
+    [entry] = json.loads(done.stdout)["items"]
+    assert (entry["token_name"], entry["action"], entry["client"]) == ("wall", "events.get",
+                                                                      "10.0.0.9")  # fmt: skip
+    shown = run_cli("audit", "--principal", "nobody", data_dir=tmp_path)
+    assert shown.returncode == 0 and "events.get" not in shown.stdout
