@@ -150,7 +150,6 @@ def test_a_chunked_body_is_cut_off_at_the_limit(setup: Setup) -> None:
     assert answer.status_code == 413
 
 
-@pytest.mark.system
 def test_an_oversized_body_is_refused_before_it_is_sent(tmp_path: Path) -> None:
     """Real uvicorn: a request declaring 1 GB gets 413 at once, without sending the body."""
     with start_api_server(tmp_path) as server:
