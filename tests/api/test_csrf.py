@@ -98,3 +98,19 @@ def test_revoking_the_token_ends_its_sessions(setup: Setup) -> None:
     revoke = setup.client.delete(f"/api/v1/tokens/{token_id}", headers=setup.headers("admin"))
     assert revoke.status_code == 204
     assert setup.client.get("/api/v1/cameras").status_code == 401
+
+
+def test_sessions_expire(setup: Setup) -> None:
+    from feedtag.api.access import Authenticator
+
+    now = [1000.0]
+    auth = Authenticator(setup.store, None, session_ttl_s=60, clock=lambda: now[0])
+    found = auth.principal_of_token(str(setup.tokens["viewer"]))
+    assert found is not None
+    session_id, principal = auth.open_session(*found)
+    assert principal.csrf_token and auth.principal_of_session(session_id) == principal
+    now[0] += 59
+    assert auth.principal_of_session(session_id) == principal
+    now[0] += 2
+    assert auth.principal_of_session(session_id) is None
+    assert auth.principal_of_session("forged") is None
