@@ -203,6 +203,16 @@ def test_a_camera_opens_large_with_its_latest_events(
     expect(dialog.locator("#camera-overlay polygon")).to_have_count(len(camera["zones"]))
     recent = dialog.locator(f'#camera-events button[data-event-id="{newest["event_id"]}"]')
     expect(recent).to_be_visible(timeout=UI_TIMEOUT_MS)
+    # When each label was in view: the presence tags of the camera, one bar per segment.
+    since = time.time() - 3600
+    tags = admin_api.get(
+        "/api/v1/tags",
+        params={"label": "person", "camera": camera_id, "since": since, "limit": 1000},
+    ).json()["items"]
+    assert tags, "people are in view on the vtest footage"
+    bars = dialog.locator('#camera-presence rect.segment[data-label="person"]')
+    expect(bars.first).to_be_attached(timeout=UI_TIMEOUT_MS)
+    assert bars.count() >= len(tags)  # the page asks a moment later: a new one may have begun
     shot(page, screenshots, "camera")
     recent.click()
     expect(page.locator("#event-dialog")).to_be_visible()

@@ -2,12 +2,16 @@
 // latest events (each opens the event dialog).
 
 import { api, ApiError, freshUrl } from "./api.js";
-import { $, el, clear, formatTime, formatNumber, isoUtc } from "./dom.js";
+import { $, el, svg, clear, formatTime, formatNumber, isoUtc } from "./dom.js";
 import { drawOverlay } from "./overlay.js";
 import { openEvent } from "./events.js";
+import { colorOf } from "./charts.js";
 
 const REFRESH_MS = 3000;
 const RECENT = 12;
+const PRESENCE_S = 3600;
+const PRESENCE_EVERY = 10;  // ticks: the presence strip is renewed every 30 s
+const MAX_LABELS = 6;
 
 let view = null;  // {camera, overlay, size, overlayKey, timer}
 
@@ -43,6 +47,7 @@ async function recentEvents(cameraId) {
   const list = $("#camera-events");
   try {
     const data = await api.get("/api/v1/events", { camera: cameraId, limit: RECENT });
+    if (view) for (const event of data.items || []) if (event.label) view.labels.add(event.label);
     clear(list);
     for (const event of data.items || []) {
       const button = el("button", { type: "button", class: "recent", dataset: { eventId: event.event_id } }, [
@@ -58,6 +63,57 @@ async function recentEvents(cameraId) {
     clear(list);
     if (error instanceof ApiError) list.append(el("li", { class: "error-text", text: error.explanation }));
   }
+}
+
+/** When each label was in view over the last hour (presence tags, anywhere in the image):
+ * one row per label, darker where more were in view at once. */
+async function presence() {
+  if (!view) return;
+  const camera = view.camera;
+  for (const what of Object.keys((camera.vision && camera.vision.counts) || {})) view.labels.add(what);
+  const labels = [...view.labels].sort().slice(0, MAX_LABELS);
+  const until = Date.now() / 1000;
+  const since = until - PRESENCE_S;
+  const box = $("#camera-presence");
+  let rows;
+  try {
+    rows = await Promise.all(labels.map(async (label) => {
+      const data = await api.get("/api/v1/tags", { label, camera: camera.id, since: since.toFixed(3), limit: 1000 });
+      return [label, (data.items || []).filter((tag) => tag.zone === null)];
+    }));
+  } catch (error) {
+    clear(box);
+    if (error instanceof ApiError) box.append(el("p", { class: "error-text", text: `Presence: ${error.explanation}` }));
+    return;
+  }
+  if (!view || view.camera.id !== camera.id) return;
+  clear(box);
+  if (!rows.length) { box.append(el("p", { class: "muted", text: "Nothing seen yet." })); return; }
+  const width = Math.max(300, box.clientWidth || 600);
+  const labelW = 80, rowH = 16, top = 4;
+  const height = top + rows.length * rowH + 18;
+  const x = (t) => labelW + ((Math.min(Math.max(t, since), until) - since) / PRESENCE_S) * (width - labelW - 4);
+  const chart = svg("svg", { class: "presence", width, height, viewBox: `0 0 ${width} ${height}` });
+  const most = Math.max(1, ...rows.flatMap(([, tags]) => tags.map((tag) => tag.max_count)));
+  rows.forEach(([label, tags], index) => {
+    const y = top + index * rowH;
+    chart.append(svg("text", { class: "tick", x: labelW - 6, y: y + rowH / 2, "text-anchor": "end", "dominant-baseline": "middle", text: label }));
+    chart.append(svg("rect", { class: "lane", x: labelW, y: y + 2, width: width - labelW - 4, height: rowH - 4 }));
+    for (const tag of tags) {
+      const x0 = x(tag.started_at), x1 = x(tag.ended_at ?? until);
+      const ends = tag.ended_at ? formatTime(tag.ended_at) : "now";
+      chart.append(svg("rect", {
+        class: "segment", x: x0.toFixed(1), y: y + 2, width: Math.max(1, x1 - x0).toFixed(1), height: rowH - 4,
+        fill: colorOf(label), "fill-opacity": (0.35 + (0.65 * tag.max_count) / most).toFixed(2),
+        dataset: { label },
+      }, [svg("title", { text: `${label}: up to ${tag.max_count}, ${formatTime(tag.started_at)} – ${ends}` })]));
+    }
+  });
+  for (let i = 0; i <= 4; i++) {
+    const t = since + (i / 4) * PRESENCE_S;
+    chart.append(svg("text", { class: "tick", x: x(t), y: height - 4, "text-anchor": i === 0 ? "start" : i === 4 ? "end" : "middle", text: i === 4 ? "now" : formatTime(t, { seconds: false }) }));
+  }
+  box.append(chart);
 }
 
 function refreshImage() {
@@ -90,6 +146,7 @@ async function tick() {
     if (error instanceof ApiError && error.status === 404) $("#camera-image-note").textContent = "This camera is gone.";
   }
   if (!document.hidden) refreshImage();
+  if (view && ++view.ticks % PRESENCE_EVERY === 0) presence();
   if (view) view.timer = setTimeout(tick, REFRESH_MS);
 }
 
@@ -97,7 +154,7 @@ export function openCamera(camera) {
   closeCamera();
   const dialog = $("#camera-dialog");
   const overlay = $("#camera-overlay");
-  view = { camera, overlay, size: [640, 360], overlayKey: "", timer: null };
+  view = { camera, overlay, size: [640, 360], overlayKey: "", timer: null, ticks: 0, labels: new Set() };
   $("#camera-dialog-title").textContent = camera.name || camera.id;
   $("#camera-dialog-events").setAttribute("href", `#/events?camera=${encodeURIComponent(camera.id)}`);
   $("#camera-image").hidden = true;
@@ -105,8 +162,9 @@ export function openCamera(camera) {
   $("#camera-image-note").textContent = "loading…";
   drawOverlay(view);
   fields(camera);
-  recentEvents(camera.id);
+  clear($("#camera-presence"));
   if (!dialog.open) dialog.showModal();
+  recentEvents(camera.id).then(presence);
   refreshImage();
   view.timer = setTimeout(tick, REFRESH_MS);
 }
