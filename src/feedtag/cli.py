@@ -466,20 +466,14 @@ def _api_store(config: FeedtagConfig) -> Any:
     with ``api.enabled: true`` the missing credential is a :class:`ConfigError`."""
     if config.api.enabled is False:
         return None
-    from feedtag.store.engine import create_store_engine
-    from feedtag.store.migrations import upgrade
-    from feedtag.store.tokens import has_admin_token
+    from feedtag.api.app import admin_credential_present, missing_admin_credential
+    from feedtag.runtime.queries import open_engine
 
-    store = create_store_engine(config.store.resolved_url())
-    upgrade(store)
-    if config.api.admin_token is not None or has_admin_token(store):
+    store = open_engine(config.store)
+    if admin_credential_present(config, store):
         return store
     if config.api.enabled:
-        raise ConfigError(
-            [("api.admin_token", "the API needs an admin credential: set api.admin_token "
-              "(e.g. ${FEEDTAG_ADMIN_TOKEN}) or run `feedtag tokens create --role admin`")],
-            "config",
-        )  # fmt: skip
+        raise missing_admin_credential()
     log.info(
         "API not served: no admin credential (set api.admin_token, or run "
         "`feedtag tokens create --role admin`)"

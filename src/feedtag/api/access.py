@@ -24,13 +24,11 @@ from typing import Annotated, Any, Final, Literal
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.routing import APIRoute
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 from starlette.routing import BaseRoute, Mount
 
 from feedtag.errors import StoreError
-from feedtag.store.engine import store_error
-from feedtag.store.schema import api_tokens
-from feedtag.store.tokens import Role, TokenRecord, hash_token, lookup_token
+from feedtag.store.tokens import Role, TokenRecord, hash_token, lookup_token, lookup_token_hash
 
 SESSION_COOKIE: Final = "feedtag_session"
 CSRF_HEADER: Final = "X-CSRF-Token"
@@ -152,23 +150,12 @@ class Authenticator:
         # A revoked token ends its sessions at once: the token is looked up again.
         if session.principal.token_id == CONFIG_ADMIN_ID:
             return session.token_hash == self.admin_token_hash
-        return _lookup_hash(self.store, session.token_hash)
+        return lookup_token_hash(self.store, session.token_hash) is not None
 
     def _expire(self) -> None:
         now = self.clock()
         for key in [k for k, s in self._sessions.items() if s.expires_at <= now]:
             del self._sessions[key]
-
-
-def _lookup_hash(store: Engine, token_hash: str) -> bool:
-    statement = select(api_tokens.c.token_id).where(
-        api_tokens.c.token_hash == token_hash, api_tokens.c.revoked_at.is_(None)
-    )
-    try:
-        with store.connect() as connection:
-            return connection.execute(statement).first() is not None
-    except Exception as error:  # noqa: BLE001 - translated at the store boundary
-        raise store_error(error, "token read") from None
 
 
 def _principal(record: TokenRecord) -> Principal:

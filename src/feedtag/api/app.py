@@ -64,6 +64,15 @@ def admin_credential_present(config: FeedtagConfig, store: Engine) -> bool:
     return config.api.admin_token is not None or has_admin_token(store)
 
 
+def missing_admin_credential() -> ConfigError:
+    """The error of a server asked to start without an admin credential."""
+    return ConfigError(
+        [("api.admin_token", "the API needs an admin credential: set api.admin_token "
+          "(e.g. ${FEEDTAG_ADMIN_TOKEN}) or run `feedtag tokens create --role admin`")],
+        "config",
+    )  # fmt: skip
+
+
 def create_app(
     config: FeedtagConfig,
     node: NodeEngine,
@@ -82,11 +91,7 @@ def create_app(
         store = create_store_engine(config.store.resolved_url())
         upgrade(store)
     if require_admin_credential and not admin_credential_present(config, store):
-        raise ConfigError(
-            [("api.admin_token", "the API needs an admin credential: set api.admin_token "
-              "(e.g. ${FEEDTAG_ADMIN_TOKEN}) or run `feedtag tokens create --role admin`")],
-            "config",
-        )  # fmt: skip
+        raise missing_admin_credential()
     admin_token = config.api.admin_token
     media = (
         node.store.media

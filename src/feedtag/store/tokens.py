@@ -124,8 +124,13 @@ def create_token(
 
 def lookup_token(engine: Engine, token: str) -> TokenRecord | None:
     """The live (not revoked) token record of ``token``, or None."""
+    return lookup_token_hash(engine, hash_token(token))
+
+
+def lookup_token_hash(engine: Engine, token_hash: str) -> TokenRecord | None:
+    """The live token record stored under ``token_hash``, or None."""
     statement = select(api_tokens).where(
-        api_tokens.c.token_hash == hash_token(token), api_tokens.c.revoked_at.is_(None)
+        api_tokens.c.token_hash == token_hash, api_tokens.c.revoked_at.is_(None)
     )
     try:
         with engine.connect() as connection:
