@@ -240,7 +240,6 @@ def _role_dependency(role: Role, every_camera: bool = False) -> Callable[[Reques
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN, f"needs a {role.value} token for every camera"
             )
-        request.state.principal = principal
         return principal
 
     dependency.__name__ = f"require_{role.value}{'_every_camera' if every_camera else ''}"
