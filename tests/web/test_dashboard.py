@@ -406,6 +406,24 @@ def test_a_viewer_is_refused_admin_actions(
     assert "viewer-was-here" not in api_cameras(admin_api)
 
 
+def test_an_admin_reads_the_audit_log_and_tokens(
+    page: Any, admin_api: httpx.Client, served: Served, screenshots: Path
+) -> None:
+    admin_name = admin_api.get("/api/v1/session").json()["name"]
+    sign_in(page, served.admin_token)
+    page.keyboard.press("4")
+    audit = page.locator("#audit-list tr")
+    expect(audit.first).to_be_visible(timeout=UI_TIMEOUT_MS)
+    who = set(page.locator("#audit-list tr td:nth-child(2)").all_text_contents())
+    assert admin_name in who, "the admin's own reads are in the audit log"
+    # The viewer token the server made is listed by name, never with its secret.
+    tokens = admin_api.get("/api/v1/tokens").json()["items"]
+    listed = page.locator("#token-list tr td:first-child").all_text_contents()
+    assert {t["name"] for t in tokens} <= set(listed)
+    assert served.viewer_token not in page.content()
+    shot(page, screenshots, "admin")
+
+
 # -- hostile names ------------------------------------------------------------------------------
 
 

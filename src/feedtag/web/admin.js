@@ -139,13 +139,14 @@ async function loadAudit() {
     const data = await api.get("/api/v1/audit", { limit: 100 });
     clear(body);
     for (const item of (data && data.items) || []) {
-      body.append(el("tr", {}, [
+      body.append(el("tr", { class: item.status >= 400 ? "denied" : "" }, [
         el("td", { text: formatTime(item.at), title: isoUtc(item.at) }),
         el("td", { text: item.token_name || item.principal || "" }),
         el("td", { text: item.role || "" }),
         el("td", { text: item.action || "" }),
         el("td", { text: item.camera_id || "" }),
         el("td", { class: "mono", text: item.object_id || "" }),
+        el("td", { class: "detail", text: item.detail || "", title: item.detail || "" }),
         el("td", { text: item.status === undefined ? "" : String(item.status) }),
         el("td", { class: "mono", text: item.client || "" }),
       ]));

@@ -67,6 +67,8 @@ function showApp(session) {
   }
   $("#login-view").hidden = true;
   $("#app-view").hidden = false;
+  // Focus leaves the (now hidden) token field, so that the keyboard shortcuts work at once.
+  if (document.activeElement && document.activeElement.closest("#login-view")) $("#main").focus();
   events.startStream();
   grid.loadCameras().catch(() => {});
   route();
