@@ -15,6 +15,7 @@ from tests.analytics.synth import (
     line_path,
     merge,
     observe,
+    path,
     run,
     run_results,
     still,
@@ -23,10 +24,16 @@ from tests.analytics.synth import (
 BOX = {"name": "box", "polygon": [[0.4, 0.4], [0.6, 0.4], [0.6, 0.6], [0.4, 0.6]]}
 
 
-def presence(zone: str | None = None, grace_s: float = 3, labels: list[str] | None = None) -> dict:
+def presence(
+    zone: str | None = None,
+    grace_s: float = 3,
+    labels: list[str] | None = None,
+    count_passing: bool = True,
+) -> dict:
     rule: dict = {"kind": "presence", "grace_s": grace_s}
     if zone:
         rule["zone"] = zone
+        rule["count_passing"] = count_passing
     if labels is not None:
         rule["labels"] = labels
     return {"zones": [BOX], "rules": [rule]}
@@ -103,6 +110,43 @@ def flicker(t1: int, every: int) -> Frames:
             presence(),
             still(1, "person", (0.5, 0.5), 0, 10, fps=0.5),
             [("person", 0, 10, 1)],
+        ),
+        # at 1 fps a person crosses the small zone between two frames, never seen in it
+        (
+            "crossed between frames counts halfway",
+            presence(zone="box"),
+            line_path(1, "person", (0.3, 0.5), (0.7, 0.5), 0, 1, 1),
+            [("person", 0.5, 0.5, 1)],
+        ),
+        (
+            "crossed between frames, passing not counted",
+            presence(zone="box", count_passing=False),
+            line_path(1, "person", (0.3, 0.5), (0.7, 0.5), 0, 1, 1),
+            [],
+        ),
+        (
+            "an unconfirmed detection has no path",
+            presence(zone="box"),
+            line_path(-1, "person", (0.3, 0.5), (0.7, 0.5), 0, 1, 1),
+            [],
+        ),
+        (
+            "passes by above",
+            presence(zone="box"),
+            line_path(1, "person", (0.3, 0.3), (0.7, 0.3), 0, 1, 1),
+            [],
+        ),
+        (
+            "two crossings a second apart are one segment of one",
+            presence(zone="box"),
+            path(1, "person", [(0.3, 0.5), (0.7, 0.5), (0.3, 0.5)], [0, 1, 2]),
+            [("person", 0.5, 1.5, 1)],
+        ),
+        (
+            "a new track after a long gap has no path yet",
+            presence(zone="box"),
+            path(1, "person", [(0.3, 0.5), (0.7, 0.5)], [0, 10]),
+            [],
         ),
     ],
 )

@@ -113,6 +113,24 @@ def segments_intersect(p1: Point, p2: Point, q1: Point, q2: Point) -> bool:
     return False
 
 
+def segment_meets_polygon(a: Point, b: Point, polygon: Sequence[Point]) -> bool:
+    """Whether the path from ``a`` to ``b`` touches ``polygon`` (inside or across it).
+
+    >>> square = [(0.4, 0.4), (0.6, 0.4), (0.6, 0.6), (0.4, 0.6)]
+    >>> segment_meets_polygon((0.1, 0.5), (0.9, 0.5), square)  # straight through
+    True
+    >>> segment_meets_polygon((0.1, 0.1), (0.9, 0.1), square)  # passes above
+    False
+    """
+    if point_in_polygon(a, polygon) or point_in_polygon(b, polygon):
+        return True
+    corners = list(polygon)
+    return any(
+        segments_intersect(a, b, corners[i], corners[(i + 1) % len(corners)])
+        for i in range(len(corners))
+    )
+
+
 def heading_deg(delta: Point) -> float:
     """Angle of a motion vector in the image: 0 = right, 90 = down.
 

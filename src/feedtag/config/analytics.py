@@ -130,6 +130,11 @@ class PresenceRule(_RuleBase):
     labels: Labels = Field(default_factory=list)
     zone: str | None = Field(default=None, description="Zone to watch; none means the frame.")
     grace_s: float = _duration(5.0, "Absence that closes a segment, so flicker does not split it.")
+    count_passing: bool = Field(
+        default=True,
+        description="With a zone: also count a track whose path since the previous frame "
+        "crossed the zone (at 1 fps a person can cross a small zone between two frames).",
+    )
 
 
 class ZoneEnterExitRule(_RuleBase):
