@@ -312,6 +312,12 @@ class StoreConfig(StrictModel):
     retention_days: float = Field(
         default=30, gt=0, le=3650, description="Events, tags and media older than this go."
     )
+    audit_retention_days: float = Field(
+        default=365,
+        gt=0,
+        le=3650,
+        description="Audit log entries (who read which events and media) older than this go.",
+    )
     spool_max_mb: int = Field(
         default=256, ge=1, le=1_000_000, description="Disk kept for events during outages."
     )

@@ -30,6 +30,7 @@ from feedtag.core import CameraState, Detections, Event, EventEnd, Frame, TagSeg
 from feedtag.errors import FeedtagError
 from feedtag.runtime.clips import ClipWriter
 from feedtag.runtime.media_worker import MediaWorker
+from feedtag.store.audit import prune_audit
 from feedtag.store.engine import create_store_engine, store_url_for_log
 from feedtag.store.media import MediaStore
 from feedtag.store.migrations import upgrade
@@ -83,6 +84,16 @@ class EventPipeline:
         """A camera added at run time."""
         self._cameras[camera.id] = _camera(camera)
 
+    def remove_camera(self, camera_id: str) -> None:
+        """A camera removed (or about to be changed) at run time: what its rules still have
+        open is ended and stored, and its counts go."""
+        camera = self._cameras.pop(camera_id, None)
+        if camera is None:
+            return
+        with camera.lock:
+            result = camera.analyzer.close(time.time())
+        self._store_all(result.events, result.ends, result.segments)
+
     def __call__(self, frame: Frame, detections: Detections) -> None:
         camera = self._cameras.get(frame.camera_id)
         if camera is None:
@@ -126,16 +137,10 @@ class EventPipeline:
         """Close every open segment and rule, hand the rest to the writer, and finish the
         snapshots and thumbnails still queued."""
         now = time.time()
-        for camera in self._cameras.values():
+        for camera in list(self._cameras.values()):
             with camera.lock:
                 result = camera.analyzer.close(now)
-            items: list[Event | EventEnd | TagSegment] = [
-                *result.events,
-                *result.ends,
-                *result.segments,
-            ]
-            for item in items:
-                self._store(item)
+            self._store_all(result.events, result.ends, result.segments)
         if self.media_jobs is not None:
             self.media_jobs.close()
 
@@ -199,6 +204,13 @@ class EventPipeline:
 
         jobs.submit(write, essential=False)
 
+    def _store_all(
+        self, events: list[Event], ends: list[EventEnd], segments: list[TagSegment]
+    ) -> None:
+        items: list[Event | EventEnd | TagSegment] = [*events, *ends, *segments]
+        for item in items:
+            self._store(item)
+
     def _store(self, item: Event | EventEnd | TagSegment) -> None:
         try:
             self.writer.put(item)
@@ -230,14 +242,23 @@ def _shown(best: BestFrames, event: Event, now: Sighting) -> Sighting:
 
 
 class RetentionJob:
-    """Runs the retention job at start and then every ``interval_s``, in its own thread."""
+    """Runs the retention job at start and then every ``interval_s``, in its own thread:
+    events, tags and media older than ``retention_s``, audit entries older than
+    ``audit_retention_s``."""
 
     def __init__(
-        self, engine: Engine, media_root: Path, retention_s: float, interval_s: float = 3600.0
+        self,
+        engine: Engine,
+        media_root: Path,
+        retention_s: float,
+        interval_s: float = 3600.0,
+        audit_retention_s: float = 365 * 86400.0,
     ) -> None:
         self._engine = engine
         self._media_root = media_root
         self._retention_s = retention_s
+        self._audit_retention_s = audit_retention_s
+        self.audit_pruned = 0
         self._interval_s = interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="retention", daemon=True)
@@ -255,6 +276,9 @@ class RetentionJob:
             try:
                 self.last = run_retention(self._engine, self._media_root, self._retention_s)
                 log.info("retention: %s", self.last)
+                pruned = prune_audit(self._engine, time.time() - self._audit_retention_s)
+                self.audit_pruned += pruned
+                log.info("retention: %d audit entries removed", pruned)
             except FeedtagError:
                 log.exception("retention job failed; trying again later")
             self._stop.wait(self._interval_s)
@@ -280,6 +304,11 @@ def open_store(settings: StoreConfig) -> OpenStore:
     writer = StoreWriter(engine, spool)
     writer.start()
     media = MediaStore(Path(data_dir / MEDIA_FOLDER))
-    retention = RetentionJob(engine, media.root, settings.retention_days * 86400)
+    retention = RetentionJob(
+        engine,
+        media.root,
+        settings.retention_days * 86400,
+        audit_retention_s=settings.audit_retention_days * 86400,
+    )
     retention.start()
     return OpenStore(writer, media, retention)

@@ -186,7 +186,10 @@ class NodeEngine:
             ingest = self._cameras.pop(camera_id)
         ingest.stop()
         self.consumer.remove_camera(camera_id)
-        return ingest.join(timeout)
+        ended = ingest.join(timeout)
+        if self.events is not None:
+            self.events.remove_camera(camera_id)  # after the last frame: ends what is open
+        return ended
 
     def change_camera(self, camera: CameraConfig, timeout: float = 5.0) -> bool:
         """Replace one running camera's settings (stop it, start it again with ``camera``);

@@ -1,0 +1,76 @@
+"""The event pipeline's run-time changes and the retention job, on a real SQLite store."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from feedtag.config import validate_config
+from feedtag.core import Detections, Frame
+from feedtag.runtime.events import EventPipeline, RetentionJob
+from feedtag.store.audit import AuditEntry, AuditQuery, search_audit, write_audit
+from feedtag.store.engine import create_store_engine
+from feedtag.store.migrations import upgrade
+from feedtag.store.query import EventQuery, search_events
+from feedtag.store.spool import Spool
+from feedtag.store.writer import StoreWriter
+
+T0 = 1_800_000_000.0
+
+
+def two_people() -> Detections:
+    return Detections(
+        np.array([[10, 10, 60, 90], [120, 10, 170, 90]], np.float32),
+        np.full(2, 0.9, np.float32),
+        np.zeros(2, np.int32),
+        np.array([1, 2], np.int64),
+    )
+
+
+def test_removing_a_camera_ends_what_its_rules_have_open(tmp_path: Path) -> None:
+    rule = {"kind": "crowding", "min_count": 2, "min_duration_s": 2, "grace_s": 5}
+    config = validate_config(
+        {
+            "media_root": str(tmp_path),
+            "cameras": [{"id": "door", "url": "door.mp4", "analytics": {"rules": [rule]}}],
+        }
+    )
+    engine = create_store_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    upgrade(engine)
+    writer = StoreWriter(engine, Spool(tempfile.mkdtemp()), max_wait_s=0.02)
+    writer.start()
+    events = EventPipeline(config.cameras, ["person"], writer, None)
+    image = np.zeros((100, 200, 3), np.uint8)
+    for t in range(5):
+        events(Frame("door", t, float(t), T0 + t, image), two_people())
+    events.remove_camera("door")
+    events(Frame("door", 5, 5.0, T0 + 5, image), two_people())  # a late frame: ignored
+    assert writer.flush(10)
+    writer.close()
+    (crowd,) = search_events(engine, EventQuery(camera_ids=["door"])).items
+    assert crowd.kind.value == "crowding"
+    assert crowd.ended_at == T0 + 4  # the last frame the crowd was seen
+    assert events.event_counts() == {}
+
+
+def test_the_retention_job_prunes_old_audit_entries(tmp_path: Path) -> None:
+    engine = create_store_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    upgrade(engine)
+    now = time.time()
+    for name, age_days in (("old", 400), ("recent", 10)):
+        write_audit(
+            engine,
+            AuditEntry(now - age_days * 86400, "t1", name, "viewer", "events.search",
+                       None, None, None, "127.0.0.1", 200),
+        )  # fmt: skip
+    job = RetentionJob(engine, tmp_path / "media", 30 * 86400, audit_retention_s=365 * 86400)
+    job.start()
+    deadline = time.monotonic() + 10
+    while job.last is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    job.stop()
+    names = [e.token_name for e in search_audit(engine, AuditQuery()).items]
+    assert names == ["recent"] and job.audit_pruned == 1
