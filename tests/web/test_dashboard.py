@@ -4,6 +4,7 @@ refusal of admin actions for a viewer, hostile names rendered as text, and the C
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -322,6 +323,15 @@ def test_an_event_opens_with_its_snapshot(
     shot(page, screenshots, "event-detail")
     page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()
+
+    # An event has an address of its own; an unknown one is answered plainly.
+    page.goto(f"/#/events?event={event['event_id']}")
+    expect(dialog).to_be_visible()
+    expect(dialog.locator("#event-fields")).to_contain_text(event["event_id"])
+    page.keyboard.press("Escape")
+    expect(page).not_to_have_url(re.compile("event="))  # closing forgets the address
+    page.goto("/#/events?event=" + "0" * 32)
+    expect(dialog.locator("#event-dialog-error")).to_contain_text("Not found (404)")
 
 
 def test_new_events_arrive_live(page: Any, served: Served) -> None:

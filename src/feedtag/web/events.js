@@ -248,6 +248,8 @@ export function show(params) {
   active = true;
   applyParams(params);
   load();
+  // #/events?event=<id> opens that event: a link an alert or a colleague can send.
+  if (params && params.get("event")) openEvent(params.get("event"));
 }
 
 export function hide() {
@@ -321,6 +323,9 @@ export async function openEvent(eventId) {
     fields.append(...field(name.replaceAll("_", " "), shownValue));
   }
   fields.append(...field("Event id", event.event_id, "mono"));
+  fields.append(el("dt", { text: "Link" }), el("dd", {}, [
+    el("a", { href: `#/events?event=${encodeURIComponent(event.event_id)}`, text: "link to this event" }),
+  ]));
   if (event.clip_url) {
     const dd = el("dd");
     if (hasRole("admin")) dd.append(el("a", { href: event.clip_url, target: "_blank", rel: "noopener", text: "Open clip (raw video, audited)" }));
@@ -356,4 +361,7 @@ export function init() {
   $("#events-more").addEventListener("click", () => load({ append: true }));
   $("#events-live").addEventListener("change", (e) => { if (e.target.checked) load(); });
   $("#event-dialog").addEventListener("click", (e) => { if (e.target === $("#event-dialog")) $("#event-dialog").close(); });
+  $("#event-dialog").addEventListener("close", () => {
+    if (location.hash.startsWith("#/events") && new URLSearchParams(location.hash.split("?")[1] || "").has("event")) writeParams();
+  });
 }
