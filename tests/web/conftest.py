@@ -122,6 +122,9 @@ class Served:
     viewer_cameras: list[str]
     #: cameras with live feeds, which must show thumbnails
     feed_cameras: list[str]
+    #: the server helper (tests/api/server.py RunningServer), to store an event with
+    #: hostile text the detector would never produce
+    server: Any
 
     def client(self, token: str) -> httpx.Client:
         return httpx.Client(
@@ -155,4 +158,4 @@ def served(
     data_dir = tmp_path_factory.mktemp("web-data")
     with start_api_server(data_dir, cameras, models_dir=models_dir) as server:
         viewer = server.viewer_token(cameras=ids[:1])
-        yield Served(server.base_url, server.admin_token, viewer, ids[:1], ids)
+        yield Served(server.base_url, server.admin_token, viewer, ids[:1], ids, server)

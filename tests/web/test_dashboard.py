@@ -321,16 +321,16 @@ def test_an_event_opens_with_its_snapshot(
     expect(dialog.locator("#event-fields")).to_contain_text(event["event_id"])
     expect(dialog.locator("#event-dialog-title")).to_contain_text(event["kind"].replace("_", " "))
     shot(page, screenshots, "event-detail")
-    page.keyboard.press("Escape")
-    expect(dialog).to_be_hidden()
 
-    # An event has an address of its own; an unknown one is answered plainly.
-    page.goto(f"/#/events?event={event['event_id']}")
-    expect(dialog).to_be_visible()
+    # An event has an address of its own, shown in the dialog; closing forgets it.
+    dialog.get_by_role("link", name="link to this event").click()
+    expect(page).to_have_url(re.compile(f"event={event['event_id']}"))
     expect(dialog.locator("#event-fields")).to_contain_text(event["event_id"])
     page.keyboard.press("Escape")
-    expect(page).not_to_have_url(re.compile("event="))  # closing forgets the address
-    page.goto("/#/events?event=" + "0" * 32)
+    expect(dialog).to_be_hidden()
+    expect(page).not_to_have_url(re.compile("event="))
+    # An unknown event is answered plainly.
+    page.evaluate("id => { location.hash = `#/events?event=${id}`; }", "0" * 32)
     expect(dialog.locator("#event-dialog-error")).to_contain_text("Not found (404)")
 
 
@@ -462,6 +462,24 @@ def test_hostile_camera_names_render_as_text(
         # The name goes into a notice too (restart is for operators and admins).
         page.get_by_role("button", name=f"Restart camera {HOSTILE_NAMES[1]}").click()
         expect(page.locator("#notice")).to_contain_text(f"Restarting {HOSTILE_NAMES[1]}")
+        # An event whose label, zone and attributes are hostile text (stored directly: the
+        # detector only knows COCO labels) shows them as text in the list, the dialog and the
+        # chart legend.
+        hostile = served.server.insert_event(
+            served.feed_cameras[0], "wrong_way", label=HOSTILE_NAMES[1], zone=HOSTILE_NAMES[0],
+            attributes={"note": HOSTILE_NAMES[0]},
+        )  # fmt: skip
+        page.goto(f"/#/events?kind=wrong_way&event={hostile.event_id}")
+        row = page.locator(f'#events-body tr[data-event-id="{hostile.event_id}"]')
+        expect(row.locator("td.label")).to_have_text(HOSTILE_NAMES[1], timeout=UI_TIMEOUT_MS)
+        expect(row.locator("td.zone")).to_have_text(HOSTILE_NAMES[0])
+        fields = page.locator("#event-fields")
+        expect(fields).to_contain_text(HOSTILE_NAMES[1])
+        expect(fields).to_contain_text(f"note{HOSTILE_NAMES[0]}")
+        page.keyboard.press("Escape")
+        page.keyboard.press("3")
+        legend = page.locator("#chart-legend .legend-label", has_text=HOSTILE_NAMES[1])
+        expect(legend).to_have_text(HOSTILE_NAMES[1], timeout=UI_TIMEOUT_MS)
         # A hostile label typed into the events filter is shown as text too.
         page.keyboard.press("2")
         page.fill("#filter-label", HOSTILE_NAMES[1])
