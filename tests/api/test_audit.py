@@ -92,3 +92,25 @@ def test_no_audit_no_read(setup: Setup, path: str, action: str, camera: str | No
     assert answer.status_code == 503
     assert "audit" in answer.json()["detail"]
     assert answer.headers["content-type"] == "application/json"  # no image, no event
+
+
+def test_repeated_thumbnail_reads_share_entries_and_are_counted(setup: Setup) -> None:
+    path = f"/api/v1/cameras/{CAMERA_A}/thumbnail.jpg"
+    state = setup.client.app.state.api  # type: ignore[attr-defined]
+    for _ in range(5):  # a dashboard refreshing within one minute: one entry
+        assert setup.get("viewer", path).status_code == 200
+    assert len(audit_log(setup, action="cameras.thumbnail")) == 1
+    assert setup.get("viewer_a", path).status_code == 200  # another caller: its own entry
+    assert len(audit_log(setup, action="cameras.thumbnail")) == 2
+    state.coalescer.window_s = 0.0  # the window has passed
+    assert setup.get("viewer", path).status_code == 200
+    newest = audit_log(setup, action="cameras.thumbnail", principal="viewer")[0]
+    assert newest["detail"] == "+4 reads since the last entry"
+
+
+def test_a_thumbnail_read_that_cannot_be_audited_is_refused_every_time(setup: Setup) -> None:
+    path = f"/api/v1/cameras/{CAMERA_A}/thumbnail.jpg"
+    with setup.store.begin() as connection:
+        connection.execute(text("DROP TABLE audit_log"))
+    for _ in range(2):  # a failed entry does not open a window that lets the next one pass
+        assert setup.get("viewer", path).status_code == 503

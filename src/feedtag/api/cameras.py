@@ -181,7 +181,10 @@ def get_thumbnail(request: Request, principal: Viewer, camera_id: str = CameraId
         except StoreError:
             path = None
     code = 200 if path is not None else 404
-    audit(request, principal, "cameras.thumbnail", camera_id=camera_id, status_code=code)
+    audit(
+        request, principal, "cameras.thumbnail", camera_id=camera_id, status_code=code,
+        coalesce=True,
+    )  # fmt: skip
     if path is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such camera or no thumbnail yet")
     return FileResponse(path, media_type="image/jpeg")

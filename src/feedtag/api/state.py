@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Final
 
 from fastapi import HTTPException, Request, status
 from sqlalchemy import Engine
@@ -76,6 +77,47 @@ class CameraRegistry:
         return True
 
 
+#: repeated reads of the same thing by the same caller within this window share one entry
+COALESCE_WINDOW_S: Final = 60.0
+
+
+class AuditCoalescer:
+    """Decides which repeated reads get an audit entry of their own.
+
+    An open dashboard fetches every camera's thumbnail every few seconds: an entry per fetch
+    would be 17,000 rows per camera per day per screen, and would bury the reads that matter.
+    So for thumbnails the first read of a (caller, camera, address, outcome) in each window is
+    written, before it is answered as always, and the reads that follow within the window
+    are counted into the next entry's detail ("+N reads since the last entry"). Every read is
+    still accounted for; none is answered without an entry covering it having been written
+    first, except the count of a window's trailing reads when the process stops.
+    """
+
+    def __init__(self, window_s: float = COALESCE_WINDOW_S) -> None:
+        self.window_s = window_s
+        self._lock = threading.Lock()
+        self._last: dict[tuple[object, ...], tuple[float, int]] = {}  # key -> (written, since)
+
+    def admit(self, key: tuple[object, ...], now: float) -> int | None:
+        """None when this read is covered by a recent entry (and counted); else the number
+        of reads since the last entry, to write into the new one."""
+        with self._lock:
+            written, since = self._last.get(key, (float("-inf"), 0))
+            if now - written < self.window_s:
+                self._last[key] = (written, since + 1)
+                return None
+            self._last[key] = (now, 0)
+            if len(self._last) > 100_000:  # callers come and go; keep the map bounded
+                horizon = now - self.window_s
+                self._last = {k: v for k, v in self._last.items() if v[0] >= horizon}
+            return since
+
+    def forget(self, key: tuple[object, ...]) -> None:
+        """The entry for ``key`` could not be written: the next read must try again."""
+        with self._lock:
+            self._last.pop(key, None)
+
+
 @dataclass
 class ApiState:
     config: FeedtagConfig
@@ -87,6 +129,7 @@ class ApiState:
     registry: CameraRegistry
     #: set when the server stops, so that open live streams end
     closing: threading.Event = field(default_factory=threading.Event)
+    coalescer: AuditCoalescer = field(default_factory=AuditCoalescer)
 
 
 def api_state(request: Request) -> ApiState:
@@ -107,17 +150,29 @@ def audit(
     object_id: str | None = None,
     detail: str | None = None,
     status_code: int = 200,
+    coalesce: bool = False,
 ) -> None:
     """Write one audit entry before a read is answered; 503 (and no answer) when the audit
-    log cannot be written, so that nothing is ever served unaudited."""
+    log cannot be written, so that nothing is ever served unaudited. With ``coalesce``,
+    repeated reads share entries (:class:`AuditCoalescer`)."""
+    state = api_state(request)
+    key = (principal.token_id, action, camera_id, object_id, client_of(request), status_code)
+    if coalesce:
+        since = state.coalescer.admit(key, time.time())
+        if since is None:
+            return
+        if since:
+            detail = f"{detail + '; ' if detail else ''}+{since} reads since the last entry"
     entry = AuditEntry(
         at=time.time(), token_id=principal.token_id, token_name=principal.name,
         role=principal.role.value, action=action, camera_id=camera_id, object_id=object_id,
         detail=detail, client=client_of(request), status=status_code,
     )  # fmt: skip
     try:
-        write_audit(api_state(request).store, entry)
+        write_audit(state.store, entry)
     except StoreError:
+        if coalesce:
+            state.coalescer.forget(key)
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
             "the audit log cannot be written, so the read is refused; try again later",

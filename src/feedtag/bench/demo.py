@@ -123,7 +123,8 @@ VTEST_ANALYTICS: Final[dict[str, Any]] = {
     ],
     "lines": [
         {"name": "middle", "start": [0.5, 0.15], "end": [0.5, 0.85],
-         "forward_name": "eastbound", "backward_name": "westbound"},
+         # walking down the line, its right-hand side is image-left: forward is westward
+         "forward_name": "westbound", "backward_name": "eastbound"},
     ],
     "rules": [
         {"kind": "presence", "labels": ["person", "car", "truck"]},

@@ -6,6 +6,8 @@ import { $, $$, el, clear, formatTime, formatDuration, isoUtc, token } from "./d
 import { state, onCameras, cameraName, hasRole, notify, EVENT_KINDS } from "./state.js";
 
 const PAGE = 50;
+// Kinds that last and get an end (docs/rules.md); the others are instants.
+const LASTING = new Set(["dwell", "crowding", "stopped_vehicle", "camera_offline", "camera_frozen", "camera_covered"]);
 const MAX_ROWS = 1000;
 
 let active = false;
@@ -312,7 +314,9 @@ export async function openEvent(eventId) {
     ...field("Camera", cameraName(event.camera_id)),
     ...field("Camera id", event.camera_id, "mono"),
     ...field("Started", `${formatTime(event.started_at)}  (${isoUtc(event.started_at)})`),
-    ...field("Ended", event.ended_at ? `${formatTime(event.ended_at)}  (${formatDuration(event.ended_at - event.started_at)})` : "open"),
+    ...field("Ended", event.ended_at
+      ? `${formatTime(event.ended_at)}  (${formatDuration(event.ended_at - event.started_at)})`
+      : (LASTING.has(event.kind) ? "still going on" : "an instant")),
     ...field("Label", event.label),
     ...field("Zone", event.zone),
     ...field("Rule", event.rule_id, "mono"),
