@@ -748,6 +748,23 @@ def _add_bench_commands(commands: Any) -> None:
     detect.add_argument("--seconds", type=_positive(float), default=5.0, help="per measurement")
     detect.add_argument("--json", action="store_true")
     detect.set_defaults(func=cmd_bench_detect)
+    presence = bench_kinds.add_parser(
+        "presence", help="presence recall of the cheap path vs ungated full-rate analysis"
+    )
+    presence.add_argument(
+        "--variants", default=None, help="comma-separated variant names (default: all)"
+    )
+    presence.add_argument("--json", action="store_true")
+    presence.set_defaults(func=cmd_bench_presence)
+
+
+def cmd_bench_presence(args: argparse.Namespace) -> int:
+    from feedtag.bench import presence
+
+    argv = ["--json"] if args.json else []
+    if args.variants:
+        argv += ["--variants", args.variants]
+    return presence.main(argv)
 
 
 def build_parser() -> argparse.ArgumentParser:

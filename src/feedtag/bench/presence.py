@@ -262,7 +262,10 @@ def run(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="feedtag bench presence",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
     parser.add_argument(
         "--variants",
         default=",".join(VARIANTS),
