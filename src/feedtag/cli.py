@@ -39,6 +39,8 @@ def setup_logging(verbose: bool) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    # Alembic announces every plugin and migration step at INFO: noise in a status screen.
+    logging.getLogger("alembic").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 # -- commands ---------------------------------------------------------------------------
