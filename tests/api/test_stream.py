@@ -108,3 +108,21 @@ def test_a_reader_that_falls_behind_is_told_how_many_it_lost(
     )
     [dropped] = [data for name, data in messages if name == "dropped"]
     assert dropped["dropped"] > 0
+
+
+def test_ends_of_lasting_events_are_streamed_to_who_may_see_them(
+    streaming: tuple[TestClient, Any, str],
+) -> None:
+    from feedtag.core import EventEnd
+
+    client, app, _ = streaming
+    token, _ = create_token(app.state.api.store, "a-only", Role.VIEWER, [CAMERA_A])
+    started = event(CAMERA_A, 1)
+    hidden = EventEnd("b-secret", CAMERA_B, 1e9 + 4)
+    publish_when_subscribed(app, [started, hidden, EventEnd.of(started, 1e9 + 30)])
+    messages = read_stream(
+        client, token, "/api/v1/stream", lambda ms: any(name == "end" for name, _ in ms)
+    )
+    assert [name for name, _ in messages] == ["event", "end"]
+    assert messages[1][1] == {"event_id": started.event_id, "camera_id": CAMERA_A,
+                              "ended_at": 1e9 + 30}  # fmt: skip

@@ -344,6 +344,38 @@ def test_new_events_arrive_live(page: Any, served: Served) -> None:
     )
 
 
+def test_an_event_that_ends_is_updated_live(page: Any, served: Served) -> None:
+    from feedtag.core import Event, EventEnd, EventKind
+
+    pipeline = served.server.engine.events
+
+    def deliver(item: Event | EventEnd) -> None:
+        """What the event pipeline does with an event or an end: store it, then tell the
+        listeners (the live stream)."""
+        pipeline.writer.put(item)
+        assert pipeline.writer.flush(10)
+        for listener in pipeline.listeners:
+            listener(item)
+
+    sign_in(page, served.admin_token)
+    page.goto("/#/events")
+    expect(page.locator("#live-indicator.up")).to_be_attached(timeout=UI_TIMEOUT_MS)
+    camera = served.feed_cameras[0]
+    dwell = Event("e2e" + "d" * 29, camera, EventKind.DWELL, "dwell-test", time.time() - 40,
+                  label="person", zone="path", attributes={"duration_s": 15.0})  # fmt: skip
+    deliver(dwell)
+    row = page.locator(f'#events-body tr[data-event-id="{dwell.event_id}"]')
+    expect(row).to_be_attached(timeout=UI_TIMEOUT_MS)
+    expect(row.locator(".details")).not_to_contain_text("lasted")
+    row.click()
+    dialog = page.locator("#event-dialog")
+    expect(dialog).to_contain_text("still going on", timeout=UI_TIMEOUT_MS)
+    deliver(EventEnd.of(dwell, dwell.started_at + 25))
+    expect(row.locator(".details")).to_contain_text("lasted 25", timeout=UI_TIMEOUT_MS)
+    expect(dialog).not_to_contain_text("still going on", timeout=UI_TIMEOUT_MS)
+    expect(dialog).to_contain_text("25.0 s")
+
+
 # -- charts ----------------------------------------------------------------------------------
 
 

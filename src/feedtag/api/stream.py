@@ -13,6 +13,9 @@ Wire format (``text/event-stream``)::
     event: event
     data: {"event_id": ..., "camera_id": ..., "kind": ..., ...}
 
+    event: end
+    data: {"event_id": ..., "camera_id": ..., "ended_at": ...}
+
     : keepalive
 """
 
@@ -30,6 +33,7 @@ from starlette.concurrency import run_in_threadpool
 from feedtag.api.access import Principal, Viewer
 from feedtag.api.events import MAX_FILTER_VALUES, event_view
 from feedtag.api.state import api_state, audit
+from feedtag.core import EventEnd
 from feedtag.runtime.bus import Subscription
 
 router = APIRouter(prefix="/api/v1", tags=["stream"])
@@ -63,10 +67,14 @@ async def _frames(
             wake.clear()
             if await request.is_disconnected():
                 return
-            for event in subscription.drain():
-                visible = principal.sees(event.camera_id)
-                if visible and (cameras is None or event.camera_id in cameras):
-                    yield _message("event", event_view(event), event.event_id)
+            for item in subscription.drain():
+                visible = principal.sees(item.camera_id)
+                if not visible or (cameras is not None and item.camera_id not in cameras):
+                    continue
+                if isinstance(item, EventEnd):  # an event that lasted is over
+                    yield _message("end", item.to_dict())
+                else:
+                    yield _message("event", event_view(item), item.event_id)
             if subscription.dropped > reported:
                 reported = subscription.dropped
                 yield _message("dropped", {"dropped": reported})

@@ -25,11 +25,14 @@ from collections import deque
 from collections.abc import Callable
 from typing import Final
 
-from feedtag.core import Event
+from feedtag.core import Event, EventEnd
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SUBSCRIBER_QUEUE: Final = 256
+
+#: what the bus carries: new events, and the ends of events that last
+Item = Event | EventEnd
 
 
 class Subscription:
@@ -41,13 +44,13 @@ class Subscription:
         if maxsize < 1:
             raise ValueError(f"expected maxsize >= 1, got {maxsize}")
         self._bus = bus
-        self._items: deque[Event] = deque(maxlen=maxsize)
+        self._items: deque[Item] = deque(maxlen=maxsize)
         self._lock = threading.Lock()
         self._notify = notify
         self.dropped = 0
         self.closed = False
 
-    def put(self, event: Event) -> None:
+    def put(self, event: Item) -> None:
         with self._lock:
             if len(self._items) == self._items.maxlen:
                 self.dropped += 1  # deque(maxlen) drops the oldest on append
@@ -55,7 +58,7 @@ class Subscription:
         if self._notify is not None:
             self._notify()
 
-    def drain(self) -> list[Event]:
+    def drain(self) -> list[Item]:
         """Everything queued, oldest first."""
         with self._lock:
             items = list(self._items)
@@ -98,8 +101,9 @@ class EventBus:
         with self._lock:
             return sum(s.dropped for s in self._subscriptions)
 
-    def publish(self, event: Event) -> None:
-        """Hand ``event`` to every subscriber; never blocks on a slow one."""
+    def publish(self, event: Item) -> None:
+        """Hand an event (or an event's end) to every subscriber; never blocks on a slow
+        one."""
         with self._lock:
             subscriptions = list(self._subscriptions)
             self.published += 1

@@ -72,9 +72,10 @@ class EventPipeline:
         self.writer = writer
         self.media = media
         self.clips: ClipWriter | None = None  # set by the engine when cameras keep rings
-        #: called with every event handed to the store (the API's live stream subscribes);
-        #: a listener must not block, and one that raises is logged and skipped
-        self.listeners: list[Callable[[Event], None]] = []
+        #: called with every event, and every end of an event that lasts, handed to the store
+        #: (the API's live stream subscribes); a listener must not block, and one that raises
+        #: is logged and skipped
+        self.listeners: list[Callable[[Event | EventEnd], None]] = []
         self.thumbnail_interval_s = thumbnail_interval_s
         # snapshots and thumbnails are encoded here, not in the detection worker's thread
         self.media_jobs = MediaWorker() if media is not None else None
@@ -216,7 +217,7 @@ class EventPipeline:
             self.writer.put(item)
         except FeedtagError:
             log.exception("camera %s: the store writer refused an item", item.camera_id)
-        if isinstance(item, Event):
+        if isinstance(item, Event | EventEnd):
             for listener in self.listeners:
                 try:
                     listener(item)

@@ -16,6 +16,8 @@ let nextCursor = null;
 let currentFilters = null;
 let stream = null;
 const shown = new Set();
+const rowEvents = new Map();  // event id -> the event its row shows (to apply a streamed end)
+let openEventId = null;  // the event in the dialog, if it is open
 const labels = new Set();
 
 function kindClass(kind) {
@@ -110,6 +112,7 @@ function row(event, fresh = false) {
     el("td", { class: "details", text: details(event) }),
     el("td", { class: "snap" }, [snapshot]),
   ]);
+  rowEvents.set(event.event_id, event);
   tr.addEventListener("click", () => openEvent(event.event_id));
   tr.addEventListener("keydown", (e) => {
     if (e.key !== "Enter") return;
@@ -157,7 +160,7 @@ async function load({ append = false } = {}) {
   try {
     const data = await api.get("/api/v1/events", params, { signal });
     const body = $("#events-body");
-    if (!append) { clear(body); shown.clear(); }
+    if (!append) { clear(body); shown.clear(); rowEvents.clear(); }
     for (const event of data.items || []) {
       if (shown.has(event.event_id)) continue;
       shown.add(event.event_id);
@@ -185,9 +188,25 @@ function onStreamEvent(message) {
   body.prepend(row(event, true));
   while (body.children.length > MAX_ROWS) {
     shown.delete(body.lastElementChild.dataset.eventId);
+    rowEvents.delete(body.lastElementChild.dataset.eventId);
     body.lastElementChild.remove();
   }
   updateStatus();
+}
+
+/** An event that lasted is over: its row (and its dialog, if open) show the end. */
+function onStreamEnd(message) {
+  let end;
+  try { end = JSON.parse(message.data); } catch { return; }
+  if (!end || !end.event_id) return;
+  const event = rowEvents.get(end.event_id);
+  if (event) {
+    event.ended_at = end.ended_at;
+    const tr = $("#events-body").querySelector(`tr[data-event-id="${CSS.escape(end.event_id)}"]`);
+    const cell = tr && tr.querySelector(".details");
+    if (cell) cell.textContent = details(event);
+  }
+  if (openEventId === end.event_id && $("#event-dialog").open) openEvent(end.event_id);
 }
 
 export function startStream() {
@@ -198,6 +217,7 @@ export function startStream() {
   stream.addEventListener("open", () => { dot.className = "live-dot up"; dot.title = "Live event stream: connected"; });
   stream.addEventListener("error", () => { dot.className = "live-dot down"; dot.title = "Live event stream: reconnecting"; });
   stream.addEventListener("event", onStreamEvent);
+  stream.addEventListener("end", onStreamEnd);
   // The server drops the oldest events for a reader that falls behind, and says how many.
   stream.addEventListener("dropped", () => notify("Some live events were skipped; press r to reload the list.", "info"));
 }
@@ -281,6 +301,7 @@ function field(term, value, cls) {
 }
 
 export async function openEvent(eventId) {
+  openEventId = eventId;
   const dialog = $("#event-dialog");
   const img = $("#event-snapshot");
   const fields = $("#event-fields");
@@ -342,6 +363,7 @@ export function reset() {
   stopStream();
   clear($("#events-body"));
   shown.clear();
+  rowEvents.clear();
   nextCursor = null;
   currentFilters = null;
 }
