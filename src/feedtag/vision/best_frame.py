@@ -43,7 +43,7 @@ from feedtag.core import Detections
 BORDER_PENALTY: Final = 0.5
 #: pixels from the border that count as touching it
 BORDER_MARGIN_PX: Final = 2.0
-DEFAULT_MAX_FRAMES: Final = 4
+DEFAULT_MAX_FRAMES: Final = 2
 
 
 @dataclass(frozen=True, slots=True)
