@@ -107,16 +107,17 @@ class NodeEngine:
         self.consumer: FrameConsumer = consumer if consumer is not None else RateRecorder()
         self._ready = threading.Event()
         self._stop = threading.Event()
+        # Copy-on-write: writers replace the dict under ``_lock``, never mutate it, so readers
+        # (the consumer loop, every round) iterate it without a lock or a copy.
         self._lock = threading.Lock()
-        self._cameras: dict[str, CameraIngest] = {}
+        self._cameras: dict[str, CameraIngest] = {
+            camera.id: self._make_ingest(camera) for camera in config.cameras if camera.enabled
+        }
         self._consumer_thread: threading.Thread | None = None
         self.events: EventPipeline | None = None
         self.store: OpenStore | None = None
         # run in order after the consumer stops: close rules, then drain the store writer
         self._closers: list[Callable[[], None]] = []
-        for camera in config.cameras:
-            if camera.enabled:
-                self._cameras[camera.id] = self._make_ingest(camera)
 
     @classmethod
     def from_config(
@@ -154,8 +155,7 @@ class NodeEngine:
 
     def ring(self, camera_id: str) -> PacketRing | None:
         """The packet ring of a camera with clips enabled (for the clip writer)."""
-        with self._lock:
-            ingest = self._cameras.get(camera_id)
+        ingest = self._cameras.get(camera_id)
         return None if ingest is None else ingest.ring
 
     def start(self) -> None:
@@ -164,7 +164,7 @@ class NodeEngine:
             target=self._consume_loop, name="consumer", daemon=True
         )
         self._consumer_thread.start()
-        for ingest in self._snapshot():
+        for ingest in self._cameras.values():
             ingest.start()
         log.info("engine started with %d camera(s)", len(self._cameras))
 
@@ -174,7 +174,7 @@ class NodeEngine:
         with self._lock:
             if camera.id in self._cameras:
                 raise ValueError(f"camera id {camera.id!r} is already running")
-            self._cameras[camera.id] = ingest
+            self._cameras = {**self._cameras, camera.id: ingest}
         self.consumer.add_camera(camera)
         if self.events is not None:
             self.events.add_camera(camera)
@@ -183,7 +183,9 @@ class NodeEngine:
     def remove_camera(self, camera_id: str, timeout: float = 5.0) -> bool:
         """Stop and forget one camera; True if its thread ended within ``timeout``."""
         with self._lock:
-            ingest = self._cameras.pop(camera_id)
+            cameras = dict(self._cameras)
+            ingest = cameras.pop(camera_id)
+            self._cameras = cameras
         ingest.stop()
         self.consumer.remove_camera(camera_id)
         ended = ingest.join(timeout)
@@ -200,16 +202,16 @@ class NodeEngine:
 
     def cameras(self) -> list[CameraConfig]:
         """The settings of every running camera, in the order they were started."""
-        return [ingest.camera for ingest in self._snapshot()]
+        return [ingest.camera for ingest in self._cameras.values()]
 
     def queue_depths(self) -> dict[str, int]:
         """Decoded frames waiting for analysis, per camera."""
-        return {ingest.camera.id: len(ingest.queue) for ingest in self._snapshot()}
+        return {ingest.camera.id: len(ingest.queue) for ingest in self._cameras.values()}
 
     def stop(self, deadline_s: float = DEFAULT_STOP_DEADLINE_S) -> bool:
         """Stop everything; True if every thread ended within ``deadline_s``."""
         self._stop.set()
-        cameras = self._snapshot()
+        cameras = self._cameras.values()  # both loops below see the same cameras
         for ingest in cameras:
             ingest.stop()
         end = time.monotonic() + deadline_s
@@ -231,15 +233,11 @@ class NodeEngine:
         return ended
 
     def statuses(self) -> list[CameraStatus]:
-        return [ingest.status() for ingest in self._snapshot()]
+        return [ingest.status() for ingest in self._cameras.values()]
 
     def vision_statuses(self) -> dict[str, VisionStatus]:
         """Per camera, what the vision stage did (empty when detection is off)."""
         return {status.camera_id: status for status in self.consumer.statuses()}
-
-    def _snapshot(self) -> list[CameraIngest]:
-        with self._lock:
-            return list(self._cameras.values())
 
     def _health_tick(self) -> None:
         if self.events is None:
@@ -262,7 +260,7 @@ class NodeEngine:
             took = True
             while took and not self._stop.is_set():
                 took = False
-                for ingest in self._snapshot():
+                for ingest in self._cameras.values():
                     frame = ingest.queue.get_nowait()
                     if frame is None:
                         continue
