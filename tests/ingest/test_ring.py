@@ -36,6 +36,18 @@ def test_ring_starts_at_a_keyframe_and_covers_its_seconds(
     assert packets[-1].t_s - packets[0].t_s >= min(seconds, last) - 1e-9
 
 
+def test_ring_drops_whole_gops_at_the_packet_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("feedtag.ingest.ring.MAX_PACKETS", 30)
+    ring = PacketRing(60.0)  # time alone would keep everything
+    for packet in synthetic(100, gop=10):
+        ring.append(packet)
+    packets = ring.snapshot()
+    assert [p.pts for p in packets] == list(range(70, 100))
+    assert ring.bytes == 30
+    ring.reset(StreamTemplate("h264", 64, 64, __import__("fractions").Fraction(1, 25)))
+    assert ring.snapshot() == [] and ring.bytes == 0
+
+
 def test_ring_ignores_packets_before_the_first_keyframe() -> None:
     ring = PacketRing(5)
     ring.append(RingPacket(b"p", 0, 0, False, 0.0))

@@ -86,14 +86,18 @@ class PacketRing:
         if seconds <= 0:
             raise ValueError(f"expected seconds > 0, got {seconds}")
         self.seconds = seconds
-        self._packets: deque[RingPacket] = deque()
+        # whole GOPs, each a keyframe and the packets up to the next one: trimming drops the
+        # first GOP without searching the packets for where the next one starts
+        self._gops: deque[list[RingPacket]] = deque()
+        self._count = 0  # packets in all GOPs
         self._lock = threading.Lock()
         self.template: StreamTemplate | None = None
 
     def reset(self, template: StreamTemplate) -> None:
         """A new connection: old packets may not match the new stream's parameters."""
         with self._lock:
-            self._packets.clear()
+            self._gops.clear()
+            self._count = 0
             self.template = template
 
     def recorder(self, stream: av.video.VideoStream) -> RingRecorder:
@@ -103,34 +107,36 @@ class PacketRing:
 
     def append(self, packet: RingPacket) -> None:
         with self._lock:
-            if not self._packets and not packet.keyframe:
+            if packet.keyframe:
+                self._gops.append([packet])
+            elif self._gops:
+                self._gops[-1].append(packet)
+            else:
                 return  # a ring must start at a keyframe
-            self._packets.append(packet)
+            self._count += 1
             self._trim(packet.t_s)
 
     def snapshot(self) -> list[RingPacket]:
         with self._lock:
-            return list(self._packets)
+            return [packet for gop in self._gops for packet in gop]
 
     @property
     def bytes(self) -> int:
         with self._lock:
-            return sum(len(p.data) for p in self._packets)
+            return sum(len(packet.data) for gop in self._gops for packet in gop)
 
     def _trim(self, newest_s: float) -> None:
-        # Drop whole GOPs from the front while the rest still covers `seconds`: the ring
-        # then always starts at a keyframe.
-        packets = self._packets
-        while len(packets) > MAX_PACKETS or (
-            len(packets) > 1 and newest_s - packets[0].t_s > self.seconds
+        # Drop whole GOPs from the front while the rest still covers `seconds` (or the ring
+        # holds too many packets): the ring then always starts at a keyframe.
+        gops = self._gops
+        while len(gops) > 1 and (
+            self._count > MAX_PACKETS
+            or (
+                newest_s - gops[0][0].t_s > self.seconds
+                and newest_s - gops[1][0].t_s >= self.seconds
+            )
         ):
-            next_key = next((i for i, p in enumerate(packets) if i > 0 and p.keyframe), None)
-            if next_key is None or (
-                newest_s - packets[next_key].t_s < self.seconds and len(packets) <= MAX_PACKETS
-            ):
-                return
-            for _ in range(next_key):
-                packets.popleft()
+            self._count -= len(gops.popleft())
 
 
 class RingRecorder:
