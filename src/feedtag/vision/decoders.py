@@ -32,6 +32,7 @@ the backend's business (:func:`feedtag.vision.letterbox.unletterbox_boxes`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, NamedTuple, Protocol
@@ -203,7 +204,7 @@ class YoloXRaw:
     ) -> list[ModelDetections]:
         rows = _first_output(outputs, self.name)
         _expect_rows(rows, 5 + options.num_classes, self.name, options, "B, N, 5+C")
-        grid, stride = self._grid(options.input_size)
+        grid, stride = _yolox_grid(self.strides, options.input_size)
         if rows.shape[1] != len(grid):
             raise DetectorError(
                 f"layout {self.name!r}: expected {len(grid)} rows for a {options.input_size}-pixel"
@@ -216,18 +217,22 @@ class YoloXRaw:
         scores = rows[:, :, 5:] * rows[:, :, 4:5]
         return [select_detections(boxes[i], scores[i], options) for i in range(len(rows))]
 
-    def _grid(self, input_size: int) -> tuple[FloatArray, FloatArray]:
-        """Cell offsets ``(N, 2)`` (x, y) and the stride of each row ``(N, 1)``."""
-        cells, strides = [], []
-        for stride in self.strides:
-            side = input_size // stride
-            ys, xs = np.meshgrid(np.arange(side), np.arange(side), indexing="ij")
-            cells.append(np.stack([xs.ravel(), ys.ravel()], axis=1))
-            strides.append(np.full((side * side, 1), stride))
-        return (
-            np.concatenate(cells).astype(np.float32),
-            np.concatenate(strides).astype(np.float32),
-        )
+
+@functools.lru_cache(maxsize=8)
+def _yolox_grid(strides: tuple[int, ...], input_size: int) -> tuple[FloatArray, FloatArray]:
+    """Cell offsets ``(N, 2)`` (x, y) and the stride of each row ``(N, 1)``: the same for
+    every batch of a model, so built once (read-only, shared by every caller)."""
+    cells, row_strides = [], []
+    for stride in strides:
+        side = input_size // stride
+        ys, xs = np.meshgrid(np.arange(side), np.arange(side), indexing="ij")
+        cells.append(np.stack([xs.ravel(), ys.ravel()], axis=1))
+        row_strides.append(np.full((side * side, 1), stride))
+    grid = np.concatenate(cells).astype(np.float32)
+    stride_column = np.concatenate(row_strides).astype(np.float32)
+    grid.flags.writeable = False
+    stride_column.flags.writeable = False
+    return grid, stride_column
 
 
 #: every layout feedtag decodes, by name
