@@ -139,11 +139,11 @@ class VisionConsumer:
         with state.lock:
             state.frames += 1
             gate = state.gate
-            decision = gate.decide(frame.image, frame.pts_s, state.moving) if gate else None
-            if decision is not None and not decision.run:
+            gated = gate is not None and not gate.decide(frame.image, frame.pts_s, state.moving).run
+            if gated:
                 state.gated += 1
                 latest = state.latest
-        if decision is not None and not decision.run:
+        if gated:
             self._deliver(frame, latest)
             return
         submitted = time.monotonic()
