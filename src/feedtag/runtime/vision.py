@@ -98,6 +98,8 @@ class VisionConsumer:
             max_wait_s=settings.max_wait_s,
             workers=settings.workers,
         )
+        # Copy-on-write, as in NodeEngine: writers replace the dict under ``_lock``; consume
+        # (every frame) and statuses read it without the lock.
         self._cameras: dict[str, _CameraVision] = {}
         self._lock = threading.Lock()
         for camera in cameras:
@@ -119,11 +121,11 @@ class VisionConsumer:
         state = _CameraVision(camera, gate, self._tracker_factory(self.settings), keep)
         state.lossless = camera.url.is_file and not camera.realtime
         with self._lock:
-            self._cameras[camera.id] = state
+            self._cameras = {**self._cameras, camera.id: state}
 
     def remove_camera(self, camera_id: str) -> None:
         with self._lock:
-            self._cameras.pop(camera_id, None)
+            self._cameras = {cid: s for cid, s in self._cameras.items() if cid != camera_id}
 
     def start(self) -> None:
         self._scheduler.start()
@@ -132,8 +134,7 @@ class VisionConsumer:
         self._scheduler.stop(timeout)
 
     def consume(self, frame: Frame) -> None:
-        with self._lock:
-            state = self._cameras.get(frame.camera_id)
+        state = self._cameras.get(frame.camera_id)
         if state is None:
             return
         with state.lock:
@@ -192,11 +193,9 @@ class VisionConsumer:
             log.exception("camera %s: result handler failed", frame.camera_id)
 
     def statuses(self) -> list[VisionStatus]:
-        with self._lock:
-            states = list(self._cameras.values())
         names = list(self.detector.class_names)
         out = []
-        for state in states:
+        for state in self._cameras.values():
             with state.lock:
                 latest = state.latest
                 counts = Counter(names[int(c)] for c in latest.class_id)
