@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from feedtag.vision.gate import ChangeGate
+from feedtag.vision.gate import ChangeGate, tiny_grey
 
 RNG = np.random.default_rng(42)
 BASE = RNG.integers(40, 200, (360, 640, 3), dtype=np.uint8)
@@ -72,3 +72,12 @@ def test_timestamps_going_back_and_reset_run_the_detector() -> None:
 def test_bad_settings(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="expected"):
         ChangeGate(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("shape", [(360, 640, 3), (33, 47, 3), (8, 8, 3)])
+def test_tiny_grey_is_bt601_luma_of_the_2x2_samples(shape: tuple[int, int, int]) -> None:
+    image = np.random.default_rng(3).integers(0, 256, shape, dtype=np.uint8)
+    luma = (image[::4, ::4].astype(np.int64) @ np.array([77, 150, 29])) >> 8
+    luma = luma[: luma.shape[0] // 2 * 2, : luma.shape[1] // 2 * 2]
+    blocks = luma[0::2, 0::2] + luma[1::2, 0::2] + luma[0::2, 1::2] + luma[1::2, 1::2]
+    np.testing.assert_array_equal(tiny_grey(image), blocks >> 2)

@@ -29,7 +29,13 @@ def tiny_grey(image: npt.NDArray[np.uint8], step: int = GATE_STEP) -> npt.NDArra
     (4, 6)
     """
     sample = image[:: step // 2, :: step // 2]
-    grey = np.right_shift(sample.astype(np.uint16) @ _LUMA, 8, dtype=np.uint16)
+    # Channel by channel into uint16 (at most 255 x 256, no overflow): the same sums as
+    # ``sample.astype(np.uint16) @ _LUMA``, but integer matmul has no BLAS path and took
+    # three quarters of the gate's time.
+    weighted = np.multiply(sample[..., 0], _LUMA[0], dtype=np.uint16)
+    weighted += np.multiply(sample[..., 1], _LUMA[1], dtype=np.uint16)
+    weighted += np.multiply(sample[..., 2], _LUMA[2], dtype=np.uint16)
+    grey = np.right_shift(weighted, 8)
     rows, cols = grey.shape[0] // 2 * 2, grey.shape[1] // 2 * 2
     grey = grey[:rows, :cols]
     blocks = grey[0::2, 0::2] + grey[1::2, 0::2] + grey[0::2, 1::2] + grey[1::2, 1::2]
