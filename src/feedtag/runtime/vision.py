@@ -20,6 +20,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 from feedtag.config.models import CameraConfig, DetectorConfig
 from feedtag.core import Detections, Frame, VisionStatus
@@ -65,7 +66,7 @@ class _CameraVision:
     camera: CameraConfig
     gate: ChangeGate | None
     tracker: Tracker
-    keep: frozenset[int] | None
+    keep: npt.NDArray[np.intp] | None  # the class ids to keep; None: all
     lock: threading.Lock = field(default_factory=threading.Lock)
     latest: Detections = field(default_factory=Detections.empty)
     frames: int = 0
@@ -112,7 +113,7 @@ class VisionConsumer:
             unknown = sorted(set(camera.classes) - set(names))
             if unknown:
                 raise ValueError(f"camera {camera.id}: unknown classes {unknown}")
-            keep = frozenset(names.index(name) for name in camera.classes)
+            keep = np.array([names.index(name) for name in camera.classes], np.intp)
         gate = None
         if camera.gate.enabled:
             gate = ChangeGate(
@@ -169,8 +170,7 @@ class VisionConsumer:
                 state.failed += 1
             return
         if state.keep is not None:
-            mask = [int(c) in state.keep for c in detections.class_id]
-            detections = detections.select(mask)  # type: ignore[arg-type]
+            detections = detections.select(np.isin(detections.class_id, state.keep))
         with state.lock:
             tracked = state.tracker.update(detections, frame.pts_s)
             state.moving = tracks_moved(state.latest, tracked, frame.size[0] * MOVING_FRACTION)
