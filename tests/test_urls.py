@@ -138,6 +138,19 @@ def test_redact_masks_free_text(text: str) -> None:
     assert "***" in out
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"failed: rtsp://admin:{quote(PASSWORD, safe='')}@10.0.0.5/s",
+        f"'http://cam/x?token={quote(PASSWORD, safe='')}&ch=1' refused",
+    ],
+)
+def test_redact_is_idempotent(text: str) -> None:
+    # RedactingFilter redacts a traceback text that another handler may have redacted already
+    once = redact(text)
+    assert redact(once) == once
+
+
 def test_redact_leaves_plain_text_alone() -> None:
     text = "camera door: online (receiving frames) at http://cam/x?ch=1"
     assert redact(text) == text
