@@ -12,11 +12,11 @@ from typing import Any
 
 import av
 import numpy as np
-import numpy.typing as npt
 
 from feedtag.config import validate_config
 from feedtag.core import Detections, Frame
 from feedtag.runtime.detect import detect_stream, frames_of, presence
+from feedtag.vision.decoders import pairwise_iou
 from feedtag.vision.detector import Detector
 from feedtag.vision.gate import ChangeGate
 
@@ -120,7 +120,7 @@ def _match_frame(
     boxes = np.array([o["box"] for o in relevant], np.float32).reshape(-1, 4)
     difficult = np.array([bool(o.get("difficult")) for o in relevant], bool)
     mine = found.xyxy[np.array([names[int(c)] == label for c in found.class_id], bool)]
-    overlaps = box_iou(mine, boxes)
+    overlaps = pairwise_iou(mine, boxes)
     matched_truth: set[int] = set()
     matched_detection: dict[int, int] = {}
     for flat in np.argsort(-overlaps, axis=None):
@@ -135,15 +135,3 @@ def _match_frame(
     hit = sum(1 for t in matched_truth if not difficult[t])
     on_difficult = sum(1 for t in matched_detection.values() if difficult[t])
     return truth, hit, len(mine) - on_difficult, hit
-
-
-def box_iou(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    """Pairwise IoU of two sets of xyxy boxes, shape (len(a), len(b))."""
-    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
-    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(bottom_right - top_left, 0, None).prod(axis=2)
-    area_a = (a[:, 2:] - a[:, :2]).prod(axis=1)
-    area_b = (b[:, 2:] - b[:, :2]).prod(axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    result: npt.NDArray[np.float32] = np.where(union > 0, inter / np.maximum(union, 1e-9), 0)
-    return result.astype(np.float32)

@@ -352,7 +352,7 @@ def _greedy(boxes: npt.NDArray[np.float64], threshold: float, limit: int) -> lis
         rows = tail[tail < start + NMS_BLOCK]  # this block's share of them, a prefix of tail
         if len(rows) == 0:
             continue
-        overlaps = _iou(boxes[rows], boxes[tail]) > threshold
+        overlaps = pairwise_iou(boxes[rows], boxes[tail]) > threshold
         suppressed = np.zeros(len(tail), np.bool_)
         for row in range(len(rows)):
             if suppressed[row]:
@@ -365,8 +365,15 @@ def _greedy(boxes: npt.NDArray[np.float64], threshold: float, limit: int) -> lis
     return kept
 
 
-def _iou(first: npt.NDArray[np.float64], second: npt.NDArray[np.float64]) -> npt.NDArray[Any]:
-    """Pairwise IoU ``(M, N)`` of ``(M, 4)`` and ``(N, 4)`` xyxy boxes."""
+def pairwise_iou(first: npt.NDArray[Any], second: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """Pairwise IoU ``(M, N)`` of ``(M, 4)`` and ``(N, 4)`` xyxy boxes, in their dtype; a
+    box with no area overlaps nothing.
+
+    >>> import numpy as np
+    >>> pairwise_iou(np.array([[0, 0, 2, 2]], np.float64),
+    ...              np.array([[1, 0, 3, 2], [0, 0, 0, 0]], np.float64)).tolist()
+    [[0.3333333333333333, 0.0]]
+    """
     x1, y1, x2, y2 = (first[:, i, None] for i in range(4))
     u1, v1, u2, v2 = (second[None, :, i] for i in range(4))
     width = np.minimum(x2, u2) - np.maximum(x1, u1)

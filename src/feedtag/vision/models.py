@@ -85,7 +85,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from feedtag.bench.footage import bikes_path, vtest_path
 from feedtag.errors import ModelError
 from feedtag.vision import darknet
-from feedtag.vision.decoders import DecodeOptions, ModelDetections, decoder_for
+from feedtag.vision.decoders import DecodeOptions, ModelDetections, decoder_for, pairwise_iou
 from feedtag.vision.letterbox import letterbox
 
 log = logging.getLogger(__name__)
@@ -655,12 +655,7 @@ def count_matches(reference: ModelDetections, candidate: ModelDetections, iou: f
     """
     if len(reference.xyxy) == 0 or len(candidate.xyxy) == 0:
         return 0
-    a, b = reference.xyxy.astype(np.float64), candidate.xyxy.astype(np.float64)
-    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
-    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=2)
-    area_a, area_b = np.prod(a[:, 2:] - a[:, :2], axis=1), np.prod(b[:, 2:] - b[:, :2], axis=1)
-    overlap = inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+    overlap = pairwise_iou(reference.xyxy.astype(np.float64), candidate.xyxy.astype(np.float64))
     overlap[reference.class_id[:, None] != candidate.class_id[None, :]] = 0
     matches = 0
     while overlap.size and overlap.max() >= iou:
