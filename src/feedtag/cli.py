@@ -237,12 +237,13 @@ def cmd_bench_detect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _store_settings(args: argparse.Namespace) -> Any:
+def _store_engine(args: argparse.Namespace) -> Any:
+    """The store ``--config`` names (else the default one), migrated to the current schema."""
     from feedtag.config.models import StoreConfig
+    from feedtag.runtime.queries import open_engine
 
-    if args.config is not None:
-        return load_config(args.config).store
-    return StoreConfig()
+    settings = StoreConfig() if args.config is None else load_config(args.config).store
+    return open_engine(settings)
 
 
 def _times(args: argparse.Namespace) -> tuple[float | None, float | None]:
@@ -269,10 +270,10 @@ def _print_rows(rows: list[dict[str, Any]], columns: list[str]) -> None:
 
 
 def cmd_events_search(args: argparse.Namespace) -> int:
-    from feedtag.runtime.queries import events_page, open_engine
+    from feedtag.runtime.queries import events_page
 
     since, until = _times(args)
-    engine = open_engine(_store_settings(args))
+    engine = _store_engine(args)
     try:
         page = events_page(
             engine, cameras=args.camera, kinds=args.kind, labels=args.label, zones=args.zone,
@@ -292,10 +293,10 @@ def cmd_events_search(args: argparse.Namespace) -> int:
 
 
 def cmd_events_tags(args: argparse.Namespace) -> int:
-    from feedtag.runtime.queries import open_engine, tags_page
+    from feedtag.runtime.queries import tags_page
 
     since, until = _times(args)
-    engine = open_engine(_store_settings(args))
+    engine = _store_engine(args)
     page = tags_page(
         engine, label=args.label, min_count=args.min_count, cameras=args.camera, zone=args.zone,
         since=since, until=until, limit=args.limit, cursor=args.cursor,
@@ -310,14 +311,14 @@ def cmd_events_tags(args: argparse.Namespace) -> int:
 
 
 def cmd_events_stats(args: argparse.Namespace) -> int:
-    from feedtag.runtime.queries import event_counts, open_engine, parse_duration
+    from feedtag.runtime.queries import event_counts, parse_duration
 
     since, until = _times(args)
     try:
         bucket_s = parse_duration(args.bucket)
     except ValueError as exc:
         raise ConfigError([("--bucket", str(exc))], "arguments") from None
-    engine = open_engine(_store_settings(args))
+    engine = _store_engine(args)
     rows = event_counts(
         engine, since=since if since is not None else time.time() - 86400,
         until=until if until is not None else time.time() + 1, bucket_s=bucket_s,
@@ -373,12 +374,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
         print(f"\nevents, tags and media are in {data}: try `feedtag events search --since 1h`")
         return result
-
-
-def _store_engine(args: argparse.Namespace) -> Any:
-    from feedtag.runtime.queries import open_engine
-
-    return open_engine(_store_settings(args))
 
 
 def cmd_tokens_create(args: argparse.Namespace) -> int:
