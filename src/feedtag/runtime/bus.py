@@ -48,7 +48,6 @@ class Subscription:
         self._lock = threading.Lock()
         self._notify = notify
         self.dropped = 0
-        self.closed = False
 
     def put(self, event: Item) -> None:
         with self._lock:
@@ -66,7 +65,6 @@ class Subscription:
         return items
 
     def close(self) -> None:
-        self.closed = True
         self._bus.unsubscribe(self)
 
 
@@ -95,11 +93,6 @@ class EventBus:
     def subscribers(self) -> int:
         with self._lock:
             return len(self._subscriptions)
-
-    def dropped(self) -> int:
-        """Events dropped for the current subscribers, in all."""
-        with self._lock:
-            return sum(s.dropped for s in self._subscriptions)
 
     def publish(self, event: Item) -> None:
         """Hand an event (or an event's end) to every subscriber; never blocks on a slow
