@@ -19,7 +19,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Final, Literal
 
 from fastapi import Depends, HTTPException, Request, status
@@ -28,7 +28,7 @@ from sqlalchemy import Engine
 from starlette.routing import BaseRoute, Mount
 
 from feedtag.errors import StoreError
-from feedtag.store.tokens import Role, TokenRecord, hash_token, lookup_token, lookup_token_hash
+from feedtag.store.tokens import Role, TokenRecord, hash_token, lookup_token_hash
 
 SESSION_COOKIE: Final = "feedtag_session"
 CSRF_HEADER: Final = "X-CSRF-Token"
@@ -108,17 +108,14 @@ class Authenticator:
         digest = hash_token(token)
         if self.admin_token_hash is not None and hmac.compare_digest(digest, self.admin_token_hash):
             return Principal(CONFIG_ADMIN_ID, "admin (config)", Role.ADMIN, None, "bearer"), digest
-        record = lookup_token(self.store, token)
+        record = lookup_token_hash(self.store, digest)
         return None if record is None else (_principal(record), digest)
 
     def open_session(self, principal: Principal, token_hash: str) -> tuple[str, Principal]:
         """A new session for ``principal``; returns the cookie value and the session's
         principal (which carries the CSRF token)."""
         session_id = secrets.token_urlsafe(32)
-        session = Principal(
-            principal.token_id, principal.name, principal.role, principal.cameras,
-            "session", secrets.token_urlsafe(32),
-        )  # fmt: skip
+        session = replace(principal, via="session", csrf_token=secrets.token_urlsafe(32))
         with self._lock:
             self._expire()
             if len(self._sessions) >= MAX_SESSIONS:
