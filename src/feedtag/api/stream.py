@@ -24,14 +24,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated, Final
+from typing import Final
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from feedtag.api.access import Principal, Viewer
-from feedtag.api.events import MAX_FILTER_VALUES, event_view
+from feedtag.api.access import Viewer
+from feedtag.api.events import Cameras, event_view
 from feedtag.api.state import api_state, audit
 from feedtag.core import EventEnd
 from feedtag.runtime.bus import Subscription
@@ -50,9 +50,10 @@ def _message(event_name: str, data: object, event_id: str | None = None) -> byte
 
 
 async def _frames(
-    request: Request, principal: Principal, subscription: Subscription,
-    wake: asyncio.Event, cameras: frozenset[str] | None,
+    request: Request, subscription: Subscription, wake: asyncio.Event,
+    shown: frozenset[str] | None,
 ) -> AsyncIterator[bytes]:  # fmt: skip
+    """The stream's messages: events of the ``shown`` cameras (None: every camera)."""
     state = api_state(request)
     reported = 0
     idle = 0.0
@@ -68,8 +69,7 @@ async def _frames(
             if await request.is_disconnected():
                 return
             for item in subscription.drain():
-                visible = principal.sees(item.camera_id)
-                if not visible or (cameras is not None and item.camera_id not in cameras):
+                if shown is not None and item.camera_id not in shown:
                     continue
                 if isinstance(item, EventEnd):  # an event that lasted is over
                     yield _message("end", item.to_dict())
@@ -94,9 +94,7 @@ async def _frames(
 async def stream_events(
     request: Request,
     principal: Viewer,
-    cameras: Annotated[
-        list[str], Query(alias="camera", max_length=MAX_FILTER_VALUES, description="Repeatable.")
-    ] = [],  # noqa: B006 - FastAPI copies defaults
+    cameras: Cameras = [],  # noqa: B006 - FastAPI copies defaults
 ) -> StreamingResponse:
     state = api_state(request)
     await run_in_threadpool(
@@ -110,9 +108,11 @@ async def stream_events(
             loop.call_soon_threadsafe(wake.set)
 
     subscription = state.bus.subscribe(state.config.api.stream_queue_size, notify)
-    wanted = frozenset(cameras) if cameras else None
+    # the caller's cameras cut down to those asked for, once, not per message
+    visible = principal.visible(cameras)
+    shown = None if visible is None else frozenset(visible)
     return StreamingResponse(
-        _frames(request, principal, subscription, wake, wanted),
+        _frames(request, subscription, wake, shown),
         media_type="text/event-stream",
         headers={"X-Accel-Buffering": "no"},
     )
