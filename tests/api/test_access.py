@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import pytest
 
+from feedtag.core import EventKind
+
 from .conftest import CAMERA_A, CAMERA_B, Setup
+from .server import insert_event
 
 CALLERS = [
     "anonymous", "viewer_a", "viewer", "operator_a", "operator", "admin_a", "admin",
@@ -99,6 +102,30 @@ def test_unrestricted_callers_see_both_cameras(setup: Setup) -> None:
     assert {event["camera_id"] for event in events} == {CAMERA_A, CAMERA_B}
     cameras = setup.get("viewer", "/api/v1/cameras").json()["items"]
     assert [camera["id"] for camera in cameras] == [CAMERA_A, CAMERA_B]
+
+
+STATS_FILTERS = [
+    # (caller, query, the totals per kind); seeded: a line_cross on each camera
+    ("viewer", "", {"line_cross": 2, "dwell": 1, "zone_enter": 1}),
+    ("viewer", f"?camera={CAMERA_A}", {"line_cross": 1, "dwell": 1}),
+    ("viewer", "?kind=dwell&kind=zone_enter", {"dwell": 1, "zone_enter": 1}),
+    ("viewer", "?label=car", {"dwell": 1}),
+    ("viewer", f"?camera={CAMERA_B}&label=person", {"zone_enter": 1}),
+    ("viewer_a", "", {"line_cross": 1, "dwell": 1}),
+    ("viewer_a", f"?camera={CAMERA_B}", {}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("caller", "query", "by_kind"), STATS_FILTERS)
+def test_stats_totals_per_kind_follow_the_filters(
+    setup: Setup, caller: str, query: str, by_kind: dict[str, int]
+) -> None:
+    api = setup.app.state.api
+    insert_event(setup.store, api.media, CAMERA_A, EventKind.DWELL, label="car", snapshot=False)
+    insert_event(setup.store, api.media, CAMERA_B, EventKind.ZONE_ENTER, snapshot=False)
+    stats = setup.get(caller, f"/api/v1/stats{query}").json()
+    assert stats["by_kind"] == by_kind
+    assert stats["total"] == sum(by_kind.values())
 
 
 NEW_CAMERA = {"id": "new-cam", "url": "rtsp://203.0.113.7/stream", "enabled": False}

@@ -23,6 +23,7 @@ from feedtag.store.query import (
     CountQuery,
     EventQuery,
     TagQuery,
+    _event_filters,
     count_events,
     search_events,
     search_tags,
@@ -217,19 +218,12 @@ def list_tags(
 
 
 def _kind_totals(state: ApiState, query: CountQuery) -> dict[str, int]:
-    c = events_table.c
-    statement = select(c.kind, func.count()).where(
-        c.started_at >= query.start, c.started_at < query.end
-    )
-    if query.camera_ids:
-        statement = statement.where(c.camera_id.in_(list(query.camera_ids)))
-    if query.kinds:
-        statement = statement.where(c.kind.in_([kind.value for kind in query.kinds]))
-    if query.labels:
-        statement = statement.where(c.label.in_(list(query.labels)))
+    # the same filters as count_events, so that the totals agree with the buckets
+    by_kind = events_table.c.kind
+    statement = select(by_kind, func.count()).where(*_event_filters(query)).group_by(by_kind)
     try:
         with state.store.connect() as connection:
-            rows = connection.execute(statement.group_by(c.kind)).all()
+            rows = connection.execute(statement).all()
     except Exception:  # noqa: BLE001 - the store boundary
         raise StoreUnavailable("store read failed") from None
     return {str(kind): int(count) for kind, count in rows}
