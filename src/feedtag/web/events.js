@@ -15,8 +15,9 @@ let controller = null;
 let nextCursor = null;
 let currentFilters = null;
 let stream = null;
-const shown = new Set();
-const rowEvents = new Map();  // event id -> the event its row shows (to apply a streamed end)
+// event id -> the event its row shows: which events the table holds (a repeat is skipped),
+// and what a streamed end applies to
+const rowEvents = new Map();
 let openEventId = null;  // the event in the dialog, if it is open
 const labels = new Set();
 
@@ -132,7 +133,7 @@ function describeFilters(filters) {
 }
 
 function updateStatus() {
-  const count = $$("#events-body tr.event-row").length;
+  const count = rowEvents.size;
   const filters = currentFilters || readFilters();
   let text = count ? `${count} event${count === 1 ? "" : "s"}` : "No events";
   text += ` · ${describeFilters(filters)}`;
@@ -160,10 +161,9 @@ async function load({ append = false } = {}) {
   try {
     const data = await api.get("/api/v1/events", params, { signal });
     const body = $("#events-body");
-    if (!append) { clear(body); shown.clear(); rowEvents.clear(); }
+    if (!append) { clear(body); rowEvents.clear(); }
     for (const event of data.items || []) {
-      if (shown.has(event.event_id)) continue;
-      shown.add(event.event_id);
+      if (rowEvents.has(event.event_id)) continue;
       body.append(row(event));
     }
     nextCursor = data.next_cursor || null;
@@ -181,13 +181,11 @@ async function load({ append = false } = {}) {
 function onStreamEvent(message) {
   let event;
   try { event = JSON.parse(message.data); } catch { return; }
-  if (!event || !event.event_id || shown.has(event.event_id)) return;
+  if (!event || !event.event_id || rowEvents.has(event.event_id)) return;
   if (!active || !$("#events-live").checked || !matches(event, currentFilters)) return;
-  shown.add(event.event_id);
   const body = $("#events-body");
   body.prepend(row(event, true));
   while (body.children.length > MAX_ROWS) {
-    shown.delete(body.lastElementChild.dataset.eventId);
     rowEvents.delete(body.lastElementChild.dataset.eventId);
     body.lastElementChild.remove();
   }
@@ -362,7 +360,6 @@ export async function openEvent(eventId) {
 export function reset() {
   stopStream();
   clear($("#events-body"));
-  shown.clear();
   rowEvents.clear();
   nextCursor = null;
   currentFilters = null;
