@@ -3,8 +3,8 @@
 
 import { api, ApiError } from "./api.js";
 import { $, el, clear, formatTime, isoUtc } from "./dom.js";
-import { state, onCameras, notify, hasRole } from "./state.js";
-import { cameraState, loadCameras } from "./grid.js";
+import { state, onCameras, notify, hasRole, cameraState } from "./state.js";
+import { loadCameras } from "./grid.js";
 
 let active = false;
 

@@ -6,6 +6,7 @@ import { $, el, svg, clear, formatTime, formatNumber, isoUtc } from "./dom.js";
 import { drawOverlay } from "./overlay.js";
 import { openEvent } from "./events.js";
 import { colorOf } from "./charts.js";
+import { cameraState, normalizeCamera } from "./state.js";
 
 const REFRESH_MS = 3000;
 const RECENT = 12;
@@ -15,17 +16,13 @@ const MAX_LABELS = 6;
 
 let view = null;  // {camera, overlay, size, overlayKey, timer}
 
-function stateOf(camera) {
-  if (camera.enabled === false) return "disabled";
-  return (camera.status && camera.status.state) || "connecting";
-}
-
 function fields(camera) {
   const status = camera.status || {};
   const vision = camera.vision;
   const counts = vision ? Object.entries(vision.counts || {}).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`).join(", ") : "";
+  const stateName = cameraState(camera);
   const rows = [
-    ["State", `${stateOf(camera)}${status.reason && stateOf(camera) !== "online" ? ` — ${status.reason}` : ""}`],
+    ["State", `${stateName}${status.reason && stateName !== "online" ? ` — ${status.reason}` : ""}`],
     ["In view", counts || (vision ? "nothing" : "no analysis yet")],
     ["Analysed fps", `${formatNumber(status.analysed_fps)} of ${formatNumber(camera.analysis_fps)}`],
     ["Decoded fps", formatNumber(status.decoded_fps)],
@@ -140,7 +137,7 @@ async function tick() {
   try {
     const camera = await api.get(`/api/v1/cameras/${encodeURIComponent(view.camera.id)}`);
     if (!view || camera.id !== view.camera.id) return;
-    view.camera = { ...camera, zones: camera.zones || [], lines: camera.lines || [] };
+    view.camera = normalizeCamera(camera);
     fields(view.camera);
   } catch (error) {
     if (error instanceof ApiError && error.status === 404) $("#camera-image-note").textContent = "This camera is gone.";

@@ -5,7 +5,7 @@ import { api, ApiError, freshUrl } from "./api.js";
 import { $, el, svg, clear, formatNumber, formatAge, token } from "./dom.js";
 import { drawOverlay } from "./overlay.js";
 import { openCamera } from "./camera.js";
-import { setCameras, notify, hasRole, CAMERA_STATES } from "./state.js";
+import { setCameras, notify, hasRole, cameraState, normalizeCamera, CAMERA_STATES } from "./state.js";
 
 const REFRESH_MS = 3000;        // camera status
 const THUMBNAIL_MS = 5000;      // the engine renews thumbnails every 5 s by default
@@ -23,12 +23,6 @@ const observer = "IntersectionObserver" in window
     }
   })
   : null;
-
-export function cameraState(camera) {
-  if (camera.enabled === false) return "disabled";
-  const value = camera.status && camera.status.state;
-  return token(value, CAMERA_STATES, "connecting");
-}
 
 function makeCard(camera) {
   const img = el("img", { class: "thumb", alt: "" });
@@ -198,18 +192,6 @@ export function render(items) {
   $("#grid-empty").hidden = items.length > 0;
   summarize(items);
   applyFilter();
-}
-
-/** A camera as docs/api.md describes it, with defaults where a part is missing (a camera
- * that has not started has no status, one without a detector no vision). */
-export function normalizeCamera(raw) {
-  return {
-    ...raw,
-    zones: Array.isArray(raw.zones) ? raw.zones : [],
-    lines: Array.isArray(raw.lines) ? raw.lines : [],
-    vision: raw.vision ? { ...raw.vision, counts: raw.vision.counts || {} } : null,
-    thumbnail_url: raw.thumbnail_url || `/api/v1/cameras/${encodeURIComponent(raw.id)}/thumbnail.jpg`,
-  };
 }
 
 export async function loadCameras() {

@@ -1,6 +1,6 @@
 // Shared state of the page: who is signed in, the latest camera list, a notice line.
 
-import { $ } from "./dom.js";
+import { $, token } from "./dom.js";
 
 export const state = {
   session: null,          // {name, role, cameras, csrf_token}
@@ -51,3 +51,22 @@ export const EVENT_KINDS = [
 ];
 
 export const CAMERA_STATES = ["online", "connecting", "stalled", "offline", "stopped", "disabled"];
+
+/** A camera's state for display and CSS classes: one of CAMERA_STATES. */
+export function cameraState(camera) {
+  if (camera.enabled === false) return "disabled";
+  const value = camera.status && camera.status.state;
+  return token(value, CAMERA_STATES, "connecting");
+}
+
+/** A camera as docs/api.md describes it, with defaults where a part is missing (a camera
+ * that has not started has no status, one without a detector no vision). */
+export function normalizeCamera(raw) {
+  return {
+    ...raw,
+    zones: Array.isArray(raw.zones) ? raw.zones : [],
+    lines: Array.isArray(raw.lines) ? raw.lines : [],
+    vision: raw.vision ? { ...raw.vision, counts: raw.vision.counts || {} } : null,
+    thumbnail_url: raw.thumbnail_url || `/api/v1/cameras/${encodeURIComponent(raw.id)}/thumbnail.jpg`,
+  };
+}
