@@ -179,6 +179,12 @@ class CameraConfig(StrictModel):
         return self
 
     @property
+    def lossless(self) -> bool:
+        """A file read as fast as possible (``realtime: false``): every sampled frame is
+        analysed (queues wait instead of dropping) on the recording's own timeline."""
+        return self.url.is_file and not self.realtime
+
+    @property
     def display_name(self) -> str:
         return self.name or self.id
 

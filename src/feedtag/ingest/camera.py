@@ -259,7 +259,7 @@ class CameraIngest:
         """When the frame happened. Live (and live-paced) sources: now. A file read as fast
         as possible: the analysis start plus its stream time, so that events and tags keep
         the recording's own timeline instead of the moment a fast machine got to them."""
-        if not (self.camera.url.is_file and not self.camera.realtime):
+        if not self.camera.lossless:
             return time.time()
         if self._wall_origin is None:
             self._wall_origin = time.time() - t_s

@@ -37,6 +37,7 @@ class FrameResult:
     gated: bool
     detections: Detections
     class_names: Sequence[str]
+    frame_size: tuple[int, int]  # (width, height) of the analysed frame
 
     def to_dict(self) -> dict[str, Any]:
         ids = self.detections.tracker_id
@@ -69,8 +70,7 @@ def frames_of(
     """Every analysed frame of one camera, in order, until the source ends or ``stop``. A
     file read as fast as possible (``realtime: false``) loses none: its ingest waits for the
     consumer instead of dropping frames."""
-    lossless = camera.url.is_file and not camera.realtime
-    queue = FrameQueue(maxsize=32 if lossless else 4, lossless=lossless)
+    queue = FrameQueue(maxsize=32 if camera.lossless else 4, lossless=camera.lossless)
     ingest = CameraIngest(camera, config.reconnect, queue)
     ingest.start()
     try:
@@ -109,7 +109,7 @@ def detect_stream(
             save_annotated(
                 frame, latest, names, save_dir / f"{frame.camera_id}_{frame.index:06d}.jpg"
             )
-        yield FrameResult(frame.index, frame.pts_s, not run, latest, names)
+        yield FrameResult(frame.index, frame.pts_s, not run, latest, names, frame.size)
 
 
 def save_annotated(frame: Frame, detections: Detections, names: Sequence[str], path: Path) -> None:

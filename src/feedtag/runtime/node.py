@@ -148,8 +148,7 @@ class NodeEngine:
         return engine
 
     def _make_ingest(self, camera: CameraConfig) -> CameraIngest:
-        lossless = camera.url.is_file and not camera.realtime  # analyse every sampled frame
-        queue = FrameQueue(self.config.engine.queue_size, self._ready, lossless=lossless)
+        queue = FrameQueue(self.config.engine.queue_size, self._ready, lossless=camera.lossless)
         ring = PacketRing(camera.clips.ring_s) if camera.clips.enabled else None
         return CameraIngest(camera, self.config.reconnect, queue, ring=ring)
 

@@ -120,7 +120,7 @@ class VisionConsumer:
                 camera.gate.pixel_threshold, camera.gate.min_changed_fraction, camera.gate.refresh_s
             )
         state = _CameraVision(camera, gate, self._tracker_factory(self.settings), keep)
-        state.lossless = camera.url.is_file and not camera.realtime
+        state.lossless = camera.lossless
         with self._lock:
             self._cameras = {**self._cameras, camera.id: state}
 
