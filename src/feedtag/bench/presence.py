@@ -42,11 +42,10 @@ from feedtag.config import validate_config
 from feedtag.config.analytics import CameraAnalytics
 from feedtag.config.models import DetectorConfig
 from feedtag.core import Detections, Frame
-from feedtag.runtime.detect import frames_of
+from feedtag.runtime.detect import detect_stream, frames_of
 from feedtag.runtime.detection import build_detector
 from feedtag.vision.detector import Detector
 from feedtag.vision.gate import ChangeGate
-from feedtag.vision.tracker import ByteTracker
 
 GRID: Final = 3
 LABELS: Final = ("person", "bicycle", "car", "motorcycle", "bus", "truck")
@@ -172,26 +171,30 @@ def variant_presence(
         }
     )
     analyzer = CameraAnalyzer("bench", analytics)
-    gate = ChangeGate() if variant.gate else None
-    tracker = ByteTracker(lost_s=DetectorConfig().track_lost_s)
-    latest = Detections.empty()
+    results = detect_stream(
+        frames(path, variant.analysis_fps),
+        detector,
+        gate=ChangeGate() if variant.gate else None,
+        track_lost_s=DetectorConfig().track_lost_s,
+    )
     segments = []
     analysed = gated = 0
     cpu = 0.0
     end_s = 0.0
-    for frame in frames(path, variant.analysis_fps):
+    while True:
+        # the analysis thread's CPU: gate, detector, tracker (in the generator) and rules
         started = time.thread_time()
-        run = gate is None or gate.decide(frame.image, frame.pts_s, moving_tracks=False).run
-        if run:
-            latest = tracker.update(detector.detect([frame.image])[0], frame.pts_s)
+        result = next(results, None)
+        if result is None:
+            break
         observation = Observation(
-            "bench", frame.pts_s, WALL0 + frame.pts_s, latest, names, frame.size
+            "bench", result.t_s, WALL0 + result.t_s, result.detections, names, result.frame_size
         )
         segments += analyzer.update(observation).segments
         cpu += time.thread_time() - started
         analysed += 1
-        gated += not run
-        end_s = frame.pts_s
+        gated += result.gated
+        end_s = result.t_s
     segments += analyzer.close(WALL0 + end_s).segments
     tagged: set[Key] = set()
     for segment in segments:
