@@ -135,22 +135,6 @@ def test_layout_name_is_the_decoders(tmp_path: Path) -> None:
     assert models.list_models(tmp_path / "nothing-here") == []
 
 
-def test_atomic_write_keeps_the_old_file_on_failure(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    target = tmp_path / "m.onnx"
-    models._write_atomic(target, b"old")
-
-    def fail(fd: int) -> None:
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(models.os, "fsync", fail)
-    with pytest.raises(OSError, match="No space"):
-        models._write_atomic(target, b"new")
-    assert target.read_bytes() == b"old"
-    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
-
-
 def test_leaky_lower_bound_clips_a_far_negative_tail() -> None:
     rng = np.random.default_rng(0)
     values = np.concatenate([rng.normal(0, 3, 50_000), rng.uniform(-120, -20, 50)])

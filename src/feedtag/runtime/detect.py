@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw
 
 from feedtag.config.models import CameraConfig, FeedtagConfig
 from feedtag.core import CameraState, Detections, Frame
+from feedtag.files import write_atomic
 from feedtag.ingest.camera import CameraIngest
 from feedtag.ingest.handoff import FrameQueue
 from feedtag.vision.anonymize import anonymize
@@ -127,10 +128,7 @@ def save_annotated(frame: Frame, detections: Detections, names: Sequence[str], p
         draw.text((x1 + 2, max(0.0, y1 - 11)), label, fill=colour)
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=85)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".part")
-    partial.write_bytes(buffer.getvalue())
-    partial.replace(path)
+    write_atomic(path, buffer.getvalue())
 
 
 def presence(detections: Detections, names: Sequence[str]) -> dict[str, int]:

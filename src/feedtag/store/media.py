@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +25,7 @@ from PIL import Image, ImageDraw
 
 from feedtag.core import Detections
 from feedtag.errors import StoreError
+from feedtag.files import write_atomic
 from feedtag.vision.anonymize import anonymize
 
 JPEG_QUALITY: Final = 82
@@ -58,7 +58,7 @@ class MediaStore:
         """Replace the camera's latest thumbnail (people covered, scaled to 480 wide)."""
         covered = anonymize(image, detections, class_names)
         target = self._path("thumbnails", f"{_checked(camera_id)}.jpg")
-        _write_atomic(target, _jpeg(covered, width=THUMBNAIL_WIDTH))
+        write_atomic(target, _jpeg(covered, width=THUMBNAIL_WIDTH))
         return target
 
     def write_snapshot(
@@ -81,7 +81,7 @@ class MediaStore:
             if ids is not None and int(ids[index]) in highlight:
                 draw.rectangle(tuple(float(v) for v in box), outline=(255, 200, 0), width=3)
         target = self.event_path("snapshots", camera_id, event_id, at)
-        _write_atomic(target, _encode(picture))
+        write_atomic(target, _encode(picture))
         return target
 
     def event_path(self, kind: Kind, camera_id: str, event_id: str, at: float) -> Path:
@@ -126,15 +126,3 @@ def _encode(picture: Image.Image) -> bytes:
     buffer = io.BytesIO()
     picture.save(buffer, format="JPEG", quality=JPEG_QUALITY)
     return buffer.getvalue()
-
-
-def _write_atomic(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".", suffix=".part")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

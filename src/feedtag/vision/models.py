@@ -84,6 +84,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from feedtag.bench.footage import bikes_path, vtest_path
 from feedtag.errors import ModelError
+from feedtag.files import temporary_beside, write_atomic
 from feedtag.vision import darknet
 from feedtag.vision.decoders import DecodeOptions, ModelDetections, decoder_for, pairwise_iou
 from feedtag.vision.letterbox import letterbox
@@ -263,7 +264,7 @@ def build_default_model(
             source.cfg, source.weights, input_size=size, mask_overrides=MASK_OVERRIDES
         )
         fp32_path = folder / f"{model_name(size, 'fp32')}.onnx"
-        _write_atomic(fp32_path, model.SerializeToString())
+        write_atomic(fp32_path, model.SerializeToString(), durable=True)
         built.append(_write_manifest(fp32_path, "fp32", size, class_names, provenance))
         int8_path = folder / f"{model_name(size, 'int8')}.onnx"
         _quantize(fp32_path, int8_path, frames, size, report)
@@ -460,7 +461,7 @@ def _quantize(
     fp32_path: Path, target: Path, frames: Sequence[Image], size: int, report: Progress
 ) -> None:
     """The recipe of the module docstring, into ``target`` (atomically)."""
-    partial = _temporary_path(target)
+    partial = temporary_beside(target)
     try:
         with tempfile.TemporaryDirectory(prefix="feedtag-quantize-") as scratch:
             # shape inference, as ONNX Runtime asks for; its graph optimizations are skipped
@@ -722,7 +723,7 @@ def _write_manifest(
     if precision == "int8":
         manifest["quantization"] = {**QUANTIZATION_RECIPE, "agreement_with_fp32": check}
     manifest_path = path.with_suffix(".json")
-    _write_atomic(manifest_path, (json.dumps(manifest, indent=2) + "\n").encode())
+    write_atomic(manifest_path, (json.dumps(manifest, indent=2) + "\n").encode(), durable=True)
     return load_model_info(manifest_path)
 
 
@@ -740,27 +741,6 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _temporary_path(target: Path) -> Path:
-    handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(handle)
-    return Path(name)
-
-
-def _write_atomic(target: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``target``, flush it to disk, then rename it over
-    ``target``: a reader sees the old file or the new one, never half of one."""
-    partial = _temporary_path(target)
-    try:
-        with partial.open("wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        partial.replace(target)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            partial.unlink()
 
 
 def _no_progress(step: str, done: int, total: int) -> None:
