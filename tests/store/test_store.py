@@ -16,6 +16,7 @@ from feedtag.store.query import (
     EventQuery,
     TagQuery,
     count_events,
+    count_events_by_kind,
     search_events,
     search_tags,
 )
@@ -148,6 +149,18 @@ def test_counts_per_label_bucket_and_camera(
     write(engine, DATASET)
     got = count_events(engine, query)
     assert got == [CountBucket(c, label, T0 + b, n) for c, label, b, n in expected]
+
+
+def test_counts_per_kind_follow_the_same_filters(engine: Engine) -> None:
+    write(engine, DATASET)
+    everything = CountQuery(T0 - 1, T0 + 86_400)
+    assert count_events_by_kind(engine, everything) == {
+        "dwell": 3, "zone_enter": 2, "line_cross": 1, "camera_offline": 1, "crowding": 1,
+    }  # fmt: skip
+    door_cars = CountQuery(T0 - 1, T0 + 86_400, camera_ids=["door"], labels=[V])
+    assert count_events_by_kind(engine, door_cars) == {"zone_enter": 1}
+    buckets = count_events(engine, door_cars)
+    assert sum(b.count for b in buckets) == 1  # the totals agree with the buckets
 
 
 def segment(name: str, camera: str, zone: str | None, start: float, end: float | None,  # noqa: PLR0917

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 from fastapi.responses import FileResponse, Response
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from feedtag.api.access import Admin, Principal, Viewer
 from feedtag.api.state import ApiState, api_state, audit
@@ -23,8 +23,8 @@ from feedtag.store.query import (
     CountQuery,
     EventQuery,
     TagQuery,
-    _event_filters,
     count_events,
+    count_events_by_kind,
     search_events,
     search_tags,
 )
@@ -217,18 +217,6 @@ def list_tags(
     return {"items": [tag.to_dict() for tag in page.items], "next_cursor": page.next_cursor}
 
 
-def _kind_totals(state: ApiState, query: CountQuery) -> dict[str, int]:
-    # the same filters as count_events, so that the totals agree with the buckets
-    by_kind = events_table.c.kind
-    statement = select(by_kind, func.count()).where(*_event_filters(query)).group_by(by_kind)
-    try:
-        with state.store.connect() as connection:
-            rows = connection.execute(statement).all()
-    except Exception:  # noqa: BLE001 - the store boundary
-        raise StoreUnavailable("store read failed") from None
-    return {str(kind): int(count) for kind, count in rows}
-
-
 @router.get("/stats", summary="Event counts per camera, label and time bucket; totals per kind")
 def get_stats(
     request: Request,
@@ -262,7 +250,7 @@ def get_stats(
     by_camera: dict[str, int] = {}
     for bucket in buckets:
         by_camera[bucket.camera_id] = by_camera.get(bucket.camera_id, 0) + bucket.count
-    by_kind = _store_call(_kind_totals, state, query)
+    by_kind = _store_call(count_events_by_kind, state.store, query)
     return {
         **answer,
         "buckets": [

@@ -224,3 +224,16 @@ def count_events(engine: Engine, query: CountQuery) -> list[CountBucket]:
         CountBucket(row.camera_id, row.label, float(row.bucket_start), int(row._mapping["count"]))
         for row in rows
     ]
+
+
+def count_events_by_kind(engine: Engine, query: CountQuery) -> dict[str, int]:
+    """Event counts per kind over the whole range, with the same filters as
+    :func:`count_events` (``bucket_s`` is not used), so totals agree with the buckets."""
+    kind = events.c.kind
+    statement = select(kind, func.count()).where(*_event_filters(query)).group_by(kind)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(statement).all()
+    except Exception as error:  # noqa: BLE001 - translated at the store boundary
+        raise store_error(error, "store read") from None
+    return {str(name): int(count) for name, count in rows}
