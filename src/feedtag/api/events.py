@@ -253,15 +253,7 @@ def get_stats(
     by_kind = _store_call(count_events_by_kind, state.store, query)
     return {
         **answer,
-        "buckets": [
-            {
-                "camera_id": b.camera_id,
-                "label": b.label,
-                "bucket_start": b.bucket_start,
-                "count": b.count,
-            }
-            for b in buckets
-        ],
+        "buckets": [b.to_dict() for b in buckets],
         "by_kind": by_kind,
         "by_camera": by_camera,
         "total": sum(by_camera.values()),

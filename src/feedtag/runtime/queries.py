@@ -121,12 +121,4 @@ def event_counts(
     query = CountQuery(
         since, until, bucket_s, tuple(cameras), tuple(EventKind(k) for k in kinds), tuple(labels)
     )
-    return [
-        {
-            "camera_id": b.camera_id,
-            "label": b.label,
-            "bucket_start": b.bucket_start,
-            "count": b.count,
-        }
-        for b in count_events(engine, query)
-    ]
+    return [bucket.to_dict() for bucket in count_events(engine, query)]

@@ -103,6 +103,14 @@ class CountBucket:
     bucket_start: float
     count: int
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "camera_id": self.camera_id,
+            "label": self.label,
+            "bucket_start": self.bucket_start,
+            "count": self.count,
+        }
+
 
 def encode_cursor(started_at: float, row_id: str) -> str:
     """An opaque cursor for the row after which the next page starts.
