@@ -15,7 +15,13 @@ from typing import Final
 import av
 import av.container
 
-from feedtag.errors import SourceError, SourceNotFound, SourceTimeout, source_error_from_av
+from feedtag.errors import (
+    SourceError,
+    SourceInvalidData,
+    SourceNotFound,
+    SourceTimeout,
+    source_error_from_av,
+)
 from feedtag.urls import CameraUrl, RedactingFilter
 
 log = logging.getLogger(__name__)
@@ -69,12 +75,7 @@ def open_source(url: CameraUrl, options: OpenOptions) -> Iterator[av.container.I
             timeout=(options.open_timeout_s, options.read_timeout_s),
         )
     except Exception as exc:  # noqa: BLE001 - every library error is translated
-        if time.monotonic() - started >= options.open_timeout_s:
-            # FFmpeg's RTSP demuxer reports an interrupted open as invalid data.
-            raise SourceTimeout(
-                f"open failed: no answer within {options.open_timeout_s:g} s", masked
-            ) from None
-        raise source_error_from_av(exc, masked, "open") from None
+        raise _open_failure(exc, masked, options, time.monotonic() - started) from None
     try:
         if not container.streams.video:
             raise SourceNotFound("the source has no video stream", masked)
@@ -84,6 +85,20 @@ def open_source(url: CameraUrl, options: OpenOptions) -> Iterator[av.container.I
             container.close()
         except Exception:  # noqa: BLE001 - closing a broken container must not mask the cause
             log.debug("closing %s failed", masked)
+
+
+def _open_failure(
+    exc: BaseException, masked: str, options: OpenOptions, waited_s: float
+) -> SourceError:
+    """Why an open failed. FFmpeg's RTSP demuxer reports an interrupted open as invalid
+    data, and also its socket timeout (the read timeout) when a server accepted or answered
+    OPTIONS and then fell silent: after that long with nothing to read, it is a timeout."""
+    if waited_s >= options.open_timeout_s:
+        return SourceTimeout(f"open failed: no answer within {options.open_timeout_s:g} s", masked)
+    error = source_error_from_av(exc, masked, "open")
+    if waited_s >= options.read_timeout_s and isinstance(error, SourceInvalidData | SourceTimeout):
+        return SourceTimeout(f"open failed: no answer within {options.read_timeout_s:g} s", masked)
+    return error
 
 
 def translate_read_error(exc: BaseException, url: CameraUrl) -> SourceError:
