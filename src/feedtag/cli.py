@@ -9,21 +9,32 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import secrets
 import signal
+import stat
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from feedtag import __version__
-from feedtag.config import FeedtagConfig, config_json_schema, load_config, validate_config
+from feedtag.config import (
+    CameraConfig,
+    FeedtagConfig,
+    config_json_schema,
+    load_config,
+    validate_config,
+)
 from feedtag.core import CameraStatus, EventKind, VisionStatus
 from feedtag.errors import ConfigError, FeedtagError, SourceError
-from feedtag.urls import RedactingFilter, redact
+from feedtag.urls import RedactingFilter, redact, scheme_of, url_text_problem
+
+if TYPE_CHECKING:
+    from feedtag.runtime.detect import FrameResult
 
 log = logging.getLogger("feedtag")
 
@@ -68,11 +79,16 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from feedtag.ingest.source import OpenOptions
     from feedtag.urls import CameraUrl
 
-    media_root = args.media_root
-    if media_root is None and "://" not in args.url:
-        media_root = Path(args.url).resolve().parent  # the operator named this file
+    raw, media_root = args.url, args.media_root
+    if media_root is None and _names_a_file(raw):
+        problem = _file_problem(raw)
+        if problem is not None:
+            print(f"error: {_as_given(raw)}: {problem}", file=sys.stderr)
+            return EXIT_USAGE
+        path = Path(raw).resolve()  # the operator named this file; resolved once, here
+        raw, media_root = str(path), path.parent
     try:
-        url = CameraUrl.parse(args.url, media_root=media_root)
+        url = CameraUrl.parse(raw, media_root=media_root)
     except SourceError as exc:
         print(f"error: url: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -164,16 +180,19 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    from feedtag.runtime.detect import detect_stream, frames_of
-    from feedtag.runtime.detection import build_detector
-    from feedtag.vision.gate import ChangeGate
-
     target = args.url
-    is_file = "://" not in target
+    is_file = _names_a_file(target)
     camera: dict[str, Any] = {"id": "detect", "url": target, "analysis_fps": args.analysis_fps}
     data: dict[str, Any] = {"cameras": [camera]}
     if is_file:
-        data["media_root"] = str(Path(target).resolve().parent)  # the operator named it
+        problem = _file_problem(target)
+        if problem is not None:
+            print(f"error: {_as_given(target)}: {problem}", file=sys.stderr)
+            return EXIT_USAGE
+        # Resolved once: a relative URL under a media root resolves against that root, so
+        # "clips/a.mp4" with the root clips/ used to become clips/clips/a.mp4.
+        path = Path(target).resolve()
+        camera["url"], data["media_root"] = str(path), str(path.parent)  # the operator named it
         camera["realtime"] = False
     if args.model is not None:
         data["detector"] = {
@@ -182,6 +201,16 @@ def cmd_detect(args: argparse.Namespace) -> int:
             "class_names": args.class_names.split(",") if args.class_names else None,
         }
     config = validate_config(data, source="arguments")
+    if is_file:
+        problem = _open_problem(config.cameras[0])  # before the detector, which may be built
+        if problem is not None:
+            print(f"error: {_as_given(target)}: {problem}", file=sys.stderr)
+            return EXIT_USAGE
+    # Imported only now: numpy, PyAV and ONNX Runtime take seconds; a typo should not.
+    from feedtag.runtime.detect import detect_stream, frames_of
+    from feedtag.runtime.detection import build_detector
+    from feedtag.vision.gate import ChangeGate
+
     settings = config.detector
     if settings.model == "default":
         print("loading the default detector (built on first use) ...", file=sys.stderr)
@@ -197,8 +226,21 @@ def cmd_detect(args: argparse.Namespace) -> int:
         max_frames=args.max_frames,
         save_dir=args.save_annotated,
     )
+    try:
+        _print_results(results, args.json)
+    except SourceError as exc:
+        if not is_file:
+            raise
+        print(f"error: {_as_given(target)}: {exc.message}", file=sys.stderr)  # a broken file
+        return EXIT_USAGE
+    if args.save_annotated is not None:
+        print(f"anonymized annotated frames in {args.save_annotated}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _print_results(results: Iterable[FrameResult], as_json: bool) -> None:
     for result in results:
-        if args.json:
+        if as_json:
             print(json.dumps(result.to_dict()), flush=True)
             continue
         found = ", ".join(
@@ -209,9 +251,45 @@ def cmd_detect(args: argparse.Namespace) -> int:
         print(
             f"frame {result.frame_index:>5}  t={result.t_s:8.2f}s  {found or '-'}{mark}", flush=True
         )
-    if args.save_annotated is not None:
-        print(f"anonymized annotated frames in {args.save_annotated}", file=sys.stderr)
-    return EXIT_OK
+
+
+def _as_given(path: str) -> str:
+    """A path as the operator typed it; quoted when it holds what a terminal would act on."""
+    return path if path.isprintable() else repr(path)
+
+
+def _names_a_file(target: str) -> bool:
+    """Whether ``target`` is a local path to check and resolve here; a URL, or text that
+    cannot be one ("-i x"), is left to :class:`~feedtag.urls.CameraUrl` to judge."""
+    return scheme_of(target) is None and url_text_problem(target) is None
+
+
+def _file_problem(path: str) -> str | None:
+    """Why the local file ``path`` cannot be read, or None. Checked before anything is
+    opened: a missing file used to be retried like an offline camera, forever."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        return exc.strerror or "cannot be read"
+    if stat.S_ISDIR(mode):
+        return "Is a directory"
+    if not stat.S_ISREG(mode):
+        return "Not a regular file"
+    if not os.access(path, os.R_OK):
+        return "Permission denied"
+    return None
+
+
+def _open_problem(camera: CameraConfig) -> str | None:
+    """Why FFmpeg cannot open ``camera``'s file (not a video, no video stream), or None."""
+    from feedtag.ingest.source import OpenOptions, open_source
+
+    options = OpenOptions(camera.open_timeout_s, camera.read_timeout_s, camera.rtsp_transport)
+    try:
+        with open_source(camera.url, options):
+            return None
+    except SourceError as exc:
+        return exc.message
 
 
 def cmd_bench_detect(args: argparse.Namespace) -> int:

@@ -52,6 +52,7 @@ class SourceError(FeedtagError):
     reason = "source error"
 
     def __init__(self, message: str, url: str = "") -> None:
+        self.message = message  # without the URL, for a caller that names the source itself
         self.url = url
         super().__init__(f"{message} ({url})" if url else message)
 

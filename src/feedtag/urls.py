@@ -95,15 +95,12 @@ class CameraUrl:
         A string without a scheme is a local file path. Local files must resolve (symlinks
         followed) inside ``media_root``; without a media root, files are refused.
         """
-        if not isinstance(raw, str) or not raw.strip():
+        if not isinstance(raw, str):
             raise SourceRejected("empty URL")
-        if raw != raw.strip():
-            raise SourceRejected("URL has leading or trailing white space")
-        if raw.startswith("-"):
-            raise SourceRejected("URL must not start with '-' (it would read as an option)")
-        if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in raw):
-            raise SourceRejected("URL contains control characters")
-        scheme = _scheme_of(raw)
+        problem = url_text_problem(raw)
+        if problem is not None:
+            raise SourceRejected(problem)
+        scheme = scheme_of(raw)
         if scheme is None or scheme == "file":
             return cls._parse_file(raw, scheme, media_root)
         if scheme not in NETWORK_SCHEMES:
@@ -124,7 +121,7 @@ class CameraUrl:
         if not host:
             raise SourceRejected("URL has no host")
         if not _valid_host(host):
-            raise SourceRejected(f"invalid host name {host!r}")
+            raise SourceRejected(f"invalid host name {_shortened(host)!r}")
         if parts.fragment:
             raise SourceRejected("URL must not have a #fragment")
         url_user = unquote(parts.username) if parts.username else None
@@ -156,7 +153,8 @@ class CameraUrl:
             raw_path = raw
         if ":" in raw_path.split("/", 1)[0]:
             # "concat:a|b", "subfile:...": FFmpeg reads the part before ':' as a protocol.
-            raise SourceRejected(f"{raw_path.split(':', 1)[0]!r} looks like an FFmpeg protocol")
+            protocol = raw_path.split(":", 1)[0]
+            raise SourceRejected(f"{_shortened(protocol)!r} looks like an FFmpeg protocol")
         if media_root is None:
             raise SourceRejected("local files are only allowed under a configured media_root")
         root = Path(os.path.realpath(media_root))
@@ -165,7 +163,9 @@ class CameraUrl:
             candidate = root / candidate
         resolved = Path(os.path.realpath(candidate))
         if not resolved.is_relative_to(root):
-            raise SourceRejected(f"path is outside the media root {str(root)!r}")
+            # Not naming the root nor the resolved path: API callers must not learn server
+            # paths from a refusal (the operator knows media_root from the config).
+            raise SourceRejected("path is outside the media root")
         return cls("file", "", None, str(resolved), (), None, None, file_path=resolved)
 
     @property
@@ -264,7 +264,31 @@ def _redact_url_word(word: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "&".join(fields), parts.fragment)) + tail
 
 
-def _scheme_of(raw: str) -> str | None:
+def url_text_problem(raw: str) -> str | None:
+    """Why ``raw`` is no camera URL whatever it names, or None: the checks on the text that
+    :meth:`CameraUrl.parse` makes first.
+
+    >>> url_text_problem("-i x.mp4")
+    "URL must not start with '-' (it would read as an option)"
+    """
+    if not raw.strip():
+        return "empty URL"
+    if raw != raw.strip():
+        return "URL has leading or trailing white space"
+    if raw.startswith("-"):
+        return "URL must not start with '-' (it would read as an option)"
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in raw):
+        return "URL contains control characters"
+    return None
+
+
+def scheme_of(raw: str) -> str | None:
+    """The lower-case scheme of ``raw``, or None when :meth:`CameraUrl.parse` reads it as a
+    local file path.
+
+    >>> scheme_of("RTSP://cam/x"), scheme_of("clips/a:b.mp4"), scheme_of("concat:a|b")
+    ('rtsp', None, 'concat')
+    """
     head, sep, _ = raw.partition(":")
     if not sep or not head:
         return None
@@ -287,6 +311,11 @@ def _valid_host(host: str) -> bool:
     return all(
         re.fullmatch(r"[A-Za-z0-9_](?:[A-Za-z0-9_\-]{0,61}[A-Za-z0-9_])?", lb) for lb in labels
     )
+
+
+def _shortened(text: str, limit: int = 40) -> str:
+    """The caller's own input, echoed in an error, at most ``limit`` characters."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _secret_or_none(value: str | None) -> SecretStr | None:

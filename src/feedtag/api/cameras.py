@@ -39,12 +39,12 @@ def _visible_camera(state: ApiState, principal: Principal, camera_id: str) -> Ca
     return camera
 
 
-def _status_view(ingest: CameraStatus | None) -> dict[str, Any] | None:
+def _status_view(ingest: CameraStatus | None, url: CameraUrl) -> dict[str, Any] | None:
     if ingest is None:
         return None
     return {
         "state": ingest.state.value,
-        "reason": ingest.reason,
+        "reason": _shown_reason(ingest.reason, url),
         "since": ingest.since,
         "mode": ingest.mode.value,
         "analysed_fps": round(ingest.analysed_fps, 3),
@@ -77,6 +77,14 @@ def _shown_url(url: CameraUrl) -> str:
     return url.masked()
 
 
+def _shown_reason(reason: str, url: CameraUrl) -> str:
+    """A status reason with a local file's server path shortened to its name: source errors
+    name the masked URL, which for a file is its absolute path under the media root."""
+    if url.file_path is None:
+        return reason
+    return reason.replace(str(url.file_path), url.file_path.name)
+
+
 def camera_view(
     camera: CameraConfig,
     ingest: CameraStatus | None,
@@ -91,7 +99,7 @@ def camera_view(
         "enabled": camera.enabled,
         "analysis_fps": camera.analysis_fps,
         "url": _shown_url(camera.url),
-        "status": _status_view(ingest),
+        "status": _status_view(ingest, camera.url),
         "vision": _vision_view(vision),
         "zones": [
             {

@@ -18,7 +18,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from feedtag.config.models import CameraConfig, FeedtagConfig
-from feedtag.core import CameraState, Detections, Frame
+from feedtag.core import CameraState, CameraStatus, Detections, Frame
+from feedtag.errors import SourceError
 from feedtag.files import write_atomic
 from feedtag.ingest.camera import CameraIngest
 from feedtag.ingest.handoff import FrameQueue
@@ -70,7 +71,11 @@ def frames_of(
 ) -> Iterator[Frame]:
     """Every analysed frame of one camera, in order, until the source ends or ``stop``. A
     file read as fast as possible (``realtime: false``) loses none: its ingest waits for the
-    consumer instead of dropping frames."""
+    consumer instead of dropping frames.
+
+    A file that fails to open or read raises :class:`SourceError` instead of being retried:
+    it fails the same way again (``feedtag detect`` on a broken file used to retry forever).
+    """
     queue = FrameQueue(maxsize=32 if camera.lossless else 4, lossless=camera.lossless)
     ingest = CameraIngest(camera, config.reconnect, queue)
     ingest.start()
@@ -79,12 +84,21 @@ def frames_of(
             frame = queue.get(timeout=0.2)
             if frame is not None:
                 yield frame
-            elif ingest.status().state is CameraState.STOPPED:
+                continue
+            status = ingest.status()
+            if status.state is CameraState.STOPPED:
                 yield from iter(queue.get_nowait, None)
                 return
+            if camera.url.is_file and status.state is CameraState.OFFLINE:
+                raise _file_failure(status)
     finally:
         ingest.stop()
         ingest.join()
+
+
+def _file_failure(status: CameraStatus) -> SourceError:
+    # The status holds the error's text; its message is that text without the " (url)".
+    return SourceError(status.reason.removesuffix(f" ({status.url})"), status.url)
 
 
 def detect_stream(
