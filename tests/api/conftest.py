@@ -21,9 +21,10 @@ from sqlalchemy import Engine
 
 from feedtag.api.app import create_app
 from feedtag.config import validate_config
-from feedtag.core import Detections, Event
+from feedtag.core import Event
 from feedtag.runtime.node import NodeEngine
 from feedtag.store.tokens import Role, create_token
+from feedtag.vision.anonymize import cover_boxes
 
 from .server import insert_event
 
@@ -94,8 +95,8 @@ def seed(store: Engine, app: Any) -> dict[str, Event]:
             store, media, camera_id, label=XSS_NAME, event_id=event_id, started_at=at,
             attributes={"clip": media.relative(clip)},
         )  # fmt: skip
-        media.write_thumbnail(camera_id, np.full((90, 160, 3), 128, np.uint8),
-                              Detections.empty(), [])  # fmt: skip
+        grey = np.full((90, 160, 3), 128, np.uint8)  # nobody in it
+        media.write_thumbnail(camera_id, cover_boxes(grey, np.zeros((0, 4), np.float32)))
     return events
 
 

@@ -38,6 +38,7 @@ from feedtag.store.media import MediaStore
 from feedtag.store.schema import event_row
 from feedtag.store.tokens import Role, create_token
 from feedtag.store.writer import insert_events
+from feedtag.vision.anonymize import Anonymized, cover_boxes
 
 
 @dataclass
@@ -90,7 +91,7 @@ class RunningServer:
 
     def write_thumbnail(self, camera_id: str) -> Path:
         """An anonymized thumbnail for ``camera_id`` (a grey frame)."""
-        return self.media.write_thumbnail(camera_id, _grey_image(), Detections.empty(), [])
+        return self.media.write_thumbnail(camera_id, _grey_image())
 
     def stop(self) -> None:
         if self._stopped:
@@ -111,8 +112,9 @@ class RunningServer:
         self.stop()
 
 
-def _grey_image() -> np.ndarray[Any, np.dtype[np.uint8]]:
-    return np.full((90, 160, 3), 128, np.uint8)
+def _grey_image() -> Anonymized:
+    """A grey frame: nobody in it, nothing to cover."""
+    return cover_boxes(np.full((90, 160, 3), 128, np.uint8), np.zeros((0, 4), np.float32))
 
 
 def insert_event(
@@ -138,7 +140,7 @@ def insert_event(
     if snapshot:
         path = media.write_snapshot(
             camera_id, event.event_id, at=started, image=_grey_image(),
-            detections=Detections.empty(), class_names=[],
+            detections=Detections.empty(),
         )  # fmt: skip
         event.attributes["snapshot"] = media.relative(path)
     with store.begin() as connection:

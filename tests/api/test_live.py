@@ -94,7 +94,12 @@ def test_live_events_reach_the_stream_store_and_snapshots(live: RunningServer) -
     found = httpx.get(f"{live.base_url}/api/v1/events?camera=lobby", headers=headers).json()
     assert event["event_id"] in {item["event_id"] for item in found["items"]}
     assert event["snapshot_url"]
-    snapshot = httpx.get(live.base_url + event["snapshot_url"], headers=headers)
+    # the snapshot follows the event once the person check of its image is done
+    snapshot = wait_for(
+        lambda: (r := httpx.get(live.base_url + event["snapshot_url"], headers=headers))
+        .status_code == 200 and r,
+        10, what="the event's snapshot",
+    )  # fmt: skip
     assert snapshot.status_code == 200 and snapshot.headers["content-type"] == "image/jpeg"
     assert Image.open(io.BytesIO(snapshot.content)).format == "JPEG"
     # the other camera's objects stay invisible to this viewer

@@ -58,9 +58,10 @@ def test_tags_events_and_media_reach_the_store(
         }
     )
     engine = NodeEngine.from_config(config)
+    assert engine.store is not None
+    engine.store.media.want_thumbnail("yard")  # someone looks: thumbnails are kept fresh
     engine.start()
     time.sleep(12)
-    assert engine.store is not None
     assert engine.store.retention.last is not None  # the retention job ran at start
     assert engine.stop(deadline_s=8)
     stats = engine.store.writer.stats()

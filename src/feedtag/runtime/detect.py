@@ -23,7 +23,7 @@ from feedtag.errors import SourceError
 from feedtag.files import write_atomic
 from feedtag.ingest.camera import CameraIngest
 from feedtag.ingest.handoff import FrameQueue
-from feedtag.vision.anonymize import anonymize
+from feedtag.vision.anonymize import Anonymized, Anonymizer, RecentPersons, person_boxes
 from feedtag.vision.detector import Detector
 from feedtag.vision.gate import ChangeGate
 from feedtag.vision.tracker import ByteTracker
@@ -109,27 +109,36 @@ def detect_stream(
     track_lost_s: float,
     max_frames: int | None = None,
     save_dir: Path | None = None,
+    anonymizer: Anonymizer | None = None,
 ) -> Iterator[FrameResult]:
-    """Gate, detect and track each frame; optionally save anonymized annotated JPEGs."""
+    """Gate, detect and track each frame; optionally save anonymized annotated JPEGs
+    (without an ``anonymizer`` that can find people, they are blurred whole)."""
     tracker = ByteTracker(lost_s=track_lost_s)
     latest = Detections.empty()
     names = list(detector.class_names)
+    cover = anonymizer if anonymizer is not None else Anonymizer(None)
+    recent = RecentPersons()
     for count, frame in enumerate(frames):
         if max_frames is not None and count >= max_frames:
             return
         run = gate is None or gate.decide(frame.image, frame.pts_s).run
         if run:
             latest = tracker.update(detector.detect([frame.image])[0], frame.pts_s)
+            recent.observe(latest, names, frame.pts_s)
         if save_dir is not None:
+            known = np.concatenate([person_boxes(latest, names), recent.predicted(frame.pts_s)])
             save_annotated(
-                frame, latest, names, save_dir / f"{frame.camera_id}_{frame.index:06d}.jpg"
-            )
+                frame, latest, names, save_dir / f"{frame.camera_id}_{frame.index:06d}.jpg",
+                cover.anonymize(frame.image, known),
+            )  # fmt: skip
         yield FrameResult(frame.index, frame.pts_s, not run, latest, names, frame.size)
 
 
-def save_annotated(frame: Frame, detections: Detections, names: Sequence[str], path: Path) -> None:
-    """Anonymize, then draw boxes and labels, then write a JPEG atomically."""
-    image = Image.fromarray(anonymize(frame.image, detections, names))
+def save_annotated(
+    frame: Frame, detections: Detections, names: Sequence[str], path: Path, covered: Anonymized
+) -> None:
+    """Draw boxes and labels on the anonymized frame, then write a JPEG atomically."""
+    image = Image.fromarray(covered.image)
     draw = ImageDraw.Draw(image)
     ids = detections.tracker_id
     for i, (box, class_id) in enumerate(zip(detections.xyxy, detections.class_id, strict=True)):

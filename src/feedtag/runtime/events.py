@@ -21,6 +21,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
 
+import numpy as np
+import numpy.typing as npt
 from sqlalchemy import Engine
 
 from feedtag.analytics.engine import CameraAnalyzer
@@ -37,6 +39,7 @@ from feedtag.store.migrations import upgrade
 from feedtag.store.retention import RetentionResult, run_retention
 from feedtag.store.spool import Spool
 from feedtag.store.writer import StoreWriter
+from feedtag.vision.anonymize import Anonymizer, RecentPersons, person_boxes
 from feedtag.vision.best_frame import BestFrames, Sighting
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,7 @@ class _Camera:
     analyzer: CameraAnalyzer
     lock: threading.Lock
     best: BestFrames
+    recent: RecentPersons = field(default_factory=RecentPersons)
     last_thumbnail: float = 0.0
     last_checkpoint: float = 0.0
     counts: Counter[str] = field(default_factory=Counter)
@@ -67,10 +71,14 @@ class EventPipeline:
         writer: StoreWriter,
         media: MediaStore | None,
         thumbnail_interval_s: float = 5.0,
+        *,
+        anonymizer: Anonymizer | None = None,
     ) -> None:
         self.class_names = list(class_names)
         self.writer = writer
         self.media = media
+        #: covers people in every image written; without a person finder it blurs them whole
+        self.anonymizer = anonymizer if anonymizer is not None else Anonymizer(None)
         self.clips: ClipWriter | None = None  # set by the engine when cameras keep rings
         #: called with every event, and every end of an event that lasts, handed to the store
         #: (the API's live stream subscribes); a listener must not block, and one that raises
@@ -106,12 +114,22 @@ class EventPipeline:
         now = Sighting(frame.image, detections, frame.pts_s, frame.wall_time)
         with camera.lock:
             camera.best.observe(frame.image, detections, frame.pts_s, frame.wall_time)
+            camera.recent.observe(detections, self.class_names, frame.pts_s)
             result = camera.analyzer.update(observation)
             open_segments = self._due_checkpoint(camera, frame.wall_time)
             shown = [_shown(camera.best, event, now) for event in result.events]
-        for event, sighting in zip(result.events, shown, strict=True):
+            known = [
+                np.concatenate(
+                    [
+                        person_boxes(sighting.detections, self.class_names),
+                        camera.recent.predicted(sighting.t_s),
+                    ]
+                )
+                for sighting in shown
+            ]
+        for event, sighting, boxes in zip(result.events, shown, known, strict=True):
             camera.counts[event.kind.value] += 1
-            self._store(self._with_clip(self._with_snapshot(event, sighting)))
+            self._store(self._with_clip(self._with_snapshot(event, sighting, boxes)))
         later: list[EventEnd | TagSegment] = [*result.ends, *result.segments, *open_segments]
         for item in later:
             self._store(item)
@@ -151,7 +169,9 @@ class EventPipeline:
         camera.last_checkpoint = wall_time
         return camera.analyzer.open_segments()
 
-    def _with_snapshot(self, event: Event, sighting: Sighting) -> Event:
+    def _with_snapshot(
+        self, event: Event, sighting: Sighting, known: npt.NDArray[np.float32]
+    ) -> Event:
         media, jobs = self.media, self.media_jobs
         if media is None or jobs is None:
             return event
@@ -165,10 +185,10 @@ class EventPipeline:
 
         def write() -> None:
             try:
+                covered = self.anonymizer.anonymize(sighting.image, known)
                 media.write_snapshot(
-                    event.camera_id, event.event_id, at=event.started_at, image=sighting.image,
-                    detections=sighting.detections, class_names=self.class_names,
-                    highlight=event.track_ids,
+                    event.camera_id, event.event_id, at=event.started_at, image=covered,
+                    detections=sighting.detections, highlight=event.track_ids,
                 )  # fmt: skip
             except (OSError, FeedtagError):
                 log.exception("camera %s: snapshot of %s failed", event.camera_id, event.event_id)
@@ -193,13 +213,18 @@ class EventPipeline:
             media is None
             or jobs is None
             or frame.wall_time - camera.last_thumbnail < self.thumbnail_interval_s
+            or not media.thumbnail_wanted(frame.camera_id)
         ):
             return
         camera.last_thumbnail = frame.wall_time
+        known = np.concatenate(
+            [person_boxes(detections, self.class_names), camera.recent.predicted(frame.pts_s)]
+        )
 
         def write() -> None:
             try:
-                media.write_thumbnail(frame.camera_id, frame.image, detections, self.class_names)
+                covered = self.anonymizer.anonymize(frame.image, known)
+                media.write_thumbnail(frame.camera_id, covered)
             except (OSError, FeedtagError):
                 log.exception("camera %s: thumbnail failed", frame.camera_id)
 

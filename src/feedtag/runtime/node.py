@@ -19,10 +19,11 @@ from feedtag.config.models import CameraConfig, FeedtagConfig
 from feedtag.core import CameraState, CameraStatus, Frame, VisionStatus
 from feedtag.ingest.camera import CameraIngest
 from feedtag.ingest.handoff import FrameQueue
+from feedtag.ingest.netpolicy import NetworkPolicy
 from feedtag.ingest.policies import RateMeter
 from feedtag.ingest.ring import PacketRing
 from feedtag.runtime.clips import ClipWriter
-from feedtag.runtime.detection import build_detector
+from feedtag.runtime.detection import build_anonymizer, build_detector
 from feedtag.runtime.events import EventPipeline, OpenStore, open_store
 from feedtag.runtime.vision import VisionConsumer
 
@@ -133,7 +134,7 @@ class NodeEngine:
         store = open_store(config.store)
         events = EventPipeline(
             cameras, detector.class_names, store.writer, store.media,
-            config.store.thumbnail_interval_s,
+            config.store.thumbnail_interval_s, anonymizer=build_anonymizer(config.detector),
         )  # fmt: skip
         consumer = VisionConsumer(detector, config.detector, cameras, on_result=events)
         engine = cls(config, consumer)
@@ -150,7 +151,17 @@ class NodeEngine:
     def _make_ingest(self, camera: CameraConfig) -> CameraIngest:
         queue = FrameQueue(self.config.engine.queue_size, self._ready, lossless=camera.lossless)
         ring = PacketRing(camera.clips.ring_s) if camera.clips.enabled else None
-        return CameraIngest(camera, self.config.reconnect, queue, ring=ring)
+        return CameraIngest(
+            camera, self.config.reconnect, queue, ring=ring, network=self._network(camera)
+        )
+
+    def _network(self, camera: CameraConfig) -> NetworkPolicy:
+        """Where ``camera`` may connect: a camera as the config file defines it trusts its
+        own host (the operator wrote it); every other host it is led to, and every host of
+        a camera added or changed through the API, must pass ``api.allow_networks``."""
+        written = {c.id: c.url for c in self.config.cameras}.get(camera.id)
+        trusted = written.host if written is not None and written == camera.url else None
+        return NetworkPolicy.allowing(self.config.api.allow_networks, trusted)
 
     def ring(self, camera_id: str) -> PacketRing | None:
         """The packet ring of a camera with clips enabled (for the clip writer)."""

@@ -12,10 +12,11 @@ Layout under the root::
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final, Literal
 
@@ -26,10 +27,14 @@ from PIL import Image, ImageDraw
 from feedtag.core import Detections
 from feedtag.errors import StoreError
 from feedtag.files import write_atomic
-from feedtag.vision.anonymize import anonymize
+from feedtag.vision.anonymize import Anonymized
+
+log = logging.getLogger(__name__)
 
 JPEG_QUALITY: Final = 82
 THUMBNAIL_WIDTH: Final = 480
+#: a camera's thumbnail is renewed while it was asked for within this many seconds
+THUMBNAIL_DEMAND_S: Final = 60.0
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 Kind = Literal["snapshots", "clips"]
 
@@ -37,28 +42,42 @@ Kind = Literal["snapshots", "clips"]
 class MediaStore:
     """Writes and resolves media files under ``root``.
 
+    Images are written only as :class:`~feedtag.vision.anonymize.Anonymized` values, which
+    only the anonymizer makes: a frame whose people were not covered cannot be written.
+
     >>> import tempfile, numpy as np
+    >>> from feedtag.vision.anonymize import Anonymizer
     >>> media = MediaStore(Path(tempfile.mkdtemp()))
-    >>> black = np.zeros((90, 160, 3), np.uint8)
-    >>> path = media.write_thumbnail("door", black, Detections.empty(), [])
+    >>> black = Anonymizer(None).anonymize(np.zeros((90, 160, 3), np.uint8))
+    >>> path = media.write_thumbnail("door", black)
     >>> path.name, media.resolve("thumbnails/door.jpg") == path
     ('door.jpg', True)
     """
 
     def __init__(self, root: Path) -> None:
         self.root = Path(os.path.realpath(root))
+        #: called with every image written and its path (the anonymization benchmark
+        #: scores what was written); an observer must not block, one that raises is logged
+        self.observers: list[Callable[[Path, Anonymized], None]] = []
+        self._thumbnail_requests: dict[str, float] = {}
 
-    def write_thumbnail(
-        self,
-        camera_id: str,
-        image: npt.NDArray[np.uint8],
-        detections: Detections,
-        class_names: Sequence[str],
-    ) -> Path:
+    def want_thumbnail(self, camera_id: str, now: float | None = None) -> None:
+        """Someone is looking at ``camera_id``'s thumbnail: keep it fresh for a while.
+
+        Thumbnails cost a person check each, so they are renewed only for cameras whose
+        thumbnail was asked for in the last ``THUMBNAIL_DEMAND_S``."""
+        self._thumbnail_requests[camera_id] = time.monotonic() if now is None else now
+
+    def thumbnail_wanted(self, camera_id: str, now: float | None = None) -> bool:
+        asked = self._thumbnail_requests.get(camera_id)
+        now = time.monotonic() if now is None else now
+        return asked is not None and now - asked <= THUMBNAIL_DEMAND_S
+
+    def write_thumbnail(self, camera_id: str, image: Anonymized) -> Path:
         """Replace the camera's latest thumbnail (people covered, scaled to 480 wide)."""
-        covered = anonymize(image, detections, class_names)
         target = self._path("thumbnails", f"{_checked(camera_id)}.jpg")
-        write_atomic(target, _jpeg(covered, width=THUMBNAIL_WIDTH))
+        write_atomic(target, _jpeg(_checked_image(image), width=THUMBNAIL_WIDTH))
+        self._written(target, image)
         return target
 
     def write_snapshot(
@@ -67,14 +86,13 @@ class MediaStore:
         event_id: str,
         *,
         at: float,
-        image: npt.NDArray[np.uint8],
+        image: Anonymized,
         detections: Detections,
-        class_names: Sequence[str],
         highlight: Sequence[int] = (),
     ) -> Path:
-        """The snapshot of one event: people covered, the tracks in ``highlight`` outlined."""
-        covered = anonymize(image, detections, class_names)
-        picture = Image.fromarray(covered)
+        """The snapshot of one event: people covered, the boxes of the tracks in
+        ``highlight`` (from ``detections``) outlined."""
+        picture = Image.fromarray(_checked_image(image))
         draw = ImageDraw.Draw(picture)
         ids = detections.tracker_id
         for index, box in enumerate(detections.xyxy):
@@ -82,7 +100,15 @@ class MediaStore:
                 draw.rectangle(tuple(float(v) for v in box), outline=(255, 200, 0), width=3)
         target = self.event_path("snapshots", camera_id, event_id, at)
         write_atomic(target, _encode(picture))
+        self._written(target, image)
         return target
+
+    def _written(self, path: Path, image: Anonymized) -> None:
+        for observer in self.observers:
+            try:
+                observer(path, image)
+            except Exception:
+                log.exception("a media observer failed")
 
     def event_path(self, kind: Kind, camera_id: str, event_id: str, at: float) -> Path:
         """Where an event's snapshot or clip lives (the folder is the event's UTC day)."""
@@ -106,6 +132,12 @@ class MediaStore:
         if not path.is_relative_to(self.root):
             raise StoreError("media path outside the media root")
         return path
+
+
+def _checked_image(image: Anonymized) -> npt.NDArray[np.uint8]:
+    if not isinstance(image, Anonymized):
+        raise StoreError(f"only anonymized images are written, got {type(image).__name__}")
+    return image.image
 
 
 def _checked(identifier: str) -> str:

@@ -1,0 +1,299 @@
+"""The network policy on the address actually connected: refused spellings of refused
+addresses, redirects and HLS segments that lead to loopback, DNS rebinding, and the status a
+viewer sees. Real FFmpeg, real HTTP servers on loopback; the "allowed camera host" is
+127.0.0.2 (allowed by ``allow_networks``), the "internal service" is on 127.0.0.1 (refused),
+and a counting listener proves that nothing ever connects to it."""
+
+from __future__ import annotations
+
+import http.server
+import ipaddress
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+
+import av
+import pytest
+
+from feedtag.config import validate_config
+from feedtag.core import CameraState
+from feedtag.errors import SourceError, SourceRejected
+from feedtag.ingest.guard import ConnectGuard
+from feedtag.ingest.netpolicy import (
+    REFUSED_REASON,
+    NetworkPolicy,
+    PolicyRefused,
+    own_addresses,
+    refusal,
+)
+from feedtag.ingest.source import OpenOptions, open_source
+from feedtag.runtime.node import NodeEngine
+from feedtag.urls import CameraUrl
+
+from ..conftest import wait_for
+
+ALLOWED_HOST = "127.0.0.2"
+ALLOW = [f"{ALLOWED_HOST}/32"]
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    return ipaddress.ip_address(text)
+
+
+@pytest.mark.parametrize(
+    ("address", "why"),
+    [
+        ("127.0.0.1", "loopback"),
+        ("::1", "loopback"),
+        ("::ffff:127.0.0.1", "loopback"),
+        ("::127.0.0.1", "loopback"),  # IPv4-compatible
+        ("64:ff9b::7f00:1", "loopback"),  # NAT64 well-known prefix
+        ("64:ff9b:1::7f00:1", "loopback"),  # NAT64 local-use prefix
+        ("2002:7f00:1::1", "loopback"),  # 6to4
+        ("169.254.169.254", "metadata"),
+        ("64:ff9b::a9fe:a9fe", "metadata"),
+        ("::169.254.169.254", "metadata"),
+        ("fd00:ec2::254", "metadata"),
+        ("100.100.100.200", "metadata"),
+        ("169.254.7.7", "link-local"),
+        ("fe80::1", "link-local"),
+        ("0.0.0.0", "unspecified"),
+        ("::", "unspecified"),
+        ("224.0.0.1", "multicast"),
+    ],
+)
+def test_refused_addresses_in_every_spelling(address: str, why: str) -> None:
+    reason = refusal(_address(address))
+    assert reason is not None and why in reason
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["10.1.2.3", "192.168.1.20", "172.16.0.9", "8.8.8.8", "2001:db8::7", "::ffff:10.0.0.5"],
+)
+def test_camera_networks_are_accepted(address: str) -> None:
+    assert refusal(_address(address)) is None
+
+
+def test_the_hosts_own_addresses_are_refused() -> None:
+    own = [a for a in own_addresses() if not a.is_loopback and not a.is_link_local]
+    if not own:
+        pytest.skip("this machine has no non-loopback interface address")
+    policy = NetworkPolicy()
+    with pytest.raises(PolicyRefused, match=REFUSED_REASON) as caught:
+        policy.check(str(own[0]))
+    assert "an address of this host" in caught.value.detail
+    assert NetworkPolicy.allowing([f"{own[0]}/128" if own[0].version == 6 else f"{own[0]}/32"]
+                                  ).check(str(own[0])) == [own[0]]  # fmt: skip
+
+
+def test_a_config_cameras_own_host_is_trusted_but_nothing_else() -> None:
+    policy = NetworkPolicy.allowing([], trusted_host="LocalHost")
+    assert policy.check("localhost")  # the operator wrote it
+    with pytest.raises(PolicyRefused):
+        policy.check("127.0.0.1")  # a different host it might be led to
+
+
+def test_dns_rebinding_is_checked_on_every_resolution() -> None:
+    answers = iter(["203.0.113.7", "127.0.0.1"])
+
+    def rebinding(host: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+        return [_address(next(answers))]
+
+    policy = NetworkPolicy()
+    assert policy.check("cam.example", rebinding) == [_address("203.0.113.7")]
+    with pytest.raises(PolicyRefused):
+        policy.check("cam.example", rebinding)  # the same name, later: loopback now
+
+
+# -- real connections ------------------------------------------------------------------------
+
+
+class CountingListener:
+    """The internal service an attacker wants reached: counts every connection accepted."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.sock = socket.create_server(("127.0.0.1", port))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.accepted += 1
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+
+
+@pytest.fixture
+def internal() -> Iterator[CountingListener]:
+    listener = CountingListener()
+    yield listener
+    listener.close()
+
+
+def serve(root: Path, routes: dict[str, str]) -> Callable[[], None]:
+    """An HTTP server on the allowed host: static files from ``root``, and a 302 for each
+    path in ``routes`` to its target."""
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            target = routes.get(self.path)
+            if target is None:
+                super().do_GET()
+                return
+            self.send_response(302)
+            self.send_header("Location", target)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = http.server.ThreadingHTTPServer(
+        (ALLOWED_HOST, 0), partial(Handler, directory=str(root))
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    serve.port = server.server_address[1]  # type: ignore[attr-defined]
+
+    def close() -> None:
+        server.shutdown()
+        server.server_close()
+
+    return close
+
+
+@pytest.fixture
+def allowed_server(
+    tmp_path: Path, vtest_ts_clip: Path, internal: CountingListener
+) -> Iterator[str]:
+    (tmp_path / "seg0.ts").write_bytes(vtest_ts_clip.read_bytes())
+    head = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n"
+    (tmp_path / "ok.m3u8").write_text(head + "#EXTINF:2.0,\nseg0.ts\n#EXT-X-ENDLIST\n")
+    (tmp_path / "evil.m3u8").write_text(
+        head + f"#EXTINF:2.0,\nhttp://127.0.0.1:{internal.port}/seg.ts\n#EXT-X-ENDLIST\n"
+    )
+    inside = f"http://127.0.0.1:{internal.port}/admin"
+    close = serve(
+        tmp_path,
+        {
+            "/cam": inside,
+            "/metadata": "http://169.254.169.254/latest/meta-data/",
+            "/nat64": f"http://[64:ff9b::7f00:1]:{internal.port}/",
+            "/compat": f"http://[::127.0.0.1]:{internal.port}/",
+            "/tls": f"https://127.0.0.1:{internal.port}/",
+            "/fine": "/ok.m3u8",
+        },
+    )
+    yield f"http://{ALLOWED_HOST}:{serve.port}"  # type: ignore[attr-defined]
+    close()
+
+
+def options(allow: list[str]) -> OpenOptions:
+    return OpenOptions(5, 5, policy=NetworkPolicy.allowing(allow))
+
+
+@pytest.mark.parametrize("path", ["/cam", "/metadata", "/nat64", "/compat", "/tls", "/evil.m3u8"])
+def test_no_hop_reaches_a_refused_address(
+    allowed_server: str, internal: CountingListener, path: str
+) -> None:
+    """A camera on an allowed host that redirects (HTTP or HTTPS, any spelling) or whose HLS
+    playlist names segments on loopback: refused by network policy, and the internal
+    listener is never connected to."""
+    url = CameraUrl.parse(allowed_server + path)
+    with pytest.raises(PolicyRefused, match=REFUSED_REASON), open_source(url, options(ALLOW)) as c:
+        for _ in c.demux(video=0):
+            pass
+    assert internal.accepted == 0
+
+
+def test_an_allowed_redirect_and_its_segments_still_play(allowed_server: str) -> None:
+    url = CameraUrl.parse(allowed_server + "/fine")
+    with open_source(url, options(ALLOW)) as container:
+        packets = sum(1 for _ in container.demux(video=0))
+    assert packets > 10
+
+
+def test_the_first_host_is_checked_at_connect_time(internal: CountingListener) -> None:
+    url = CameraUrl.parse(f"http://127.0.0.1:{internal.port}/cam")
+    with pytest.raises(PolicyRefused), open_source(url, options([])):
+        pass
+    rtsp = CameraUrl.parse(f"rtsp://127.0.0.1:{internal.port}/cam")
+    with pytest.raises(PolicyRefused), open_source(rtsp, options([])):
+        pass
+    assert internal.accepted == 0
+
+
+def test_a_rebinding_name_is_refused_at_the_hop_that_moves(allowed_server: str) -> None:
+    """The guard resolves every hop itself and connects to what it checked: a name that
+    answered with the allowed host for the playlist and with loopback for its segment is
+    refused at the segment, and nothing connects to loopback (a listener waits there on the
+    same port)."""
+    answers = iter([ALLOWED_HOST, "127.0.0.1", "127.0.0.1"])
+
+    def rebinding(host: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+        return [_address(next(answers))] if host == "rebind.test" else [_address(host)]
+
+    port = int(allowed_server.rsplit(":", 1)[1])
+    internal = CountingListener(port)
+    guard = ConnectGuard(resolve=rebinding)
+    gate = guard.open(NetworkPolicy.allowing(ALLOW))
+    try:
+        with pytest.raises(av.error.FFmpegError):  # type: ignore[attr-defined]
+            av.open(
+                f"http://rebind.test:{port}/ok.m3u8",
+                options={"http_proxy": gate.url, "rw_timeout": "5000000"},
+            )
+    finally:
+        guard.close(gate)
+        internal.close()
+    assert gate.hops == [f"rebind.test:{port}"]  # the playlist, from the allowed host
+    assert gate.refused is not None and "127.0.0.1" in gate.refused.detail
+    assert internal.accepted == 0
+
+
+def test_an_api_camera_that_redirects_to_loopback_shows_a_generic_reason(
+    allowed_server: str, internal: CountingListener
+) -> None:
+    """End to end through the engine: a camera added at run time (as the API adds it)
+    pointing at the allowed host, which redirects to loopback. Its status says only
+    ``refused by network policy``; the listener saw nothing, however often it reconnects."""
+    config = validate_config(
+        {"cameras": [], "detector": {"enabled": False}, "api": {"allow_networks": ALLOW},
+         "reconnect": {"initial_backoff_s": 0.1, "max_backoff_s": 0.2}}
+    )  # fmt: skip
+    camera = validate_config(
+        {"cameras": [{"id": "redirecting", "url": allowed_server + "/cam"}]}
+    ).cameras[0]
+    engine = NodeEngine(config)
+    engine.start()
+    try:
+        engine.add_camera(camera)
+        status = wait_for(
+            lambda: (s := engine.statuses()[0]).counters.reconnects >= 3 and s, 20,
+            what="three refused connection attempts",
+        )  # fmt: skip
+    finally:
+        assert engine.stop()
+    assert status.state is CameraState.OFFLINE
+    assert REFUSED_REASON in status.reason
+    assert "127.0.0.1" not in status.reason and str(internal.port) not in status.reason
+    assert internal.accepted == 0
+
+
+def test_rejected_is_a_source_error() -> None:
+    assert issubclass(PolicyRefused, SourceRejected) and issubclass(PolicyRefused, SourceError)
