@@ -29,7 +29,7 @@ from pydantic import TypeAdapter, ValidationError
 from feedtag.config.models import FeedtagConfig
 from feedtag.errors import ConfigError
 
-#: a config of 10,000 cameras is about 2 MiB of YAML; no real one comes near 1 MiB
+#: a camera takes 100-300 bytes of YAML, so this holds several thousand (was 4 MiB)
 MAX_CONFIG_BYTES: Final = 1024 * 1024
 #: a real config nests about 8 levels (cameras, a camera, zones, a zone, polygon, point)
 MAX_CONFIG_DEPTH: Final = 64
