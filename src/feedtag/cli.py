@@ -831,6 +831,21 @@ def _add_bench_commands(commands: Any) -> None:
     )
     presence.add_argument("--json", action="store_true")
     presence.set_defaults(func=cmd_bench_presence)
+    anonymize = bench_kinds.add_parser(
+        "anonymize",
+        help="a stronger detector looks for people left unblurred in the images written",
+    )
+    anonymize.add_argument("--seconds", type=float, default=60.0)
+    anonymize.add_argument("--input-size", type=int, choices=(320, 416), default=416)
+    anonymize.add_argument("--json", action="store_true")
+    anonymize.set_defaults(func=cmd_bench_anonymize)
+
+
+def cmd_bench_anonymize(args: argparse.Namespace) -> int:
+    from feedtag.bench import anonymize
+
+    argv = ["--seconds", str(args.seconds), "--input-size", str(args.input_size)]
+    return anonymize.main([*argv, "--json"] if args.json else argv)
 
 
 def cmd_bench_presence(args: argparse.Namespace) -> int:

@@ -184,6 +184,7 @@ def get_thumbnail(request: Request, principal: Viewer, camera_id: str = CameraId
     visible = state.registry.get(camera_id) is not None and principal.sees(camera_id)
     path = None
     if visible:
+        state.media.want_thumbnail(camera_id)  # keeps it renewed while someone looks
         try:
             path = state.media.resolve(f"thumbnails/{camera_id}.jpg")
         except StoreError:

@@ -21,9 +21,16 @@ import av.video
 
 from feedtag.config.models import CameraConfig, ReconnectConfig
 from feedtag.core import CameraState, CameraStatus, DecodeMode, Frame, IngestCounters
-from feedtag.errors import SourceEnded, SourceError, SourceStalled, SourceTimeout
-from feedtag.ingest.decode import DecodePolicy, FrameConverter, analysis_size
+from feedtag.errors import (
+    SourceEnded,
+    SourceError,
+    SourceInvalidData,
+    SourceStalled,
+    SourceTimeout,
+)
+from feedtag.ingest.decode import MAX_FRAME_PIXELS, DecodePolicy, FrameConverter, analysis_size
 from feedtag.ingest.handoff import FrameQueue
+from feedtag.ingest.netpolicy import NetworkPolicy
 from feedtag.ingest.pacing import Pacer
 from feedtag.ingest.policies import Backoff, RateMeter, RestartBudget, StallDetector
 from feedtag.ingest.ring import PacketRing, RingRecorder
@@ -36,6 +43,8 @@ log.addFilter(RedactingFilter())
 DECODE_ERROR = "decode_error"
 #: a thread that does not end within this after stop() is reported, not waited for
 JOIN_TIMEOUT_S: Final = 5.0
+#: a looping file whose stream time did not advance over a pass waits this long to reopen
+UNTIMED_LOOP_WAIT_S: Final = 1.0
 
 
 class CameraIngest:
@@ -52,7 +61,10 @@ class CameraIngest:
         *,
         ring: PacketRing | None = None,
         clock: Callable[[], float] = time.monotonic,
+        network: NetworkPolicy | None = None,
     ) -> None:
+        """``network``: where this camera's connections may go, checked on each (None: no
+        checks, for a URL the operator gave a command directly)."""
         self.camera = camera
         self.queue = queue
         self.ring = ring  # compressed packets kept for event clips (raw media; off by default)
@@ -69,7 +81,7 @@ class CameraIngest:
         self._budget = RestartBudget(reconnect.restart_budget, reconnect.restart_window_s, clock)
         self._cooldown_s = reconnect.cooldown_s
         self._options = OpenOptions(
-            camera.open_timeout_s, camera.read_timeout_s, camera.rtsp_transport
+            camera.open_timeout_s, camera.read_timeout_s, camera.rtsp_transport, network
         )
         # The watchdog never fires between two frames the policy wants anyway.
         stall_s = max(camera.stall_timeout_s, 2.0 / camera.analysis_fps)
@@ -120,10 +132,12 @@ class CameraIngest:
         while not self._stop.is_set():
             error: SourceError
             try:
+                decoded_before, stream_before = self._counts["frames_decoded"], pacer.now_stream()
                 self._stream_once(pacer)
                 if self._stop.is_set():
                     break
                 if self.camera.url.is_file:
+                    self._after_file_pass(pacer, decoded_before, stream_before)
                     if self.camera.loop:
                         continue
                     self._set_state(CameraState.STOPPED, "end of file")
@@ -139,16 +153,34 @@ class CameraIngest:
             self._after_failure(error)
         self._set_state(CameraState.STOPPED, "stopped")
 
+    def _after_file_pass(self, pacer: Pacer, decoded_before: int, stream_before: float) -> None:
+        """Raises if a pass over a file decoded nothing; slows a loop that nothing paces."""
+        if self._counts["frames_decoded"] == decoded_before:
+            # A file FFmpeg opens but cannot decode (a corrupt SPS): a looping camera reopened
+            # it thousands of times a second, its status "connecting".
+            raise SourceInvalidData(
+                "the file has no decodable video frame", self.camera.url.masked()
+            )
+        if self.camera.loop and pacer.now_stream() <= stream_before:
+            # No timestamps (raw H.264, one image renamed .mp4): stream time stands still and
+            # the pacer never waits, so the loop would spin a core.
+            self._stop.wait(UNTIMED_LOOP_WAIT_S)
+
     def _stream_once(self, pacer: Pacer) -> None:
         with open_source(self.camera.url, self._options) as container:
             self._counts["opens"] += 1
             stream = container.streams.video[0]
             stream.thread_count = 1  # per-feed cost: one decoder thread per camera at most
-            self._stream_info = (
-                stream.codec_context.name,
-                stream.codec_context.width,
-                stream.codec_context.height,
-            )
+            context = stream.codec_context
+            # A header may claim up to 16k x 16k (FFmpeg's limit): 400 MB a frame, if believed.
+            context.options = {"max_pixels": str(MAX_FRAME_PIXELS)}  # also mid-stream
+            self._stream_info = (context.name, context.width, context.height)
+            if context.width * context.height > MAX_FRAME_PIXELS:
+                raise SourceInvalidData(
+                    f"the stream claims {context.width}x{context.height} pixels, more than "
+                    f"the {MAX_FRAME_PIXELS / 1e6:g} MP feedtag decodes",
+                    self.camera.url.masked(),
+                )
             if not self.camera.url.is_file or self._counts["opens"] == 1:
                 self._policy = self._new_policy()
             self._stall.start()

@@ -32,6 +32,8 @@ KEYFRAME_SLACK: Final = 1.05
 #: a frame this early is still due, so that timestamp jitter (RTP clocks, rounding) does not
 #: skip every other keyframe; well under one frame interval even at 60 fps.
 SAMPLE_TOLERANCE_S: Final = 0.012
+#: frames larger than any camera sends (8K is 33 MP) are refused before they are decoded
+MAX_FRAME_PIXELS: Final = 40_000_000
 
 
 class KeyframeIntervalMeter:
@@ -126,10 +128,12 @@ def analysis_size(
     (640, 360)
     >>> analysis_size(320, 240, 640, None)
     (320, 240)
+    >>> analysis_size(1, 1, 640, None)  # swscale refuses a size of 0
+    (2, 2)
     """
     if target_height is None:
         if width <= target_width:
-            return width - width % 2, height - height % 2
+            return max(2, width - width % 2), max(2, height - height % 2)
         scaled_height = round(height * target_width / width)
         return target_width - target_width % 2, max(2, scaled_height - scaled_height % 2)
     return target_width - target_width % 2, target_height - target_height % 2

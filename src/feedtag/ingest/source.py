@@ -1,10 +1,12 @@
-"""Opening a camera with PyAV: protocol whitelist, transport, open and read timeouts.
+"""Opening a camera with PyAV: protocol whitelist, transport, open and read timeouts, and
+the network policy on every connection (:mod:`feedtag.ingest.netpolicy`).
 
 Every PyAV error is translated here into :mod:`feedtag.errors`, with the masked URL only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Iterator
@@ -22,6 +24,9 @@ from feedtag.errors import (
     SourceTimeout,
     source_error_from_av,
 )
+from feedtag.ingest.decode import MAX_FRAME_PIXELS
+from feedtag.ingest.guard import Gate, guard
+from feedtag.ingest.netpolicy import NetworkPolicy, PolicyRefused
 from feedtag.urls import CameraUrl, RedactingFilter
 
 log = logging.getLogger(__name__)
@@ -35,17 +40,22 @@ PROBE_SIZE: Final = 5_000_000
 
 @dataclass(frozen=True, slots=True)
 class OpenOptions:
-    """How to open one source."""
+    """How to open one source. ``policy`` None opens without network checks (a command
+    the operator runs on a URL they typed, such as ``feedtag probe``)."""
 
     open_timeout_s: float = DEFAULT_OPEN_TIMEOUT_S
     read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
     rtsp_transport: str = "tcp"
+    policy: NetworkPolicy | None = None
 
     def ffmpeg_options(self, url: CameraUrl) -> dict[str, str]:
         """FFmpeg format and protocol options for ``url``."""
         options = {
             "protocol_whitelist": url.protocol_whitelist,
             "probesize": str(PROBE_SIZE),
+            # also reaches the decoders that probe the streams while opening: a header that
+            # claims 8192x8192 would otherwise cost 400 MB and seconds before it is refused
+            "max_pixels": str(MAX_FRAME_PIXELS),
         }
         read_timeout_us = str(int(self.read_timeout_s * 1_000_000))
         if url.scheme in ("rtsp", "rtsps"):
@@ -63,28 +73,77 @@ class OpenOptions:
 def open_source(url: CameraUrl, options: OpenOptions) -> Iterator[av.container.InputContainer]:
     """Open ``url`` for reading; the container is closed on every path.
 
-    Raises a :class:`~feedtag.errors.SourceError` subclass naming the masked URL.
+    Raises a :class:`~feedtag.errors.SourceError` subclass naming the masked URL; a
+    connection the network policy refuses, at the first hop or any later one, raises
+    :class:`~feedtag.ingest.netpolicy.PolicyRefused`.
     """
     masked = url.masked()
-    started = time.monotonic()
-    try:
-        container = av.open(
-            url.render(),
-            mode="r",
-            options=options.ffmpeg_options(url),
-            timeout=(options.open_timeout_s, options.read_timeout_s),
-        )
-    except Exception as exc:  # noqa: BLE001 - every library error is translated
-        raise _open_failure(exc, masked, options, time.monotonic() - started) from None
-    try:
-        if not container.streams.video:
-            raise SourceNotFound("the source has no video stream", masked)
-        yield container
-    finally:
+    with _checked_connection(url, options) as (target, ffmpeg_options, gate):
+        started = time.monotonic()
         try:
-            container.close()
-        except Exception:  # noqa: BLE001 - closing a broken container must not mask the cause
-            log.debug("closing %s failed", masked)
+            container = av.open(
+                target,
+                mode="r",
+                options=ffmpeg_options,
+                timeout=(options.open_timeout_s, options.read_timeout_s),
+            )
+        except Exception as exc:  # noqa: BLE001 - every library error is translated
+            raise _refusal(gate, masked) or _open_failure(
+                exc, masked, options, time.monotonic() - started
+            ) from None
+        try:
+            if not container.streams.video:
+                raise SourceNotFound("the source has no video stream", masked)
+            yield container
+        except SourceError as error:
+            # a later hop (an HLS segment on another host) refused: say so, not "403"
+            raise _refusal(gate, masked) or error from None
+        finally:
+            try:
+                container.close()
+            except Exception:  # noqa: BLE001 - closing a broken container must not mask the cause
+                log.debug("closing %s failed", masked)
+
+
+@contextmanager
+def _checked_connection(
+    url: CameraUrl, options: OpenOptions
+) -> Iterator[tuple[str, dict[str, str], Gate | None]]:
+    """What to hand PyAV for ``url`` under the options' network policy: RTSP resolved,
+    checked and pinned to the checked address (the camera's own trusted host keeps its
+    name); HTTP(S) through a gate of the connection guard, which checks every hop."""
+    ffmpeg_options = options.ffmpeg_options(url)
+    policy = options.policy
+    if policy is None or url.is_file:
+        yield url.render(), ffmpeg_options, None
+        return
+    if url.scheme in ("rtsp", "rtsps"):
+        try:
+            addresses = policy.check(url.host)
+        except PolicyRefused as refused:
+            log.warning("camera %s: %s", url.masked(), refused.detail)
+            raise PolicyRefused(refused.detail, url.masked()) from None
+        except SourceError as error:
+            raise type(error)(error.message, url.masked()) from None
+        pinned = url
+        if url.scheme == "rtsp" and not policy.trusts(url.host):
+            # connect to the address just checked, not to a name that may resolve anew
+            pinned = dataclasses.replace(url, host=str(addresses[0]))
+        yield pinned.render(), ffmpeg_options, None
+        return
+    gate = guard().open(policy)
+    try:
+        yield url.render(), {**ffmpeg_options, "http_proxy": gate.url}, gate
+    finally:
+        guard().close(gate)
+
+
+def _refusal(gate: Gate | None, masked: str) -> SourceError | None:
+    if gate is None:
+        return None
+    if gate.refused is not None:
+        return PolicyRefused(gate.refused.detail, masked)
+    return None
 
 
 def _open_failure(
