@@ -11,8 +11,9 @@ through the spool, so an end never overtakes its event.
 
 When the store does not answer, the batch goes to the :class:`~feedtag.store.spool.Spool`
 and so does every later batch, in order, until a replay of the spool succeeds (tried every
-``retry_interval_s``); then writing resumes. Nothing is lost unless the spool is full
-(counted in ``stats().dropped``), and nothing is doubled because every write is idempotent.
+``retry_interval_s``); then writing resumes. Nothing is lost unless the spool is full or
+its disk fails (both counted in ``stats().dropped``), and nothing is doubled because every
+write is idempotent.
 
 >>> import tempfile
 >>> from feedtag.core import Event, EventKind
@@ -145,6 +146,13 @@ class StoreWriter:
             self._thread.join(timeout)
         if self._thread.is_alive():
             log.error("store writer did not stop within %s s", timeout)
+        stats = self.stats()
+        log.info(
+            "store writer stopped: %d written, %d spooled, %d replayed, %d failed, %d dropped, "
+            "%d still queued; %d records (%d bytes) left in the spool for the next start",
+            stats.written, stats.spooled, stats.replayed, stats.failed, stats.dropped,
+            stats.queued, stats.spool_records, stats.spool_bytes,
+        )  # fmt: skip
 
     def stats(self) -> WriterStats:
         return WriterStats(
@@ -190,10 +198,12 @@ class StoreWriter:
         if not self._spool.records or self._try_replay():
             try:
                 self._write(records)
-                self._counts["written"] += len(records)
-                return
             except StoreUnavailable as error:
                 self._mark_down(error)
+            else:
+                self._counts["written"] += len(records)
+                self._mark_up()
+                return
         self._to_spool(records)
 
     def _to_spool(self, records: list[Record]) -> None:
@@ -203,7 +213,8 @@ class StoreWriter:
         except SpoolFull as error:
             log.error("%s", error)
         except OSError as error:
-            # A full or failing disk must not kill the writer thread; the loss is logged.
+            # A full or failing disk must not kill the writer thread; the loss is logged and
+            # counted in ``dropped`` by the spool.
             log.error("spool write failed (%s): %d records lost", error, len(records))
 
     def _try_replay(self, force: bool = False) -> bool:
@@ -216,11 +227,16 @@ class StoreWriter:
         except StoreUnavailable as error:
             self._mark_down(error)
             return False
-        if not self._available:
-            log.warning("store is back: replayed %d spooled records", replayed)
-        self._available = True
         self._counts["replayed"] += replayed
+        self._mark_up(f"replayed {replayed} spooled records")
         return True
+
+    def _mark_up(self, detail: str = "writing again") -> None:
+        # Also after a direct write: when nothing could be spooled (its disk was full too),
+        # no replay ever runs, and the store must not stay "unavailable" while it is written.
+        if not self._available:
+            log.warning("store is back: %s", detail)
+        self._available = True
 
     def _mark_down(self, error: StoreError) -> None:
         if self._available:
