@@ -138,7 +138,7 @@ def test_twenty_feeds_five_broken(
         )
         assert analysed >= 7, f"{camera_id} analysed {analysed} frames in 8 s"
     expected_reason = {
-        "refused": "refused",
+        "refused": "unreachable",  # connection refused: shown no further than that
         "silent": "no answer within",
         "garbage": "not a stream",
         "wrong-path": "404",
@@ -198,7 +198,7 @@ def test_credentials_never_leak(
     finally:
         assert engine.stop()
     reasons = {s["camera_id"]: s["reason"] for s in statuses}
-    assert "401" in reasons["wrong"] and "refused" in reasons["query"]
+    assert "401" in reasons["wrong"] and "unreachable" in reasons["query"]
     seen.append(json.dumps(statuses))
     seen += [r.getMessage() for r in caplog.records]
     seen += [repr(c) for c in config.cameras] + [config.model_dump_json()]

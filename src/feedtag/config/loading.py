@@ -30,11 +30,11 @@ from feedtag.config.models import FeedtagConfig
 from feedtag.errors import ConfigError
 
 #: a camera takes 100-300 bytes of YAML, so this holds several thousand (was 4 MiB)
-MAX_CONFIG_BYTES: Final = 1024 * 1024
+MAX_CONFIG_BYTES: Final = 8 * 1024 * 1024
 #: a real config nests about 8 levels (cameras, a camera, zones, a zone, polygon, point)
 MAX_CONFIG_DEPTH: Final = 64
 #: values (scalars, lists, mappings) after expanding aliases
-MAX_CONFIG_NODES: Final = 200_000
+MAX_CONFIG_NODES: Final = 1_000_000
 ENV_PREFIX: Final = "FEEDTAG_"
 
 _VARIABLE = re.compile(r"\$(\$)?\{([^}:]*)(?::-([^}]*))?\}")

@@ -34,7 +34,7 @@ from feedtag.ingest.netpolicy import NetworkPolicy
 from feedtag.ingest.pacing import Pacer
 from feedtag.ingest.policies import Backoff, RateMeter, RestartBudget, StallDetector
 from feedtag.ingest.ring import PacketRing, RingRecorder
-from feedtag.ingest.source import OpenOptions, open_source, translate_read_error
+from feedtag.ingest.source import OpenOptions, open_source, status_reason, translate_read_error
 from feedtag.urls import RedactingFilter, redact
 
 log = logging.getLogger(__name__)
@@ -304,7 +304,7 @@ class CameraIngest:
             self._counts["stalls"] += 1
             self._set_state(CameraState.STALLED, str(error))
         else:
-            self._set_state(CameraState.OFFLINE, str(error))
+            self._set_state(CameraState.OFFLINE, status_reason(error))
         log.warning("camera %s: %s", self.camera.id, redact(str(error)))
         if self._budget.try_spend():
             delay = self._backoff.next_delay()

@@ -21,6 +21,8 @@ from feedtag.errors import (
     SourceError,
     SourceInvalidData,
     SourceNotFound,
+    SourceRefused,
+    SourceRejected,
     SourceTimeout,
     source_error_from_av,
 )
@@ -34,6 +36,8 @@ log.addFilter(RedactingFilter())
 
 DEFAULT_OPEN_TIMEOUT_S: Final = 10.0
 DEFAULT_READ_TIMEOUT_S: Final = 5.0
+#: what a camera's status says when its host cannot be reached
+UNREACHABLE_REASON: Final = "unreachable"
 #: bytes FFmpeg may read while probing the stream format (keeps opens of bad streams short)
 PROBE_SIZE: Final = 5_000_000
 
@@ -158,6 +162,25 @@ def _open_failure(
     if waited_s >= options.read_timeout_s and isinstance(error, SourceInvalidData | SourceTimeout):
         return SourceTimeout(f"open failed: no answer within {options.read_timeout_s:g} s", masked)
     return error
+
+
+def status_reason(error: SourceError) -> str:
+    """What a camera's status says about ``error``, for everyone who may see the camera.
+
+    A host the policy refuses, or that cannot be reached (refused, unreachable, does not
+    resolve), is told apart no further: which of those a target gave is a map of a network
+    the viewer has no business probing. The log keeps the detail for the operator.
+
+    >>> status_reason(SourceRefused("open failed: connection refused", "rtsp://10.0.0.9/s"))
+    'unreachable (rtsp://10.0.0.9/s)'
+    """
+    if isinstance(error, PolicyRefused):
+        return str(error)
+    if isinstance(error, SourceRefused) or (
+        isinstance(error, SourceRejected) and "resolve" in error.message
+    ):
+        return str(SourceRefused(UNREACHABLE_REASON, error.url))
+    return str(error)
 
 
 def translate_read_error(exc: BaseException, url: CameraUrl) -> SourceError:
