@@ -30,8 +30,10 @@ from feedtag.urls import redact
 
 log = logging.getLogger(__name__)
 
-#: how long a SQLite writer waits for another's lock before failing
-SQLITE_BUSY_TIMEOUT_MS: Final = 5000
+#: how long a SQLite writer waits for another's lock before failing (the store is then taken
+#: as unavailable and events spool); short enough that a shutdown during a lock held by
+#: another process stays within its 5 s bound, long against WAL commits of a few milliseconds
+SQLITE_BUSY_TIMEOUT_MS: Final = 2000
 #: how long a PostgreSQL connect may take before the store counts as unavailable
 PG_CONNECT_TIMEOUT_S: Final = 5
 

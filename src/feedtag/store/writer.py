@@ -177,7 +177,7 @@ class StoreWriter:
             finally:
                 for _ in batch:
                     self._queue.task_done()
-        if self._spool.records:
+        if self._spool.records and self._available:
             self._try_replay(force=True)
 
     def _collect(self) -> list[Item]:
@@ -194,6 +194,12 @@ class StoreWriter:
         return batch
 
     def _write_or_spool(self, records: list[Record]) -> None:
+        # While stopping with the store down, one more attempt could block for the whole busy
+        # timeout (SQLite locked by another process): what is queued goes to the spool, for
+        # the next start, so that shutdown stays within its bound.
+        if self._stop.is_set() and not self._available:
+            self._to_spool(records)
+            return
         # While the spool holds anything, new records queue behind it, in order.
         if not self._spool.records or self._try_replay():
             try:
