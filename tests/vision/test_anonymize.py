@@ -240,3 +240,19 @@ def test_a_crowded_snapshot_leaves_nobody_uncovered(
     print(f"\nraw frames: {raw_persons} persons; old cover: {old_misses} uncovered")
     assert raw_persons >= 5 * len(crowded_frames)  # the check sees the crowd
     assert old_misses >= 1  # and would have caught the old anonymizer
+
+
+def test_events_on_one_frame_share_one_check(real_frame: np.ndarray) -> None:
+    calls: list[int] = []
+
+    class Counting(_Blind):
+        def detect(self, images: Any) -> list[Detections]:
+            calls.append(len(images))
+            return super().detect(images)
+
+    anonymizer = Anonymizer(PersonFinder(Counting(), 416))
+    known = np.array([[200, 100, 260, 260]], np.float32)
+    first = anonymizer.anonymize(real_frame, known)
+    assert anonymizer.anonymize(real_frame, known) is first  # the same frame and boxes
+    assert anonymizer.anonymize(real_frame.copy(), known) is not first  # another frame
+    assert len(calls) == 2 and anonymizer.reused == 1
