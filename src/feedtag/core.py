@@ -122,6 +122,10 @@ class VisionStatus:
     latency_ms: float | None
     counts: dict[str, int]
     tracks: int
+    #: frames that waited for a busy detector and were dropped (a newer frame of the camera
+    #: replaced them, or the engine stopped): frames == gated + detected + failed + dropped
+    #: once nothing is in flight
+    dropped: int = 0
 
     @property
     def gate_ratio(self) -> float:
@@ -136,6 +140,7 @@ class VisionStatus:
             "gated": self.gated,
             "gate_ratio": round(self.gate_ratio, 3),
             "failed": self.failed,
+            "dropped": self.dropped,
             "detector_latency_ms": None if self.latency_ms is None else round(self.latency_ms, 1),
             "counts": dict(self.counts),
             "tracks": self.tracks,

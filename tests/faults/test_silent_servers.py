@@ -34,10 +34,10 @@ from ..conftest import TcpServer, resource_counts, wait_for
 PASSWORD = "s3cret-Pw"
 #: the reconnect policy under test: delays 0.25, 0.5, 1, 2, 2 ... s, each within +-10 %
 BACKOFF = {"initial_backoff_s": 0.25, "max_backoff_s": 2.0, "multiplier": 2.0, "jitter": 0.1}
-#: short timeouts keep five attempts within a few seconds; the read timeout (FFmpeg's socket
+#: short timeouts keep the attempts within a few seconds; the read timeout (FFmpeg's socket
 #: timeout for RTSP and HTTP) is the one that ends an open the server never answers
 TIMEOUTS = {"open_timeout_s": 2.0, "read_timeout_s": 0.5}
-ATTEMPTS = 5
+ATTEMPTS = 4  # four waits: 0.25, 0.5, 1 and 2 s (the cap)
 #: how late a measured delay may be: the thread's wake-up and the server noticing the hang-up
 SLACK_S = 0.15
 SHUTDOWN_BOUND_S = 5.0

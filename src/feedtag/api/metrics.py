@@ -20,6 +20,7 @@ from feedtag.ingest.camera import DECODE_ERROR
 from feedtag.ingest.handoff import QUEUE_FULL
 from feedtag.runtime.bus import EventBus
 from feedtag.runtime.node import NodeEngine
+from feedtag.runtime.vision import DETECTOR_BUSY
 
 PREFIX: Final = "feedtag"
 #: reported as 0 until they happen, so that rate() and alerts work from the first scrape
@@ -68,6 +69,7 @@ class NodeCollector(Collector):
         queue = GaugeMetricFamily(f"{PREFIX}_camera_queue_depth",
                                   "Decoded frames waiting for analysis.",
                                   labels=camera)  # fmt: skip
+        vision = self.node.vision_statuses()
         for status in self.node.statuses():
             if not self._shown(status.camera_id):
                 continue
@@ -80,7 +82,10 @@ class NodeCollector(Collector):
                 state.add_metric(
                     [cid, each_state.value], 1.0 if status.state is each_state else 0.0
                 )
-            dropped = status.counters.frames_dropped
+            dropped = dict(status.counters.frames_dropped)
+            seen = vision.get(cid)
+            if seen is not None:  # frames the batch scheduler dropped, counted by the vision stage
+                dropped[DETECTOR_BUSY] = seen.dropped
             for reason in sorted(KNOWN_DROP_REASONS | set(dropped)):
                 drops.add_metric([cid, reason], dropped.get(reason, 0))
             analysed.add_metric([cid], status.counters.frames_analysed)

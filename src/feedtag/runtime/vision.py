@@ -39,6 +39,8 @@ LATENCY_SMOOTHING = 0.2
 MOVING_FRACTION = 0.01
 #: longest a lossless camera's frame is waited for before the consumer moves on
 LOSSLESS_WAIT_S = 60.0
+#: the drop reason of a frame the batch scheduler dropped while the detector was busy
+DETECTOR_BUSY = "detector_busy"
 
 
 def tracks_moved(before: Detections, after: Detections, min_shift_px: float) -> bool:
@@ -73,6 +75,7 @@ class _CameraVision:
     detected: int = 0
     gated: int = 0
     failed: int = 0
+    dropped: int = 0
     latency_ms: float | None = None
     moving: bool = False
     lossless: bool = False
@@ -161,7 +164,11 @@ class VisionConsumer:
         self, state: _CameraVision, frame: Frame, done: Future[Detections], submitted: float
     ) -> None:
         if done.cancelled():
-            return  # the scheduler dropped this frame for a newer one of the same camera
+            # The scheduler dropped this frame for a newer one of the same camera (or it was
+            # still waiting at stop): counted, so that every frame is accounted for.
+            with state.lock:
+                state.dropped += 1
+            return
         try:
             detections = done.result()
         except Exception:
@@ -211,6 +218,7 @@ class VisionConsumer:
                         latency_ms=state.latency_ms,
                         counts=dict(counts),
                         tracks=tracks,
+                        dropped=state.dropped,
                     )
                 )
         return out

@@ -1,0 +1,56 @@
+"""What the long-running fault tests measure about this process: resident memory and its
+trend, open file descriptors, threads and child processes."""
+
+from __future__ import annotations
+
+import gc
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import psutil
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """One sample of this process."""
+
+    rss: int  # bytes
+    fds: int  # entries of /proc/self/fd
+    threads: int  # Python threads
+    os_threads: int  # every thread of the process (FFmpeg's, ONNX Runtime's, uvicorn's ...)
+    children: int  # child processes, recursively
+
+    def counts(self) -> tuple[int, int, int]:
+        """What must not grow: (fds, threads, children)."""
+        return self.fds, self.threads, self.children
+
+
+def sample(collect: bool = True) -> Resources:
+    """This process now (after a garbage collection unless ``collect`` is False)."""
+    if collect:
+        gc.collect()
+    process = psutil.Process()
+    return Resources(
+        rss=process.memory_info().rss,
+        fds=len(os.listdir("/proc/self/fd")),
+        threads=threading.active_count(),
+        os_threads=process.num_threads(),
+        children=len(process.children(recursive=True)),
+    )
+
+
+def slope(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """The least-squares slope of ``ys`` over ``xs``.
+
+    >>> round(slope([0, 1, 2, 3], [5, 7, 9, 11]), 6)
+    2.0
+    """
+    if len(xs) < 2:
+        raise ValueError(f"expected at least 2 samples, got {len(xs)}")
+    fitted = np.polyfit(np.asarray(xs, float), np.asarray(ys, float), 1)
+    return float(fitted[0])
