@@ -114,7 +114,9 @@ def main() -> int:
         for index in range(args.feeds)
     ]  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="feedtag-soak-") as data_dir:
+    with tempfile.TemporaryDirectory(
+        prefix="feedtag-soak-", ignore_cleanup_errors=True
+    ) as data_dir:
         config = validate_config(
             {"media_root": str(clips["vtest"].parent), "cameras": cameras,
              "store": {"data_dir": data_dir}}
