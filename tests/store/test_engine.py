@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import inspect, text
 
 from feedtag.errors import StoreError, StoreUnavailable
-from feedtag.store.engine import create_store_engine, store_error
+from feedtag.store.engine import SQLITE_BUSY_TIMEOUT_MS, create_store_engine, store_error
 from feedtag.store.migrations import downgrade, upgrade
 
 from ..conftest import free_port
@@ -45,7 +45,7 @@ def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path: Path) -> None:
     engine = create_store_engine(f"sqlite:///{tmp_path / 'sub' / 'store.db'}")
     with engine.connect() as connection:
         assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
-        assert connection.execute(text("PRAGMA busy_timeout")).scalar() == 5000
+        assert connection.execute(text("PRAGMA busy_timeout")).scalar() == SQLITE_BUSY_TIMEOUT_MS
         assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
     engine.dispose()
 
