@@ -19,7 +19,7 @@ import pytest
 
 from feedtag.config import validate_config
 from feedtag.core import CameraState
-from feedtag.errors import SourceError, SourceRejected
+from feedtag.errors import SourceError, SourceRefused, SourceRejected
 from feedtag.ingest.guard import ConnectGuard
 from feedtag.ingest.netpolicy import (
     REFUSED_REASON,
@@ -32,7 +32,7 @@ from feedtag.ingest.source import OpenOptions, open_source
 from feedtag.runtime.node import NodeEngine
 from feedtag.urls import CameraUrl
 
-from ..conftest import wait_for
+from ..conftest import RtspServer, free_port, wait_for
 
 ALLOWED_HOST = "127.0.0.2"
 ALLOW = [f"{ALLOWED_HOST}/32"]
@@ -297,3 +297,132 @@ def test_an_api_camera_that_redirects_to_loopback_shows_a_generic_reason(
 
 def test_rejected_is_a_source_error() -> None:
     assert issubclass(PolicyRefused, SourceRejected) and issubclass(PolicyRefused, SourceError)
+
+
+# -- RTSP: the relay -------------------------------------------------------------------------
+
+
+class RedirectingRtspServer:
+    """An RTSP server on the allowed host that answers every request with ``302`` to
+    ``location``; counts the requests it answered."""
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+        self.sock = socket.create_server((ALLOWED_HOST, 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.requests = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(5)
+                head = b""
+                while b"\r\n\r\n" not in head and (chunk := conn.recv(4096)):
+                    head += chunk
+                cseq = next(
+                    (line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
+                     if line.lower().startswith(b"cseq:")), b"1",
+                )  # fmt: skip
+                self.requests += 1
+                conn.sendall(
+                    b"RTSP/1.0 302 Moved Temporarily\r\nCSeq: " + cseq
+                    + b"\r\nLocation: " + self.location.encode() + b"\r\n\r\n"
+                )  # fmt: skip
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+
+
+@pytest.fixture
+def rtsp_redirect(internal: CountingListener) -> Iterator[RedirectingRtspServer]:
+    server = RedirectingRtspServer(f"rtsp://127.0.0.1:{internal.port}/inside")
+    yield server
+    server.close()
+
+
+def test_an_rtsp_redirect_is_refused_and_never_followed(
+    rtsp_redirect: RedirectingRtspServer, internal: CountingListener
+) -> None:
+    """FFmpeg follows an RTSP 302 by itself (shown first, opened without a policy: the
+    internal listener is reached). Under the network policy the relay refuses the answer:
+    the open fails as refused by network policy, and the listener is never connected to."""
+    url = CameraUrl.parse(f"rtsp://{ALLOWED_HOST}:{rtsp_redirect.port}/cam")
+    with pytest.raises(SourceError), open_source(url, OpenOptions(3, 3)):
+        pass
+    assert internal.accepted >= 1  # what FFmpeg does on its own
+    followed, asked = internal.accepted, rtsp_redirect.requests
+    for _ in range(3):
+        with (
+            pytest.raises(PolicyRefused, match=REFUSED_REASON) as caught,
+            open_source(url, options(ALLOW)),
+        ):
+            pass
+        assert "RTSP redirect" in caught.value.detail
+    assert rtsp_redirect.requests == asked + 3  # the camera was asked, every time
+    assert internal.accepted == followed  # and nothing followed its answer
+
+
+def test_an_api_rtsp_camera_that_redirects_shows_a_generic_reason(
+    rtsp_redirect: RedirectingRtspServer, internal: CountingListener
+) -> None:
+    config = validate_config(
+        {"cameras": [], "detector": {"enabled": False}, "api": {"allow_networks": ALLOW},
+         "reconnect": {"initial_backoff_s": 0.1, "max_backoff_s": 0.2}}
+    )  # fmt: skip
+    camera = validate_config(
+        {"cameras": [{"id": "rtsp-redirecting",
+                      "url": f"rtsp://{ALLOWED_HOST}:{rtsp_redirect.port}/cam"}]}
+    ).cameras[0]  # fmt: skip
+    engine = NodeEngine(config)
+    engine.start()
+    try:
+        engine.add_camera(camera)
+        status = wait_for(
+            lambda: (s := engine.statuses()[0]).counters.reconnects >= 3 and s, 20,
+            what="three refused connection attempts",
+        )  # fmt: skip
+    finally:
+        assert engine.stop()
+    assert status.state is CameraState.OFFLINE
+    assert REFUSED_REASON in status.reason
+    assert "127.0.0.1" not in status.reason and str(internal.port) not in status.reason
+    assert internal.accepted == 0
+
+
+@pytest.mark.system
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+def test_a_real_rtsp_camera_plays_through_the_relay(
+    rtsp_server: RtspServer, transport: str
+) -> None:
+    """The GStreamer RTSP server through the relay, both transports (UDP media flows to the
+    address the relay connected, named in ``source=``)."""
+    url = CameraUrl.parse(rtsp_server.url("vtest"))
+    opened = OpenOptions(
+        5, 5, rtsp_transport=transport, policy=NetworkPolicy.allowing(["127.0.0.0/8"])
+    )
+    with open_source(url, opened) as container:
+        packets = 0
+        for packet in container.demux(video=0):
+            packets += packet.size > 0
+            if packets >= 50:
+                break
+    assert packets >= 50
+
+
+def test_an_unreachable_rtsp_host_is_unreachable(internal: CountingListener) -> None:
+    """Nothing listens: the relay cannot connect, and the error says so (a status shows
+    ``unreachable``), not that FFmpeg could not read the relay's closed connection."""
+    port = free_port()
+    url = CameraUrl.parse(f"rtsp://{ALLOWED_HOST}:{port}/cam")
+    with pytest.raises(SourceRefused), open_source(url, options(ALLOW)):
+        pass

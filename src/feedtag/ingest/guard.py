@@ -41,6 +41,7 @@ from feedtag.ingest.netpolicy import (
     Resolver,
     resolve_host,
 )
+from feedtag.ingest.rtsp_relay import RtspRelay
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +56,13 @@ _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
 @dataclass
 class Gate:
-    """One camera connection's proxy: ``url`` for FFmpeg's ``http_proxy``; ``refused`` and
+    """One camera connection's proxy: ``url`` for FFmpeg's ``http_proxy`` (or, for an RTSP
+    gate, the host and port FFmpeg connects to instead of the camera's); ``refused`` and
     ``unreachable`` say what happened to the hops it refused or could not reach."""
 
     policy: NetworkPolicy
     url: str = ""
+    port: int = 0
     refused: PolicyRefused | None = None
     unreachable: str | None = None
     hops: list[str] = field(default_factory=list)  # host:port of every hop connected
@@ -90,6 +93,22 @@ class ConnectGuard:
         gate = Gate(policy)
         future = asyncio.run_coroutine_threadsafe(self._listen(gate), self._loop)
         future.result(START_TIMEOUT_S)
+        return gate
+
+    def open_rtsp(self, policy: NetworkPolicy, host: str, port: int) -> Gate:
+        """A new RTSP gate that relays FFmpeg's connections to ``host:port``
+        (:mod:`feedtag.ingest.rtsp_relay`); close it when the connection ends."""
+        gate = Gate(policy)
+
+        async def listen() -> None:
+            server = await self._loop.create_server(
+                lambda: RtspRelay(gate, host, port, self._resolve), "127.0.0.1", 0
+            )
+            gate._server = server
+            gate.port = server.sockets[0].getsockname()[1]
+            gate.url = f"rtsp://127.0.0.1:{gate.port}"
+
+        asyncio.run_coroutine_threadsafe(listen(), self._loop).result(START_TIMEOUT_S)
         return gate
 
     def close(self, gate: Gate) -> None:

@@ -8,10 +8,10 @@ fd00:ec2::254, 100.100.100.200). Those are refused, in every spelling: IPv4-mapp
 6to4 and Teredo addresses are judged by the IPv4 address they carry. ``api.allow_networks``
 lets an operator permit a range on purpose (a camera on the same machine, a lab network).
 
-The check is made where the connection is made, not once when the camera is added: for RTSP
-the host is resolved, checked and the connection pinned to the checked address; HTTP(S)
-cameras connect only through :mod:`feedtag.ingest.guard`, which checks every hop (redirects,
-HLS playlists and segments) on the address it then connects to. A name that resolves
+The check is made where the connection is made, not once when the camera is added: RTSP
+cameras connect only through :mod:`feedtag.ingest.rtsp_relay` (redirects refused), HTTP(S)
+cameras only through :mod:`feedtag.ingest.guard`, which checks every hop (redirects, HLS
+playlists and segments); both check the address they then connect to. A name that resolves
 elsewhere later (DNS rebinding) is checked again at the next connection.
 
 A camera from the config file trusts its own host as written (the operator typed it); every

@@ -40,6 +40,7 @@ DEFAULT_READ_TIMEOUT_S: Final = 5.0
 UNREACHABLE_REASON: Final = "unreachable"
 #: bytes FFmpeg may read while probing the stream format (keeps opens of bad streams short)
 PROBE_SIZE: Final = 5_000_000
+RTSP_PORT: Final = 554
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,27 +114,33 @@ def open_source(url: CameraUrl, options: OpenOptions) -> Iterator[av.container.I
 def _checked_connection(
     url: CameraUrl, options: OpenOptions
 ) -> Iterator[tuple[str, dict[str, str], Gate | None]]:
-    """What to hand PyAV for ``url`` under the options' network policy: RTSP resolved,
-    checked and pinned to the checked address (the camera's own trusted host keeps its
-    name); HTTP(S) through a gate of the connection guard, which checks every hop."""
+    """What to hand PyAV for ``url`` under the options' network policy: RTSP through a
+    relaying gate of the connection guard (:mod:`feedtag.ingest.rtsp_relay`), HTTP(S)
+    through a proxying one; each checks every hop on the address it connects to."""
     ffmpeg_options = options.ffmpeg_options(url)
     policy = options.policy
     if policy is None or url.is_file:
         yield url.render(), ffmpeg_options, None
         return
-    if url.scheme in ("rtsp", "rtsps"):
+    if url.scheme == "rtsps":
+        # TLS runs end to end, so the relay cannot read it: the first hop is checked and
+        # pinned (the name stays for the certificate), a redirect it answers is not
         try:
-            addresses = policy.check(url.host)
+            policy.check(url.host)
         except PolicyRefused as refused:
             log.warning("camera %s: %s", url.masked(), refused.detail)
             raise PolicyRefused(refused.detail, url.masked()) from None
         except SourceError as error:
             raise type(error)(error.message, url.masked()) from None
-        pinned = url
-        if url.scheme == "rtsp" and not policy.trusts(url.host):
-            # connect to the address just checked, not to a name that may resolve anew
-            pinned = dataclasses.replace(url, host=str(addresses[0]))
-        yield pinned.render(), ffmpeg_options, None
+        yield url.render(), ffmpeg_options, None
+        return
+    if url.scheme == "rtsp":
+        gate = guard().open_rtsp(policy, url.host, url.port or RTSP_PORT)
+        try:
+            relayed = dataclasses.replace(url, host="127.0.0.1", port=gate.port)
+            yield relayed.render(), ffmpeg_options, gate
+        finally:
+            guard().close(gate)
         return
     gate = guard().open(policy)
     try:
@@ -143,10 +150,14 @@ def _checked_connection(
 
 
 def _refusal(gate: Gate | None, masked: str) -> SourceError | None:
+    """What the gate knows of a failed connection: a refused hop, or a host it could not
+    reach (FFmpeg itself only saw the gate close the connection)."""
     if gate is None:
         return None
     if gate.refused is not None:
         return PolicyRefused(gate.refused.detail, masked)
+    if gate.unreachable is not None:
+        return SourceRefused(f"open failed: {gate.unreachable}", masked)
     return None
 
 
