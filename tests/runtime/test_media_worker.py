@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from feedtag.runtime.media_worker import MediaWorker
 
@@ -50,3 +51,28 @@ def test_after_close_essential_jobs_still_run() -> None:
     done: list[int] = []
     worker.submit(lambda: done.append(1), essential=True)
     assert done == [1]
+
+
+def test_a_closing_worker_hurries_after_its_careful_time() -> None:
+    """Jobs queued at close run as usual for ``careful_s``, then see ``hurrying()`` and take
+    their cheap path, so closing with a long queue of slow jobs stays bounded."""
+    worker = MediaWorker()
+    careful: list[int] = []
+    hurried: list[int] = []
+
+    def job(number: int) -> None:
+        if worker.hurrying():
+            hurried.append(number)
+        else:
+            careful.append(number)
+            time.sleep(0.1)  # a person check
+
+    assert not worker.hurrying()
+    for number in range(40):  # 4 s of careful work
+        worker.submit(lambda n=number: job(n), essential=True)
+    started = time.monotonic()
+    assert worker.close(careful_s=0.35)
+    took = time.monotonic() - started
+    assert took < 1.0
+    assert 2 <= len(careful) <= 6 and careful == list(range(len(careful)))
+    assert hurried == list(range(len(careful), 40))  # every job still ran, in order

@@ -18,6 +18,7 @@ from feedtag.store.migrations import upgrade
 from feedtag.store.query import EventQuery, search_events
 from feedtag.store.spool import Spool
 from feedtag.store.writer import StoreWriter
+from feedtag.vision.anonymize import Anonymizer
 from feedtag.vision.best_frame import BestFrames, sighting_score
 
 W, H = 200, 100
@@ -164,3 +165,33 @@ def test_an_event_about_a_crowd_shows_the_frame_it_fired_on(tmp_path: Path) -> N
     (event,) = search_events(writer._engine, EventQuery(camera_ids=["door"])).items
     assert event.kind.value == "crowding"
     assert event.attributes["snapshot_at"] == T0 + 2  # fired at t=2, not a track's best
+
+
+class NoPersons:
+    """A person check that finds nobody (the images are plain grey)."""
+
+    def find(self, image: np.ndarray) -> np.ndarray:
+        return np.zeros((0, 4), np.float32)
+
+
+@pytest.mark.parametrize("hurrying", [False, True])
+def test_a_snapshot_queued_at_shutdown_is_blurred_whole_not_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hurrying: bool
+) -> None:
+    """Past the media worker's careful time at shutdown, a queued snapshot skips its person
+    check and is written blurred whole: still written, nobody uncovered, no 90 ms wait."""
+    rule = {"kind": "crowding", "min_count": 2, "min_duration_s": 2, "grace_s": 1}
+    events, writer, media = pipeline(tmp_path, rule)
+    events.anonymizer = Anonymizer(NoPersons())  # type: ignore[arg-type]
+    assert events.media_jobs is not None
+    monkeypatch.setattr(events.media_jobs, "hurrying", lambda: hurrying)
+    two = boxes((1, 10, 10, 60, 90, 0.9), (2, 120, 10, 170, 90, 0.9))
+    for t in range(4):
+        events(Frame("door", t, float(t), T0 + t, image(50 + t)), two)
+    events.close()
+    assert writer.flush(10)
+    writer.close()
+    (event,) = search_events(writer._engine, EventQuery(camera_ids=["door"])).items
+    assert media.resolve(event.attributes["snapshot"]).is_file()
+    assert events.anonymizer.whole == (1 if hurrying else 0)
+    assert events.anonymizer.images == (0 if hurrying else 1)

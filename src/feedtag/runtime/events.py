@@ -185,7 +185,11 @@ class EventPipeline:
 
         def write() -> None:
             try:
-                covered = self.anonymizer.anonymize(sighting.image, known)
+                covered = (
+                    self.anonymizer.blur_all(sighting.image)  # shutting down: no time to check
+                    if jobs.hurrying()
+                    else self.anonymizer.anonymize(sighting.image, known)
+                )
                 media.write_snapshot(
                     event.camera_id, event.event_id, at=event.started_at, image=covered,
                     detections=sighting.detections, highlight=event.track_ids,
@@ -222,6 +226,8 @@ class EventPipeline:
         )
 
         def write() -> None:
+            if jobs.hurrying():
+                return  # shutting down: nobody is waiting for it
             try:
                 covered = self.anonymizer.anonymize(frame.image, known)
                 media.write_thumbnail(frame.camera_id, covered)
