@@ -26,6 +26,8 @@ if $with_tests; then
   packages+=(postgresql)
   # The dashboard's browser tests drive Debian's headless Chromium through Playwright.
   packages+=(chromium)
+  # Self-signed certificates for the rtsps relay tests.
+  packages+=(openssl)
 fi
 
 missing=()

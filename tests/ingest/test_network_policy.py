@@ -9,6 +9,8 @@ from __future__ import annotations
 import http.server
 import ipaddress
 import socket
+import ssl
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -304,10 +306,12 @@ def test_rejected_is_a_source_error() -> None:
 
 class RedirectingRtspServer:
     """An RTSP server on the allowed host that answers every request with ``302`` to
-    ``location``; counts the requests it answered."""
+    ``location`` (over TLS, an ``rtsps`` server, with ``tls``); counts the requests it
+    answered."""
 
-    def __init__(self, location: str) -> None:
+    def __init__(self, location: str, tls: ssl.SSLContext | None = None) -> None:
         self.location = location
+        self.tls = tls
         self.sock = socket.create_server((ALLOWED_HOST, 0))
         self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]
@@ -320,10 +324,12 @@ class RedirectingRtspServer:
         while not self._stop.is_set():
             try:
                 conn, _ = self.sock.accept()
+                conn.settimeout(5)
+                if self.tls is not None:
+                    conn = self.tls.wrap_socket(conn, server_side=True)
             except OSError:
                 continue
             with conn:
-                conn.settimeout(5)
                 head = b""
                 while b"\r\n\r\n" not in head and (chunk := conn.recv(4096)):
                     head += chunk
@@ -426,3 +432,96 @@ def test_an_unreachable_rtsp_host_is_unreachable(internal: CountingListener) -> 
     url = CameraUrl.parse(f"rtsp://{ALLOWED_HOST}:{port}/cam")
     with pytest.raises(SourceRefused), open_source(url, options(ALLOW)):
         pass
+
+
+@pytest.fixture(scope="module")
+def tls_server_context(tmp_path_factory: pytest.TempPathFactory) -> ssl.SSLContext:
+    """A self-signed certificate, as cameras serve."""
+    folder = tmp_path_factory.mktemp("tls")
+    key, cert = folder / "key.pem", folder / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=camera.test", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+def test_an_rtsps_redirect_is_refused_too(
+    tls_server_context: ssl.SSLContext, internal: CountingListener
+) -> None:
+    """The relay speaks TLS to an ``rtsps`` camera and plain RTSP to FFmpeg, so it reads the
+    camera's answers: a 302 inside TLS is refused like any other."""
+    server = RedirectingRtspServer(
+        f"rtsp://127.0.0.1:{internal.port}/inside", tls=tls_server_context
+    )
+    try:
+        url = CameraUrl.parse(f"rtsps://{ALLOWED_HOST}:{server.port}/cam")
+        with (
+            pytest.raises(PolicyRefused, match=REFUSED_REASON) as caught,
+            open_source(url, options(ALLOW)),
+        ):
+            pass
+    finally:
+        server.close()
+    assert "RTSP redirect" in caught.value.detail
+    assert server.requests == 1  # the request arrived, through TLS
+    assert internal.accepted == 0
+
+
+class TlsFront:
+    """TLS in front of a plain TCP server (an ``rtsps`` camera made of the GStreamer one)."""
+
+    def __init__(self, context: ssl.SSLContext, backend_port: int) -> None:
+        self.context, self.backend_port = context, backend_port
+        self.sock = socket.create_server((ALLOWED_HOST, 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self._stop = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+                conn = self.context.wrap_socket(conn, server_side=True)
+            except OSError:
+                continue
+            backend = socket.create_connection(("127.0.0.1", self.backend_port), 5)
+            for source, sink in ((conn, backend), (backend, conn)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while chunk := source.recv(65536):
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                end.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.sock.close()
+
+
+@pytest.mark.system
+def test_a_real_rtsps_camera_plays_through_the_relay(
+    rtsp_server: RtspServer, tls_server_context: ssl.SSLContext
+) -> None:
+    front = TlsFront(tls_server_context, rtsp_server.port)
+    try:
+        url = CameraUrl.parse(f"rtsps://{ALLOWED_HOST}:{front.port}/vtest")
+        with open_source(url, options(ALLOW)) as container:
+            packets = 0
+            for packet in container.demux(video=0):
+                packets += packet.size > 0
+                if packets >= 50:
+                    break
+    finally:
+        front.close()
+    assert packets >= 50

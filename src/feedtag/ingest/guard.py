@@ -95,14 +95,15 @@ class ConnectGuard:
         future.result(START_TIMEOUT_S)
         return gate
 
-    def open_rtsp(self, policy: NetworkPolicy, host: str, port: int) -> Gate:
-        """A new RTSP gate that relays FFmpeg's connections to ``host:port``
-        (:mod:`feedtag.ingest.rtsp_relay`); close it when the connection ends."""
+    def open_rtsp(self, policy: NetworkPolicy, host: str, port: int, *, tls: bool = False) -> Gate:
+        """A new RTSP gate that relays FFmpeg's plain connections to ``host:port`` (over TLS
+        for an ``rtsps`` camera; :mod:`feedtag.ingest.rtsp_relay`); close it when the
+        connection ends."""
         gate = Gate(policy)
 
         async def listen() -> None:
             server = await self._loop.create_server(
-                lambda: RtspRelay(gate, host, port, self._resolve), "127.0.0.1", 0
+                lambda: RtspRelay(gate, host, port, self._resolve, tls=tls), "127.0.0.1", 0
             )
             gate._server = server
             gate.port = server.sockets[0].getsockname()[1]

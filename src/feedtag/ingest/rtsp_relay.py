@@ -19,8 +19,10 @@ come; FFmpeg follows no redirect after the session is playing. FFmpeg's requests
 unchanged: the server sees the gate's ``127.0.0.1:port`` as the host of the request URIs
 (RTSP servers route by path; digest authentication covers the URI FFmpeg sent).
 
-``rtsps`` cannot be read in transit (TLS runs end to end); its first hop is checked and
-pinned, and a redirect it answers is not (see docs/ingest.md).
+An ``rtsps`` camera is relayed the same way: FFmpeg speaks plain RTSP to the gate on
+127.0.0.1 and the relay speaks TLS to the camera, so its answers can be read too. Its
+certificate is not verified, as FFmpeg does not by default (``tls_verify`` 0): cameras serve
+self-signed certificates.
 
 Python's standard library has no RTSP support and the RTSP packages on PyPI are clients or
 servers, not a relay to put between FFmpeg and a camera, so the message framing needed here
@@ -34,6 +36,7 @@ import contextlib
 import logging
 import re
 import socket
+import ssl
 from typing import TYPE_CHECKING, Final
 
 from feedtag.errors import SourceError
@@ -63,8 +66,11 @@ class RtspRelay(asyncio.Protocol):
     gate's policy. Protocols rather than streams: once media flows, each chunk costs one
     callback and one write."""
 
-    def __init__(self, gate: Gate, host: str, port: int, resolve: Resolver) -> None:
+    def __init__(
+        self, gate: Gate, host: str, port: int, resolve: Resolver, *, tls: bool = False
+    ) -> None:
         self.gate, self.host, self.port, self.resolve = gate, host, port, resolve
+        self.tls = _camera_tls() if tls else None
         self.client: asyncio.Transport | None = None
         self.upstream: _Answers | None = None
         self.early = bytearray()  # what FFmpeg sent before the camera was connected
@@ -95,7 +101,13 @@ class RtspRelay(asyncio.Protocol):
             answers = _Answers(self, str(address).encode())
             try:
                 await asyncio.wait_for(
-                    loop.create_connection(lambda a=answers: a, str(address), port),  # type: ignore[misc]
+                    loop.create_connection(
+                        lambda a=answers: a,
+                        str(address),
+                        port,
+                        ssl=self.tls,
+                        server_hostname=host if self.tls else None,
+                    ),
                     CONNECT_TIMEOUT_S,
                 )
             except (OSError, TimeoutError):
@@ -225,6 +237,15 @@ class _Answers(asyncio.Protocol):
         transport, self.transport = self.transport, None
         if transport is not None:
             transport.close()
+
+
+def _camera_tls() -> ssl.SSLContext:
+    """TLS to an ``rtsps`` camera as FFmpeg makes it by default: encrypted, the certificate
+    not verified (cameras serve self-signed ones)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 def _message(buffer: bytearray) -> bytes | None:

@@ -40,7 +40,7 @@ DEFAULT_READ_TIMEOUT_S: Final = 5.0
 UNREACHABLE_REASON: Final = "unreachable"
 #: bytes FFmpeg may read while probing the stream format (keeps opens of bad streams short)
 PROBE_SIZE: Final = 5_000_000
-RTSP_PORT: Final = 554
+RTSP_PORTS: Final = {"rtsp": 554, "rtsps": 322}
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,22 +122,13 @@ def _checked_connection(
     if policy is None or url.is_file:
         yield url.render(), ffmpeg_options, None
         return
-    if url.scheme == "rtsps":
-        # TLS runs end to end, so the relay cannot read it: the first hop is checked and
-        # pinned (the name stays for the certificate), a redirect it answers is not
+    if url.scheme in ("rtsp", "rtsps"):
+        gate = guard().open_rtsp(
+            policy, url.host, url.port or RTSP_PORTS[url.scheme], tls=url.scheme == "rtsps"
+        )
         try:
-            policy.check(url.host)
-        except PolicyRefused as refused:
-            log.warning("camera %s: %s", url.masked(), refused.detail)
-            raise PolicyRefused(refused.detail, url.masked()) from None
-        except SourceError as error:
-            raise type(error)(error.message, url.masked()) from None
-        yield url.render(), ffmpeg_options, None
-        return
-    if url.scheme == "rtsp":
-        gate = guard().open_rtsp(policy, url.host, url.port or RTSP_PORT)
-        try:
-            relayed = dataclasses.replace(url, host="127.0.0.1", port=gate.port)
+            # FFmpeg speaks plain RTSP to the gate; the relay speaks TLS to an rtsps camera
+            relayed = dataclasses.replace(url, scheme="rtsp", host="127.0.0.1", port=gate.port)
             yield relayed.render(), ffmpeg_options, gate
         finally:
             guard().close(gate)
