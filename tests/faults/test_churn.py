@@ -97,7 +97,9 @@ def test_a_thousand_camera_add_remove_cycles_leak_nothing(
     for earlier in (first, samples[1][1]):
         assert all(n <= m for n, m in zip(last.counts(), earlier.counts(), strict=True)), table
         assert last.os_threads <= earlier.os_threads, table
-    assert abs(per_cycle) < MAX_RSS_SLOPE_KIB_PER_CYCLE, table
+    # growth is what a leak looks like; the allocator handing memory back to the system
+    # mid-run (seen under load: -50 KiB/cycle as RSS fell by 45 MiB at once) is not
+    assert per_cycle < MAX_RSS_SLOPE_KIB_PER_CYCLE, table
     # the other camera ran on, untouched
     assert status.camera_id == "steady" and status.state is CameraState.ONLINE
     assert status.counters.reconnects == reconnects

@@ -444,8 +444,10 @@ def test_postgresql_outage_spools_to_the_bound_counts_drops_and_replays(
         totals = run.writer_totals()
     assert code == 0 and seconds < EXIT_BOUND_S
     assert produced - stopped.written > 1500  # analysis went on while the store was down
-    # filled to the bound, less what the batch it refused would have needed
-    assert 0.95 * MIB < peak_bytes <= 1 * MIB
+    # filled to the bound, less what the batch it refused would have needed: batches grow
+    # while the machine is busy (the writer takes up to 500 records at once), so the gap
+    # does too: 0.99 of the bound on a quiet machine, 0.91 with the suite and other work
+    assert 0.8 * MIB < peak_bytes <= 1 * MIB
     rows = stored_ids(url)
     assert len(rows) == len(set(rows))
     assert peak.dropped == totals.dropped > 0
