@@ -6,6 +6,7 @@ and a counting listener proves that nothing ever connects to it."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import ipaddress
 import socket
@@ -114,10 +115,11 @@ def test_dns_rebinding_is_checked_on_every_resolution() -> None:
 
 
 class CountingListener:
-    """The internal service an attacker wants reached: counts every connection accepted."""
+    """The internal service an attacker wants reached: counts every connection accepted
+    (and answers it with ``handle``)."""
 
-    def __init__(self, port: int = 0) -> None:
-        self.sock = socket.create_server(("127.0.0.1", port))
+    def __init__(self, port: int = 0, host: str = "127.0.0.1") -> None:
+        self.sock = socket.create_server((host, port))
         self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]
         self.accepted = 0
@@ -132,8 +134,12 @@ class CountingListener:
             except OSError:
                 continue
             self.accepted += 1
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-            conn.close()
+            with contextlib.suppress(OSError), conn:
+                conn.settimeout(5)
+                self.handle(conn)
+
+    def handle(self, conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
 
     def close(self) -> None:
         self._stop.set()
@@ -274,13 +280,17 @@ def test_an_api_camera_that_redirects_to_loopback_shows_a_generic_reason(
     """End to end through the engine: a camera added at run time (as the API adds it)
     pointing at the allowed host, which redirects to loopback. Its status says only
     ``refused by network policy``; the listener saw nothing, however often it reconnects."""
+    assert_refused_at_run_time(allowed_server + "/cam", internal)
+
+
+def assert_refused_at_run_time(url: str, internal: CountingListener) -> None:
+    """A camera at ``url`` added to a running engine ends offline after three refused
+    attempts, its status generic, and ``internal`` never connected to."""
     config = validate_config(
         {"cameras": [], "detector": {"enabled": False}, "api": {"allow_networks": ALLOW},
          "reconnect": {"initial_backoff_s": 0.1, "max_backoff_s": 0.2}}
     )  # fmt: skip
-    camera = validate_config(
-        {"cameras": [{"id": "redirecting", "url": allowed_server + "/cam"}]}
-    ).cameras[0]
+    camera = validate_config({"cameras": [{"id": "redirecting", "url": url}]}).cameras[0]
     engine = NodeEngine(config)
     engine.start()
     try:
@@ -304,7 +314,7 @@ def test_rejected_is_a_source_error() -> None:
 # -- RTSP: the relay -------------------------------------------------------------------------
 
 
-class RedirectingRtspServer:
+class RedirectingRtspServer(CountingListener):
     """An RTSP server on the allowed host that answers every request with ``302`` to
     ``location`` (over TLS, an ``rtsps`` server, with ``tls``); counts the requests it
     answered."""
@@ -312,41 +322,29 @@ class RedirectingRtspServer:
     def __init__(self, location: str, tls: ssl.SSLContext | None = None) -> None:
         self.location = location
         self.tls = tls
-        self.sock = socket.create_server((ALLOWED_HOST, 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
         self.requests = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        super().__init__(host=ALLOWED_HOST)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-                conn.settimeout(5)
-                if self.tls is not None:
-                    conn = self.tls.wrap_socket(conn, server_side=True)
-            except OSError:
-                continue
-            with conn:
-                head = b""
-                while b"\r\n\r\n" not in head and (chunk := conn.recv(4096)):
-                    head += chunk
-                cseq = next(
-                    (line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
-                     if line.lower().startswith(b"cseq:")), b"1",
-                )  # fmt: skip
-                self.requests += 1
-                conn.sendall(
-                    b"RTSP/1.0 302 Moved Temporarily\r\nCSeq: " + cseq
-                    + b"\r\nLocation: " + self.location.encode() + b"\r\n\r\n"
-                )  # fmt: skip
+    def handle(self, conn: socket.socket) -> None:
+        if self.tls is None:
+            self._answer(conn)
+            return
+        with self.tls.wrap_socket(conn, server_side=True) as secure:
+            self._answer(secure)
 
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
+    def _answer(self, conn: socket.socket) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head and (chunk := conn.recv(4096)):
+            head += chunk
+        cseq = next(
+            (line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
+             if line.lower().startswith(b"cseq:")), b"1",
+        )  # fmt: skip
+        self.requests += 1
+        conn.sendall(
+            b"RTSP/1.0 302 Moved Temporarily\r\nCSeq: " + cseq
+            + b"\r\nLocation: " + self.location.encode() + b"\r\n\r\n"
+        )  # fmt: skip
 
 
 @pytest.fixture
@@ -381,28 +379,7 @@ def test_an_rtsp_redirect_is_refused_and_never_followed(
 def test_an_api_rtsp_camera_that_redirects_shows_a_generic_reason(
     rtsp_redirect: RedirectingRtspServer, internal: CountingListener
 ) -> None:
-    config = validate_config(
-        {"cameras": [], "detector": {"enabled": False}, "api": {"allow_networks": ALLOW},
-         "reconnect": {"initial_backoff_s": 0.1, "max_backoff_s": 0.2}}
-    )  # fmt: skip
-    camera = validate_config(
-        {"cameras": [{"id": "rtsp-redirecting",
-                      "url": f"rtsp://{ALLOWED_HOST}:{rtsp_redirect.port}/cam"}]}
-    ).cameras[0]  # fmt: skip
-    engine = NodeEngine(config)
-    engine.start()
-    try:
-        engine.add_camera(camera)
-        status = wait_for(
-            lambda: (s := engine.statuses()[0]).counters.reconnects >= 3 and s, 20,
-            what="three refused connection attempts",
-        )  # fmt: skip
-    finally:
-        assert engine.stop()
-    assert status.state is CameraState.OFFLINE
-    assert REFUSED_REASON in status.reason
-    assert "127.0.0.1" not in status.reason and str(internal.port) not in status.reason
-    assert internal.accepted == 0
+    assert_refused_at_run_time(f"rtsp://{ALLOWED_HOST}:{rtsp_redirect.port}/cam", internal)
 
 
 @pytest.mark.system
