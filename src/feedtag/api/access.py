@@ -27,7 +27,7 @@ from fastapi.routing import APIRoute
 from sqlalchemy import Engine
 from starlette.routing import BaseRoute, Mount
 
-from feedtag.errors import StoreError
+from feedtag.api.store_errors import TOKEN_CHECK, store_errors
 from feedtag.store.tokens import Role, TokenRecord, hash_token, lookup_token_hash
 
 SESSION_COOKIE: Final = "feedtag_session"
@@ -181,7 +181,7 @@ def authenticate(request: Request) -> Principal:
     """The request's principal; 401 without valid credentials, 403 for a cookie-signed
     state change without the session's CSRF token."""
     authenticator: Authenticator = request.app.state.api.auth
-    try:
+    with store_errors(TOKEN_CHECK):
         token = bearer_token(request)
         if token is not None:
             found = authenticator.principal_of_token(token)
@@ -190,10 +190,6 @@ def authenticate(request: Request) -> Principal:
             return found[0]
         session_id = request.cookies.get(SESSION_COOKIE)
         principal = authenticator.principal_of_session(session_id) if session_id else None
-    except StoreError:
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, "the token store is unavailable"
-        ) from None
     if principal is None:
         raise _unauthorized()
     if request.method not in SAFE_METHODS:

@@ -13,7 +13,7 @@ from feedtag.api.access import SESSION_COOKIE, FullAdmin, Principal, Viewer, pub
 from feedtag.api.events import MAX_FILTER_VALUES, Cursor, Limit, Since, Until
 from feedtag.api.metrics import node_registry
 from feedtag.api.state import api_state
-from feedtag.errors import StoreError, StoreUnavailable
+from feedtag.api.store_errors import ADMIN_QUERY, ADMIN_READ, SIGN_IN, store_errors
 from feedtag.store.audit import AuditQuery, search_audit
 from feedtag.store.tokens import Role, create_token, list_tokens, revoke_token
 
@@ -47,12 +47,8 @@ def _session_answer(principal: Principal) -> dict[str, Any]:
 )
 def sign_in(request: Request, body: SignIn) -> JSONResponse:
     state = api_state(request)
-    try:
+    with store_errors(SIGN_IN):
         found = state.auth.principal_of_token(body.token)
-    except StoreError:
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, "token store unavailable"
-        ) from None
     if found is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown or revoked token")
     session_id, principal = state.auth.open_session(*found)
@@ -98,21 +94,15 @@ def get_audit(
 ) -> dict[str, Any]:
     who_filter = () if who is None else (who,)
     query = AuditQuery(who_filter, actions, cameras, since, until, limit, cursor)
-    try:
+    with store_errors(ADMIN_QUERY):
         page = search_audit(api_state(request).store, query)
-    except StoreUnavailable:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "store unavailable") from None
-    except StoreError as error:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from None
     return {"items": [entry.to_dict() for entry in page.items], "next_cursor": page.next_cursor}
 
 
 @router.get("/api/v1/tokens", summary="Live API tokens (admins); never the tokens themselves")
 def get_tokens(request: Request, principal: FullAdmin) -> dict[str, Any]:
-    try:
+    with store_errors(ADMIN_READ):
         records = list_tokens(api_state(request).store)
-    except StoreError:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "store unavailable") from None
     return {"items": [record.to_dict() for record in records]}
 
 
@@ -122,12 +112,8 @@ def get_tokens(request: Request, principal: FullAdmin) -> dict[str, Any]:
     summary="Create a token (admins); the token is in this answer only",
 )
 def post_token(request: Request, principal: FullAdmin, body: NewToken) -> dict[str, Any]:
-    try:
+    with store_errors(ADMIN_QUERY):
         token, record = create_token(api_state(request).store, body.name, body.role, body.cameras)
-    except StoreUnavailable:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "store unavailable") from None
-    except StoreError as error:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from None
     return {**record.to_dict(), "token": token}
 
 
@@ -137,10 +123,8 @@ def post_token(request: Request, principal: FullAdmin, body: NewToken) -> dict[s
     summary="Revoke a token (admins); its sessions end at once",
 )
 def delete_token(request: Request, principal: FullAdmin, token_id: str) -> Response:
-    try:
+    with store_errors(ADMIN_READ):
         revoked = revoke_token(api_state(request).store, token_id)
-    except StoreError:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "store unavailable") from None
     if not revoked:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such live token")
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -68,7 +68,8 @@ def missing_admin_credential() -> ConfigError:
     """The error of a server asked to start without an admin credential."""
     return ConfigError(
         [("api.admin_token", "the API needs an admin credential: set api.admin_token "
-          "(e.g. ${FEEDTAG_ADMIN_TOKEN}) or run `feedtag tokens create --role admin`")],
+          "(e.g. ${FEEDTAG_ADMIN_TOKEN}) or run "
+          "`feedtag tokens create --name admin --role admin`")],
         "config",
     )  # fmt: skip
 

@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from feedtag.api.access import Admin, Principal, Viewer
 from feedtag.api.state import ApiState, api_state, audit
+from feedtag.api.store_errors import EVENTS_QUERY, store_errors
 from feedtag.core import Event, EventKind
 from feedtag.errors import StoreError, StoreUnavailable
 from feedtag.store.query import (
@@ -59,14 +60,8 @@ Cursor = Annotated[str | None, Query(max_length=512, description="next_cursor of
 
 
 def _store_call(call: Any, *args: Any) -> Any:
-    try:
+    with store_errors(EVENTS_QUERY):
         return call(*args)
-    except StoreUnavailable:
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, "the store is unavailable"
-        ) from None
-    except StoreError as error:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from None
 
 
 def event_view(event: Event) -> dict[str, Any]:

@@ -8,10 +8,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Final
 
-from fastapi import HTTPException, Request, status
+from fastapi import Request
 from sqlalchemy import Engine
 
 from feedtag.api.access import Authenticator, Principal
+from feedtag.api.store_errors import AUDIT_WRITE, store_errors
 from feedtag.config.models import CameraConfig, FeedtagConfig
 from feedtag.errors import StoreError
 from feedtag.runtime.bus import EventBus
@@ -168,12 +169,10 @@ def audit(
         role=principal.role.value, action=action, camera_id=camera_id, object_id=object_id,
         detail=detail, client=client_of(request), status=status_code,
     )  # fmt: skip
-    try:
-        write_audit(state.store, entry)
-    except StoreError:
-        if coalesce:
-            state.coalescer.forget(key)
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE,
-            "the audit log cannot be written, so the read is refused; try again later",
-        ) from None
+    with store_errors(AUDIT_WRITE):
+        try:
+            write_audit(state.store, entry)
+        except StoreError:
+            if coalesce:  # not written, so the next read must try again
+                state.coalescer.forget(key)
+            raise

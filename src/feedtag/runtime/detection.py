@@ -10,7 +10,7 @@ from typing import Final
 
 from feedtag.config.models import DetectorConfig
 from feedtag.errors import ModelError
-from feedtag.vision import models
+from feedtag.vision import registry
 from feedtag.vision.anonymize import FINDER_CONFIDENCE, PERSON_LABELS, Anonymizer, PersonFinder
 from feedtag.vision.onnx_backend import OnnxDetector
 
@@ -24,15 +24,15 @@ FINDER_INPUT_SIZE: Final = 416
 
 def default_model_info(
     settings: DetectorConfig, progress: Progress | None = None
-) -> models.ModelInfo:
+) -> registry.ModelInfo:
     """The default model at the configured size and precision, built if missing or stale."""
-    folder = settings.models_dir or models.default_models_dir()
-    models.ensure_default_model(folder, progress)
-    manifest = folder / f"{models.model_name(settings.input_size, settings.precision)}.json"
+    folder = settings.models_dir or registry.default_models_dir()
+    registry.ensure_default_model(folder, progress)
+    manifest = folder / f"{registry.model_name(settings.input_size, settings.precision)}.json"
     if not manifest.is_file():
-        models.build_default_model(folder, progress=progress)
-    info = models.load_model_info(manifest)
-    if not models.verify_model(info):
+        registry.build_default(folder, progress)
+    info = registry.load_model_info(manifest)
+    if not registry.verify_model(info):
         raise ModelError(f"{info.path} does not match the sha256 in its manifest")
     return info
 

@@ -4,8 +4,8 @@ boxes found in that input back to the frame.
 Darknet trains and runs YOLO on letterboxed images: the frame is scaled by one factor so that
 it fits, centred, and the rest is filled with grey 0.5. A detector fed a stretched image
 instead finds people too thin or too fat, so every backend letterboxes exactly this way, and
-calibration of the INT8 model (:mod:`feedtag.vision.models`) uses the same function, so that
-the quantizer sees the same numbers that inference will.
+calibration of the INT8 model (:mod:`feedtag.vision.modelbuild.quantize`) uses the same
+function, so that the quantizer sees the same numbers that inference will.
 
 Resizing is done by swscale through PyAV (OpenCV is not a dependency): area averaging when
 shrinking, which does not alias fine texture the way point-sampling bilinear does, and

@@ -1,5 +1,6 @@
 """feedtag's own Darknet-to-ONNX converter, for the YOLOv3 family (YOLOv3-tiny is the default
-detector; see :mod:`feedtag.vision.models`).
+detector; see :mod:`feedtag.vision.modelbuild.default_model`). Build tooling: the runtime
+detector loads the ONNX file it writes and never imports this module.
 
 It reads a Darknet ``.cfg`` and ``.weights`` pair, folds batch normalization into the
 convolutions, and writes an ONNX graph with the YOLO decoding inside it, so that what comes
@@ -43,8 +44,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 from feedtag.errors import ModelError
 
-#: bumped whenever the graph this module emits changes, so cached models are rebuilt
-CONVERTER_VERSION: Final = "1"
+# kept in the registry, which compares it without importing this module; raise it whenever
+# the graph this module emits changes, so cached models are rebuilt
+from feedtag.vision.registry import CONVERTER_VERSION
+
 #: opset 17 and IR version 8 load in every ONNX Runtime since 1.14, OpenVINO and TensorRT 8.6
 OPSET: Final = 17
 IR_VERSION: Final = 8
@@ -302,7 +305,7 @@ class _GraphBuilder:
             graph,
             opset_imports=[helper.make_opsetid("", OPSET)],
             ir_version=IR_VERSION,
-            producer_name="feedtag.vision.darknet",
+            producer_name="feedtag.vision.modelbuild.darknet",
             producer_version=CONVERTER_VERSION,
         )
         try:
