@@ -136,6 +136,7 @@ def test_the_node_app_runs_serves_and_stops_within_its_deadline(
         assert app.stop()
         took = time.monotonic() - began
     assert took < STOP_DEADLINE_S, took
+    assert app.last_stop is not None and app.last_stop.clean and app.last_stop.seconds <= took
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{urls[0]}/health", timeout=2)
     after = app.control.snapshot()

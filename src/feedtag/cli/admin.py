@@ -8,13 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from feedtag.cli.common import (
-    EXIT_OK,
-    positive,
-    print_rows,
-    store_engine,
-    times,
-)
+from feedtag.cli.common import EXIT_OK, positive, print_rows, store_engine, times
 from feedtag.errors import ConfigError
 
 

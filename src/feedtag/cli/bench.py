@@ -8,10 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from feedtag.cli.common import (
-    EXIT_OK,
-    positive,
-)
+from feedtag.cli.common import EXIT_OK, positive
 from feedtag.errors import ConfigError
 
 

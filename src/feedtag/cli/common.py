@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import stat
 import sys
 import time
 from typing import Any, Final
 
-from feedtag.config import (
-    load_config,
-)
+from feedtag.config import load_config
 from feedtag.errors import ConfigError
 from feedtag.urls import scheme_of, url_text_problem
-
-log = logging.getLogger("feedtag")
 
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1

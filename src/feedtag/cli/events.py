@@ -8,13 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from feedtag.cli.common import (
-    EXIT_OK,
-    positive,
-    print_rows,
-    store_engine,
-    times,
-)
+from feedtag.cli.common import EXIT_OK, positive, print_rows, store_engine, times
 from feedtag.core import EventKind
 from feedtag.errors import ConfigError
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import secrets
 import sys
 import time
@@ -13,19 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from feedtag.config import (
-    FeedtagConfig,
-    load_config,
-    validate_config,
-)
+from feedtag.cli.common import EXIT_OK, progress
+from feedtag.config import FeedtagConfig, load_config, validate_config
 
 if TYPE_CHECKING:
     from feedtag.runtime.app import ApiParts
     from feedtag.runtime.control import EngineSnapshot
-from feedtag.cli.common import (
-    EXIT_OK,
-    progress,
-)
+
+log = logging.getLogger("feedtag")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -132,7 +128,11 @@ def run_engine(
         config, api=_api_parts(), on_api=on_api, fallback_port=fallback_port, progress=progress,
         before_detector=lambda: _before_detector(config),
     )  # fmt: skip
-    _print_statuses(app.run(seconds, show), as_json)
+    last = app.run(seconds, show)
+    if app.last_stop is not None:
+        took, clean = app.last_stop.seconds, app.last_stop.clean
+        log.info("stopped in %.1f s%s", took, "" if clean else " (some threads left)")
+    _print_statuses(last, as_json)
     return EXIT_OK
 
 

@@ -22,10 +22,7 @@ from feedtag.cli.common import (
     positive,
     progress,
 )
-from feedtag.config import (
-    CameraConfig,
-    validate_config,
-)
+from feedtag.config import CameraConfig, validate_config
 from feedtag.errors import SourceError
 
 if TYPE_CHECKING:

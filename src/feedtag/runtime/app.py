@@ -58,6 +58,14 @@ Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True, slots=True)
+class StopReport:
+    """How a stop went: how long it took, and whether every thread ended in time."""
+
+    seconds: float
+    clean: bool
+
+
+@dataclass(frozen=True, slots=True)
 class ApiParts:
     """The API layer, as the composition root needs it (``feedtag.cli`` fills it in from
     ``feedtag.api.app``): whether an admin credential exists, the error when one must and
@@ -105,6 +113,8 @@ class NodeApp:
         self._control: EngineControl | None = None
         self._server: ApiServer | None = None
         self._stopping = threading.Event()
+        #: how the last :meth:`stop` went (None before the first)
+        self.last_stop: StopReport | None = None
 
     @property
     def control(self) -> EngineControl:
@@ -166,9 +176,7 @@ class NodeApp:
         if self._database is not None:
             self._database.dispose()
             self._database = None
-        log.info(
-            "stopped in %.1f s%s", time.monotonic() - began, "" if clean else " (some threads left)"
-        )
+        self.last_stop = StopReport(time.monotonic() - began, clean)
         return clean
 
     def _build(self) -> None:
