@@ -36,7 +36,7 @@ from sqlalchemy import Engine
 
 from feedtag.config.models import FeedtagConfig
 from feedtag.errors import FeedtagError
-from feedtag.runtime.control import EngineControl, EngineSnapshot
+from feedtag.runtime.control import DEFAULT_STOP_DEADLINE_S, EngineControl, EngineSnapshot
 from feedtag.runtime.database import open_database
 from feedtag.runtime.detection import build_detector
 from feedtag.runtime.events import OpenStore, open_store
@@ -84,7 +84,7 @@ class NodeApp:
     ``api`` None never serves the API. ``on_api`` is called with the server's URL once it
     listens; ``fallback_port`` serves on a free port when the configured one is taken (the
     demo). ``before_detector`` is called just before the detector is loaded (it may take a
-    minute), ``progress`` reports the default model's build.
+    minute), ``progress`` reports the default model's build. A node app runs once.
 
     >>> from feedtag.config import parse_config
     >>> app = NodeApp(parse_config("cameras: []\\ndetector: {enabled: false}"))
@@ -167,7 +167,8 @@ class NodeApp:
             clean = self._server.stop(SERVER_STOP_S)
             self._server = None
         if self._control is not None:
-            share = max(0.5, end - time.monotonic() - STORE_CLOSE_RESERVE_S)
+            left = end - time.monotonic() - STORE_CLOSE_RESERVE_S
+            share = max(0.5, min(DEFAULT_STOP_DEADLINE_S, left))
             clean = self._control.stop(share) and clean
         if self._store is not None:
             self._store.writer.close()  # writes or spools what it holds: nothing is lost

@@ -24,6 +24,7 @@ from feedtag.ingest.netpolicy import NetworkPolicy
 from feedtag.ingest.policies import RateMeter
 from feedtag.ingest.ring import PacketRing
 from feedtag.runtime.clips import ClipWriter
+from feedtag.runtime.control import DEFAULT_STOP_DEADLINE_S
 from feedtag.runtime.detection import build_anonymizer, build_detector
 from feedtag.runtime.events import EventPipeline, OpenStore, open_store
 from feedtag.runtime.vision import VisionConsumer
@@ -38,7 +39,6 @@ HEALTH_TICK_S: Final = 2.0
 _SILENT_STATES: Final = frozenset(
     {CameraState.OFFLINE, CameraState.STALLED, CameraState.CONNECTING}
 )
-DEFAULT_STOP_DEADLINE_S: Final = 4.0
 
 
 class FrameConsumer(Protocol):
