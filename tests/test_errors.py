@@ -60,8 +60,8 @@ def _package_modules() -> list[str]:
 
     names = []
     for info in pkgutil.walk_packages(feedtag.__path__, "feedtag."):
-        if info.name == "feedtag.bench.rtsp_server":
-            continue
+        if info.name == "feedtag.bench.rtsp_server" or info.name.endswith(".__main__"):
+            continue  # a script for the system Python; an entry point that runs on import
         try:
             importlib.import_module(info.name)
         except ModuleNotFoundError as exc:

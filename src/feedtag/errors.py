@@ -18,6 +18,9 @@
      ├── ClipError                a clip could not be written from the packet ring (ingest.ring)
      ├── DetectorError            inference failed (vision layer)
      │    └── ModelError          a model could not be built, found, read or verified
+     ├── CameraError              a run-time camera change named the wrong camera
+     │    ├── CameraExists        the id is already running
+     │    └── CameraNotFound      no running camera has the id
      ├── StoreError               the store could not be written or read
      │    ├── StoreUnavailable    the database did not answer (down, refused, timed out)
      │    └── SpoolFull           the outage spool reached its bound; the record was dropped
@@ -111,6 +114,29 @@ class DetectorError(FeedtagError):
 class ModelError(DetectorError):
     """A detector model could not be built, found, read or verified; the message says what
     to do (which package to install, which file is corrupt)."""
+
+
+class CameraError(FeedtagError):
+    """A camera added, changed, restarted or removed at run time could not be, because of
+    which cameras are running. ``camera_id`` names the camera."""
+
+    def __init__(self, camera_id: str, message: str) -> None:
+        self.camera_id = camera_id
+        super().__init__(f"camera {camera_id!r}: {message}")
+
+
+class CameraExists(CameraError):
+    """A camera with this id is already running."""
+
+    def __init__(self, camera_id: str) -> None:
+        super().__init__(camera_id, "a camera with this id is already running")
+
+
+class CameraNotFound(CameraError):
+    """No running camera has this id."""
+
+    def __init__(self, camera_id: str) -> None:
+        super().__init__(camera_id, "no running camera has this id")
 
 
 class StoreError(FeedtagError):

@@ -1,5 +1,6 @@
-"""API fixtures: a real app (FastAPI over a real NodeEngine and a real SQLite store) with two
-cameras, an event with snapshot and clip on each, thumbnails, and a token per role.
+"""API fixtures: a real app (FastAPI over a real NodeEngine, behind its control interface, and
+a real SQLite store) with two cameras, an event with snapshot and clip on each, thumbnails,
+and a token per role.
 
 The large tables use FastAPI's TestClient (in-process, no sockets); the end-to-end tests use
 :mod:`tests.api.server` (real uvicorn, real footage).
@@ -22,6 +23,7 @@ from sqlalchemy import Engine
 from feedtag.api.app import create_app
 from feedtag.config import validate_config
 from feedtag.core import Event
+from feedtag.runtime.local import LocalEngineControl
 from feedtag.runtime.node import NodeEngine
 from feedtag.store.tokens import Role, create_token
 from feedtag.vision.anonymize import cover_boxes
@@ -106,7 +108,7 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
     config = api_config(tmp_path / "data", admin)
     node = NodeEngine(config)
     web = make_web_dir(tmp_path)
-    app = create_app(config, node, web_dir=web)
+    app = create_app(config, LocalEngineControl(node), web_dir=web)
     store = app.state.api.store
     tokens: dict[str, str | None] = {"anonymous": None, "config_admin": admin}
     for who, role, cameras in (

@@ -32,6 +32,7 @@ from feedtag.api.app import close_app, create_app
 from feedtag.config import validate_config
 from feedtag.config.models import FeedtagConfig
 from feedtag.core import Detections, Event, EventKind
+from feedtag.runtime.local import LocalEngineControl
 from feedtag.runtime.node import NodeEngine
 from feedtag.runtime.serve import ApiServer
 from feedtag.store.media import MediaStore
@@ -197,7 +198,7 @@ def start_api_server(
     engine.start()
     try:
         options: dict[str, Any] = {} if web_dir is None else {"web_dir": web_dir}
-        app = create_app(config, engine, **options)
+        app = create_app(config, LocalEngineControl(engine), **options)
         server = ApiServer(app, "127.0.0.1", 0, before_stop=lambda: close_app(app))
         server.start()
     except BaseException:

@@ -13,6 +13,7 @@ import pytest
 from feedtag.api.app import create_app
 from feedtag.api.netcheck import check_camera_address, refusal
 from feedtag.errors import SourceRejected
+from feedtag.runtime.local import LocalEngineControl
 from feedtag.runtime.node import NodeEngine
 from feedtag.urls import CameraUrl
 
@@ -150,7 +151,7 @@ def test_the_server_refuses_to_start_without_an_admin_credential(tmp_path: Path)
         update={"api": api_config(tmp_path, "x" * 32).api.model_copy(update={"admin_token": None})}
     )
     with pytest.raises(ConfigError, match="admin credential"):
-        create_app(config, NodeEngine(config))
+        create_app(config, LocalEngineControl(NodeEngine(config)))
 
 
 def test_a_stored_admin_token_is_an_admin_credential(tmp_path: Path) -> None:
@@ -163,7 +164,9 @@ def test_a_stored_admin_token_is_an_admin_credential(tmp_path: Path) -> None:
     store = create_store_engine(config.store.resolved_url())
     upgrade(store)
     token, _ = create_token(store, "ops", Role.ADMIN)
-    with TestClient(create_app(config, NodeEngine(config), store=store)) as client:
+    with TestClient(
+        create_app(config, LocalEngineControl(NodeEngine(config)), store=store)
+    ) as client:
         answer = client.get("/api/v1/audit", headers={"Authorization": f"Bearer {token}"})
         assert answer.status_code == 200
     store.dispose()

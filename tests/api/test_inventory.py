@@ -104,7 +104,7 @@ def test_create_app_refuses_a_route_without_a_decision(setup: Setup) -> None:
     try:
         state = setup.app.state.api
         with pytest.raises(RuntimeError, match="/api/v1/undecided"):
-            app_module.create_app(state.config, state.node, store=state.store)
+            app_module.create_app(state.config, state.engine, store=state.store)
     finally:
         stream.router.routes[:] = before
 

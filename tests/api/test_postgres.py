@@ -60,12 +60,13 @@ def test_migration_0002_goes_down_and_up(pg: Engine) -> None:
 
 def test_the_app_reads_and_audits_on_postgresql(pg: Engine, tmp_path: Path) -> None:
     from feedtag.api.app import create_app
+    from feedtag.runtime.local import LocalEngineControl
     from feedtag.runtime.node import NodeEngine
 
     from .conftest import TestClient, api_config, seed
 
     config = api_config(tmp_path, "a" * 40)
-    app = create_app(config, NodeEngine(config), store=pg)
+    app = create_app(config, LocalEngineControl(NodeEngine(config)), store=pg)
     events = seed(pg, app)
     headers = {"Authorization": "Bearer " + "a" * 40}
     with TestClient(app) as client:

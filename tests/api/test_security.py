@@ -57,7 +57,7 @@ def test_an_unexpected_failure_is_a_plain_500(
     def explode() -> None:
         raise RuntimeError("secret internals: rtsp://u:hunter2@cam/")
 
-    monkeypatch.setattr(setup.app.state.api.node, "statuses", explode)
+    monkeypatch.setattr(setup.app.state.api.engine, "snapshot", explode)
     answer = setup.get("viewer", "/api/v1/cameras")
     assert answer.status_code == 500
     assert answer.json() == {"detail": "internal error"}

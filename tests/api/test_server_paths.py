@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from feedtag.api.app import create_app
+from feedtag.runtime.local import LocalEngineControl
 from feedtag.runtime.node import NodeEngine
 
 from .conftest import TestClient, api_config
@@ -30,7 +31,9 @@ def media_app(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str], Path
     admin = secrets.token_urlsafe(32)
     config = api_config(tmp_path / "data", admin).model_copy(update={"media_root": media})
     node = NodeEngine(config)
-    with TestClient(create_app(config, node), raise_server_exceptions=False) as client:
+    with TestClient(
+        create_app(config, LocalEngineControl(node)), raise_server_exceptions=False
+    ) as client:
         yield client, {"Authorization": f"Bearer {admin}"}, tmp_path
     node.stop()
 

@@ -14,6 +14,7 @@ import pytest
 
 from feedtag.api.app import close_app, create_app
 from feedtag.core import Event, EventKind
+from feedtag.runtime.local import LocalEngineControl
 from feedtag.runtime.node import NodeEngine
 from feedtag.store.tokens import Role, create_token
 
@@ -24,7 +25,7 @@ from .conftest import CAMERA_A, CAMERA_B, TestClient, api_config
 def streaming(tmp_path: Path) -> Iterator[tuple[TestClient, Any, str]]:
     admin = secrets.token_urlsafe(32)
     config = api_config(tmp_path, admin, stream_queue_size=4)
-    app = create_app(config, NodeEngine(config))
+    app = create_app(config, LocalEngineControl(NodeEngine(config)))
     with TestClient(app) as client:
         yield client, app, admin
     close_app(app)

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from feedtag.api.access import SESSION_COOKIE, FullAdmin, Principal, Viewer, public
 from feedtag.api.events import MAX_FILTER_VALUES, Cursor, Limit, Since, Until
-from feedtag.api.metrics import node_registry
+from feedtag.api.metrics import engine_registry
 from feedtag.api.state import api_state
 from feedtag.api.store_errors import ADMIN_QUERY, ADMIN_READ, SIGN_IN, store_errors
 from feedtag.store.audit import AuditQuery, search_audit
@@ -138,7 +138,7 @@ def delete_token(request: Request, principal: FullAdmin, token_id: str) -> Respo
 )
 def metrics(request: Request, principal: Viewer) -> Response:
     state = api_state(request)
-    registry = node_registry(state.node, state.bus, principal.cameras)
+    registry = engine_registry(state.engine, state.bus, principal.cameras)
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -149,5 +149,6 @@ def metrics(request: Request, principal: Viewer) -> Response:
 )
 def health(request: Request) -> JSONResponse:
     state = api_state(request)
-    store_ok = state.node.store is None or state.node.store.writer.stats().available
+    store = state.engine.snapshot().store
+    store_ok = store is None or store.available
     return JSONResponse({"status": "ok" if store_ok else "degraded"})

@@ -1,4 +1,5 @@
-"""The app factory: :func:`create_app` builds the API over a node engine and its store.
+"""The app factory: :func:`create_app` builds the API over an engine's control interface
+(:class:`~feedtag.runtime.control.EngineControl`) and the store.
 
 Layout of the app (``docs/api.md`` has the table of routes and roles):
 
@@ -37,10 +38,9 @@ from feedtag.api.state import ApiState, CameraRegistry
 from feedtag.config.models import CameraConfig, FeedtagConfig
 from feedtag.errors import ConfigError
 from feedtag.runtime.bus import EventBus
-from feedtag.runtime.node import NodeEngine
-from feedtag.store.engine import create_store_engine
+from feedtag.runtime.control import EngineControl
+from feedtag.runtime.database import open_database
 from feedtag.store.media import MediaStore
-from feedtag.store.migrations import upgrade
 from feedtag.store.tokens import has_admin_token, hash_token
 
 log = logging.getLogger(__name__)
@@ -76,44 +76,39 @@ def missing_admin_credential() -> ConfigError:
 
 def create_app(
     config: FeedtagConfig,
-    node: NodeEngine,
+    engine: EngineControl,
     *,
     store: Engine | None = None,
     web_dir: Path | None = WEB_DIR,
     require_admin_credential: bool = True,
 ) -> FastAPI:
-    """The API over ``node`` (started or not). ``store`` defaults to the configured store
-    (migrated here); ``web_dir`` None serves no dashboard.
+    """The API over ``engine`` (started or not) and ``store``, the database the composition
+    root opened (default: the configured one, opened and migrated here); ``web_dir`` None
+    serves no dashboard. The live stream subscribes to the engine's events here and
+    unsubscribes in :func:`close_app`.
 
     Raises :class:`ConfigError` when no admin credential exists and
     ``require_admin_credential`` is set.
     """
     if store is None:
-        store = create_store_engine(config.store.resolved_url())
-        upgrade(store)
+        store = open_database(config.store)
     if require_admin_credential and not admin_credential_present(config, store):
         raise missing_admin_credential()
     admin_token = config.api.admin_token
-    media = (
-        node.store.media
-        if node.store is not None
-        else MediaStore(config.store.resolved_data_dir() / MEDIA_FOLDER)
-    )
     bus = EventBus()
-    if node.events is not None:
-        node.events.listeners.append(bus.publish)
+    engine.subscribe(bus.publish)
     state = ApiState(
         config=config,
-        node=node,
+        engine=engine,
         store=store,
-        media=media,
+        media=MediaStore(config.store.resolved_data_dir() / MEDIA_FOLDER),
         auth=Authenticator(
             store,
             None if admin_token is None else hash_token(admin_token.get_secret_value()),
             config.api.session_ttl_s,
         ),
         bus=bus,
-        registry=CameraRegistry(node, list(config.cameras)),
+        registry=CameraRegistry(engine, list(config.cameras)),
     )
     app = FastAPI(
         title="feedtag API",
@@ -193,5 +188,4 @@ def close_app(app: FastAPI) -> None:
     """Tell open streams to end (the server is stopping) and stop feeding the bus."""
     state: ApiState = app.state.api
     state.closing.set()
-    if state.node.events is not None and state.bus.publish in state.node.events.listeners:
-        state.node.events.listeners.remove(state.bus.publish)
+    state.engine.unsubscribe(state.bus.publish)

@@ -124,10 +124,15 @@ def camera_view(
 
 
 def _views(state: ApiState, cameras: list[CameraConfig]) -> list[dict[str, Any]]:
-    statuses = {status.camera_id: status for status in state.node.statuses()}
-    vision = state.node.vision_statuses()
-    counts = state.node.events.event_counts() if state.node.events is not None else {}
-    return [camera_view(c, statuses.get(c.id), vision.get(c.id), counts.get(c.id)) for c in cameras]
+    running = {camera.camera_id: camera for camera in state.engine.snapshot().cameras}
+    views = []
+    for camera in cameras:
+        seen = running.get(camera.id)
+        if seen is None:
+            views.append(camera_view(camera, None, None, None))
+        else:
+            views.append(camera_view(camera, seen.ingest, seen.vision, seen.event_counts))
+    return views
 
 
 def _validated(state: ApiState, data: dict[str, Any], *, new_url: bool = True) -> CameraConfig:
@@ -184,7 +189,7 @@ def get_thumbnail(request: Request, principal: Viewer, camera_id: str = CameraId
     visible = state.registry.get(camera_id) is not None and principal.sees(camera_id)
     path = None
     if visible:
-        state.media.want_thumbnail(camera_id)  # keeps it renewed while someone looks
+        state.engine.want_thumbnail(camera_id)  # keeps it renewed while someone looks
         try:
             path = state.media.resolve(f"thumbnails/{camera_id}.jpg")
         except StoreError:
@@ -210,7 +215,7 @@ def restart_camera(
     camera = _visible_camera(state, principal, camera_id)
     if not camera.enabled:
         raise HTTPException(status.HTTP_409_CONFLICT, "the camera is disabled")
-    state.registry.change(camera)
+    state.registry.restart(camera_id)
     return _views(state, [camera])[0]
 
 

@@ -1,8 +1,9 @@
-"""``/metrics`` in the Prometheus text format, read live from the node at scrape time.
+"""``/metrics`` in the Prometheus text format, read live from the engine at scrape time.
 
-A custom collector (no counters kept on the side): every scrape asks the engine for its
-camera statuses, vision statuses, event counts, queue depths and the store writer's stats,
-so the numbers are exactly what ``feedtag run`` prints. Labels are camera ids, kinds, drop
+A custom collector (no counters kept on the side): every scrape takes one
+:class:`~feedtag.runtime.control.EngineSnapshot` (camera statuses, vision statuses, event
+counts, queue depths and the store writer's stats), so the numbers are exactly what
+``feedtag run`` prints. Labels are camera ids, kinds, drop
 reasons and decode modes only: never a URL, so never a credential.
 """
 
@@ -19,7 +20,7 @@ from feedtag.core import CameraState, DecodeMode
 from feedtag.ingest.camera import DECODE_ERROR
 from feedtag.ingest.handoff import QUEUE_FULL
 from feedtag.runtime.bus import EventBus
-from feedtag.runtime.node import NodeEngine
+from feedtag.runtime.control import EngineControl, EngineSnapshot
 from feedtag.runtime.vision import DETECTOR_BUSY
 
 PREFIX: Final = "feedtag"
@@ -27,13 +28,13 @@ PREFIX: Final = "feedtag"
 KNOWN_DROP_REASONS: Final = frozenset({QUEUE_FULL, DECODE_ERROR})
 
 
-class NodeCollector(Collector):
-    """Reads a :class:`NodeEngine` (and the live-stream bus) on every scrape."""
+class EngineCollector(Collector):
+    """Reads an engine's snapshot (and the live-stream bus) on every scrape."""
 
     def __init__(
-        self, node: NodeEngine, bus: EventBus, cameras: frozenset[str] | None = None
+        self, engine: EngineControl, bus: EventBus, cameras: frozenset[str] | None = None
     ) -> None:
-        self.node = node
+        self.engine = engine
         self.bus = bus
         self.cameras = cameras  # None: every camera
 
@@ -41,11 +42,12 @@ class NodeCollector(Collector):
         return self.cameras is None or camera_id in self.cameras
 
     def collect(self) -> Iterator[Metric]:
-        yield from self._cameras()
-        yield from self._vision()
-        yield from self._events_and_store()
+        snapshot = self.engine.snapshot()
+        yield from self._cameras(snapshot)
+        yield from self._vision(snapshot)
+        yield from self._events_and_store(snapshot)
 
-    def _cameras(self) -> Iterator[Metric]:
+    def _cameras(self, snapshot: EngineSnapshot) -> Iterator[Metric]:
         camera = ["camera"]
         fps = GaugeMetricFamily(f"{PREFIX}_camera_analysed_fps", "Frames analysed per second.",
                                 labels=camera)  # fmt: skip
@@ -69,8 +71,8 @@ class NodeCollector(Collector):
         queue = GaugeMetricFamily(f"{PREFIX}_camera_queue_depth",
                                   "Decoded frames waiting for analysis.",
                                   labels=camera)  # fmt: skip
-        vision = self.node.vision_statuses()
-        for status in self.node.statuses():
+        for camera_snapshot in snapshot.cameras:
+            status = camera_snapshot.ingest
             if not self._shown(status.camera_id):
                 continue
             cid = status.camera_id
@@ -83,7 +85,7 @@ class NodeCollector(Collector):
                     [cid, each_state.value], 1.0 if status.state is each_state else 0.0
                 )
             dropped = dict(status.counters.frames_dropped)
-            seen = vision.get(cid)
+            seen = camera_snapshot.vision
             if seen is not None:  # frames the batch scheduler dropped, counted by the vision stage
                 dropped[DETECTOR_BUSY] = seen.dropped
             for reason in sorted(KNOWN_DROP_REASONS | set(dropped)):
@@ -91,12 +93,12 @@ class NodeCollector(Collector):
             analysed.add_metric([cid], status.counters.frames_analysed)
             reconnects.add_metric([cid], status.counters.reconnects)
             stalls.add_metric([cid], status.counters.stalls)
-        for cid, depth in sorted(self.node.queue_depths().items()):
-            if self._shown(cid):
-                queue.add_metric([cid], depth)
+        for camera_snapshot in sorted(snapshot.cameras, key=lambda c: c.camera_id):
+            if self._shown(camera_snapshot.camera_id):
+                queue.add_metric([camera_snapshot.camera_id], camera_snapshot.queue_depth)
         yield from (fps, decoded, mode, state, drops, analysed, reconnects, stalls, queue)
 
-    def _vision(self) -> Iterator[Metric]:
+    def _vision(self, snapshot: EngineSnapshot) -> Iterator[Metric]:
         camera = ["camera"]
         gate = GaugeMetricFamily(f"{PREFIX}_camera_gate_ratio",
                                  "Fraction of frames the gate let pass without the detector.",
@@ -108,8 +110,9 @@ class NodeCollector(Collector):
                                        "Frames the detector ran on.", labels=camera)  # fmt: skip
         tracks = GaugeMetricFamily(f"{PREFIX}_camera_tracks", "Active anonymous tracks.",
                                    labels=camera)  # fmt: skip
-        for cid, seen in sorted(self.node.vision_statuses().items()):
-            if not self._shown(cid):
+        for camera_snapshot in sorted(snapshot.cameras, key=lambda c: c.camera_id):
+            cid, seen = camera_snapshot.camera_id, camera_snapshot.vision
+            if seen is None or not self._shown(cid):
                 continue
             gate.add_metric([cid], seen.gate_ratio)
             if seen.latency_ms is not None:
@@ -118,18 +121,17 @@ class NodeCollector(Collector):
             tracks.add_metric([cid], seen.tracks)
         yield from (gate, latency, detected, tracks)
 
-    def _events_and_store(self) -> Iterator[Metric]:
+    def _events_and_store(self, snapshot: EngineSnapshot) -> Iterator[Metric]:
         events = CounterMetricFamily(f"{PREFIX}_events", "Events since start, by kind.",
                                      labels=["camera", "kind"])  # fmt: skip
-        if self.node.events is not None:
-            for cid, counts in sorted(self.node.events.event_counts().items()):
-                if not self._shown(cid):
-                    continue
-                for kind, count in sorted(counts.items()):
-                    events.add_metric([cid, kind], count)
+        for camera_snapshot in sorted(snapshot.cameras, key=lambda c: c.camera_id):
+            if not self._shown(camera_snapshot.camera_id):
+                continue
+            for kind, count in sorted(camera_snapshot.event_counts.items()):
+                events.add_metric([camera_snapshot.camera_id, kind], count)
         yield events
-        if self.node.store is not None:
-            stats = self.node.store.writer.stats()
+        if snapshot.store is not None:
+            stats = snapshot.store
             yield GaugeMetricFamily(f"{PREFIX}_spool_bytes", "Bytes spooled during store outages.",
                                     value=stats.spool_bytes)  # fmt: skip
             yield GaugeMetricFamily(f"{PREFIX}_spool_records", "Records waiting in the spool.",
@@ -147,11 +149,11 @@ class NodeCollector(Collector):
                                   value=self.bus.published)  # fmt: skip
 
 
-def node_registry(
-    node: NodeEngine, bus: EventBus, cameras: frozenset[str] | None = None
+def engine_registry(
+    engine: EngineControl, bus: EventBus, cameras: frozenset[str] | None = None
 ) -> CollectorRegistry:
     """A registry of its own (not the global one, so that many apps can live in a process)
     showing ``cameras`` only (None: every camera)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(NodeCollector(node, bus, cameras))
+    registry.register(EngineCollector(engine, bus, cameras))
     return registry

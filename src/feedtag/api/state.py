@@ -1,4 +1,4 @@
-"""What the API's routes share: the node, the store, the media root, sign-ins, the event
+"""What the API's routes share: the engine's control, the store, the media root, sign-ins, the event
 bus and the camera registry. One :class:`ApiState` per app, at ``app.state.api``."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from feedtag.api.store_errors import AUDIT_WRITE, store_errors
 from feedtag.config.models import CameraConfig, FeedtagConfig
 from feedtag.errors import StoreError
 from feedtag.runtime.bus import EventBus
-from feedtag.runtime.node import NodeEngine
+from feedtag.runtime.control import EngineControl
 from feedtag.store.audit import AuditEntry, write_audit
 from feedtag.store.media import MediaStore
 
@@ -24,12 +24,12 @@ from feedtag.store.media import MediaStore
 class CameraRegistry:
     """Every configured camera (running or disabled), changed at run time by the API.
 
-    Changes are applied to the node under one lock, so two requests cannot interleave a
+    Changes are applied to the engine under one lock, so two requests cannot interleave a
     remove and an add of the same camera.
     """
 
-    def __init__(self, node: NodeEngine, cameras: list[CameraConfig]) -> None:
-        self.node = node
+    def __init__(self, engine: EngineControl, cameras: list[CameraConfig]) -> None:
+        self.engine = engine
         self.lock = threading.Lock()
         self._cameras: dict[str, CameraConfig] = {camera.id: camera for camera in cameras}
 
@@ -48,7 +48,7 @@ class CameraRegistry:
                 return False
             self._cameras[camera.id] = camera
             if camera.enabled:
-                self.node.add_camera(camera)
+                self.engine.add_camera(camera)
         return True
 
     def change(self, camera: CameraConfig) -> bool:
@@ -60,11 +60,11 @@ class CameraRegistry:
             self._cameras[camera.id] = camera
             running = previous.enabled
             if running and camera.enabled:
-                self.node.change_camera(camera)
+                self.engine.change_camera(camera)
             elif running:
-                self.node.remove_camera(camera.id)
+                self.engine.remove_camera(camera.id)
             elif camera.enabled:
-                self.node.add_camera(camera)
+                self.engine.add_camera(camera)
         return True
 
     def remove(self, camera_id: str) -> bool:
@@ -74,7 +74,16 @@ class CameraRegistry:
             if camera is None:
                 return False
             if camera.enabled:
-                self.node.remove_camera(camera_id)
+                self.engine.remove_camera(camera_id)
+        return True
+
+    def restart(self, camera_id: str) -> bool:
+        """Restart a running camera with its settings; False if unknown or disabled."""
+        with self.lock:
+            camera = self._cameras.get(camera_id)
+            if camera is None or not camera.enabled:
+                return False
+            self.engine.restart_camera(camera_id)
         return True
 
 
@@ -122,7 +131,7 @@ class AuditCoalescer:
 @dataclass
 class ApiState:
     config: FeedtagConfig
-    node: NodeEngine
+    engine: EngineControl
     store: Engine
     media: MediaStore
     auth: Authenticator

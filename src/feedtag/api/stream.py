@@ -1,6 +1,6 @@
 """``GET /api/v1/stream``: the live event stream as Server-Sent Events.
 
-Each connection subscribes to the node's :class:`~feedtag.runtime.bus.EventBus` with a
+Each connection subscribes to the app's :class:`~feedtag.runtime.bus.EventBus` with a
 bounded queue: a slow reader loses its oldest events (and is told how many, as an
 ``event: dropped`` message), the pipeline is never held up. Events of cameras the caller may
 not see are never sent. Opening a stream is a read of events, so it is audited.

@@ -31,11 +31,11 @@ from feedtag.config.models import CameraConfig, StoreConfig
 from feedtag.core import CameraState, Detections, Event, EventEnd, Frame, TagSegment
 from feedtag.errors import FeedtagError
 from feedtag.runtime.clips import ClipWriter
+from feedtag.runtime.database import open_database
 from feedtag.runtime.media_worker import MediaWorker
 from feedtag.store.audit import prune_audit
-from feedtag.store.engine import create_store_engine, store_url_for_log
+from feedtag.store.engine import store_url_for_log
 from feedtag.store.media import MediaStore
-from feedtag.store.migrations import upgrade
 from feedtag.store.retention import RetentionResult, run_retention
 from feedtag.store.spool import Spool
 from feedtag.store.writer import StoreWriter
@@ -299,9 +299,9 @@ class RetentionJob:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
-        self._thread.join(5)
+        self._thread.join(timeout)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -323,15 +323,14 @@ class OpenStore:
     retention: RetentionJob
 
 
-def open_store(settings: StoreConfig) -> OpenStore:
-    """Migrate the store, start its writer (with the outage spool), the media store and the
-    retention job."""
+def open_store(settings: StoreConfig, engine: Engine | None = None) -> OpenStore:
+    """Start the store's writer (with the outage spool), the media store and the retention
+    job over ``engine`` (default: :func:`open_database`)."""
     data_dir = settings.resolved_data_dir()
     data_dir.mkdir(parents=True, exist_ok=True)
-    url = settings.resolved_url()
-    engine = create_store_engine(url)
-    upgrade(engine)
-    log.info("store: %s", store_url_for_log(url))
+    if engine is None:
+        engine = open_database(settings)
+    log.info("store: %s", store_url_for_log(settings.resolved_url()))
     spool = Spool(data_dir / SPOOL_FOLDER, max_bytes=settings.spool_max_mb * 2**20)
     writer = StoreWriter(engine, spool)
     writer.start()

@@ -17,15 +17,18 @@ from typing import Final, Protocol
 
 from feedtag.config.models import CameraConfig, FeedtagConfig
 from feedtag.core import CameraState, CameraStatus, Frame, VisionStatus
+from feedtag.errors import CameraExists, CameraNotFound
 from feedtag.ingest.camera import CameraIngest
 from feedtag.ingest.handoff import FrameQueue
 from feedtag.ingest.netpolicy import NetworkPolicy
 from feedtag.ingest.policies import RateMeter
 from feedtag.ingest.ring import PacketRing
 from feedtag.runtime.clips import ClipWriter
+from feedtag.runtime.control import DEFAULT_STOP_DEADLINE_S
 from feedtag.runtime.detection import build_anonymizer, build_detector
 from feedtag.runtime.events import EventPipeline, OpenStore, open_store
 from feedtag.runtime.vision import VisionConsumer
+from feedtag.vision.detector import Detector
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +39,6 @@ HEALTH_TICK_S: Final = 2.0
 _SILENT_STATES: Final = frozenset(
     {CameraState.OFFLINE, CameraState.STALLED, CameraState.CONNECTING}
 )
-DEFAULT_STOP_DEADLINE_S: Final = 4.0
 
 
 class FrameConsumer(Protocol):
@@ -122,16 +124,28 @@ class NodeEngine:
 
     @classmethod
     def from_config(
-        cls, config: FeedtagConfig, progress: Callable[[str, int, int], None] | None = None
+        cls,
+        config: FeedtagConfig,
+        progress: Callable[[str, int, int], None] | None = None,
+        *,
+        detector: Detector | None = None,
+        store: OpenStore | None = None,
     ) -> NodeEngine:
         """An engine whose consumer is what ``config`` asks for: detection and tracking for
         every camera, or (``detector.enabled: false``) ingest only. Builds the default model
-        on first use, reporting to ``progress``."""
+        on first use, reporting to ``progress``, unless ``detector`` is given.
+
+        ``store`` is an opened store that the caller owns (the composition root,
+        :mod:`feedtag.runtime.app`, opens it once and closes it after :meth:`stop`); without
+        it the engine opens the configured store and closes it when it stops."""
         if not config.detector.enabled:
             return cls(config, RateRecorder())
-        detector = build_detector(config.detector, progress)
+        if detector is None:
+            detector = build_detector(config.detector, progress)
+        owns_store = store is None
+        if store is None:
+            store = open_store(config.store)
         cameras = [camera for camera in config.cameras if camera.enabled]
-        store = open_store(config.store)
         events = EventPipeline(
             cameras, detector.class_names, store.writer, store.media,
             config.store.thumbnail_interval_s, anonymizer=build_anonymizer(config.detector),
@@ -140,7 +154,9 @@ class NodeEngine:
         engine = cls(config, consumer)
         engine.events = events
         engine.store = store
-        engine._closers += [events.close, store.writer.close, store.retention.stop]
+        engine._closers.append(events.close)
+        if owns_store:
+            engine._closers += [store.writer.close, store.retention.stop]
         if any(camera.clips.enabled for camera in cameras):
             clips = ClipWriter(store.media, engine.ring)
             events.clips = clips
@@ -179,11 +195,13 @@ class NodeEngine:
         log.info("engine started with %d camera(s)", len(self._cameras))
 
     def add_camera(self, camera: CameraConfig) -> None:
-        """Start one more camera at run time; the others are not touched."""
+        """Start one more camera at run time; the others are not touched.
+
+        Raises :class:`~feedtag.errors.CameraExists` when the id is already running."""
         ingest = self._make_ingest(camera)
         with self._lock:
             if camera.id in self._cameras:
-                raise ValueError(f"camera id {camera.id!r} is already running")
+                raise CameraExists(camera.id)
             self._cameras = {**self._cameras, camera.id: ingest}
         self.consumer.add_camera(camera)
         if self.events is not None:
@@ -191,10 +209,14 @@ class NodeEngine:
         ingest.start()
 
     def remove_camera(self, camera_id: str, timeout: float = 5.0) -> bool:
-        """Stop and forget one camera; True if its thread ended within ``timeout``."""
+        """Stop and forget one camera; True if its thread ended within ``timeout``.
+
+        Raises :class:`~feedtag.errors.CameraNotFound` when no running camera has the id."""
         with self._lock:
             cameras = dict(self._cameras)
-            ingest = cameras.pop(camera_id)
+            ingest = cameras.pop(camera_id, None)
+            if ingest is None:
+                raise CameraNotFound(camera_id)
             self._cameras = cameras
         ingest.stop()
         self.consumer.remove_camera(camera_id)

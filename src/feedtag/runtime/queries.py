@@ -10,10 +10,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from feedtag.config.models import StoreConfig
 from feedtag.core import EventKind
-from feedtag.store.engine import create_store_engine
-from feedtag.store.migrations import upgrade
 from feedtag.store.query import (
     CountQuery,
     EventQuery,
@@ -57,12 +54,6 @@ def parse_duration(text: str) -> float:
     if not match:
         raise ValueError(f"expected a duration like 15m or 1h, got {text!r}")
     return float(match[1]) * _UNITS[match[2]]
-
-
-def open_engine(settings: StoreConfig) -> Engine:
-    engine = create_store_engine(settings.resolved_url())
-    upgrade(engine)  # an empty or older store answers too
-    return engine
 
 
 def events_page(

@@ -1,0 +1,243 @@
+"""The composition root of a feedtag node: what ``feedtag run`` and ``feedtag demo`` start.
+
+:class:`NodeApp` builds every long-lived part once, in order, and stops them in the reverse
+order:
+
+1. the database, opened and migrated once (:func:`~feedtag.runtime.database.open_database`);
+2. the detector (the default model is built on first use);
+3. the store writer with its outage spool, the media store and the retention job, over that
+   database (detection only: without it nothing is written);
+4. the node engine, behind its control interface
+   (:class:`~feedtag.runtime.local.LocalEngineControl`);
+5. the API server (:class:`~feedtag.runtime.serve.ApiServer`), when ``api`` says to serve it
+   and an admin credential exists. ``runtime`` never imports ``api``: the caller hands in
+   the app factory (:class:`ApiParts`), and the API sees only the control interface and
+   the database;
+6. SIGINT and SIGTERM, while :meth:`NodeApp.run` runs.
+
+Stopping takes the API server down first (open streams end), then the engine (cameras,
+analysis, rules; what is open is written), then the store writer (what is queued is
+written or spooled), the retention job and the database, within :data:`STOP_DEADLINE_S`
+when nothing is stuck.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any, Final
+
+from sqlalchemy import Engine
+
+from feedtag.config.models import FeedtagConfig
+from feedtag.errors import FeedtagError
+from feedtag.runtime.control import DEFAULT_STOP_DEADLINE_S, EngineControl, EngineSnapshot
+from feedtag.runtime.database import open_database
+from feedtag.runtime.detection import build_detector
+from feedtag.runtime.events import OpenStore, open_store
+from feedtag.runtime.local import LocalEngineControl
+from feedtag.runtime.node import NodeEngine
+from feedtag.runtime.serve import ApiServer, ServeError
+
+log = logging.getLogger(__name__)
+
+#: the whole stop, when nothing is stuck (the store writer still writes what it holds)
+STOP_DEADLINE_S: Final = 5.0
+#: the API server's share: open streams end at once, uvicorn's graceful shutdown is bounded
+SERVER_STOP_S: Final = 2.5
+#: kept back from the engine's share for the store writer and the retention job
+STORE_CLOSE_RESERVE_S: Final = 0.5
+LOCAL_HOSTS: Final = frozenset({"127.0.0.1", "::1", "localhost"})
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class StopReport:
+    """How a stop went: how long it took, and whether every thread ended in time."""
+
+    seconds: float
+    clean: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ApiParts:
+    """The API layer, as the composition root needs it (``feedtag.cli`` fills it in from
+    ``feedtag.api.app``): whether an admin credential exists, the error when one must and
+    does not, the ASGI app over an engine's control and the database, and what to do to an
+    app before its server stops (end open streams, unsubscribe from the engine)."""
+
+    credential_present: Callable[[FeedtagConfig, Engine], bool]
+    missing_credential: Callable[[], FeedtagError]
+    create: Callable[[FeedtagConfig, EngineControl, Engine], Any]
+    close: Callable[[Any], None]
+
+
+class NodeApp:
+    """One feedtag node: database, detector, store, engine, API server, signals.
+
+    ``api`` None never serves the API. ``on_api`` is called with the server's URL once it
+    listens; ``fallback_port`` serves on a free port when the configured one is taken (the
+    demo). ``before_detector`` is called just before the detector is loaded (it may take a
+    minute), ``progress`` reports the default model's build. A node app runs once.
+
+    >>> from feedtag.config import parse_config
+    >>> app = NodeApp(parse_config("cameras: []\\ndetector: {enabled: false}"))
+    >>> app.start(); app.control.snapshot().cameras, app.stop()
+    ((), True)
+    """
+
+    def __init__(
+        self,
+        config: FeedtagConfig,
+        *,
+        api: ApiParts | None = None,
+        on_api: Callable[[str], None] | None = None,
+        fallback_port: bool = False,
+        progress: Progress | None = None,
+        before_detector: Callable[[], None] | None = None,
+    ) -> None:
+        self.config = config
+        self._api = api
+        self._on_api = on_api
+        self._fallback_port = fallback_port
+        self._progress = progress
+        self._before_detector = before_detector
+        self._database: Engine | None = None
+        self._store: OpenStore | None = None
+        self._control: EngineControl | None = None
+        self._server: ApiServer | None = None
+        self._stopping = threading.Event()
+        #: how the last :meth:`stop` went (None before the first)
+        self.last_stop: StopReport | None = None
+
+    @property
+    def control(self) -> EngineControl:
+        """The engine's control interface (after :meth:`start`)."""
+        if self._control is None:
+            raise RuntimeError("the node app has not been started")
+        return self._control
+
+    @property
+    def api_url(self) -> str | None:
+        """Where the API listens, or None when it is not served."""
+        return None if self._server is None else self._server.url
+
+    def start(self) -> None:
+        """Build every part and start the engine."""
+        self._build()
+        self.control.start()
+
+    def run(
+        self, seconds: float | None, on_status: Callable[[EngineSnapshot], None]
+    ) -> EngineSnapshot:
+        """Start, report a snapshot to ``on_status`` every ``engine.status_interval_s``
+        until SIGINT, SIGTERM or ``seconds`` (None: no limit), stop; the last snapshot."""
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            self._stopping.set()
+
+        self._build()
+        signals = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, on_signal) for sig in signals}
+        try:
+            self.control.start()
+            started = time.monotonic()
+            while not self._stopping.wait(self.config.engine.status_interval_s):
+                on_status(self.control.snapshot())
+                if seconds is not None and time.monotonic() - started >= seconds:
+                    break
+        finally:
+            self.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return self.control.snapshot()
+
+    def stop(self) -> bool:
+        """Stop every part in order; True if every thread ended in time."""
+        began = time.monotonic()
+        end = began + STOP_DEADLINE_S
+        clean = True
+        if self._server is not None:
+            clean = self._server.stop(SERVER_STOP_S)
+            self._server = None
+        if self._control is not None:
+            left = end - time.monotonic() - STORE_CLOSE_RESERVE_S
+            share = max(0.5, min(DEFAULT_STOP_DEADLINE_S, left))
+            clean = self._control.stop(share) and clean
+        if self._store is not None:
+            self._store.writer.close()  # writes or spools what it holds: nothing is lost
+            self._store.retention.stop(max(0.1, end - time.monotonic()))
+            self._store = None
+        if self._database is not None:
+            self._database.dispose()
+            self._database = None
+        self.last_stop = StopReport(time.monotonic() - began, clean)
+        return clean
+
+    def _build(self) -> None:
+        config = self.config
+        api = self._api if config.api.enabled is not False else None
+        try:
+            database = None
+            if api is not None or config.detector.enabled:
+                database = self._database = open_database(config.store)
+            if api is not None and database is not None:
+                api = api if self._credential_present(api, database) else None
+            self._control = LocalEngineControl(self._engine(database))
+            if api is not None and database is not None:
+                self._serve(api, database)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _credential_present(self, api: ApiParts, database: Engine) -> bool:
+        """Checked before anything starts: the server never runs without an admin
+        credential, and with ``api.enabled: true`` a missing one is an error."""
+        if api.credential_present(self.config, database):
+            return True
+        if self.config.api.enabled:
+            raise api.missing_credential()
+        log.info(
+            "API not served: no admin credential (set api.admin_token, or run "
+            "`feedtag tokens create --name admin --role admin`)"
+        )
+        return False
+
+    def _engine(self, database: Engine | None) -> NodeEngine:
+        config = self.config
+        if not config.detector.enabled or database is None:
+            return NodeEngine(config)
+        if self._before_detector is not None:
+            self._before_detector()
+        detector = build_detector(config.detector, self._progress)
+        self._store = open_store(config.store, database)
+        return NodeEngine.from_config(config, detector=detector, store=self._store)
+
+    def _serve(self, parts: ApiParts, database: Engine) -> None:
+        """Serve the API and dashboard beside the engine; a taken port falls back to a free
+        one when ``fallback_port``."""
+        settings = self.config.api
+        if settings.host not in LOCAL_HOSTS:
+            log.warning(
+                "the API listens on %s without TLS: put a TLS proxy in front of it, tokens and "
+                "session cookies travel in clear text otherwise",
+                settings.host,
+            )
+        app = parts.create(self.config, self.control, database)
+        server = ApiServer(app, settings.host, settings.port, before_stop=lambda: parts.close(app))
+        try:
+            server.start()
+        except ServeError:
+            if not self._fallback_port:
+                raise
+            server = ApiServer(app, settings.host, 0, before_stop=lambda: parts.close(app))
+            server.start()
+        self._server = server
+        if self._on_api is not None:
+            self._on_api(server.url)

@@ -1,0 +1,149 @@
+"""The engine's control interface: everything the API and the CLI may ask of an engine.
+
+:class:`EngineControl` is the one seam between the engine and its consumers. Its results are
+plain values (:class:`EngineSnapshot`, camera settings, core events), never live engine
+objects, so that the same calls can be answered by an engine in this process
+(:class:`~feedtag.runtime.local.LocalEngineControl`, over a
+:class:`~feedtag.runtime.node.NodeEngine`) or by engines inside remote actors. Control
+methods raise :mod:`feedtag.errors` errors (:class:`~feedtag.errors.CameraExists`,
+:class:`~feedtag.errors.CameraNotFound`), never ``KeyError`` or ``ValueError``.
+
+A snapshot serializes as it is::
+
+    >>> import dataclasses, json
+    >>> snapshot = EngineSnapshot(taken_at=0.0, cameras=(), store=None)
+    >>> text = json.dumps(dataclasses.asdict(snapshot)); text
+    '{"taken_at": 0.0, "cameras": [], "store": null}'
+    >>> EngineSnapshot.from_dict(json.loads(text)) == snapshot
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+from feedtag.config.models import CameraConfig
+from feedtag.core import (
+    CameraState,
+    CameraStatus,
+    DecodeMode,
+    Event,
+    EventEnd,
+    IngestCounters,
+    VisionStatus,
+)
+from feedtag.store.writer import WriterStats
+
+#: how long :meth:`EngineControl.stop` waits by default for every thread to end
+DEFAULT_STOP_DEADLINE_S: Final = 4.0
+
+#: called with every event, and every end of an event that lasts, that the engine stores;
+#: a listener must not block (it runs on the engine's result thread)
+EventListener = Callable[[Event | EventEnd], None]
+
+
+@dataclass(frozen=True, slots=True)
+class CameraSnapshot:
+    """One running camera: its ingest status (URL masked), what the vision stage did (None
+    when detection is off), decoded frames waiting for analysis, and events per kind since
+    it started."""
+
+    camera_id: str
+    ingest: CameraStatus
+    vision: VisionStatus | None
+    queue_depth: int
+    event_counts: dict[str, int]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CameraSnapshot:
+        """The snapshot ``dataclasses.asdict`` (and a JSON round trip) made of one."""
+        ingest = dict(data["ingest"])
+        ingest["state"] = CameraState(ingest["state"])
+        ingest["mode"] = DecodeMode(ingest["mode"])
+        ingest["counters"] = IngestCounters(**ingest["counters"])
+        vision = data["vision"]
+        return cls(
+            camera_id=data["camera_id"],
+            ingest=CameraStatus(**ingest),
+            vision=None if vision is None else VisionStatus(**vision),
+            queue_depth=data["queue_depth"],
+            event_counts=dict(data["event_counts"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSnapshot:
+    """What an engine is doing, at ``taken_at`` (Unix seconds): every running camera, in
+    the order they were started, and the store writer's figures (None when the engine
+    writes nothing: detection off)."""
+
+    taken_at: float
+    cameras: tuple[CameraSnapshot, ...]
+    store: WriterStats | None
+
+    def camera(self, camera_id: str) -> CameraSnapshot | None:
+        """The running camera ``camera_id``, or None."""
+        return next((c for c in self.cameras if c.camera_id == camera_id), None)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EngineSnapshot:
+        """The snapshot ``dataclasses.asdict`` (and a JSON round trip) made of one."""
+        store = data["store"]
+        return cls(
+            taken_at=data["taken_at"],
+            cameras=tuple(CameraSnapshot.from_dict(camera) for camera in data["cameras"]),
+            store=None if store is None else WriterStats(**store),
+        )
+
+
+class EngineControl(Protocol):
+    """What the API and the CLI may ask of an engine; every answer is a plain value."""
+
+    def start(self) -> None:
+        """Start every configured camera."""
+        ...
+
+    def stop(self, deadline_s: float = DEFAULT_STOP_DEADLINE_S) -> bool:
+        """Stop everything; True if every thread ended within ``deadline_s``."""
+        ...
+
+    def cameras(self) -> list[CameraConfig]:
+        """The settings of every running camera."""
+        ...
+
+    def add_camera(self, camera: CameraConfig) -> None:
+        """Start one more camera; :class:`~feedtag.errors.CameraExists` if the id runs."""
+        ...
+
+    def change_camera(self, camera: CameraConfig) -> None:
+        """Restart the running camera ``camera.id`` with new settings;
+        :class:`~feedtag.errors.CameraNotFound` if it is not running."""
+        ...
+
+    def remove_camera(self, camera_id: str) -> None:
+        """Stop and forget a camera; :class:`~feedtag.errors.CameraNotFound` if it is not
+        running."""
+        ...
+
+    def restart_camera(self, camera_id: str) -> None:
+        """Restart a running camera with its settings;
+        :class:`~feedtag.errors.CameraNotFound` if it is not running."""
+        ...
+
+    def snapshot(self) -> EngineSnapshot:
+        """The engine's status now."""
+        ...
+
+    def subscribe(self, listener: EventListener) -> None:
+        """Call ``listener`` with every event stored from now on (the live event feed)."""
+        ...
+
+    def unsubscribe(self, listener: EventListener) -> None:
+        """Stop calling ``listener``; nothing happens if it was not subscribed."""
+        ...
+
+    def want_thumbnail(self, camera_id: str) -> None:
+        """Someone is looking at ``camera_id``'s thumbnail: keep it renewed for a while."""
+        ...

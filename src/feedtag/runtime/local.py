@@ -1,0 +1,94 @@
+"""The engine control for a node engine in this process."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Final
+
+from feedtag.config.models import CameraConfig
+from feedtag.errors import CameraNotFound
+from feedtag.runtime.control import (
+    DEFAULT_STOP_DEADLINE_S,
+    CameraSnapshot,
+    EngineSnapshot,
+    EventListener,
+)
+from feedtag.runtime.node import NodeEngine
+
+log = logging.getLogger(__name__)
+
+#: how long a camera change waits for the camera's old ingest thread to end
+CAMERA_STOP_TIMEOUT_S: Final = 5.0
+
+
+class LocalEngineControl:
+    """:class:`~feedtag.runtime.control.EngineControl` over a :class:`NodeEngine` in this
+    process: the snapshot copies the engine's figures, so nothing live leaves it.
+
+    >>> from feedtag.config import parse_config
+    >>> control = LocalEngineControl(NodeEngine(parse_config("cameras: []")))
+    >>> control.start(); control.snapshot().cameras, control.stop()
+    ((), True)
+    """
+
+    def __init__(self, node: NodeEngine) -> None:
+        self._node = node
+
+    def start(self) -> None:
+        self._node.start()
+
+    def stop(self, deadline_s: float = DEFAULT_STOP_DEADLINE_S) -> bool:
+        return self._node.stop(deadline_s)
+
+    def cameras(self) -> list[CameraConfig]:
+        return self._node.cameras()
+
+    def add_camera(self, camera: CameraConfig) -> None:
+        self._node.add_camera(camera)
+
+    def change_camera(self, camera: CameraConfig) -> None:
+        if not self._node.change_camera(camera, CAMERA_STOP_TIMEOUT_S):
+            log.warning("camera %s: the old ingest thread did not end in time", camera.id)
+
+    def remove_camera(self, camera_id: str) -> None:
+        if not self._node.remove_camera(camera_id, CAMERA_STOP_TIMEOUT_S):
+            log.warning("camera %s: its ingest thread did not end in time", camera_id)
+
+    def restart_camera(self, camera_id: str) -> None:
+        running = {camera.id: camera for camera in self._node.cameras()}
+        if camera_id not in running:
+            raise CameraNotFound(camera_id)
+        self.change_camera(running[camera_id])
+
+    def snapshot(self) -> EngineSnapshot:
+        node = self._node
+        statuses = node.statuses()
+        vision = node.vision_statuses()
+        depths = node.queue_depths()
+        counts = node.events.event_counts() if node.events is not None else {}
+        cameras = tuple(
+            CameraSnapshot(
+                camera_id=status.camera_id,
+                ingest=status,
+                vision=vision.get(status.camera_id),
+                queue_depth=depths.get(status.camera_id, 0),
+                event_counts=dict(counts.get(status.camera_id, {})),
+            )
+            for status in statuses
+        )
+        store = node.store.writer.stats() if node.store is not None else None
+        return EngineSnapshot(taken_at=time.time(), cameras=cameras, store=store)
+
+    def subscribe(self, listener: EventListener) -> None:
+        if self._node.events is not None:  # detection off: no events, so no feed
+            self._node.events.listeners.append(listener)
+
+    def unsubscribe(self, listener: EventListener) -> None:
+        events = self._node.events
+        if events is not None and listener in events.listeners:
+            events.listeners.remove(listener)
+
+    def want_thumbnail(self, camera_id: str) -> None:
+        if self._node.store is not None:
+            self._node.store.media.want_thumbnail(camera_id)
