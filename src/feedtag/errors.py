@@ -15,7 +15,8 @@
      │    └── SourceStalled       bytes may arrive, but no frame was decoded for too long
      ├── DecodeError              a packet or frame could not be decoded
      ├── DetectorError            inference failed (vision layer)
-     │    └── ModelError          a model could not be built, found, read or verified
+     │    ├── ModelError          a model could not be built, found, read or verified
+     │    └── DetectorHangError   a detect() call did not return within the watchdog's bound
      └── StoreError               the store could not be written or read
           ├── StoreUnavailable    the database did not answer (down, refused, timed out)
           └── SpoolFull           the outage spool reached its bound; the record was dropped
@@ -95,6 +96,11 @@ class DecodeError(FeedtagError):
 
 class DetectorError(FeedtagError):
     """Inference failed."""
+
+
+class DetectorHangError(DetectorError):
+    """A ``detect()`` call did not return within the watchdog's bound; its frames are failed
+    with this and its late result is discarded."""
 
 
 class ModelError(DetectorError):
