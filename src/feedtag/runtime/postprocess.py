@@ -90,12 +90,15 @@ class PostProcessStage:
         if not self._closed:
             try:
                 self._queue.put((frame, detections), timeout=self._put_timeout_s)
-                return True
             except queue.Full:
                 log.warning(
                     "camera %s: post-processing queue full for %.1f s; result dropped",
                     frame.camera_id, self._put_timeout_s,
                 )  # fmt: skip
+            else:
+                if self._closed and not self._thread.is_alive():
+                    self._discard_queued()  # it raced with stop(): the drain has passed
+                return True
         with self._lock:
             self._dropped += 1
         return False
@@ -108,6 +111,10 @@ class PostProcessStage:
         self._closing.set()
         if self._thread.is_alive():
             self._thread.join(timeout_s)
+        left = self._discard_queued()
+        return left == 0 and not self._thread.is_alive()
+
+    def _discard_queued(self) -> int:
         left = 0
         while True:
             try:
@@ -119,7 +126,7 @@ class PostProcessStage:
             log.warning("post-processing: %d result(s) not handled by stop; dropped", left)
             with self._lock:
                 self._dropped += left
-        return left == 0 and not self._thread.is_alive()
+        return left
 
     def stats(self) -> PostProcessStats:
         with self._lock:
