@@ -126,6 +126,8 @@ class VisionStatus:
     #: replaced them, or the engine stopped): frames == gated + detected + failed + dropped
     #: once nothing is in flight
     dropped: int = 0
+    #: frames failed because the detect() call they were in hung (counted in ``failed`` too)
+    hung: int = 0
 
     @property
     def gate_ratio(self) -> float:
@@ -144,6 +146,43 @@ class VisionStatus:
             "detector_latency_ms": None if self.latency_ms is None else round(self.latency_ms, 1),
             "counts": dict(self.counts),
             "tracks": self.tracks,
+            "hung": self.hung,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class VisionStageStatus:
+    """The vision stage of a node as a whole: its detector workers and watchdog, and the
+    queue between detection and post-processing (rules, media, store, live stream)."""
+
+    #: results waiting for post-processing now, and the queue's bound
+    postprocess_depth: int
+    postprocess_capacity: int
+    #: results handed to post-processing, and those dropped (queue full past the wait, or
+    #: arriving after stop)
+    postprocess_handled: int
+    postprocess_dropped: int
+    #: detector workers serving now (a hung one is not counted)
+    detector_workers: int
+    #: detect() calls the watchdog gave up on, and hung workers replaced
+    detector_hangs: int
+    detector_restarts: int
+    #: the hang bound in force now (seconds)
+    detector_hang_bound_s: float
+    #: the cameras of the latest hung call's batch
+    hung_cameras: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "postprocess_depth": self.postprocess_depth,
+            "postprocess_capacity": self.postprocess_capacity,
+            "postprocess_handled": self.postprocess_handled,
+            "postprocess_dropped": self.postprocess_dropped,
+            "detector_workers": self.detector_workers,
+            "detector_hangs": self.detector_hangs,
+            "detector_restarts": self.detector_restarts,
+            "detector_hang_bound_s": round(self.detector_hang_bound_s, 2),
+            "hung_cameras": list(self.hung_cameras),
         }
 
 

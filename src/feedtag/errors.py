@@ -17,7 +17,8 @@
      ├── DecodeError              a packet or frame could not be decoded
      ├── ClipError                a clip could not be written from the packet ring (ingest.ring)
      ├── DetectorError            inference failed (vision layer)
-     │    └── ModelError          a model could not be built, found, read or verified
+     │    ├── ModelError          a model could not be built, found, read or verified
+     │    └── DetectorHangError   a detect() call did not return within the watchdog's bound
      ├── CameraError              a run-time camera change named the wrong camera
      │    ├── CameraExists        the id is already running
      │    └── CameraNotFound      no running camera has the id
@@ -109,6 +110,11 @@ class DecodeError(FeedtagError):
 
 class DetectorError(FeedtagError):
     """Inference failed."""
+
+
+class DetectorHangError(DetectorError):
+    """A ``detect()`` call did not return within the watchdog's bound; its frames are failed
+    with this and its late result is discarded."""
 
 
 class ModelError(DetectorError):

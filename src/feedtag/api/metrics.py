@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from feedtag.core import CameraState, DecodeMode
+from feedtag.core import CameraState, DecodeMode, VisionStageStatus
 from feedtag.ingest.camera import DECODE_ERROR
 from feedtag.ingest.handoff import QUEUE_FULL
 from feedtag.runtime.bus import EventBus
@@ -110,6 +110,9 @@ class EngineCollector(Collector):
                                        "Frames the detector ran on.", labels=camera)  # fmt: skip
         tracks = GaugeMetricFamily(f"{PREFIX}_camera_tracks", "Active anonymous tracks.",
                                    labels=camera)  # fmt: skip
+        hung = CounterMetricFamily(f"{PREFIX}_camera_frames_hung",
+                                   "Frames failed in a detect() call that hung.",
+                                   labels=camera)  # fmt: skip
         for camera_snapshot in sorted(snapshot.cameras, key=lambda c: c.camera_id):
             cid, seen = camera_snapshot.camera_id, camera_snapshot.vision
             if seen is None or not self._shown(cid):
@@ -119,7 +122,10 @@ class EngineCollector(Collector):
                 latency.add_metric([cid], seen.latency_ms / 1000.0)
             detected.add_metric([cid], seen.detected)
             tracks.add_metric([cid], seen.tracks)
-        yield from (gate, latency, detected, tracks)
+            hung.add_metric([cid], seen.hung)
+        yield from (gate, latency, detected, tracks, hung)
+        if snapshot.vision_stage is not None:
+            yield from stage_metrics(snapshot.vision_stage)
 
     def _events_and_store(self, snapshot: EngineSnapshot) -> Iterator[Metric]:
         events = CounterMetricFamily(f"{PREFIX}_events", "Events since start, by kind.",
@@ -147,6 +153,26 @@ class EngineCollector(Collector):
                                 value=self.bus.subscribers)  # fmt: skip
         yield CounterMetricFamily(f"{PREFIX}_stream_published", "Events offered to the stream.",
                                   value=self.bus.published)  # fmt: skip
+
+
+def stage_metrics(stage: VisionStageStatus) -> Iterator[Metric]:
+    """The vision stage node-wide: post-processing queue, detector watchdog."""
+    yield GaugeMetricFamily(f"{PREFIX}_postprocess_queue_depth",
+                            "Results waiting for post-processing (rules, media, store).",
+                            value=stage.postprocess_depth)  # fmt: skip
+    yield GaugeMetricFamily(f"{PREFIX}_postprocess_queue_capacity",
+                            "Bound of the post-processing queue.",
+                            value=stage.postprocess_capacity)  # fmt: skip
+    yield CounterMetricFamily(f"{PREFIX}_postprocess_dropped",
+                              "Results dropped before post-processing (queue full, or stop).",
+                              value=stage.postprocess_dropped)  # fmt: skip
+    yield CounterMetricFamily(f"{PREFIX}_detector_hangs",
+                              "detect() calls the watchdog gave up on.",
+                              value=stage.detector_hangs)  # fmt: skip
+    yield CounterMetricFamily(f"{PREFIX}_detector_restarts", "Hung detector workers replaced.",
+                              value=stage.detector_restarts)  # fmt: skip
+    yield GaugeMetricFamily(f"{PREFIX}_detector_workers", "Detector workers serving now.",
+                            value=stage.detector_workers)  # fmt: skip
 
 
 def engine_registry(

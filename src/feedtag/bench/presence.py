@@ -8,9 +8,11 @@ of the cheap path spends, on the same 640x360 H.264 re-encoding of vtest.avi.
   *present* in a zone during second ``s`` when any frame of that second has a detection of
   it whose ground point (box bottom centre) is in the zone.
 - **Variant**: what `feedtag run` does — the analysed frames the ingest produces (keyframes at
-  1 fps), the change gate, the variant's detector, the tracker, and presence rules for the
-  whole frame and for each cell of a 3x3 grid. Second ``s`` is *tagged* when a presence
-  segment of that label and zone overlaps ``[s, s + 1)``.
+  1 fps), the engine's own per-frame step (:class:`~feedtag.runtime.step.CameraStep`: change
+  gate with the moving hint, the variant's detector, the tracker; through
+  :func:`~feedtag.runtime.detect.detect_stream`, the detector called directly instead of
+  batched), and presence rules for the whole frame and for each cell of a 3x3 grid. Second
+  ``s`` is *tagged* when a presence segment of that label and zone overlaps ``[s, s + 1)``.
 - **Recall** = tagged and present / present, over (label, zone, second); **precision** =
   tagged and present / tagged. Zones make it a real test: vtest always has people somewhere,
   so whole-frame presence alone would be trivially 1.0.

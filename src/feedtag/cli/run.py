@@ -143,6 +143,12 @@ def _print_event_counts(snapshot: EngineSnapshot, as_json: bool) -> None:
     health = "reachable" if stats.available else "UNREACHABLE (spooling to disk)"
     print(f"{'':10}store {health}: {stats.written} written, {stats.spool_records} spooled "
           f"({stats.spool_bytes // 1024} KiB), {stats.dropped} dropped")  # fmt: skip
+    stage = snapshot.vision_stage
+    if stage is not None:
+        hung = f" (last: {', '.join(stage.hung_cameras)})" if stage.hung_cameras else ""
+        print(f"{'':10}post-processing queue {stage.postprocess_depth}/"
+              f"{stage.postprocess_capacity}, {stage.postprocess_dropped} dropped; detector "
+              f"hangs {stage.detector_hangs}{hung}, workers {stage.detector_workers}")  # fmt: skip
     for camera in snapshot.cameras:
         if camera.event_counts:
             summary = ", ".join(

@@ -279,6 +279,15 @@ class DetectorConfig(StrictModel):
     max_wait_s: float = Field(
         default=0.05, ge=0, le=5, description="Longest a frame waits for a batch to fill."
     )
+    hang_timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=3600,
+        description="A detect() call running longer than this is reported as hung (with the "
+        "cameras of its batch), its worker is replaced and its late result discarded "
+        "(default: 10 x the median detect() latency, at least 5 s; 30 s until the first call "
+        "returns).",
+    )
     track_lost_s: float = Field(
         default=4.0,
         gt=0,

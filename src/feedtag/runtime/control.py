@@ -32,6 +32,7 @@ from feedtag.core import (
     Event,
     EventEnd,
     IngestCounters,
+    VisionStageStatus,
     VisionStatus,
 )
 from feedtag.store.writer import WriterStats
@@ -82,6 +83,9 @@ class EngineSnapshot:
     taken_at: float
     cameras: tuple[CameraSnapshot, ...]
     store: WriterStats | None
+    #: the vision stage as a whole (post-processing queue, detector watchdog); None when
+    #: detection is off
+    vision_stage: VisionStageStatus | None = None
 
     def camera(self, camera_id: str) -> CameraSnapshot | None:
         """The running camera ``camera_id``, or None."""
@@ -90,11 +94,14 @@ class EngineSnapshot:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EngineSnapshot:
         """The snapshot ``dataclasses.asdict`` (and a JSON round trip) made of one."""
-        store = data["store"]
+        store, stage = data["store"], data.get("vision_stage")
+        if stage is not None:
+            stage = VisionStageStatus(**{**stage, "hung_cameras": tuple(stage["hung_cameras"])})
         return cls(
             taken_at=data["taken_at"],
             cameras=tuple(CameraSnapshot.from_dict(camera) for camera in data["cameras"]),
             store=None if store is None else WriterStats(**store),
+            vision_stage=stage,
         )
 
 

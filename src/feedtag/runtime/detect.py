@@ -1,8 +1,9 @@
 """``feedtag detect``: decode, gate, detect and track one file or stream, frame by frame.
 
 Frames are read through the real ingest path (policy, timeouts, redaction); each analysed
-frame is gated, detected and tracked synchronously, so the output is deterministic for a
-file. Annotated images are anonymized before anything is drawn on them.
+frame goes through the engine's own per-frame step (:mod:`feedtag.runtime.step`) with the
+detector called synchronously, so the output is deterministic for a file. Annotated images
+are anonymized before anything is drawn on them.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from feedtag.errors import SourceError
 from feedtag.files import write_atomic
 from feedtag.ingest.camera import CameraIngest
 from feedtag.ingest.handoff import FrameQueue
+from feedtag.runtime.step import CameraStep
 from feedtag.vision.anonymize import Anonymized, Anonymizer, RecentPersons, person_boxes
 from feedtag.vision.detector import Detector
 from feedtag.vision.gate import ChangeGate
@@ -111,19 +113,19 @@ def detect_stream(
     save_dir: Path | None = None,
     anonymizer: Anonymizer | None = None,
 ) -> Iterator[FrameResult]:
-    """Gate, detect and track each frame; optionally save anonymized annotated JPEGs
-    (without an ``anonymizer`` that can find people, they are blurred whole)."""
-    tracker = ByteTracker(lost_s=track_lost_s)
-    latest = Detections.empty()
+    """Run each frame through the engine's per-frame step (:class:`CameraStep`: gate,
+    detector, tracker, moving hint) with the detector called directly; optionally save
+    anonymized annotated JPEGs (without an ``anonymizer`` that can find people, they are
+    blurred whole)."""
+    step = CameraStep(gate, ByteTracker(lost_s=track_lost_s))
     names = list(detector.class_names)
     cover = anonymizer if anonymizer is not None else Anonymizer(None)
     recent = RecentPersons()
     for count, frame in enumerate(frames):
         if max_frames is not None and count >= max_frames:
             return
-        run = gate is None or gate.decide(frame.image, frame.pts_s).run
-        if run:
-            latest = tracker.update(detector.detect([frame.image])[0], frame.pts_s)
+        latest, gated = step.run(frame, lambda image: detector.detect([image])[0])
+        if not gated:
             recent.observe(latest, names, frame.pts_s)
         if save_dir is not None:
             known = np.concatenate([person_boxes(latest, names), recent.predicted(frame.pts_s)])
@@ -131,7 +133,7 @@ def detect_stream(
                 frame, latest, names, save_dir / f"{frame.camera_id}_{frame.index:06d}.jpg",
                 cover.anonymize(frame.image, known),
             )  # fmt: skip
-        yield FrameResult(frame.index, frame.pts_s, not run, latest, names, frame.size)
+        yield FrameResult(frame.index, frame.pts_s, gated, latest, names, frame.size)
 
 
 def save_annotated(

@@ -78,7 +78,10 @@ class LocalEngineControl:
             for status in statuses
         )
         store = node.store.writer.stats() if node.store is not None else None
-        return EngineSnapshot(taken_at=time.time(), cameras=cameras, store=store)
+        return EngineSnapshot(
+            taken_at=time.time(), cameras=cameras, store=store,
+            vision_stage=node.vision_stage_status(),
+        )  # fmt: skip
 
     def subscribe(self, listener: EventListener) -> None:
         if self._node.events is not None:  # detection off: no events, so no feed

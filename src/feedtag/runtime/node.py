@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Final, Protocol
 
 from feedtag.config.models import CameraConfig, FeedtagConfig
-from feedtag.core import CameraState, CameraStatus, Frame, VisionStatus
+from feedtag.core import CameraState, CameraStatus, Frame, VisionStageStatus, VisionStatus
 from feedtag.errors import CameraExists, CameraNotFound
 from feedtag.ingest.camera import CameraIngest
 from feedtag.ingest.handoff import FrameQueue
@@ -270,6 +270,13 @@ class NodeEngine:
     def vision_statuses(self) -> dict[str, VisionStatus]:
         """Per camera, what the vision stage did (empty when detection is off)."""
         return {status.camera_id: status for status in self.consumer.statuses()}
+
+    def vision_stage_status(self) -> VisionStageStatus | None:
+        """The vision stage node-wide (post-processing queue, detector watchdog); None when
+        detection is off."""
+        if isinstance(self.consumer, VisionConsumer):
+            return self.consumer.stage_status()
+        return None
 
     def _health_tick(self) -> None:
         if self.events is None:

@@ -15,6 +15,13 @@ Submitters get a :class:`concurrent.futures.Future` that resolves to the frame's
 frame was dropped or the scheduler stopped. Every wait has a timeout; :meth:`BatchScheduler.
 stop` returns within its timeout even while a batch is being detected.
 
+A watchdog thread bounds every ``detect()`` call. A call still running after the hang bound
+(``hang_timeout_s``; by default ten times the median latency of recent calls, at least
+:data:`MIN_HANG_S`) is reported at ERROR with the cameras of its batch, its frames' futures
+fail with :class:`~feedtag.errors.DetectorHangError`, and its worker is replaced by a new
+thread while the restart budget allows. A Python thread cannot be killed: the hung one is
+abandoned (a daemon), and whatever it returns later is discarded.
+
 >>> import numpy as np
 >>> from feedtag.core import Detections
 >>> class Nothing:
@@ -29,6 +36,7 @@ stop` returns within its timeout even while a batch is being detected.
 from __future__ import annotations
 
 import logging
+import statistics
 import threading
 import time
 from collections import deque
@@ -41,7 +49,8 @@ from typing import Final
 import numpy as np
 
 from feedtag.core import Detections
-from feedtag.errors import DetectorError
+from feedtag.errors import DetectorError, DetectorHangError
+from feedtag.ingest.policies import RestartBudget
 from feedtag.vision.detector import Detector, Image
 
 log = logging.getLogger(__name__)
@@ -52,6 +61,18 @@ DEFAULT_MAX_PENDING_PER_CAMERA: Final = 2
 DEFAULT_STOP_TIMEOUT_S: Final = 1.0
 #: the longest an idle worker sleeps before it looks at the stop flag again
 IDLE_POLL_S: Final = 0.25
+#: the default hang bound is this many times the median detect() latency ...
+HANG_LATENCY_FACTOR: Final = 10.0
+#: ... and at least this long
+MIN_HANG_S: Final = 5.0
+#: the hang bound until a first detect() call has returned (a model's first call warms up)
+FIRST_CALL_HANG_S: Final = 30.0
+#: how many recent detect() latencies the median is taken over
+LATENCY_SAMPLES: Final = 64
+#: a hung worker is replaced at most this often within the window; past it, fewer workers
+#: serve the cameras (an endlessly hanging detector must not leak a thread a minute)
+WORKER_RESTART_LIMIT: Final = 5
+WORKER_RESTART_WINDOW_S: Final = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +85,10 @@ class SchedulerStats:
     dropped: int  # superseded by a newer frame of the same camera
     failed_batches: int
     pending: int
+    hangs: int = 0  # detect() calls the watchdog gave up on
+    restarts: int = 0  # hung workers replaced
+    workers: int = 0  # workers serving now (hung ones not counted)
+    hung_cameras: tuple[str, ...] = ()  # the cameras of the latest hung call's batch
 
     @property
     def mean_batch(self) -> float:
@@ -78,12 +103,23 @@ class _Waiting:
     submitted: float
 
 
+@dataclass(slots=True)
+class _Call:
+    """One worker's batch while it is being detected (the watchdog's view of it)."""
+
+    batch: Sequence[_Waiting]
+    started: float  # when the current detect() call began (a retry starts a new one)
+    finished: bool = False  # the worker owns the results: the watchdog leaves it alone
+    abandoned: bool = False  # the watchdog gave up: the worker discards what it returns
+
+
 class BatchScheduler:
     """Gathers frames from many cameras into batches for one :class:`Detector`.
 
     ``workers`` threads each run ``detector.detect`` on one batch at a time (the detector must
     be thread-safe when ``workers > 1``; ONNX Runtime sessions are). Frames may be submitted
-    before :meth:`start`; they wait until it is called.
+    before :meth:`start`; they wait until it is called. ``hang_timeout_s`` bounds each
+    ``detect()`` call (None: the default bound, see the module docstring).
     """
 
     def __init__(
@@ -95,20 +131,28 @@ class BatchScheduler:
         max_pending_per_camera: int = DEFAULT_MAX_PENDING_PER_CAMERA,
         workers: int = 1,
         name: str = "detector",
+        hang_timeout_s: float | None = None,
+        restart_budget: RestartBudget | None = None,
     ) -> None:
         checks = (
             (max_batch >= 1, "max_batch >= 1", max_batch),
             (0 <= max_wait_s <= 60, "0 <= max_wait_s <= 60", max_wait_s),
             (max_pending_per_camera >= 1, "max_pending_per_camera >= 1", max_pending_per_camera),
             (workers >= 1, "workers >= 1", workers),
+            (hang_timeout_s is None or hang_timeout_s > 0, "hang_timeout_s > 0", hang_timeout_s),
         )
         for ok, what, got in checks:
             if not ok:
                 raise ValueError(f"expected {what}, got {got!r}")
         self._detector = detector
+        self._name = name
         self._max_batch = max_batch
         self._max_wait_s = max_wait_s
         self._max_pending = max_pending_per_camera
+        self._hang_timeout_s = hang_timeout_s
+        self._budget = restart_budget or RestartBudget(
+            WORKER_RESTART_LIMIT, WORKER_RESTART_WINDOW_S
+        )
         self._condition = threading.Condition()
         # per camera, its waiting frames oldest first; the ring holds each camera that has a
         # waiting frame exactly once, in the order they will be served
@@ -116,12 +160,23 @@ class BatchScheduler:
         self._ring: deque[str] = deque()
         self._waiting = 0
         self._stopping = False
-        self._threads = [
-            threading.Thread(target=self._work, name=f"{name}-batch-{index}", daemon=True)
-            for index in range(workers)
-        ]
+        self._stopped = threading.Event()  # wakes the watchdog at stop
+        self._spawned = 0
+        self._threads = [self._new_worker() for _ in range(workers)]
+        self._watchdog = threading.Thread(target=self._watch, name=f"{name}-watchdog", daemon=True)
+        # the batch each worker is detecting now, by worker thread (under the condition)
+        self._calls: dict[threading.Thread, _Call] = {}
+        self._latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self._started = False
-        self._counts = {"submitted": 0, "batches": 0, "frames": 0, "dropped": 0, "failed": 0}
+        self._counts = {
+            "submitted": 0, "batches": 0, "frames": 0, "dropped": 0, "failed": 0,
+            "hangs": 0, "restarts": 0,
+        }  # fmt: skip
+        self._hung_cameras: tuple[str, ...] = ()
+
+    def _new_worker(self) -> threading.Thread:
+        index, self._spawned = self._spawned, self._spawned + 1
+        return threading.Thread(target=self._work, name=f"{self._name}-batch-{index}", daemon=True)
 
     # -- the submitters' side ----------------------------------------------------------------
 
@@ -161,20 +216,22 @@ class BatchScheduler:
     # -- life cycle --------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the worker threads (once)."""
+        """Start the worker threads and the watchdog (once)."""
         with self._condition:
             if self._stopping:
                 raise DetectorError("the batch scheduler is stopped; make a new one")
             if self._started:
                 return
             self._started = True
-        for thread in self._threads:
+            threads = list(self._threads)
+        for thread in threads:
             thread.start()
+        self._watchdog.start()
 
     def stop(self, timeout_s: float = DEFAULT_STOP_TIMEOUT_S) -> None:
         """Stop taking frames, cancel those still waiting, and wait up to ``timeout_s`` for
         the workers. A batch already in ``detect()`` still resolves its futures when the
-        detector returns, even after this has returned."""
+        detector returns, even after this has returned; a hung worker is not waited for."""
         with self._condition:
             self._stopping = True
             waiting = [item for queue in self._queues.values() for item in queue]
@@ -182,13 +239,15 @@ class BatchScheduler:
             self._ring.clear()
             self._waiting = 0
             self._condition.notify_all()
+            threads = list(self._threads)
+        self._stopped.set()
         for item in waiting:
             item.future.cancel()
         deadline = time.monotonic() + timeout_s
-        for thread in self._threads:
+        for thread in [*threads, self._watchdog]:
             if thread.is_alive():
                 thread.join(max(0.0, deadline - time.monotonic()))
-        busy = [thread.name for thread in self._threads if thread.is_alive()]
+        busy = [thread.name for thread in threads if thread.is_alive()]
         if busy:
             log.warning("batch workers still in detect() after %.1f s: %s", timeout_s, busy)
 
@@ -208,6 +267,8 @@ class BatchScheduler:
         with self._condition:
             counts = dict(self._counts)
             pending = self._waiting
+            workers = len(self._threads)
+            hung_cameras = self._hung_cameras
         return SchedulerStats(
             submitted=counts["submitted"],
             batches=counts["batches"],
@@ -215,17 +276,95 @@ class BatchScheduler:
             dropped=counts["dropped"],
             failed_batches=counts["failed"],
             pending=pending,
+            hangs=counts["hangs"],
+            restarts=counts["restarts"],
+            workers=workers,
+            hung_cameras=hung_cameras,
         )
+
+    def hang_bound_s(self) -> float:
+        """How long one ``detect()`` call may run before the watchdog gives up on it."""
+        if self._hang_timeout_s is not None:
+            return self._hang_timeout_s
+        with self._condition:
+            latencies = list(self._latencies)
+        if not latencies:
+            return FIRST_CALL_HANG_S
+        return max(MIN_HANG_S, HANG_LATENCY_FACTOR * statistics.median(latencies))
+
+    # -- the watchdog ------------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        while not self._stopped.wait(min(IDLE_POLL_S, self.hang_bound_s() / 4)):
+            self.check_hangs()
+
+    def check_hangs(self) -> int:
+        """Give up on every ``detect()`` call older than the hang bound: fail its frames,
+        replace its worker within the restart budget. Returns how many it gave up on (the
+        watchdog thread calls this every :data:`IDLE_POLL_S`)."""
+        bound = self.hang_bound_s()
+        now = time.monotonic()
+        hung: list[tuple[threading.Thread, _Call, threading.Thread | None]] = []
+        with self._condition:
+            for thread, call in list(self._calls.items()):
+                if call.finished or now - call.started <= bound:
+                    continue
+                call.abandoned = True
+                del self._calls[thread]
+                self._threads.remove(thread)
+                replacement = None
+                if not self._stopping and self._budget.try_spend():
+                    replacement = self._new_worker()
+                    self._threads.append(replacement)
+                    self._counts["restarts"] += 1
+                self._counts["hangs"] += 1
+                self._hung_cameras = _cameras_of(call.batch)
+                hung.append((thread, call, replacement))
+        for thread, call, replacement in hung:
+            cameras = _cameras_of(call.batch)
+            log.error(
+                "detector hung: detect() of %d frame(s) from camera(s) %s did not return "
+                "within %.1f s; worker %s abandoned, %s",
+                len(call.batch), ", ".join(cameras), bound, thread.name,
+                f"replaced by {replacement.name}" if replacement is not None
+                else "not replaced (restart budget spent)",
+            )  # fmt: skip
+            error = DetectorHangError(
+                f"detect() did not return within {bound:.1f} s (cameras {', '.join(cameras)})"
+            )
+            for item in call.batch:
+                if not item.future.done():
+                    item.future.set_exception(error)
+            if replacement is not None:
+                replacement.start()
+        return len(hung)
 
     # -- the workers' side -------------------------------------------------------------------
 
     def _work(self) -> None:
+        me = threading.current_thread()
         while True:
             batch = self._next_batch()
             if batch is None:
                 return
-            if batch:
-                self._detect(batch)
+            if not batch:
+                continue
+            call = _Call(batch, time.monotonic())
+            with self._condition:
+                self._calls[me] = call
+            outcomes = self._detect(call)
+            with self._condition:
+                if call.abandoned:
+                    # the watchdog failed these frames and replaced this worker
+                    log.warning("%s returned after it was abandoned; result discarded", me.name)
+                    return
+                call.finished = True
+                del self._calls[me]
+            for item, outcome in zip(batch, outcomes, strict=True):
+                if isinstance(outcome, BaseException):
+                    item.future.set_exception(outcome)
+                else:
+                    item.future.set_result(outcome)
 
     def _next_batch(self) -> list[_Waiting] | None:
         """The next batch once it is full or its oldest frame has waited ``max_wait_s``;
@@ -266,30 +405,37 @@ class BatchScheduler:
             self._condition.notify()  # another worker may start on the rest
         return batch
 
-    def _detect(self, batch: Sequence[_Waiting]) -> None:
+    def _detect(self, call: _Call) -> list[Detections | Exception]:
+        """Each frame's detections or exception; the futures are the caller's to resolve."""
+        batch = call.batch
         try:
-            results = self._checked_detect(batch)
+            return list(self._checked_detect(call, batch))
         except Exception as exc:  # noqa: BLE001 - every failure belongs to the frames' futures
             with self._condition:
                 self._counts["failed"] += 1
             if len(batch) == 1:
-                batch[0].future.set_exception(exc)
-                return
+                return [exc]
             # One camera's odd frame must not fail the others': retry each frame on its own.
             log.debug("batch of %d failed (%s); retrying frame by frame", len(batch), exc)
+            outcomes: list[Detections | Exception] = []
             for item in batch:
                 try:
-                    (result,) = self._checked_detect([item])
+                    (result,) = self._checked_detect(call, [item])
                 except Exception as single:  # noqa: BLE001 - as above, for this frame alone
-                    item.future.set_exception(single)
+                    outcomes.append(single)
                 else:
-                    item.future.set_result(result)
-            return
-        for item, result in zip(batch, results, strict=True):
-            item.future.set_result(result)
+                    outcomes.append(result)
+            return outcomes
 
-    def _checked_detect(self, batch: Sequence[_Waiting]) -> list[Detections]:
+    def _checked_detect(self, call: _Call, batch: Sequence[_Waiting]) -> list[Detections]:
+        started = call.started = time.monotonic()  # each call has the whole bound
         results = self._detector.detect([item.image for item in batch])
+        with self._condition:
+            self._latencies.append(time.monotonic() - started)
         if len(results) != len(batch):
             raise DetectorError(f"detector returned {len(results)} results for {len(batch)} frames")
         return results
+
+
+def _cameras_of(batch: Sequence[_Waiting]) -> tuple[str, ...]:
+    return tuple(sorted({item.camera_id for item in batch}))

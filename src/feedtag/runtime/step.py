@@ -1,0 +1,131 @@
+"""The per-frame vision step of one camera: gate, detector, class filter, tracker, moving hint.
+
+:class:`CameraStep` is the one place these run, for the node engine
+(:class:`~feedtag.runtime.vision.VisionConsumer`), ``feedtag detect`` and the presence
+benchmark alike, so that what is measured is what runs. Its two halves meet around the
+detector: :meth:`CameraStep.gate` decides whether a frame needs it (or returns the result
+carried forward), :meth:`CameraStep.detected` filters the detector's output to the camera's
+classes, gives it anonymous track ids and updates the moving hint that the next gate decision
+reads. The engine calls the halves on either side of its batch scheduler; a synchronous caller
+uses :meth:`CameraStep.run` with a ``detect`` function.
+
+>>> import numpy as np
+>>> from feedtag.core import Frame
+>>> from feedtag.vision.tracker import ByteTracker
+>>> step = CameraStep(gate=None, tracker=ByteTracker(lost_s=4.0))
+>>> frame = Frame("door", 0, 0.0, 0.0, np.zeros((36, 64, 3), np.uint8))
+>>> result, gated = step.run(frame, lambda image: Detections.empty())
+>>> len(result), gated
+(0, False)
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from feedtag.config.models import CameraConfig
+from feedtag.core import Detections, Frame
+from feedtag.vision.detector import Image
+from feedtag.vision.gate import ChangeGate
+from feedtag.vision.tracker import Tracker
+
+#: a track whose centre moved more than this fraction of the frame width since the last
+#: detection is moving: the gate then keeps the detector running (line and speed rules need it)
+MOVING_FRACTION: Final = 0.01
+
+
+def tracks_moved(before: Detections, after: Detections, min_shift_px: float) -> bool:
+    """Whether any track present in both results moved more than ``min_shift_px``.
+
+    >>> import numpy as np
+    >>> def one(x): return Detections(np.array([[x, 0, x + 10, 10]], np.float32),
+    ...     np.ones(1, np.float32), np.zeros(1, np.int32), np.array([7], np.int64))
+    >>> tracks_moved(one(0), one(2), 5), tracks_moved(one(0), one(20), 5)
+    (False, True)
+    """
+    if before.tracker_id is None or after.tracker_id is None:
+        return False
+    centres = (before.xyxy[:, :2] + before.xyxy[:, 2:]) / 2
+    previous = dict(zip(before.tracker_id.tolist(), centres, strict=True))
+    for track_id, box in zip(after.tracker_id.tolist(), after.xyxy, strict=True):
+        old = previous.get(track_id) if track_id > 0 else None  # -1: not a track yet
+        if old is not None and float(np.hypot(*((box[:2] + box[2:]) / 2 - old))) > min_shift_px:
+            return True
+    return False
+
+
+def class_filter(
+    camera_id: str, wanted: Sequence[str] | None, names: Sequence[str]
+) -> npt.NDArray[np.intp] | None:
+    """The class ids a camera keeps (None: all); unknown names are refused by camera."""
+    if wanted is None:
+        return None
+    unknown = sorted(set(wanted) - set(names))
+    if unknown:
+        raise ValueError(f"camera {camera_id}: unknown classes {unknown}")
+    return np.array([list(names).index(name) for name in wanted], np.intp)
+
+
+class CameraStep:
+    """One camera's gate, class filter, tracker and moving hint; thread-safe."""
+
+    def __init__(
+        self,
+        gate: ChangeGate | None,
+        tracker: Tracker,
+        keep: npt.NDArray[np.intp] | None = None,
+    ) -> None:
+        self._gate = gate
+        self._tracker = tracker
+        self._keep = keep
+        self._lock = threading.Lock()
+        self._latest = Detections.empty()
+        self._moving = False
+
+    @classmethod
+    def for_camera(
+        cls, camera: CameraConfig, class_names: Sequence[str], tracker: Tracker
+    ) -> CameraStep:
+        """The step a camera's settings ask for (its gate and its classes)."""
+        gate = None
+        if camera.gate.enabled:
+            gate = ChangeGate(
+                camera.gate.pixel_threshold, camera.gate.min_changed_fraction, camera.gate.refresh_s
+            )
+        return cls(gate, tracker, class_filter(camera.id, camera.classes, class_names))
+
+    @property
+    def latest(self) -> Detections:
+        """The latest tracked result (what a gated frame carries forward)."""
+        return self._latest
+
+    def gate(self, frame: Frame) -> Detections | None:
+        """The result carried forward when the gate lets ``frame`` pass without the
+        detector; None when the detector must run on it."""
+        with self._lock:
+            if self._gate is None or self._gate.decide(frame.image, frame.pts_s, self._moving).run:
+                return None
+            return self._latest
+
+    def detected(self, frame: Frame, detections: Detections) -> Detections:
+        """The detector's result for ``frame``, filtered to the camera's classes and tracked;
+        it becomes the result carried forward."""
+        if self._keep is not None:
+            detections = detections.select(np.isin(detections.class_id, self._keep))
+        with self._lock:
+            tracked = self._tracker.update(detections, frame.pts_s)
+            self._moving = tracks_moved(self._latest, tracked, frame.size[0] * MOVING_FRACTION)
+            self._latest = tracked
+        return tracked
+
+    def run(self, frame: Frame, detect: Callable[[Image], Detections]) -> tuple[Detections, bool]:
+        """The whole step with a synchronous ``detect``: (tracked result, whether gated)."""
+        carried = self.gate(frame)
+        if carried is not None:
+            return carried, True
+        return self.detected(frame, detect(frame.image)), False
