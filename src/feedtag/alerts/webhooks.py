@@ -32,6 +32,7 @@ import hashlib
 import hmac
 import json
 import logging
+import ssl
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -109,6 +110,8 @@ def verify_signature(
 def _failure_of(error: httpx.HTTPError, timeout_s: float) -> str:
     """A stored reason for a transport error: its kind, never its text (httpx puts the
     request URL into some messages)."""
+    if _caused_by_tls(error):
+        return "TLS handshake failed (certificate not valid for the host, or not trusted)"
     for kind, reason in (
         (httpx.TimeoutException, f"timed out after {timeout_s:g} s"),
         (httpx.ConnectError, "could not connect"),
@@ -118,6 +121,17 @@ def _failure_of(error: httpx.HTTPError, timeout_s: float) -> str:
         if isinstance(error, kind):
             return reason
     return f"transport error ({type(error).__name__})"
+
+
+def _caused_by_tls(error: BaseException) -> bool:
+    seen: BaseException | None = error
+    for _ in range(10):  # a short chain: httpx <- httpcore <- ssl
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 @dataclass(frozen=True, slots=True)
