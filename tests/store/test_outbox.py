@@ -19,6 +19,7 @@ from feedtag.store.outbox import (
     mark_failed,
     outbox_counts,
 )
+from feedtag.store.retention import run_retention
 from feedtag.store.schema import alert_outbox, events
 from feedtag.store.spool import Spool
 from feedtag.store.writer import StoreWriter, to_record
@@ -146,3 +147,13 @@ def test_an_expired_lease_makes_the_row_due_again(engine: Engine) -> None:
     assert claim_due(engine, now=T0 + 9) == []
     (again,) = claim_due(engine, now=T0 + 10)
     assert again.event.event_id == item.event.event_id
+
+
+def test_retention_removes_an_events_outbox_rows_with_it(engine: Engine) -> None:
+    write(
+        engine,
+        [ev("old", EventKind.STOPPED_VEHICLE, 0), ev("new", EventKind.STOPPED_VEHICLE, 86_400)],
+        build_router(ALERTS),
+    )
+    run_retention(engine, None, retention_s=3600, now=T0 + 86_400)
+    assert [row[0] for row in outbox_rows(engine)] == ["new", "new"]
