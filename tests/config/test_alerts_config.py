@@ -84,6 +84,42 @@ def test_refused_naming_the_field(
     assert "pw@" not in text and SECRET not in text
 
 
+MQTT_REFUSED = [
+    ({"url": "tcp://broker.example:1883"}, {}, "alerts.mqtt.url", "scheme 'tcp'"),
+    ({"url": "mqtt://u:p@broker.example"}, {}, "alerts.mqtt.url", "username and password"),
+    ({"url": "mqtt://broker.example/x"}, {}, "alerts.mqtt.url", "without a path"),
+    ({"url": "mqtt://127.0.0.1"}, {}, "alerts.mqtt.url", "loopback"),
+    ({"url": "mqtts://169.254.169.254"}, {}, "alerts.mqtt.url", "metadata"),
+    ({"url": "mqtt://b.example", "password": "x"}, {}, "alerts.mqtt", "needs a username"),
+    ({"url": "mqtt://b.example", "topic_prefix": "a/#"}, {}, "alerts.mqtt.topic_prefix",
+     "should match"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("mqtt", "alerts", "field", "reason"), MQTT_REFUSED)
+def test_mqtt_refused_naming_the_field(
+    mqtt: dict[str, Any], alerts: dict[str, Any], field: str, reason: str
+) -> None:
+    config = {"alerts": {"mqtt": mqtt, **alerts}}
+    text = _problem_text(config)
+    assert field in text and reason in text, text
+
+
+def test_mqtt_accepted_on_an_allowed_network() -> None:
+    config = parse_config(
+        json.dumps({"alerts": {"allow_networks": ["127.0.0.0/8"],
+                               "mqtt": {"url": "mqtt://127.0.0.1:1884", "username": "u",
+                                        "password": SECRET, "home_assistant": True}}})
+    )  # fmt: skip
+    assert config.alerts.mqtt is not None
+    assert str(config.alerts.mqtt.url) == "mqtt://127.0.0.1:1884"
+    assert SECRET not in repr(config) and SECRET not in config.model_dump_json()
+
+
+def test_no_webhook_may_take_the_mqtt_route_id() -> None:
+    assert "'mqtt' is the MQTT route's id" in _problem_text(config_with({"id": "mqtt"}))
+
+
 def test_camera_health_stands_for_every_camera_kind() -> None:
     config = parse_config(
         json.dumps(config_with({"kinds": ["crowding", "camera_health"]})), environ=ENV

@@ -22,14 +22,15 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
 from sqlalchemy import Engine
 
+from feedtag.alerts.mqtt import MqttPublisher
 from feedtag.alerts.webhooks import DeliveryFailed, WebhookSender
-from feedtag.config.alerts import AlertsConfig, WebhookConfig
+from feedtag.config.alerts import MQTT_ROUTE, AlertsConfig, WebhookConfig
 from feedtag.errors import StoreError
 from feedtag.store.outbox import (
     OutboxItem,
@@ -89,7 +90,8 @@ class AlertDispatcher:
     """Sends the alert outbox of ``engine`` to the webhooks of ``alerts``.
 
     ``start()``/``stop()`` (or ``with``) run it on its own thread; :meth:`run_once` is one
-    pass, for tests and tools. ``clock`` is wall-clock Unix seconds (outbox times are)."""
+    pass, for tests and tools. ``cameras`` (ids) are announced to Home Assistant when MQTT
+    discovery is on. ``clock`` is wall-clock Unix seconds (outbox times are)."""
 
     def __init__(
         self,
@@ -97,6 +99,8 @@ class AlertDispatcher:
         alerts: AlertsConfig,
         *,
         sender: WebhookSender | None = None,
+        mqtt: MqttPublisher | None = None,
+        cameras: Sequence[str] = (),
         clock: Clock = time.time,
         poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
         claim_limit: int = DEFAULT_CLAIM_LIMIT,
@@ -105,6 +109,9 @@ class AlertDispatcher:
         self._alerts = alerts
         self._hooks: dict[str, WebhookConfig] = {hook.id: hook for hook in alerts.webhooks}
         self._sender = sender or WebhookSender(alerts)
+        if mqtt is None and alerts.mqtt is not None:
+            mqtt = MqttPublisher(alerts, cameras)
+        self._mqtt = mqtt
         self._clock = clock
         self._poll_interval_s = poll_interval_s
         self._claim_limit = claim_limit
@@ -126,6 +133,8 @@ class AlertDispatcher:
         """Start the dispatcher thread (once)."""
         if self._thread is not None:
             raise RuntimeError("alert dispatcher already started")
+        if self._mqtt is not None:
+            self._mqtt.start()
         self._thread = threading.Thread(target=self._run, name="alert-dispatcher", daemon=True)
         self._thread.start()
 
@@ -137,6 +146,8 @@ class AlertDispatcher:
             if self._thread.is_alive():
                 log.error("alert dispatcher did not stop within %s s", timeout)
         self._sender.close()
+        if self._mqtt is not None:
+            self._mqtt.stop()
 
     def stats(self) -> AlertStats:
         """The counters (a plain value); asks the store for its row counts."""
@@ -186,11 +197,15 @@ class AlertDispatcher:
     def _deliver(self, item: OutboxItem) -> None:
         hook = self._hooks.get(item.route_id)
         event_id = item.event.event_id
-        if hook is None:
-            self._failed(item, f"no webhook {item.route_id!r} in alerts.webhooks", final=True)
+        mqtt = self._mqtt if item.route_id == MQTT_ROUTE else None
+        if hook is None and mqtt is None:
+            self._failed(item, f"no route {item.route_id!r} in alerts", final=True)
             return
         try:
-            self._sender.send(hook, item.event, now=self._clock())
+            if mqtt is not None:
+                mqtt.publish(item.event)
+            elif hook is not None:
+                self._sender.send(hook, item.event, now=self._clock())
         except DeliveryFailed as failure:
             final = item.attempts + 1 >= self._alerts.max_attempts
             self._failed(item, str(failure), final=final)
@@ -203,7 +218,7 @@ class AlertDispatcher:
             self._latencies["last"] = latency
             self._latencies["sum"] += latency
             self._latencies["max"] = max(latency, self._latencies["max"] or 0.0)
-        log.debug("alert %s delivered to webhook %s", event_id, hook.id)
+        log.debug("alert %s delivered to %s", event_id, item.route_id)
 
     def _failed(self, item: OutboxItem, reason: str, *, final: bool) -> None:
         attempts = item.attempts + 1

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from feedtag.config.alerts import AlertsConfig, WebhookConfig
+from feedtag.config.alerts import MQTT_ROUTE, AlertsConfig, WebhookConfig
 from feedtag.core import Event
 from feedtag.store.outbox import AlertRoute, Router
 
@@ -40,12 +40,16 @@ def webhook_matches(hook: WebhookConfig, event: Event) -> bool:
 
 
 def routes_for(alerts: AlertsConfig, event: Event) -> list[AlertRoute]:
-    """The routes of ``event`` under ``alerts``, in config order."""
-    return [
+    """The routes of ``event`` under ``alerts``, in config order; every event goes to
+    MQTT when a broker is configured."""
+    routes = [
         AlertRoute(hook.id, hook.cooldown_s)
         for hook in alerts.webhooks
         if webhook_matches(hook, event)
     ]
+    if alerts.mqtt is not None:
+        routes.append(AlertRoute(MQTT_ROUTE))
+    return routes
 
 
 def build_router(alerts: AlertsConfig) -> Router:

@@ -20,6 +20,7 @@ on every connection (:mod:`feedtag.alerts.webhooks`), since validation does no I
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
 from typing import Annotated, Any, Final, Self
 from urllib.parse import urlsplit
 
@@ -174,6 +175,106 @@ class WebhookConfig(StrictModel):
         return expanded
 
 
+MQTT_SCHEMES: Final = {"mqtt": 1883, "mqtts": 8883}
+#: the outbox route id of MQTT; no webhook may take it
+MQTT_ROUTE: Final = "mqtt"
+TOPIC_PATTERN: Final = r"^[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*$"
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAddress:
+    """An MQTT broker: ``mqtt://host[:port]`` or ``mqtts://host[:port]`` (TLS)."""
+
+    host: str
+    port: int
+    tls: bool
+
+    def __str__(self) -> str:
+        scheme = "mqtts" if self.tls else "mqtt"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}"
+
+
+def parse_broker_url(value: Any) -> BrokerAddress:
+    """A broker URL as a value, or ``ValueError`` saying why it is refused.
+
+    >>> str(parse_broker_url("mqtts://broker.example"))
+    'mqtts://broker.example:8883'
+    """
+    if isinstance(value, BrokerAddress):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"expected a URL string, got {type(value).__name__}")
+    problem = url_text_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    scheme = scheme_of(value)
+    if scheme not in MQTT_SCHEMES:
+        raise ValueError(f"scheme {(scheme or '')[:20]!r} is not allowed (allowed: mqtt, mqtts)")
+    try:
+        parts = urlsplit(value)
+        port = parts.port or MQTT_SCHEMES[scheme]
+    except ValueError:
+        raise ValueError("malformed URL") from None
+    if "@" in parts.netloc:
+        raise ValueError("put the credentials in username and password, not in the URL")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError("a broker URL is mqtt(s)://host[:port], without a path or query")
+    try:
+        # CameraUrl validates the host name the same way for every URL feedtag opens.
+        host = CameraUrl.parse(f"http://{parts.netloc}/").host
+    except SourceRejected as exc:
+        raise ValueError(str(exc)) from None
+    return BrokerAddress(host, port, scheme == "mqtts")
+
+
+BrokerUrlField = Annotated[
+    BrokerAddress,
+    PlainValidator(parse_broker_url),
+    PlainSerializer(str, return_type=str),
+    WithJsonSchema({"type": "string", "description": "mqtt://host[:port] or mqtts://host[:port]"}),
+]
+
+
+class MqttConfig(StrictModel):
+    """Events published to an MQTT broker (QoS 1), with Home Assistant discovery."""
+
+    url: BrokerUrlField = Field(description="mqtt://host[:port], or mqtts:// for TLS.")
+    username: str | None = Field(
+        default=None, max_length=256, description="User name for the broker."
+    )
+    password: SecretStr | None = Field(
+        default=None, max_length=1024, description="Password for the broker. Never logged."
+    )
+    topic_prefix: str = Field(
+        default="feedtag",
+        max_length=200,
+        pattern=TOPIC_PATTERN,
+        description="Events go to <prefix>/<camera>/events/<kind>; availability to "
+        "<prefix>/status (online, or offline as the last will).",
+    )
+    client_id: str = Field(
+        default="feedtag", pattern=ROUTE_ID_PATTERN, description="MQTT client id."
+    )
+    home_assistant: bool = Field(
+        default=False,
+        description="Publish Home Assistant discovery (an event entity per camera and kind).",
+    )
+    discovery_prefix: str = Field(
+        default="homeassistant",
+        max_length=200,
+        pattern=TOPIC_PATTERN,
+        description="Home Assistant's discovery prefix.",
+    )
+    keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keepalive.")
+
+    @model_validator(mode="after")
+    def _check_credentials(self) -> Self:
+        if self.password is not None and self.username is None:
+            raise ValueError("a password needs a username")
+        return self
+
+
 class AlertsConfig(StrictModel):
     """Alert delivery: events queued in the store's outbox and sent to webhooks."""
 
@@ -198,6 +299,9 @@ class AlertsConfig(StrictModel):
     webhooks: list[WebhookConfig] = Field(
         default_factory=list, max_length=100, description="Webhook receivers."
     )
+    mqtt: MqttConfig | None = Field(
+        default=None, description="An MQTT broker every event is published to (route 'mqtt')."
+    )
 
     @field_validator("allow_networks")
     @classmethod
@@ -217,6 +321,8 @@ class AlertsConfig(StrictModel):
             raise ValueError("max_backoff_s must be at least initial_backoff_s")
         seen: dict[str, int] = {}
         for index, hook in enumerate(self.webhooks):
+            if hook.id == MQTT_ROUTE:
+                raise ValueError(f"webhooks[{index}].id: {MQTT_ROUTE!r} is the MQTT route's id")
             if hook.id in seen:
                 first = seen[hook.id]
                 raise ValueError(
@@ -237,8 +343,12 @@ class AlertsConfig(StrictModel):
         """
         networks = [ipaddress.ip_network(net, strict=False) for net in self.allow_networks]
         problems = []
-        for index, hook in enumerate(self.webhooks):
-            host = hook.url.host
+        hosts = [
+            (f"webhooks[{index}].url", hook.url.host) for index, hook in enumerate(self.webhooks)
+        ]
+        if self.mqtt is not None:
+            hosts.append(("mqtt.url", self.mqtt.url.host))
+        for field, host in hosts:
             reason = literal_refusal(host)
             if reason is None:
                 continue
@@ -246,8 +356,7 @@ class AlertsConfig(StrictModel):
             address = ipaddress.ip_address("127.0.0.1" if reason == LOOPBACK_NAME else name)
             if not any(address in network for network in networks):
                 problems.append(
-                    f"webhooks[{index}].url: host {host[:80]!r} is {reason}, outside "
-                    "alerts.allow_networks"
+                    f"{field}: host {host[:80]!r} is {reason}, outside alerts.allow_networks"
                 )
         return problems
 
