@@ -244,3 +244,31 @@ def test_the_network_policy_is_checked_on_the_address_connected(
     assert row["last_error"].startswith("refused by network policy: host 'hooks.example.org'")
     assert "alerts.allow_networks" in row["last_error"]
     assert receiver.requests == []
+
+
+class FlakySender(WebhookSender):
+    """A sender that fails with a bug (not a delivery failure) a few times first."""
+
+    def __init__(self, alerts: AlertsConfig, bugs: int) -> None:
+        super().__init__(alerts)
+        self.bugs = bugs
+
+    def send(self, hook: Any, event: Event, *, now: float) -> Any:
+        if self.bugs:
+            self.bugs -= 1
+            raise RuntimeError(f"a bug, with {hook.url.render()} in its message")
+        return super().send(hook, event, now=now)
+
+
+def test_the_thread_outlives_an_unexpected_error(
+    engine: Engine, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    receiver.start()
+    alerts = alerts_for(receiver.port)
+    store_events(engine, alerts, make_events(1))
+    dispatcher = AlertDispatcher(engine, alerts, sender=FlakySender(alerts, bugs=1))
+    dispatcher._lease_s = 0.2  # the row of the failed send is due again soon
+    with dispatcher:
+        wait_for(lambda: all_delivered(engine, 1), 10, what="delivery after the bug")
+    assert "unexpected RuntimeError" in caplog.text
+    assert QUERY_SECRET not in caplog.text

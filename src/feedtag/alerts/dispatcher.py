@@ -190,6 +190,11 @@ class AlertDispatcher:
             except StoreError as error:
                 log.warning("alert dispatcher: %s; retrying", error)
                 tried = 0
+            except Exception as error:  # noqa: BLE001 - the thread must outlive a bug
+                # The type only: a library's message could hold a receiver's URL. The row
+                # being sent is due again when its lease ends.
+                log.error("alert dispatcher: unexpected %s; retrying", type(error).__name__)
+                tried = 0
             if not tried:
                 self._stop.wait(self._poll_interval_s)
         log.info("alert dispatcher stopped")
