@@ -26,8 +26,10 @@ if $with_tests; then
   packages+=(postgresql)
   # The dashboard's browser tests drive Debian's headless Chromium through Playwright.
   packages+=(chromium)
-  # Self-signed certificates for the rtsps relay tests.
+  # Self-signed certificates for the rtsps relay and TLS webhook tests.
   packages+=(openssl)
+  # A real MQTT broker for the alert tests (they start a throwaway mosquitto; no service).
+  packages+=(mosquitto)
 fi
 
 missing=()

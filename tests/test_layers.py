@@ -17,11 +17,11 @@ SOURCE = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SOURCE / "feedtag"
 
 #: modules beside the layers, importable by all of them (docs/architecture.md)
-BASE = {"feedtag", "core", "errors", "urls", "files", "samples"}
+BASE = {"feedtag", "core", "errors", "urls", "addresses", "files", "samples"}
 #: the data flow, left to right: a layer may import the layers to its left, the base
 #: modules and ``config`` (DESIGN.md: "A layer imports only from layers to its left in the
 #: data flow and from core, errors, config")
-DATA_FLOW = ("ingest", "vision", "analytics", "store")
+DATA_FLOW = ("ingest", "vision", "analytics", "store", "alerts")
 
 
 @dataclass(frozen=True)

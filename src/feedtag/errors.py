@@ -25,6 +25,7 @@
      ├── StoreError               the store could not be written or read
      │    ├── StoreUnavailable    the database did not answer (down, refused, timed out)
      │    └── SpoolFull           the outage spool reached its bound; the record was dropped
+     ├── DeliveryFailed           one alert delivery attempt failed (alerts.webhooks)
      ├── ServeError               the API server could not be started (runtime.serve)
      ├── FootageMissing           a sample clip is not installed (samples)
      └── RtspServerError          the sample RTSP server did not start (bench.demo)

@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from feedtag.config.alerts import AlertsConfig
 from feedtag.config.analytics import CameraAnalytics
 from feedtag.config.base import StrictModel
 from feedtag.errors import SourceRejected
@@ -442,6 +443,9 @@ class FeedtagConfig(StrictModel):
     api: ApiConfig = Field(
         default_factory=ApiConfig, description="The HTTP API, live stream, metrics and dashboard."
     )
+    alerts: AlertsConfig = Field(
+        default_factory=AlertsConfig, description="Webhooks that events are delivered to."
+    )
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Self:
@@ -453,4 +457,14 @@ class FeedtagConfig(StrictModel):
                     f"cameras[{first_index[camera.id]}]"
                 )
             first_index[camera.id] = index
+        refused = self.alerts.refused_urls()
+        if refused:
+            raise ValueError("; ".join(f"alerts.{problem}" for problem in refused))
+        for hook_index, hook in enumerate(self.alerts.webhooks):
+            for index, camera_id in enumerate(hook.cameras or []):
+                if camera_id not in first_index:
+                    raise ValueError(
+                        f"alerts.webhooks[{hook_index}].cameras[{index}]: unknown camera "
+                        f"{camera_id[:64]!r} (not in cameras)"
+                    )
         return self

@@ -32,31 +32,41 @@ import ipaddress
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 import psutil
 
+from feedtag.addresses import (
+    METADATA_NETWORKS,
+    NAT64_NETWORKS,
+    IpAddress,
+    IpNetwork,
+    embedded_ipv4,
+    refusal,
+)
 from feedtag.errors import SourceRejected
 
-IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+__all__ = [
+    "METADATA_NETWORKS",
+    "NAT64_NETWORKS",
+    "IpAddress",
+    "IpNetwork",
+    "NetworkPolicy",
+    "PolicyRefused",
+    "Resolver",
+    "embedded_ipv4",
+    "own_addresses",
+    "refusal",
+    "resolve_host",
+]
+
 Resolver = Callable[[str], list[IpAddress]]
 
 RESOLVE_TIMEOUT_S: Final = 5.0
 #: what a viewer of the camera's status is told; the detail goes to the log
 REFUSED_REASON: Final = "refused by network policy"
-#: cloud instance metadata services (AWS/GCP/Azure/OpenStack, AWS IPv6, Alibaba)
-METADATA_NETWORKS: Final = tuple(
-    ipaddress.ip_network(net)
-    for net in ("169.254.169.254/32", "fd00:ec2::254/128", "100.100.100.200/32")
-)
-#: NAT64 prefixes: the well-known one (RFC 6052) and the local-use one (RFC 8215)
-NAT64_NETWORKS: Final = (
-    ipaddress.ip_network("64:ff9b::/96"),
-    ipaddress.ip_network("64:ff9b:1::/48"),
-)
 #: how long the host's own interface addresses are cached
 OWN_ADDRESSES_TTL_S: Final = 30.0
 _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="resolve")
@@ -93,24 +103,6 @@ def resolve_host(host: str, timeout: float = RESOLVE_TIMEOUT_S) -> list[IpAddres
     return [ipaddress.ip_address(text.split("%", 1)[0]) for text in raw]  # drop a zone id
 
 
-def embedded_ipv4(address: IpAddress) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 address carries (mapped, compatible, NAT64, 6to4, Teredo
-    client), or None.
-
-    >>> [str(embedded_ipv4(ipaddress.ip_address(a))) for a in
-    ...  ("::ffff:127.0.0.1", "::127.0.0.1", "64:ff9b::7f00:1", "2002:7f00:1::1", "::1")]
-    ['127.0.0.1', '127.0.0.1', '127.0.0.1', '127.0.0.1', 'None']
-    """
-    if not isinstance(address, ipaddress.IPv6Address):
-        return None
-    value = int(address)
-    compatible = value >> 32 == 0 and value > 1  # ::a.b.c.d (deprecated "IPv4-compatible")
-    if compatible or any(address in network for network in NAT64_NETWORKS):
-        return ipaddress.IPv4Address(value & 0xFFFFFFFF)
-    teredo_client = address.teredo[1] if address.teredo is not None else None
-    return address.ipv4_mapped or address.sixtofour or teredo_client
-
-
 _own_lock = threading.Lock()
 _own_cache: dict[str, tuple[float, frozenset[IpAddress]]] = {}
 
@@ -133,32 +125,6 @@ def own_addresses() -> frozenset[IpAddress]:
         return _own_cache["own"][1]
 
 
-def refusal(address: IpAddress, own: Iterable[IpAddress] = ()) -> str | None:
-    """Why ``address`` is refused by default, or None.
-
-    >>> refusal(ipaddress.ip_address("64:ff9b::a9fe:a9fe"))
-    'a cloud metadata address (as 64:ff9b::a9fe:a9fe)'
-    >>> refusal(ipaddress.ip_address("192.168.1.20")) is None  # cameras live on LANs
-    True
-    """
-    carried = embedded_ipv4(address)
-    if carried is not None:
-        reason = refusal(carried, own)
-        return None if reason is None else f"{reason} (as {address})"
-    if any(address in network for network in METADATA_NETWORKS):
-        return "a cloud metadata address"
-    for reason, hit in (
-        ("a loopback address", address.is_loopback),
-        ("a link-local address", address.is_link_local),
-        ("the unspecified address", address.is_unspecified),
-        ("a multicast address", address.is_multicast),
-        ("an address of this host", address in set(own)),
-    ):
-        if hit:
-            return reason
-    return None
-
-
 @dataclass(frozen=True, slots=True)
 class NetworkPolicy:
     """What one camera may connect to: anything but the refused ranges, except the networks
@@ -166,11 +132,18 @@ class NetworkPolicy:
 
     allow: tuple[IpNetwork, ...] = ()
     trusted_host: str | None = None
+    #: the config setting that widens ``allow``, named in refusals
+    allow_setting: str = "api.allow_networks"
 
     @classmethod
-    def allowing(cls, networks: Sequence[str], trusted_host: str | None = None) -> NetworkPolicy:
+    def allowing(
+        cls,
+        networks: Sequence[str],
+        trusted_host: str | None = None,
+        allow_setting: str = "api.allow_networks",
+    ) -> NetworkPolicy:
         parsed = tuple(ipaddress.ip_network(net, strict=False) for net in networks)
-        return cls(parsed, trusted_host.lower() if trusted_host else None)
+        return cls(parsed, trusted_host.lower() if trusted_host else None, allow_setting)
 
     def trusts(self, host: str) -> bool:
         return self.trusted_host is not None and host.strip("[]").lower() == self.trusted_host
@@ -189,6 +162,6 @@ class NetworkPolicy:
             if reason is not None and not any(address in net for net in self.allow):
                 raise PolicyRefused(
                     f"host {host[:80]!r} resolves to {address}, {reason}, outside"
-                    " api.allow_networks"
+                    f" {self.allow_setting}"
                 )
         return addresses

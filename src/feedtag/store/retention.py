@@ -28,7 +28,7 @@ from typing import Final
 from sqlalchemy import Engine, delete, select
 
 from feedtag.store.engine import store_error
-from feedtag.store.schema import events, tag_segments
+from feedtag.store.schema import alert_outbox, events, tag_segments
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,8 @@ def _expire_events(engine: Engine, root: Path | None, cutoff: float) -> tuple[in
         with engine.begin() as connection:
             ids = [row.event_id for row in chunk]
             connection.execute(delete(events).where(events.c.event_id.in_(ids)))
+            # An event's alerts go with it, sent or not.
+            connection.execute(delete(alert_outbox).where(alert_outbox.c.event_id.in_(ids)))
         deleted += len(chunk)
 
 

@@ -4,13 +4,15 @@ Two tables of what cameras saw: ``events`` (one row per :class:`~feedtag.core.Ev
 by its deterministic ``event_id``) and ``tag_segments`` (one row per
 :class:`~feedtag.core.TagSegment`, upserted as the segment grows and closes). Two tables of
 who may look: ``api_tokens`` (hashed API tokens, :mod:`feedtag.store.tokens`) and
-``audit_log`` (every read of events and media, :mod:`feedtag.store.audit`). Times are Unix
+``audit_log`` (every read of events and media, :mod:`feedtag.store.audit`). One table of
+alerts still to send: ``alert_outbox`` (one row per event and alert route, written in the
+event's transaction, :mod:`feedtag.store.outbox`). Times are Unix
 seconds as double precision, so the same queries run on SQLite and PostgreSQL. The schema
 is created and evolved by the Alembic migrations in :mod:`feedtag.store.migrations`; this
 module is what the code queries.
 
 >>> sorted(metadata.tables)
-['api_tokens', 'audit_log', 'events', 'tag_segments']
+['alert_outbox', 'api_tokens', 'audit_log', 'events', 'tag_segments']
 """
 
 from __future__ import annotations
@@ -90,6 +92,28 @@ audit_log = Table(
     Column("status", Integer, nullable=False),
     Index("ix_audit_log_time", "at", "audit_id"),
     Index("ix_audit_log_token_time", "token_id", "at"),
+)
+
+alert_outbox = Table(
+    "alert_outbox",
+    metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("route_id", String(64), primary_key=True),
+    # Copied from the event for the cooldown check (same route, camera, kind and zone).
+    Column("camera_id", String(200), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("zone", String(200), nullable=True),
+    Column("event_at", Double, nullable=False),
+    # pending -> delivered, or pending -> dead after the last attempt
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", Double, nullable=False),
+    # what went wrong last ("HTTP 500", "timed out"); never a secret or a URL
+    Column("last_error", Text, nullable=True),
+    Column("created_at", Double, nullable=False),
+    Column("delivered_at", Double, nullable=True),
+    Index("ix_alert_outbox_due", "state", "next_attempt_at"),
+    Index("ix_alert_outbox_cooldown", "route_id", "camera_id", "kind", "event_at"),
 )
 
 

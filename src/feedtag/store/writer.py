@@ -15,6 +15,10 @@ and so does every later batch, in order, until a replay of the spool succeeds (t
 its disk fails (both counted in ``stats().dropped``), and nothing is doubled because every
 write is idempotent.
 
+Given a ``router`` (:data:`~feedtag.store.outbox.Router`), the writer also inserts each
+event's alert outbox rows in the event's transaction (:func:`~feedtag.store.outbox.insert_outbox`),
+including events replayed from the spool; the dispatcher sends them later.
+
 >>> import tempfile
 >>> from feedtag.core import Event, EventKind
 >>> from feedtag.store.engine import create_store_engine
@@ -43,7 +47,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from feedtag.core import Event, EventEnd, TagSegment
 from feedtag.errors import SpoolFull, StoreError, StoreUnavailable
 from feedtag.store.engine import store_error
-from feedtag.store.schema import event_row, events, tag_segments
+from feedtag.store.outbox import Router, insert_outbox
+from feedtag.store.schema import event_row, events, row_event, tag_segments
 from feedtag.store.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -97,8 +102,10 @@ class StoreWriter:
         max_wait_s: float = DEFAULT_MAX_WAIT_S,
         queue_size: int = DEFAULT_QUEUE_SIZE,
         retry_interval_s: float = DEFAULT_RETRY_INTERVAL_S,
+        router: Router | None = None,
     ) -> None:
         self._engine = engine
+        self._router = router
         self._spool = spool
         self._batch_size = batch_size
         self._max_wait_s = max_wait_s
@@ -259,6 +266,9 @@ class StoreWriter:
         try:
             with self._engine.begin() as connection:
                 insert_events(connection, event_rows)
+                if self._router is not None and event_rows:
+                    batch = [row_event(row) for row in event_rows]
+                    insert_outbox(connection, batch, self._router, now=time.time())
                 end_events(connection, end_rows)
                 upsert_segments(connection, segment_rows)
         except Exception as error:  # noqa: BLE001 - every DB error is translated right here
