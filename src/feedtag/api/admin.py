@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse, Response
@@ -15,6 +15,7 @@ from feedtag.api.metrics import engine_registry
 from feedtag.api.state import api_state
 from feedtag.api.store_errors import ADMIN_QUERY, ADMIN_READ, SIGN_IN, store_errors
 from feedtag.store.audit import AuditQuery, search_audit
+from feedtag.store.outbox import list_outbox, outbox_counts
 from feedtag.store.tokens import Role, create_token, list_tokens, revoke_token
 
 router = APIRouter(tags=["admin"])
@@ -97,6 +98,26 @@ def get_audit(
     with store_errors(ADMIN_QUERY):
         page = search_audit(api_state(request).store, query)
     return {"items": [entry.to_dict() for entry in page.items], "next_cursor": page.next_cursor}
+
+
+@router.get("/api/v1/alerts", summary="The alert outbox, newest first (admins)")
+def get_alerts(
+    request: Request,
+    principal: FullAdmin,
+    *,
+    state: Annotated[
+        Literal["pending", "delivered", "dead"] | None,
+        Query(description="Only rows in this state."),
+    ] = None,
+    limit: Limit = 100,
+) -> dict[str, Any]:
+    """Which alerts are owed, sent or given up, with the last error; never a secret or a
+    receiver's URL (rows name the route id)."""
+    with store_errors(ADMIN_READ):
+        database = api_state(request).store
+        rows = list_outbox(database, state=state, limit=limit)
+        counts = outbox_counts(database)
+    return {"items": [row.to_dict() for row in rows], "counts": counts}
 
 
 @router.get("/api/v1/tokens", summary="Live API tokens (admins); never the tokens themselves")

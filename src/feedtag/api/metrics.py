@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from feedtag.alerts.dispatcher import AlertStats
 from feedtag.core import CameraState, DecodeMode, VisionStageStatus
 from feedtag.ingest.camera import DECODE_ERROR
 from feedtag.ingest.handoff import QUEUE_FULL
@@ -46,6 +47,8 @@ class EngineCollector(Collector):
         yield from self._cameras(snapshot)
         yield from self._vision(snapshot)
         yield from self._events_and_store(snapshot)
+        if snapshot.alerts is not None and self.cameras is None:  # node-wide: full view only
+            yield from alert_metrics(snapshot.alerts)
 
     def _cameras(self, snapshot: EngineSnapshot) -> Iterator[Metric]:
         camera = ["camera"]
@@ -153,6 +156,33 @@ class EngineCollector(Collector):
                                 value=self.bus.subscribers)  # fmt: skip
         yield CounterMetricFamily(f"{PREFIX}_stream_published", "Events offered to the stream.",
                                   value=self.bus.published)  # fmt: skip
+
+
+def alert_metrics(stats: AlertStats) -> Iterator[Metric]:
+    """Alert delivery: the outbox by state (while the store answers) and this process's
+    deliveries, failed attempts and delivery latency."""
+    outbox = GaugeMetricFamily(f"{PREFIX}_alerts_outbox", "Alert outbox rows, by state.",
+                               labels=["state"])  # fmt: skip
+    for state, count in (("pending", stats.pending), ("delivered", stats.delivered_total),
+                         ("dead", stats.dead_total)):  # fmt: skip
+        if count is not None:
+            outbox.add_metric([state], count)
+    yield outbox
+    yield CounterMetricFamily(f"{PREFIX}_alerts_delivered", "Alerts delivered since start.",
+                              value=stats.delivered)  # fmt: skip
+    yield CounterMetricFamily(f"{PREFIX}_alerts_failed",
+                              "Failed delivery attempts since start (retried or dead).",
+                              value=stats.failed)  # fmt: skip
+    yield CounterMetricFamily(f"{PREFIX}_alerts_dead", "Alerts given up on since start.",
+                              value=stats.dead)  # fmt: skip
+    if stats.latency_last_s is not None:
+        yield GaugeMetricFamily(f"{PREFIX}_alerts_latency_seconds",
+                                "From an event's outbox row to its delivery: the latest.",
+                                value=stats.latency_last_s)  # fmt: skip
+    if stats.latency_max_s is not None:
+        yield GaugeMetricFamily(f"{PREFIX}_alerts_latency_max_seconds",
+                                "From an event's outbox row to its delivery: the longest.",
+                                value=stats.latency_max_s)  # fmt: skip
 
 
 def stage_metrics(stage: VisionStageStatus) -> Iterator[Metric]:

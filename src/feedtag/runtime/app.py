@@ -6,7 +6,9 @@ order:
 1. the database, opened and migrated once (:func:`~feedtag.runtime.database.open_database`);
 2. the detector (the default model is built on first use);
 3. the store writer with its outage spool, the media store and the retention job, over that
-   database (detection only: without it nothing is written);
+   database (detection only: without it nothing is written), and, when ``alerts`` names a
+   webhook or an MQTT broker, the alert dispatcher that sends the outbox the writer fills
+   (:mod:`feedtag.alerts`);
 4. the node engine, behind its control interface
    (:class:`~feedtag.runtime.local.LocalEngineControl`);
 5. the API server (:class:`~feedtag.runtime.serve.ApiServer`), when ``api`` says to serve it
@@ -17,7 +19,8 @@ order:
 
 Stopping takes the API server down first (open streams end), then the engine (cameras,
 analysis, rules; what is open is written), then the store writer (what is queued is
-written or spooled), the retention job and the database, within :data:`STOP_DEADLINE_S`
+written or spooled), the alert dispatcher (what is not sent stays in the outbox for the
+next start), the retention job and the database, within :data:`STOP_DEADLINE_S`
 when nothing is stuck.
 """
 
@@ -34,6 +37,8 @@ from typing import Any, Final
 
 from sqlalchemy import Engine
 
+from feedtag.alerts.dispatcher import AlertDispatcher
+from feedtag.alerts.routes import build_router
 from feedtag.config.models import FeedtagConfig
 from feedtag.errors import FeedtagError
 from feedtag.runtime.control import DEFAULT_STOP_DEADLINE_S, EngineControl, EngineSnapshot
@@ -110,6 +115,7 @@ class NodeApp:
         self._before_detector = before_detector
         self._database: Engine | None = None
         self._store: OpenStore | None = None
+        self._alerts: AlertDispatcher | None = None
         self._control: EngineControl | None = None
         self._server: ApiServer | None = None
         self._stopping = threading.Event()
@@ -172,6 +178,9 @@ class NodeApp:
             clean = self._control.stop(share) and clean
         if self._store is not None:
             self._store.writer.close()  # writes or spools what it holds: nothing is lost
+            if self._alerts is not None:  # what is not sent stays pending in the outbox
+                self._alerts.stop(max(0.1, end - time.monotonic()))
+                self._alerts = None
             self._store.retention.stop(max(0.1, end - time.monotonic()))
             self._store = None
         if self._database is not None:
@@ -189,7 +198,11 @@ class NodeApp:
                 database = self._database = open_database(config.store)
             if api is not None and database is not None:
                 api = api if self._credential_present(api, database) else None
-            self._control = LocalEngineControl(self._engine(database))
+            node = self._engine(database)
+            alerts = self._alerts
+            self._control = LocalEngineControl(
+                node, alert_stats=None if alerts is None else alerts.stats
+            )
             if api is not None and database is not None:
                 self._serve(api, database)
         except BaseException:
@@ -216,7 +229,14 @@ class NodeApp:
         if self._before_detector is not None:
             self._before_detector()
         detector = build_detector(config.detector, self._progress)
-        self._store = open_store(config.store, database)
+        alerting = bool(config.alerts.webhooks) or config.alerts.mqtt is not None
+        router = build_router(config.alerts) if alerting else None
+        self._store = open_store(config.store, database, router=router)
+        if alerting:
+            self._alerts = AlertDispatcher(
+                database, config.alerts, cameras=[camera.id for camera in config.cameras]
+            )
+            self._alerts.start()
         return NodeEngine.from_config(config, detector=detector, store=self._store)
 
     def _serve(self, parts: ApiParts, database: Engine) -> None:

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
+from feedtag.alerts.dispatcher import AlertStats
 from feedtag.config.models import CameraConfig
 from feedtag.core import (
     CameraState,
@@ -86,6 +87,8 @@ class EngineSnapshot:
     #: the vision stage as a whole (post-processing queue, detector watchdog); None when
     #: detection is off
     vision_stage: VisionStageStatus | None = None
+    #: alert delivery (the outbox and its dispatcher); None when no alert route is set
+    alerts: AlertStats | None = None
 
     def camera(self, camera_id: str) -> CameraSnapshot | None:
         """The running camera ``camera_id``, or None."""
@@ -94,7 +97,7 @@ class EngineSnapshot:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EngineSnapshot:
         """The snapshot ``dataclasses.asdict`` (and a JSON round trip) made of one."""
-        store, stage = data["store"], data.get("vision_stage")
+        store, stage, alerts = data["store"], data.get("vision_stage"), data.get("alerts")
         if stage is not None:
             stage = VisionStageStatus(**{**stage, "hung_cameras": tuple(stage["hung_cameras"])})
         return cls(
@@ -102,6 +105,7 @@ class EngineSnapshot:
             cameras=tuple(CameraSnapshot.from_dict(camera) for camera in data["cameras"]),
             store=None if store is None else WriterStats(**store),
             vision_stage=stage,
+            alerts=None if alerts is None else AlertStats(**alerts),
         )
 
 

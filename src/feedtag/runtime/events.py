@@ -36,6 +36,7 @@ from feedtag.runtime.media_worker import MediaWorker
 from feedtag.store.audit import prune_audit
 from feedtag.store.engine import store_url_for_log
 from feedtag.store.media import MediaStore
+from feedtag.store.outbox import Router
 from feedtag.store.retention import RetentionResult, run_retention
 from feedtag.store.spool import Spool
 from feedtag.store.writer import StoreWriter
@@ -323,16 +324,19 @@ class OpenStore:
     retention: RetentionJob
 
 
-def open_store(settings: StoreConfig, engine: Engine | None = None) -> OpenStore:
+def open_store(
+    settings: StoreConfig, engine: Engine | None = None, *, router: Router | None = None
+) -> OpenStore:
     """Start the store's writer (with the outage spool), the media store and the retention
-    job over ``engine`` (default: :func:`open_database`)."""
+    job over ``engine`` (default: :func:`open_database`). ``router`` names the alert routes
+    each event owes; the writer queues them in the event's transaction."""
     data_dir = settings.resolved_data_dir()
     data_dir.mkdir(parents=True, exist_ok=True)
     if engine is None:
         engine = open_database(settings)
     log.info("store: %s", store_url_for_log(settings.resolved_url()))
     spool = Spool(data_dir / SPOOL_FOLDER, max_bytes=settings.spool_max_mb * 2**20)
-    writer = StoreWriter(engine, spool)
+    writer = StoreWriter(engine, spool, router=router)
     writer.start()
     media = MediaStore(Path(data_dir / MEDIA_FOLDER))
     retention = RetentionJob(

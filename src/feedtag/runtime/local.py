@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Final
 
+from feedtag.alerts.dispatcher import AlertStats
 from feedtag.config.models import CameraConfig
 from feedtag.errors import CameraNotFound
 from feedtag.runtime.control import (
@@ -32,8 +34,11 @@ class LocalEngineControl:
     ((), True)
     """
 
-    def __init__(self, node: NodeEngine) -> None:
+    def __init__(
+        self, node: NodeEngine, *, alert_stats: Callable[[], AlertStats] | None = None
+    ) -> None:
         self._node = node
+        self._alert_stats = alert_stats
 
     def start(self) -> None:
         self._node.start()
@@ -81,6 +86,7 @@ class LocalEngineControl:
         return EngineSnapshot(
             taken_at=time.time(), cameras=cameras, store=store,
             vision_stage=node.vision_stage_status(),
+            alerts=None if self._alert_stats is None else self._alert_stats(),
         )  # fmt: skip
 
     def subscribe(self, listener: EventListener) -> None:

@@ -37,7 +37,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Final
 
 from sqlalchemy import Connection, Engine, func, select, update
@@ -264,6 +264,39 @@ def _finish(
         .where(table.event_id == event_id, table.route_id == route_id, table.state == PENDING)
         .values(**values)
     )
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One alert owed, as an admin sees it: which event, which route, how it stands. The
+    last error is what went wrong (``HTTP 500``, ``timed out``), never a secret or a URL."""
+
+    event_id: str
+    route_id: str
+    camera_id: str
+    kind: str
+    state: str
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None
+    created_at: float
+    delivered_at: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def list_outbox(
+    engine: Engine, *, state: str | None = None, limit: int = DEFAULT_CLAIM_LIMIT
+) -> list[OutboxRow]:
+    """The newest ``limit`` outbox rows (in ``state``, when given), newest first."""
+    table = alert_outbox.c
+    statement = select(*(getattr(table, name) for name in OutboxRow.__slots__))
+    if state is not None:
+        statement = statement.where(table.state == state)
+    statement = statement.order_by(table.created_at.desc(), table.event_id).limit(limit)
+    with _store("outbox list"), engine.connect() as connection:
+        return [OutboxRow(*row) for row in connection.execute(statement).all()]
 
 
 def outbox_counts(engine: Engine) -> dict[str, int]:
