@@ -520,7 +520,22 @@ def _progress(step: str, done: int, total: int) -> None:
     )
 
 
-def _load_engine(config: FeedtagConfig) -> Any:
+def _camera_catalog(config: FeedtagConfig, store: Any) -> Any:
+    """The config file's cameras with the changes stored through the API laid over them
+    (read from ``store``, else from the configured store); the file's alone, with a warning,
+    when the store cannot be read."""
+    from feedtag.errors import StoreError
+    from feedtag.runtime.catalog import CameraCatalog
+    from feedtag.runtime.queries import open_engine
+
+    try:
+        return CameraCatalog(config, store if store is not None else open_engine(config.store))
+    except StoreError as error:
+        log.warning("cameras stored through the API are not applied: %s", error)
+        return CameraCatalog(config, None)
+
+
+def _load_engine(config: FeedtagConfig, cameras: Any = None) -> Any:
     from feedtag.runtime.node import NodeEngine
     from feedtag.vision.models import default_models_dir
 
@@ -531,7 +546,7 @@ def _load_engine(config: FeedtagConfig) -> Any:
             file=sys.stderr,
             flush=True,
         )
-    return NodeEngine.from_config(config, _progress)
+    return NodeEngine.from_config(config, _progress, cameras)
 
 
 def _api_store(config: FeedtagConfig) -> Any:
@@ -556,7 +571,9 @@ def _api_store(config: FeedtagConfig) -> Any:
     return None
 
 
-def _serve_api(config: FeedtagConfig, engine: Any, store: Any, *, fallback_port: bool) -> Any:
+def _serve_api(
+    config: FeedtagConfig, engine: Any, store: Any, *, fallback_port: bool, catalog: Any = None
+) -> Any:
     """Serve the API and dashboard beside ``engine``; a taken port falls back to a free one
     when ``fallback_port`` (the demo)."""
     from feedtag.api.app import close_app, create_app
@@ -568,7 +585,7 @@ def _serve_api(config: FeedtagConfig, engine: Any, store: Any, *, fallback_port:
             "session cookies travel in clear text otherwise",
             config.api.host,
         )
-    app = create_app(config, engine, store=store)
+    app = create_app(config, engine, store=store, catalog=catalog)
     server = ApiServer(app, config.api.host, config.api.port, before_stop=lambda: close_app(app))
     try:
         server.start()
@@ -589,7 +606,8 @@ def run_engine(
     fallback_port: bool = False,
 ) -> int:
     store = _api_store(config)
-    engine = _load_engine(config)
+    catalog = _camera_catalog(config, store)
+    engine = _load_engine(config, catalog.runnable())
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -597,7 +615,7 @@ def run_engine(
 
     server = None
     if store is not None:
-        server = _serve_api(config, engine, store, fallback_port=fallback_port)
+        server = _serve_api(config, engine, store, fallback_port=fallback_port, catalog=catalog)
     if server is not None and on_api is not None:
         on_api(server.url)
     elif server is not None:

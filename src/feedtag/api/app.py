@@ -37,6 +37,7 @@ from feedtag.api.state import ApiState, CameraRegistry
 from feedtag.config.models import CameraConfig, FeedtagConfig
 from feedtag.errors import ConfigError
 from feedtag.runtime.bus import EventBus
+from feedtag.runtime.catalog import CameraCatalog
 from feedtag.runtime.node import NodeEngine
 from feedtag.store.engine import create_store_engine
 from feedtag.store.media import MediaStore
@@ -80,9 +81,11 @@ def create_app(
     store: Engine | None = None,
     web_dir: Path | None = WEB_DIR,
     require_admin_credential: bool = True,
+    catalog: CameraCatalog | None = None,
 ) -> FastAPI:
     """The API over ``node`` (started or not). ``store`` defaults to the configured store
-    (migrated here); ``web_dir`` None serves no dashboard.
+    (migrated here); ``web_dir`` None serves no dashboard. ``catalog`` (default: read from
+    ``store``) holds the cameras ``node`` was built with and stores changes made here.
 
     Raises :class:`ConfigError` when no admin credential exists and
     ``require_admin_credential`` is set.
@@ -92,6 +95,8 @@ def create_app(
         upgrade(store)
     if require_admin_credential and not admin_credential_present(config, store):
         raise missing_admin_credential()
+    if catalog is None:
+        catalog = CameraCatalog(config, store)
     admin_token = config.api.admin_token
     media = (
         node.store.media
@@ -112,7 +117,7 @@ def create_app(
             config.api.session_ttl_s,
         ),
         bus=bus,
-        registry=CameraRegistry(node, list(config.cameras)),
+        registry=CameraRegistry(node, catalog.cameras(), catalog),
     )
     app = FastAPI(
         title="feedtag API",

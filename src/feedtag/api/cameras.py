@@ -3,7 +3,9 @@ change and remove at run time for admins (camera URLs are requests the server ma
 
 A camera added or changed here passes the same :class:`~feedtag.config.models.CameraConfig`
 validation as a config file (errors name the field, as 422), plus the network check of
-:mod:`feedtag.api.netcheck`. Other cameras keep running untouched.
+:mod:`feedtag.api.netcheck`. Other cameras keep running untouched. Changes are stored and
+outlive the process; ``defined_in`` says whether a camera comes from the config file, the
+API, or both (docs/api.md).
 """
 
 from __future__ import annotations
@@ -125,9 +127,16 @@ def camera_view(
 
 def _views(state: ApiState, cameras: list[CameraConfig]) -> list[dict[str, Any]]:
     statuses = {status.camera_id: status for status in state.node.statuses()}
+    statuses.update(state.registry.held_statuses())  # stored secret unresolved: offline
     vision = state.node.vision_statuses()
     counts = state.node.events.event_counts() if state.node.events is not None else {}
-    return [camera_view(c, statuses.get(c.id), vision.get(c.id), counts.get(c.id)) for c in cameras]
+    return [
+        {
+            **camera_view(c, statuses.get(c.id), vision.get(c.id), counts.get(c.id)),
+            "defined_in": state.registry.defined_in(c.id),
+        }
+        for c in cameras
+    ]
 
 
 def _validated(state: ApiState, data: dict[str, Any], *, new_url: bool = True) -> CameraConfig:

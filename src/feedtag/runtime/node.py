@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final, Protocol
 
 from feedtag.config.models import CameraConfig, FeedtagConfig
@@ -95,7 +95,8 @@ class RateRecorder:
 
 
 class NodeEngine:
-    """Runs the enabled cameras of ``config`` in this process.
+    """Runs the enabled cameras of ``config`` in this process (or of ``cameras``, the config
+    file's with the changes stored through the API laid over them: ``runtime/catalog.py``).
 
     >>> from feedtag.config import parse_config
     >>> engine = NodeEngine(parse_config("cameras: []"))
@@ -103,8 +104,16 @@ class NodeEngine:
     True
     """
 
-    def __init__(self, config: FeedtagConfig, consumer: FrameConsumer | None = None) -> None:
+    def __init__(
+        self,
+        config: FeedtagConfig,
+        consumer: FrameConsumer | None = None,
+        cameras: Sequence[CameraConfig] | None = None,
+    ) -> None:
+        # ``config`` stays the file's: ``_network`` trusts only hosts the file wrote
         self.config = config
+        if cameras is None:
+            cameras = config.cameras
         self.consumer: FrameConsumer = consumer if consumer is not None else RateRecorder()
         self._ready = threading.Event()
         self._stop = threading.Event()
@@ -112,7 +121,7 @@ class NodeEngine:
         # (the consumer loop, every round) iterate it without a lock or a copy.
         self._lock = threading.Lock()
         self._cameras: dict[str, CameraIngest] = {
-            camera.id: self._make_ingest(camera) for camera in config.cameras if camera.enabled
+            camera.id: self._make_ingest(camera) for camera in cameras if camera.enabled
         }
         self._consumer_thread: threading.Thread | None = None
         self.events: EventPipeline | None = None
@@ -122,22 +131,27 @@ class NodeEngine:
 
     @classmethod
     def from_config(
-        cls, config: FeedtagConfig, progress: Callable[[str, int, int], None] | None = None
+        cls,
+        config: FeedtagConfig,
+        progress: Callable[[str, int, int], None] | None = None,
+        cameras: Sequence[CameraConfig] | None = None,
     ) -> NodeEngine:
         """An engine whose consumer is what ``config`` asks for: detection and tracking for
-        every camera, or (``detector.enabled: false``) ingest only. Builds the default model
-        on first use, reporting to ``progress``."""
+        every camera (``cameras``, default the config's), or (``detector.enabled: false``)
+        ingest only. Builds the default model on first use, reporting to ``progress``."""
+        if cameras is None:
+            cameras = config.cameras
         if not config.detector.enabled:
-            return cls(config, RateRecorder())
+            return cls(config, RateRecorder(), cameras)
         detector = build_detector(config.detector, progress)
-        cameras = [camera for camera in config.cameras if camera.enabled]
+        cameras = [camera for camera in cameras if camera.enabled]
         store = open_store(config.store)
         events = EventPipeline(
             cameras, detector.class_names, store.writer, store.media,
             config.store.thumbnail_interval_s, anonymizer=build_anonymizer(config.detector),
         )  # fmt: skip
         consumer = VisionConsumer(detector, config.detector, cameras, on_result=events)
-        engine = cls(config, consumer)
+        engine = cls(config, consumer, cameras)
         engine.events = events
         engine.store = store
         engine._closers += [events.close, store.writer.close, store.retention.stop]

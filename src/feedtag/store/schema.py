@@ -4,20 +4,32 @@ Two tables of what cameras saw: ``events`` (one row per :class:`~feedtag.core.Ev
 by its deterministic ``event_id``) and ``tag_segments`` (one row per
 :class:`~feedtag.core.TagSegment`, upserted as the segment grows and closes). Two tables of
 who may look: ``api_tokens`` (hashed API tokens, :mod:`feedtag.store.tokens`) and
-``audit_log`` (every read of events and media, :mod:`feedtag.store.audit`). Times are Unix
+``audit_log`` (every read of events and media, :mod:`feedtag.store.audit`). One table of
+cameras changed through the API: ``camera_records`` (:mod:`feedtag.store.cameras`). Times are Unix
 seconds as double precision, so the same queries run on SQLite and PostgreSQL. The schema
 is created and evolved by the Alembic migrations in :mod:`feedtag.store.migrations`; this
 module is what the code queries.
 
 >>> sorted(metadata.tables)
-['api_tokens', 'audit_log', 'events', 'tag_segments']
+['api_tokens', 'audit_log', 'camera_records', 'events', 'tag_segments']
 """
 
 from __future__ import annotations
 
 from typing import Any, Final
 
-from sqlalchemy import JSON, Column, Double, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Double,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
 
 from feedtag.core import Event, EventKind, TagSegment
 
@@ -90,6 +102,21 @@ audit_log = Table(
     Column("status", Integer, nullable=False),
     Index("ix_audit_log_time", "at", "audit_id"),
     Index("ix_audit_log_token_time", "token_id", "at"),
+)
+
+camera_records = Table(
+    "camera_records",
+    metadata,
+    Column("camera_id", String(64), primary_key=True),
+    # the camera as config input without its secrets; null for a removed config camera
+    Column("settings", JSON, nullable=True),
+    # the secrets, each sealed (feedtag.store.sealing): never clear text
+    Column("secrets", JSON, nullable=True),
+    # written over a camera of the config file (else added through the API)
+    Column("changes_config", Boolean, nullable=False),
+    # a config camera removed through the API
+    Column("deleted", Boolean, nullable=False),
+    Column("updated_at", Double, nullable=False),
 )
 
 
