@@ -524,14 +524,18 @@ def _camera_catalog(config: FeedtagConfig, store: Any) -> Any:
     """The config file's cameras with the changes stored through the API laid over them
     (read from ``store``, else from the configured store); the file's alone, with a warning,
     when the store cannot be read."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from feedtag.errors import StoreError
     from feedtag.runtime.catalog import CameraCatalog
     from feedtag.runtime.queries import open_engine
+    from feedtag.store.engine import store_error
 
     try:
         return CameraCatalog(config, store if store is not None else open_engine(config.store))
-    except StoreError as error:
-        log.warning("cameras stored through the API are not applied: %s", error)
+    except (StoreError, SQLAlchemyError, OSError) as error:
+        reason = error if isinstance(error, StoreError) else store_error(error, "reading")
+        log.warning("cameras stored through the API are not applied: %s", reason)
         return CameraCatalog(config, None)
 
 

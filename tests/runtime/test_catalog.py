@@ -181,3 +181,25 @@ def test_the_catalog_stores_changes_and_reads_them_back(tmp_path: Any) -> None:
         "config", "api"
     ]  # fmt: skip
     store.dispose()
+
+
+def test_after_a_restart_only_urls_the_file_wrote_trust_their_host(tmp_path: Any) -> None:
+    from feedtag.runtime.node import NodeEngine
+
+    config = _config([{"id": "a", "url": "rtsp://127.0.0.1:8554/a", "enabled": False},
+                      {"id": "b", "url": "rtsp://127.0.0.1:8554/b", "enabled": False}],
+                     str(tmp_path))  # fmt: skip
+    store = create_store_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    upgrade(store)
+    catalog = CameraCatalog(config, store, {})
+    catalog.put(camera("c", "rtsp://127.0.0.1:8554/c", enabled=False))  # added
+    catalog.put(config.cameras[0].model_copy(update={"analysis_fps": 2.0}))  # same URL
+    moved = CameraConfig.model_validate(
+        {"id": "b", "url": "rtsp://127.0.0.1:9/b", "enabled": False}
+    )
+    catalog.put(moved)  # a new URL
+    again = CameraCatalog(config, store, {})
+    node = NodeEngine(config, cameras=again.runnable())
+    trusted = {c.id: node._network(c).trusted_host for c in again.runnable()}
+    assert trusted == {"a": "127.0.0.1", "b": None, "c": None}
+    store.dispose()

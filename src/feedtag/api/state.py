@@ -62,7 +62,7 @@ class CameraRegistry:
         with the reason."""
         entries = [] if self.catalog is None else self.catalog.entries()
         return {
-            e.camera.id: _offline(e.camera.id, e.problem)
+            e.camera.id: _offline(e.camera.id, e.problem, e.since)
             for e in entries
             if e.problem is not None and e.camera.enabled
         }
@@ -138,9 +138,9 @@ def _store_errors_as_http() -> Iterator[None]:
         ) from None
 
 
-def _offline(camera_id: str, reason: str) -> CameraStatus:
+def _offline(camera_id: str, reason: str, since: float) -> CameraStatus:
     return CameraStatus(
-        camera_id=camera_id, url="", state=CameraState.OFFLINE, reason=reason, since=time.time(),
+        camera_id=camera_id, url="", state=CameraState.OFFLINE, reason=reason, since=since,
         mode=DecodeMode.MEASURING, keyframe_interval_s=None, decoded_fps=0.0, analysed_fps=0.0,
         codec=None, width=None, height=None, counters=IngestCounters(),
     )  # fmt: skip

@@ -25,6 +25,7 @@ trusts its own host, so a camera stored through the API trusts none.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
 import os
@@ -74,6 +75,8 @@ class CatalogEntry:
     defined_in: DefinedIn
     runnable: CameraConfig | None
     problem: str | None = None
+    #: when the entry was made (Unix seconds): since when a camera with a problem is offline
+    since: float = dataclasses.field(default_factory=time.time)
 
 
 def problem_text(error: ConfigError) -> str:
