@@ -3,9 +3,22 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import yaml
 from sqlalchemy import Engine, inspect
 
-from feedtag.store.cameras import CameraRecord, delete_record, load_records, save_record
+from feedtag.config.models import CameraConfig
+from feedtag.store.cameras import (
+    CameraRecord,
+    camera_secrets,
+    camera_settings,
+    delete_record,
+    joined_camera,
+    load_records,
+    save_record,
+)
 from feedtag.store.migrations import downgrade, upgrade
 
 ADDED = CameraRecord(
@@ -15,6 +28,7 @@ ADDED = CameraRecord(
     {"password": "fernet:gAAAA", "query": [["token", "${FEEDTAG_CAMERA_TOKEN}"]]},
     changes_config=False, deleted=False, updated_at=1_765_000_000.25,
 )  # fmt: skip
+RULES_EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "rules.md"
 REMOVED = CameraRecord("door", None, {}, changes_config=True, deleted=True, updated_at=2.0)
 
 
@@ -46,3 +60,19 @@ def test_migration_0003_up_and_down(engine: Engine) -> None:
     assert load_records(engine) == []
     save_record(engine, ADDED)
     assert load_records(engine) == [ADDED]
+
+
+def test_a_camera_comes_back_from_its_settings_and_secrets_exactly(tmp_path: Path) -> None:
+    analytics = yaml.safe_load(RULES_EXAMPLE.read_text().split("```yaml\n")[1].split("```")[0])
+    (tmp_path / "clip.mp4").write_bytes(b"")
+    for url, extra in [
+        ("rtsp://u:p%40w@cam.example:554/s?token=a&ch=1&token=b", {}),
+        ("clip.mp4", {"loop": True, "realtime": False}),
+    ]:
+        data = {"id": "c", "url": url, "classes": ["person", "car"], "gate": {"refresh_s": 3},
+                "clips": {"enabled": True}, "analysis_height": 360, **analytics, **extra}  # fmt: skip
+        camera = CameraConfig.model_validate(data, context={"media_root": tmp_path})
+        settings = json.loads(json.dumps(camera_settings(camera)))  # as a JSON column holds it
+        secrets = json.loads(json.dumps(camera_secrets(camera)))
+        assert "p@w" not in json.dumps(settings) and "token=a" not in json.dumps(settings)
+        assert joined_camera(settings, secrets, tmp_path) == camera
