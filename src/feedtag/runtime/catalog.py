@@ -158,12 +158,15 @@ def sealed_secrets(
 
 
 def _held(
-    record: CameraRecord, twin: CameraConfig | None, box: SecretBox, media_root: Path | None
+    settings: dict[str, Any],
+    secrets: dict[str, Any],
+    twin: CameraConfig | None,
+    box: SecretBox,
+    media_root: Path | None,
 ) -> CameraConfig:
     """A stored camera as held: encrypted values decrypted and ``config:`` filled in where
     that works; references, and what cannot be opened, kept as stored."""
-    assert record.settings is not None  # noqa: S101 - callers pass records that are not deleted
-    environ: dict[str, str] = {}
+    environ: dict[str, str] = {}  # references are read only when the camera starts
 
     def held(kind: str, key: str, index: int, sealed: str) -> str:
         if sealed == CONFIG_MARKER:
@@ -175,8 +178,8 @@ def _held(
                 return sealed
         return sealed
 
-    stored = joined_camera(record.settings, record.secrets, media_root)
-    return joined_camera(record.settings, _map_secrets(stored, held), media_root)
+    stored = joined_camera(settings, secrets, media_root)
+    return joined_camera(settings, _map_secrets(stored, held), media_root)
 
 
 def merge_cameras(
@@ -195,14 +198,13 @@ def merge_cameras(
     for camera_id in [*twins, *sorted(stored.keys() - twins.keys())]:
         twin, record = twins.get(camera_id), stored.get(camera_id)
         if record is None:
-            assert twin is not None  # noqa: S101 - the id came from one of the two
-            entries.append(CatalogEntry(twin, DefinedIn.CONFIG, twin))
+            entries.append(CatalogEntry(twins[camera_id], DefinedIn.CONFIG, twins[camera_id]))
             continue
         if record.deleted or record.settings is None:
             continue
         defined_in = DefinedIn.CONFIG_API if twin is not None else DefinedIn.API
         try:
-            camera = _held(record, twin, box, media_root)
+            camera = _held(record.settings, record.secrets, twin, box, media_root)
         except ConfigError as error:
             log.error("stored camera %s is left out: %s", camera_id, problem_text(error))
             continue
