@@ -523,7 +523,7 @@ def _progress(step: str, done: int, total: int) -> None:
 def _camera_catalog(config: FeedtagConfig, store: Any) -> Any:
     """The config file's cameras with the changes stored through the API laid over them
     (read from ``store``, else from the configured store); the file's alone, with a warning,
-    when the store cannot be read."""
+    when the store cannot be read (changes through the API are still stored, or refused)."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from feedtag.errors import StoreError
@@ -536,7 +536,7 @@ def _camera_catalog(config: FeedtagConfig, store: Any) -> Any:
     except (StoreError, SQLAlchemyError, OSError) as error:
         reason = error if isinstance(error, StoreError) else store_error(error, "reading")
         log.warning("cameras stored through the API are not applied: %s", reason)
-        return CameraCatalog(config, None)
+        return CameraCatalog(config, store, read_stored=False)
 
 
 def _load_engine(config: FeedtagConfig, cameras: Any = None) -> Any:

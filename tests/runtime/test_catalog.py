@@ -203,3 +203,23 @@ def test_after_a_restart_only_urls_the_file_wrote_trust_their_host(tmp_path: Any
     trusted = {c.id: node._network(c).trusted_host for c in again.runnable()}
     assert trusted == {"a": "127.0.0.1", "b": None, "c": None}
     store.dispose()
+
+
+def test_an_unreadable_store_starts_the_file_s_cameras_and_refuses_changes(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from feedtag.cli import _camera_catalog
+    from feedtag.errors import StoreError
+    from feedtag.store.migrations import downgrade
+
+    config = _config([{"id": "a", "url": "rtsp://a.example/s"}], str(tmp_path))
+    store = create_store_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    upgrade(store)
+    downgrade(store, "0002")  # no camera_records table: every read and write fails
+    catalog = _camera_catalog(config, store)
+    assert [c.id for c in catalog.runnable()] == ["a"]
+    assert "cameras stored through the API are not applied" in caplog.text
+    with pytest.raises(StoreError):
+        catalog.put(camera("c"))
+    assert [c.id for c in catalog.cameras()] == ["a"]
+    store.dispose()

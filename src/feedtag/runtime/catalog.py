@@ -224,18 +224,24 @@ def _same(a: CameraConfig, b: CameraConfig) -> bool:
 class CameraCatalog:
     """The cameras of one node and their stored changes (callers serialize the changes).
 
-    ``store`` None keeps changes in memory only.
+    ``store`` None keeps changes in memory only; ``read_stored`` False starts from the config
+    file alone (the store could not be read) and still stores changes.
     """
 
     def __init__(
-        self, config: FeedtagConfig, store: Engine | None, environ: Mapping[str, str] | None = None
+        self,
+        config: FeedtagConfig,
+        store: Engine | None,
+        environ: Mapping[str, str] | None = None,
+        *,
+        read_stored: bool = True,
     ) -> None:
         self._file = {camera.id: camera for camera in config.cameras}
         self._media_root = config.media_root
         self._store = store
         self._environ = os.environ if environ is None else environ
         self._box = SecretBox.from_environ(self._environ)
-        records = load_records(store) if store is not None else []
+        records = load_records(store) if store is not None and read_stored else []
         entries = merge_cameras(
             config.cameras, records, box=self._box, environ=self._environ,
             media_root=self._media_root,
