@@ -38,6 +38,7 @@ from feedtag.api.state import ApiState, CameraRegistry
 from feedtag.config.models import CameraConfig, FeedtagConfig
 from feedtag.errors import ConfigError
 from feedtag.runtime.bus import EventBus
+from feedtag.runtime.catalog import CameraCatalog
 from feedtag.runtime.control import EngineControl
 from feedtag.runtime.database import open_database
 from feedtag.store.media import MediaStore
@@ -81,11 +82,13 @@ def create_app(
     store: Engine | None = None,
     web_dir: Path | None = WEB_DIR,
     require_admin_credential: bool = True,
+    catalog: CameraCatalog | None = None,
 ) -> FastAPI:
     """The API over ``engine`` (started or not) and ``store``, the database the composition
     root opened (default: the configured one, opened and migrated here); ``web_dir`` None
-    serves no dashboard. The live stream subscribes to the engine's events here and
-    unsubscribes in :func:`close_app`.
+    serves no dashboard. ``catalog`` (default: read from ``store``) holds the cameras
+    ``engine`` was built with and stores changes made here. The live stream subscribes to the
+    engine's events here and unsubscribes in :func:`close_app`.
 
     Raises :class:`ConfigError` when no admin credential exists and
     ``require_admin_credential`` is set.
@@ -94,6 +97,8 @@ def create_app(
         store = open_database(config.store)
     if require_admin_credential and not admin_credential_present(config, store):
         raise missing_admin_credential()
+    if catalog is None:
+        catalog = CameraCatalog(config, store)
     admin_token = config.api.admin_token
     bus = EventBus()
     engine.subscribe(bus.publish)
@@ -108,7 +113,7 @@ def create_app(
             config.api.session_ttl_s,
         ),
         bus=bus,
-        registry=CameraRegistry(engine, list(config.cameras)),
+        registry=CameraRegistry(engine, catalog.cameras(), catalog),
     )
     app = FastAPI(
         title="feedtag API",

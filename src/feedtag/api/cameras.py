@@ -3,7 +3,9 @@ change and remove at run time for admins (camera URLs are requests the server ma
 
 A camera added or changed here passes the same :class:`~feedtag.config.models.CameraConfig`
 validation as a config file (errors name the field, as 422), plus the network check of
-:mod:`feedtag.api.netcheck`. Other cameras keep running untouched.
+:mod:`feedtag.api.netcheck`. Other cameras keep running untouched. Changes are stored and
+outlive the process; ``defined_in`` says whether a camera comes from the config file, the
+API, or both (docs/api.md).
 """
 
 from __future__ import annotations
@@ -125,13 +127,15 @@ def camera_view(
 
 def _views(state: ApiState, cameras: list[CameraConfig]) -> list[dict[str, Any]]:
     running = {camera.camera_id: camera for camera in state.engine.snapshot().cameras}
+    held = state.registry.held_statuses()  # a stored secret unresolved: offline, not running
     views = []
     for camera in cameras:
         seen = running.get(camera.id)
         if seen is None:
-            views.append(camera_view(camera, None, None, None))
+            view = camera_view(camera, held.get(camera.id), None, None)
         else:
-            views.append(camera_view(camera, seen.ingest, seen.vision, seen.event_counts))
+            view = camera_view(camera, seen.ingest, seen.vision, seen.event_counts)
+        views.append({**view, "defined_in": state.registry.defined_in(camera.id)})
     return views
 
 

@@ -3,19 +3,23 @@ bus and the camera registry. One :class:`ApiState` per app, at ``app.state.api``
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
-from fastapi import Request
+from fastapi import HTTPException, Request, status
 from sqlalchemy import Engine
 
 from feedtag.api.access import Authenticator, Principal
 from feedtag.api.store_errors import AUDIT_WRITE, store_errors
 from feedtag.config.models import CameraConfig, FeedtagConfig
-from feedtag.errors import StoreError
+from feedtag.core import CameraState, CameraStatus, DecodeMode, IngestCounters
+from feedtag.errors import ConfigError, StoreError
 from feedtag.runtime.bus import EventBus
+from feedtag.runtime.catalog import CameraCatalog
 from feedtag.runtime.control import EngineControl
 from feedtag.store.audit import AuditEntry, write_audit
 from feedtag.store.media import MediaStore
@@ -25,13 +29,47 @@ class CameraRegistry:
     """Every configured camera (running or disabled), changed at run time by the API.
 
     Changes are applied to the engine under one lock, so two requests cannot interleave a
-    remove and an add of the same camera.
+    remove and an add of the same camera. With a ``catalog`` they are stored first
+    (:mod:`feedtag.runtime.catalog`), so they outlive the process; a change that cannot be
+    stored is refused (422 naming the field, 503 when the store is down) and changes nothing.
     """
 
-    def __init__(self, engine: EngineControl, cameras: list[CameraConfig]) -> None:
+    def __init__(
+        self,
+        engine: EngineControl,
+        cameras: list[CameraConfig],
+        catalog: CameraCatalog | None = None,
+    ) -> None:
         self.engine = engine
         self.lock = threading.Lock()
         self._cameras: dict[str, CameraConfig] = {camera.id: camera for camera in cameras}
+        self.catalog = catalog
+
+    def _stored(self, camera: CameraConfig) -> CameraConfig:
+        """Store ``camera`` in the catalog; the camera as the node runs it."""
+        if self.catalog is None:
+            return camera
+        with _store_errors_as_http():
+            return self.catalog.put(camera)
+
+    def _running(self, camera: CameraConfig) -> bool:
+        entry = None if self.catalog is None else self.catalog.entry(camera.id)
+        return camera.enabled and (entry is None or entry.runnable is not None)
+
+    def defined_in(self, camera_id: str) -> str:
+        """Where the camera is defined: ``config``, ``api`` or ``config+api``."""
+        entry = None if self.catalog is None else self.catalog.entry(camera_id)
+        return "config" if entry is None else entry.defined_in.value
+
+    def held_statuses(self) -> dict[str, CameraStatus]:
+        """Cameras that do not run because a stored secret cannot be resolved: offline,
+        with the reason."""
+        entries = [] if self.catalog is None else self.catalog.entries()
+        return {
+            e.camera.id: _offline(e.camera.id, e.problem, e.since)
+            for e in entries
+            if e.problem is not None and e.camera.enabled
+        }
 
     def get(self, camera_id: str) -> CameraConfig | None:
         with self.lock:
@@ -46,9 +84,10 @@ class CameraRegistry:
         with self.lock:
             if camera.id in self._cameras:
                 return False
+            runnable = self._stored(camera)
             self._cameras[camera.id] = camera
             if camera.enabled:
-                self.engine.add_camera(camera)
+                self.engine.add_camera(runnable)
         return True
 
     def change(self, camera: CameraConfig) -> bool:
@@ -57,34 +96,71 @@ class CameraRegistry:
             previous = self._cameras.get(camera.id)
             if previous is None:
                 return False
+            running = self._running(previous)
+            runnable = self._stored(camera)
             self._cameras[camera.id] = camera
-            running = previous.enabled
             if running and camera.enabled:
-                self.engine.change_camera(camera)
+                self.engine.change_camera(runnable)
             elif running:
                 self.engine.remove_camera(camera.id)
             elif camera.enabled:
-                self.engine.add_camera(camera)
+                self.engine.add_camera(runnable)
         return True
 
     def remove(self, camera_id: str) -> bool:
         """Stop and forget a camera; False if unknown."""
         with self.lock:
-            camera = self._cameras.pop(camera_id, None)
+            camera = self._cameras.get(camera_id)
             if camera is None:
                 return False
-            if camera.enabled:
+            running = self._running(camera)
+            if self.catalog is not None:
+                with _store_errors_as_http():
+                    self.catalog.remove(camera_id)
+            del self._cameras[camera_id]
+            if running:
                 self.engine.remove_camera(camera_id)
         return True
 
     def restart(self, camera_id: str) -> bool:
-        """Restart a running camera with its settings; False if unknown or disabled."""
+        """Restart a camera with its settings; False if unknown or disabled. A camera held
+        back because its stored secret could not be resolved is resolved again (the
+        variable may be set now) and started when it can be."""
         with self.lock:
             camera = self._cameras.get(camera_id)
             if camera is None or not camera.enabled:
                 return False
-            self.engine.restart_camera(camera_id)
-        return True
+            if self._running(camera):
+                self.engine.restart_camera(camera_id)
+                return True
+        return self.change(camera)
+
+
+@contextlib.contextmanager
+def _store_errors_as_http() -> Iterator[None]:
+    """A secret that cannot be stored is the caller's 422 (naming the field); a store that
+    cannot be written, 503."""
+    try:
+        yield
+    except ConfigError as error:
+        detail = [
+            {"loc": ["body", path], "msg": message, "type": "secret_not_stored"}
+            for path, message in error.problems
+        ]
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail) from None
+    except StoreError:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "the camera change cannot be stored, so it is not made; try again later",
+        ) from None
+
+
+def _offline(camera_id: str, reason: str, since: float) -> CameraStatus:
+    return CameraStatus(
+        camera_id=camera_id, url="", state=CameraState.OFFLINE, reason=reason, since=since,
+        mode=DecodeMode.MEASURING, keyframe_interval_s=None, decoded_fps=0.0, analysed_fps=0.0,
+        codec=None, width=None, height=None, counters=IngestCounters(),
+    )  # fmt: skip
 
 
 #: repeated reads of the same thing by the same caller within this window share one entry

@@ -99,7 +99,9 @@ def _api_parts() -> ApiParts:
     return ApiParts(
         credential_present=admin_credential_present,
         missing_credential=missing_admin_credential,
-        create=lambda config, engine, store: create_app(config, engine, store=store),
+        create=lambda config, engine, store, catalog: create_app(
+            config, engine, store=store, catalog=catalog
+        ),
         close=close_app,
     )
 

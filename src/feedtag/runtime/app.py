@@ -39,8 +39,9 @@ from sqlalchemy import Engine
 
 from feedtag.alerts.dispatcher import AlertDispatcher
 from feedtag.alerts.routes import build_router
-from feedtag.config.models import FeedtagConfig
-from feedtag.errors import FeedtagError
+from feedtag.config.models import CameraConfig, FeedtagConfig
+from feedtag.errors import FeedtagError, StoreError
+from feedtag.runtime.catalog import CameraCatalog
 from feedtag.runtime.control import DEFAULT_STOP_DEADLINE_S, EngineControl, EngineSnapshot
 from feedtag.runtime.database import open_database
 from feedtag.runtime.detection import build_detector
@@ -79,7 +80,7 @@ class ApiParts:
 
     credential_present: Callable[[FeedtagConfig, Engine], bool]
     missing_credential: Callable[[], FeedtagError]
-    create: Callable[[FeedtagConfig, EngineControl, Engine], Any]
+    create: Callable[[FeedtagConfig, EngineControl, Engine, CameraCatalog], Any]
     close: Callable[[Any], None]
 
 
@@ -116,6 +117,7 @@ class NodeApp:
         self._database: Engine | None = None
         self._store: OpenStore | None = None
         self._alerts: AlertDispatcher | None = None
+        self._catalog: CameraCatalog | None = None
         self._control: EngineControl | None = None
         self._server: ApiServer | None = None
         self._stopping = threading.Event()
@@ -198,7 +200,8 @@ class NodeApp:
                 database = self._database = open_database(config.store)
             if api is not None and database is not None:
                 api = api if self._credential_present(api, database) else None
-            node = self._engine(database)
+            self._catalog = camera_catalog(config, database)
+            node = self._engine(database, self._catalog.runnable())
             alerts = self._alerts
             self._control = LocalEngineControl(
                 node, alert_stats=None if alerts is None else alerts.stats
@@ -222,10 +225,10 @@ class NodeApp:
         )
         return False
 
-    def _engine(self, database: Engine | None) -> NodeEngine:
+    def _engine(self, database: Engine | None, cameras: list[CameraConfig]) -> NodeEngine:
         config = self.config
         if not config.detector.enabled or database is None:
-            return NodeEngine(config)
+            return NodeEngine(config, cameras=cameras)
         if self._before_detector is not None:
             self._before_detector()
         detector = build_detector(config.detector, self._progress)
@@ -237,7 +240,7 @@ class NodeApp:
                 database, config.alerts, cameras=[camera.id for camera in config.cameras]
             )
             self._alerts.start()
-        return NodeEngine.from_config(config, detector=detector, store=self._store)
+        return NodeEngine.from_config(config, detector=detector, store=self._store, cameras=cameras)
 
     def _serve(self, parts: ApiParts, database: Engine) -> None:
         """Serve the API and dashboard beside the engine; a taken port falls back to a free
@@ -249,7 +252,8 @@ class NodeApp:
                 "session cookies travel in clear text otherwise",
                 settings.host,
             )
-        app = parts.create(self.config, self.control, database)
+        assert self._catalog is not None  # noqa: S101 - built just before, in _build
+        app = parts.create(self.config, self.control, database, self._catalog)
         server = ApiServer(app, settings.host, settings.port, before_stop=lambda: parts.close(app))
         try:
             server.start()
@@ -261,3 +265,16 @@ class NodeApp:
         self._server = server
         if self._on_api is not None:
             self._on_api(server.url)
+
+
+def camera_catalog(config: FeedtagConfig, database: Engine | None) -> CameraCatalog:
+    """The config file's cameras with the changes stored through the API laid over them;
+    the file's alone, with a warning, when the store cannot be read (changes through the API
+    are still stored, or refused)."""
+    if database is None:
+        return CameraCatalog(config, None)
+    try:
+        return CameraCatalog(config, database)
+    except StoreError as error:
+        log.warning("cameras stored through the API are not applied: %s", error)
+        return CameraCatalog(config, database, read_stored=False)

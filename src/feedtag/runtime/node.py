@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final, Protocol
 
 from feedtag.config.models import CameraConfig, FeedtagConfig
@@ -97,7 +97,8 @@ class RateRecorder:
 
 
 class NodeEngine:
-    """Runs the enabled cameras of ``config`` in this process.
+    """Runs the enabled cameras of ``config`` in this process (or of ``cameras``, the config
+    file's with the changes stored through the API laid over them: ``runtime/catalog.py``).
 
     >>> from feedtag.config import parse_config
     >>> engine = NodeEngine(parse_config("cameras: []"))
@@ -105,8 +106,16 @@ class NodeEngine:
     True
     """
 
-    def __init__(self, config: FeedtagConfig, consumer: FrameConsumer | None = None) -> None:
+    def __init__(
+        self,
+        config: FeedtagConfig,
+        consumer: FrameConsumer | None = None,
+        cameras: Sequence[CameraConfig] | None = None,
+    ) -> None:
+        # ``config`` stays the file's: ``_network`` trusts only hosts the file wrote
         self.config = config
+        if cameras is None:
+            cameras = config.cameras
         self.consumer: FrameConsumer = consumer if consumer is not None else RateRecorder()
         self._ready = threading.Event()
         self._stop = threading.Event()
@@ -114,7 +123,7 @@ class NodeEngine:
         # (the consumer loop, every round) iterate it without a lock or a copy.
         self._lock = threading.Lock()
         self._cameras: dict[str, CameraIngest] = {
-            camera.id: self._make_ingest(camera) for camera in config.cameras if camera.enabled
+            camera.id: self._make_ingest(camera) for camera in cameras if camera.enabled
         }
         self._consumer_thread: threading.Thread | None = None
         self.events: EventPipeline | None = None
@@ -130,28 +139,32 @@ class NodeEngine:
         *,
         detector: Detector | None = None,
         store: OpenStore | None = None,
+        cameras: Sequence[CameraConfig] | None = None,
     ) -> NodeEngine:
         """An engine whose consumer is what ``config`` asks for: detection and tracking for
-        every camera, or (``detector.enabled: false``) ingest only. Builds the default model
-        on first use, reporting to ``progress``, unless ``detector`` is given.
+        every camera (``cameras``, default the config's), or (``detector.enabled: false``)
+        ingest only. Builds the default model on first use, reporting to ``progress``,
+        unless ``detector`` is given.
 
         ``store`` is an opened store that the caller owns (the composition root,
         :mod:`feedtag.runtime.app`, opens it once and closes it after :meth:`stop`); without
         it the engine opens the configured store and closes it when it stops."""
+        if cameras is None:
+            cameras = config.cameras
         if not config.detector.enabled:
-            return cls(config, RateRecorder())
+            return cls(config, RateRecorder(), cameras)
         if detector is None:
             detector = build_detector(config.detector, progress)
         owns_store = store is None
         if store is None:
             store = open_store(config.store)
-        cameras = [camera for camera in config.cameras if camera.enabled]
+        cameras = [camera for camera in cameras if camera.enabled]
         events = EventPipeline(
             cameras, detector.class_names, store.writer, store.media,
             config.store.thumbnail_interval_s, anonymizer=build_anonymizer(config.detector),
         )  # fmt: skip
         consumer = VisionConsumer(detector, config.detector, cameras, on_result=events)
-        engine = cls(config, consumer)
+        engine = cls(config, consumer, cameras)
         engine.events = events
         engine.store = store
         engine._closers.append(events.close)

@@ -6,20 +6,32 @@ by its deterministic ``event_id``) and ``tag_segments`` (one row per
 who may look: ``api_tokens`` (hashed API tokens, :mod:`feedtag.store.tokens`) and
 ``audit_log`` (every read of events and media, :mod:`feedtag.store.audit`). One table of
 alerts still to send: ``alert_outbox`` (one row per event and alert route, written in the
-event's transaction, :mod:`feedtag.store.outbox`). Times are Unix
+event's transaction, :mod:`feedtag.store.outbox`); cameras changed through the API:
+``camera_records`` (:mod:`feedtag.store.cameras`). Times are Unix
 seconds as double precision, so the same queries run on SQLite and PostgreSQL. The schema
 is created and evolved by the Alembic migrations in :mod:`feedtag.store.migrations`; this
 module is what the code queries.
 
 >>> sorted(metadata.tables)
-['alert_outbox', 'api_tokens', 'audit_log', 'events', 'tag_segments']
+['alert_outbox', 'api_tokens', 'audit_log', 'camera_records', 'events', 'tag_segments']
 """
 
 from __future__ import annotations
 
 from typing import Any, Final
 
-from sqlalchemy import JSON, Column, Double, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Double,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
 
 from feedtag.core import Event, EventKind, TagSegment
 
@@ -114,6 +126,22 @@ alert_outbox = Table(
     Column("delivered_at", Double, nullable=True),
     Index("ix_alert_outbox_due", "state", "next_attempt_at"),
     Index("ix_alert_outbox_cooldown", "route_id", "camera_id", "kind", "event_at"),
+)
+
+
+camera_records = Table(
+    "camera_records",
+    metadata,
+    Column("camera_id", String(64), primary_key=True),
+    # the camera as config input without its secrets; null for a removed config camera
+    Column("settings", JSON, nullable=True),
+    # the secrets, each sealed (feedtag.store.sealing): never clear text
+    Column("secrets", JSON, nullable=True),
+    # written over a camera of the config file (else added through the API)
+    Column("changes_config", Boolean, nullable=False),
+    # a config camera removed through the API
+    Column("deleted", Boolean, nullable=False),
+    Column("updated_at", Double, nullable=False),
 )
 
 

@@ -8,7 +8,8 @@ tests and the node at start-up.
 >>> engine = create_engine("sqlite://")
 >>> upgrade(engine)
 >>> sorted(inspect(engine).get_table_names())
-['alembic_version', 'alert_outbox', 'api_tokens', 'audit_log', 'events', 'tag_segments']
+['alembic_version', 'alert_outbox', 'api_tokens', 'audit_log', 'camera_records', 'events',
+ 'tag_segments']
 """
 
 from __future__ import annotations
