@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import logging
 import os
 import shutil
 import socket
@@ -28,6 +29,19 @@ from feedtag.vision.registry import ModelInfo
 
 REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """A test that runs ``feedtag.cli.main`` in-process gets the CLI's logging set up: a
+    handler on the ``sys.stderr`` of that moment, pytest's capture, closed after the test.
+    Left in place, every later log line fails with a traceback into the next test's
+    captured output (which grew the churn test's memory by 10 KiB per cycle)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session", autouse=True)

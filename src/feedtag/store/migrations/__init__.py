@@ -7,9 +7,8 @@ tests and the node at start-up.
 >>> from sqlalchemy import create_engine, inspect
 >>> engine = create_engine("sqlite://")
 >>> upgrade(engine)
->>> sorted(inspect(engine).get_table_names())
-['alembic_version', 'alert_outbox', 'api_tokens', 'audit_log', 'camera_records', 'events',
- 'tag_segments']
+>>> print(" ".join(sorted(inspect(engine).get_table_names())))
+alembic_version alert_outbox api_tokens audit_log camera_records events tag_segments
 """
 
 from __future__ import annotations
