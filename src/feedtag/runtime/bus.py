@@ -26,13 +26,15 @@ from collections.abc import Callable
 from typing import Final
 
 from feedtag.core import Event, EventEnd
+from feedtag.store.feed import Stored
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SUBSCRIBER_QUEUE: Final = 256
 
-#: what the bus carries: new events, and the ends of events that last
-Item = Event | EventEnd
+#: what the bus carries: new events, and the ends of events that last, as stored (with their
+#: place in the stream) or bare
+Item = Stored | Event | EventEnd
 
 
 class Subscription:
