@@ -279,6 +279,7 @@ def test_a_writer_commit_wakes_the_dispatcher_before_its_poll(
 ) -> None:
     """The node hangs ``wake`` on the store writer: new rows go out at once, not after the
     poll interval (here far longer than the test waits)."""
+    receiver.start()
     alerts = alerts_for(receiver.port)
     items = make_events(3)
     with AlertDispatcher(engine, alerts, poll_interval_s=60) as dispatcher:
