@@ -1,8 +1,9 @@
 """An in-process event bus for the live event stream: many subscribers, none can slow the
 pipeline.
 
-:meth:`EventBus.publish` is an :class:`~feedtag.runtime.events.EventPipeline` listener: it
-runs on the vision thread, so it never blocks. Every subscriber has its own bounded queue;
+:meth:`EventBus.publish` is a :class:`~feedtag.store.writer.StoreWriter` listener (through
+:meth:`~feedtag.runtime.control.EngineControl.subscribe`): it runs on the writer thread after
+each commit, so it never blocks. Every subscriber has its own bounded queue;
 when a subscriber reads too slowly its oldest events are dropped (and counted), never the
 publisher held up. A subscriber may pass ``notify``, called after each put (from the
 publishing thread), so that an asyncio reader can wake without polling.
