@@ -186,6 +186,7 @@ def main() -> None:
         at_warm = saturation(app)
         time.sleep(args.seconds)
         at_end = saturation(app)
+        delivery = app.control.snapshot().alerts
     finally:
         app.stop()
         subscriber.disconnect()
@@ -203,6 +204,11 @@ def main() -> None:
         f"{at_end['frames_dropped'] - at_warm['frames_dropped']:.0f}, results dropped "
         f"{at_end['postprocess_dropped'] - at_warm['postprocess_dropped']:.0f}"
     )
+    if delivery is not None and delivery.latency_mean_s is not None:
+        print(
+            f"delivery alone (outbox row written -> receiver's answer, both routes, whole run): "
+            f"mean {delivery.latency_mean_s:.3f} s, max {delivery.latency_max_s or 0:.3f} s"
+        )
     target = KEYFRAME_INTERVAL_S + 1.0
     print(f"target: p99 < keyframe interval + 1 s = {target:.1f} s (line crossings)")
     for name, arrivals in (("webhook", hooks), ("mqtt", published)):
