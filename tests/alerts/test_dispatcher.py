@@ -272,3 +272,23 @@ def test_the_thread_outlives_an_unexpected_error(
         wait_for(lambda: all_delivered(engine, 1), 10, what="delivery after the bug")
     assert "unexpected RuntimeError" in caplog.text
     assert QUERY_SECRET not in caplog.text
+
+
+def test_a_writer_commit_wakes_the_dispatcher_before_its_poll(
+    engine: Engine, receiver: Receiver
+) -> None:
+    """The node hangs ``wake`` on the store writer: new rows go out at once, not after the
+    poll interval (here far longer than the test waits)."""
+    receiver.start()
+    alerts = alerts_for(receiver.port)
+    items = make_events(3)
+    with AlertDispatcher(engine, alerts, poll_interval_s=60) as dispatcher:
+        time.sleep(0.2)  # the dispatcher found nothing and waits for its poll
+        spool = Spool(tempfile.mkdtemp())
+        writer = StoreWriter(engine, spool, max_wait_s=0.02, router=build_router(alerts))
+        writer.listeners.append(dispatcher.wake)
+        with writer:
+            for item in items:
+                writer.put(item)
+        wait_for(lambda: all_delivered(engine, len(items)), 5, what="delivered without a poll")
+    check_deliveries(receiver, items)

@@ -350,12 +350,10 @@ def test_an_event_that_ends_is_updated_live(page: Any, served: Served) -> None:
     pipeline = served.server.engine.events
 
     def deliver(item: Event | EventEnd) -> None:
-        """What the event pipeline does with an event or an end: store it, then tell the
-        listeners (the live stream)."""
+        """What the event pipeline does with an event or an end: the store writer stores it
+        and tells its listeners (the live stream)."""
         pipeline.writer.put(item)
         assert pipeline.writer.flush(10)
-        for listener in pipeline.listeners:
-            listener(item)
 
     sign_in(page, served.admin_token)
     page.goto("/#/events")
@@ -374,6 +372,42 @@ def test_an_event_that_ends_is_updated_live(page: Any, served: Served) -> None:
     expect(row.locator(".details")).to_contain_text("lasted 25", timeout=UI_TIMEOUT_MS)
     expect(dialog).not_to_contain_text("still going on", timeout=UI_TIMEOUT_MS)
     expect(dialog).to_contain_text("25.0 s")
+
+
+def test_events_made_while_the_stream_reconnects_all_reach_the_table(
+    page: Any, served: Served
+) -> None:
+    from feedtag.core import Event, EventKind
+
+    writer = served.server.engine.events.writer
+    state = served.server.app.state.api
+    sign_in(page, served.admin_token)
+    page.goto("/#/events")
+    expect(page.locator("#live-indicator.up")).to_be_attached(timeout=UI_TIMEOUT_MS)
+    camera = served.feed_cameras[0]
+    made = [
+        Event(f"e2e-resume-{i}-{time.time_ns()}", camera, EventKind.LINE_CROSS, "resume-test",
+              time.time() - 30 + i, label="person")
+        for i in range(3)
+    ]  # fmt: skip
+    writer.put(made[0])
+    assert writer.flush(10)
+    first = page.locator(f'#events-body tr.fresh[data-event-id="{made[0].event_id}"]')
+    expect(first).to_be_attached(timeout=UI_TIMEOUT_MS)
+    # The server ends every stream; the rest are stored before the browser is back.
+    state.closing.set()
+    try:
+        wait_for(lambda: state.bus.subscribers == 0, 10)
+        for item in made[1:]:
+            writer.put(item)
+        assert writer.flush(10)
+    finally:
+        state.closing.clear()
+    expect(page.locator("#live-indicator.up")).to_be_attached(timeout=UI_TIMEOUT_MS)
+    for item in made:
+        # marked fresh: they came through the (resumed) stream, not a reload of the list
+        row = page.locator(f'#events-body tr.fresh[data-event-id="{item.event_id}"]')
+        expect(row).to_have_count(1, timeout=UI_TIMEOUT_MS)
 
 
 # -- charts ----------------------------------------------------------------------------------

@@ -117,6 +117,7 @@ class AlertDispatcher:
         self._claim_limit = claim_limit
         self._lease_s = claim_limit * alerts.timeout_s + LEASE_MARGIN_S
         self._stop = threading.Event()
+        self._due = threading.Event()  # set by wake(): new rows, no need to wait for the poll
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._counts = {"delivered": 0, "failed": 0, "dead": 0}
@@ -138,9 +139,15 @@ class AlertDispatcher:
         self._thread = threading.Thread(target=self._run, name="alert-dispatcher", daemon=True)
         self._thread.start()
 
+    def wake(self, *_: object) -> None:
+        """New rows were written: look for due rows now, not at the next poll. Never blocks
+        (a store writer listener: the node calls it after each commit)."""
+        self._due.set()
+
     def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT_S) -> None:
         """Stop after the row being sent; what is still pending stays in the outbox."""
         self._stop.set()
+        self._due.set()
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():
@@ -196,7 +203,8 @@ class AlertDispatcher:
                 log.error("alert dispatcher: unexpected %s; retrying", type(error).__name__)
                 tried = 0
             if not tried:
-                self._stop.wait(self._poll_interval_s)
+                self._due.wait(self._poll_interval_s)
+                self._due.clear()
         log.info("alert dispatcher stopped")
 
     def _deliver(self, item: OutboxItem) -> None:

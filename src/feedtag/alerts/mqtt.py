@@ -26,8 +26,10 @@ the name (an address the name later resolves to must present a valid certificate
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
+import re
 import ssl
 import threading
 from collections.abc import Sequence
@@ -63,6 +65,22 @@ def status_topic(config: MqttConfig) -> str:
     return f"{config.topic_prefix}/status"
 
 
+def discovery_object_id(unique_id: str) -> str:
+    """The discovery topic's object id: Home Assistant takes only ``[A-Za-z0-9_-]`` there,
+    and camera ids may hold dots, so other characters become ``_`` and a short hash of the
+    whole id keeps two such ids apart.
+
+    >>> discovery_object_id("feedtag_gate-1_crowding")
+    'feedtag_gate-1_crowding'
+    >>> discovery_object_id("feedtag_hall.2_crowding")
+    'feedtag_hall_2_crowding_1661a8'
+    """
+    safe = re.sub(r"[^A-Za-z0-9_-]", "_", unique_id)
+    if safe == unique_id:
+        return unique_id
+    return f"{safe}_{hashlib.sha256(unique_id.encode()).hexdigest()[:6]}"
+
+
 def discovery_messages(config: MqttConfig, cameras: Sequence[str]) -> list[tuple[str, str]]:
     """(topic, JSON payload) of the Home Assistant discovery config of every camera and kind.
 
@@ -74,10 +92,11 @@ def discovery_messages(config: MqttConfig, cameras: Sequence[str]) -> list[tuple
     messages = []
     for camera in cameras:
         for kind in EventKind:
-            object_id = f"{config.client_id}_{camera}_{kind.value}"
+            unique_id = f"{config.client_id}_{camera}_{kind.value}"
+            object_id = discovery_object_id(unique_id)
             payload = {
                 "name": kind.value.replace("_", " "),
-                "unique_id": object_id,
+                "unique_id": unique_id,
                 "object_id": object_id,
                 "state_topic": f"{config.topic_prefix}/{camera}/events/{kind.value}",
                 "event_types": [kind.value],

@@ -240,6 +240,9 @@ class NodeApp:
                 database, config.alerts, cameras=[camera.id for camera in config.cameras]
             )
             self._alerts.start()
+            # each commit may have queued alerts: the dispatcher looks at once, not after its
+            # poll interval
+            self._store.writer.listeners.append(self._alerts.wake)
         return NodeEngine.from_config(config, detector=detector, store=self._store, cameras=cameras)
 
     def _serve(self, parts: ApiParts, database: Engine) -> None:

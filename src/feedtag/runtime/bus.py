@@ -1,8 +1,9 @@
 """An in-process event bus for the live event stream: many subscribers, none can slow the
 pipeline.
 
-:meth:`EventBus.publish` is an :class:`~feedtag.runtime.events.EventPipeline` listener: it
-runs on the vision thread, so it never blocks. Every subscriber has its own bounded queue;
+:meth:`EventBus.publish` is a :class:`~feedtag.store.writer.StoreWriter` listener (through
+:meth:`~feedtag.runtime.control.EngineControl.subscribe`): it runs on the writer thread after
+each commit, so it never blocks. Every subscriber has its own bounded queue;
 when a subscriber reads too slowly its oldest events are dropped (and counted), never the
 publisher held up. A subscriber may pass ``notify``, called after each put (from the
 publishing thread), so that an asyncio reader can wake without polling.
@@ -26,13 +27,15 @@ from collections.abc import Callable
 from typing import Final
 
 from feedtag.core import Event, EventEnd
+from feedtag.store.feed import Stored
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SUBSCRIBER_QUEUE: Final = 256
 
-#: what the bus carries: new events, and the ends of events that last
-Item = Event | EventEnd
+#: what the bus carries: new events, and the ends of events that last, as stored (with their
+#: place in the stream) or bare
+Item = Stored | Event | EventEnd
 
 
 class Subscription:

@@ -30,20 +30,20 @@ from feedtag.core import (
     CameraState,
     CameraStatus,
     DecodeMode,
-    Event,
-    EventEnd,
     IngestCounters,
     VisionStageStatus,
     VisionStatus,
 )
+from feedtag.store.feed import Stored
 from feedtag.store.writer import WriterStats
 
 #: how long :meth:`EngineControl.stop` waits by default for every thread to end
 DEFAULT_STOP_DEADLINE_S: Final = 4.0
 
-#: called with every event, and every end of an event that lasts, that the engine stores;
-#: a listener must not block (it runs on the engine's result thread)
-EventListener = Callable[[Event | EventEnd], None]
+#: called with every event, and every end of an event that lasts, that the engine stores
+#: (as :class:`~feedtag.store.feed.Stored`, with its place in the stream, once committed);
+#: a listener must not block (it runs on the store writer's thread)
+EventListener = Callable[[Stored], None]
 
 
 @dataclass(frozen=True, slots=True)

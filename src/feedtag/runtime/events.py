@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
@@ -81,10 +81,6 @@ class EventPipeline:
         #: covers people in every image written; without a person finder it blurs them whole
         self.anonymizer = anonymizer if anonymizer is not None else Anonymizer(None)
         self.clips: ClipWriter | None = None  # set by the engine when cameras keep rings
-        #: called with every event, and every end of an event that lasts, handed to the store
-        #: (the API's live stream subscribes); a listener must not block, and one that raises
-        #: is logged and skipped
-        self.listeners: list[Callable[[Event | EventEnd], None]] = []
         self.thumbnail_interval_s = thumbnail_interval_s
         # snapshots and thumbnails are encoded here, not in the detection worker's thread
         self.media_jobs = MediaWorker() if media is not None else None
@@ -245,16 +241,11 @@ class EventPipeline:
             self._store(item)
 
     def _store(self, item: Event | EventEnd | TagSegment) -> None:
+        # The live stream hears of events and ends from the writer, once they are stored.
         try:
             self.writer.put(item)
         except FeedtagError:
             log.exception("camera %s: the store writer refused an item", item.camera_id)
-        if isinstance(item, Event | EventEnd):
-            for listener in self.listeners:
-                try:
-                    listener(item)
-                except Exception:
-                    log.exception("camera %s: an event listener failed", item.camera_id)
 
 
 def _camera(camera: CameraConfig) -> _Camera:

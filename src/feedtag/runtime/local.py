@@ -90,13 +90,13 @@ class LocalEngineControl:
         )  # fmt: skip
 
     def subscribe(self, listener: EventListener) -> None:
-        if self._node.events is not None:  # detection off: no events, so no feed
-            self._node.events.listeners.append(listener)
+        if self._node.store is not None:  # no store (detection off): no events, so no feed
+            self._node.store.writer.listeners.append(listener)
 
     def unsubscribe(self, listener: EventListener) -> None:
-        events = self._node.events
-        if events is not None and listener in events.listeners:
-            events.listeners.remove(listener)
+        store = self._node.store
+        if store is not None and listener in store.writer.listeners:
+            store.writer.listeners.remove(listener)
 
     def want_thumbnail(self, camera_id: str) -> None:
         if self._node.store is not None:

@@ -55,9 +55,15 @@ events = Table(
     Column("attributes", JSON, nullable=False),
     # Copied out of attributes so that retention finds the files without parsing JSON.
     Column("media_path", String(1000), nullable=True),
+    # The writer's stamp of the transaction that stored the event, and of the one that applied
+    # its end: the event's places in the live stream (feedtag.store.feed).
+    Column("stored_at", Double, nullable=True),
+    Column("end_stored_at", Double, nullable=True),
     # Search pages newest first per camera, and retention scans by time.
     Index("ix_events_camera_time", "camera_id", "started_at", "event_id"),
     Index("ix_events_time", "started_at", "event_id"),
+    Index("ix_events_stored", "stored_at"),
+    Index("ix_events_end_stored", "end_stored_at"),
 )
 
 tag_segments = Table(

@@ -19,6 +19,13 @@ Given a ``router`` (:data:`~feedtag.store.outbox.Router`), the writer also inser
 event's alert outbox rows in the event's transaction (:func:`~feedtag.store.outbox.insert_outbox`),
 including events replayed from the spool; the dispatcher sends them later.
 
+Every transaction has a stamp (:class:`~feedtag.store.feed.StampClock`), written into the
+events it inserts (``stored_at``) and the ends it applies (``end_stored_at``); after the
+commit, each of ``listeners`` is called with every event and end of the batch as
+:class:`~feedtag.store.feed.Stored`, in stream order (the API's live stream subscribes, and
+resumes a client from those stamps). A listener runs on the writer thread and must not
+block; one that raises is logged and skipped.
+
 >>> import tempfile
 >>> from feedtag.core import Event, EventKind
 >>> from feedtag.store.engine import create_store_engine
@@ -37,7 +44,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -47,6 +54,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from feedtag.core import Event, EventEnd, TagSegment
 from feedtag.errors import SpoolFull, StoreError, StoreUnavailable
 from feedtag.store.engine import store_error
+from feedtag.store.feed import Phase, Position, StampClock, Stored
 from feedtag.store.outbox import Router, insert_outbox
 from feedtag.store.schema import event_row, events, row_event, tag_segments
 from feedtag.store.spool import Spool
@@ -116,6 +124,9 @@ class StoreWriter:
         self._available = True
         self._last_retry = 0.0
         self._counts = {"written": 0, "spooled": 0, "replayed": 0, "failed": 0}
+        self._clock = StampClock()
+        #: called after each commit with every event and end written (see the module doc)
+        self.listeners: list[Callable[[Stored], None]] = []
 
     def __enter__(self) -> StoreWriter:
         self.start()
@@ -260,7 +271,11 @@ class StoreWriter:
     def _write(self, records: list[Record]) -> None:
         """One transaction. Raises :class:`StoreUnavailable` (retry later); an invalid batch
         is logged and counted as failed, since retrying it cannot succeed."""
-        event_rows = _unique_events(r["r"] for r in records if r["t"] == "e")
+        stamp = self._clock.next()
+        event_rows = [
+            {**row, "stored_at": stamp}
+            for row in _unique_events(r["r"] for r in records if r["t"] == "e")
+        ]
         segment_rows = merge_segments(r["r"] for r in records if r["t"] == "s")
         end_rows = [r["r"] for r in records if r["t"] == "x"]
         try:
@@ -269,7 +284,7 @@ class StoreWriter:
                 if self._router is not None and event_rows:
                     batch = [row_event(row) for row in event_rows]
                     insert_outbox(connection, batch, self._router, now=time.time())
-                end_events(connection, end_rows)
+                end_events(connection, end_rows, stamp)
                 upsert_segments(connection, segment_rows)
         except Exception as error:  # noqa: BLE001 - every DB error is translated right here
             translated = store_error(error, "store write")
@@ -277,6 +292,26 @@ class StoreWriter:
                 raise translated from None
             log.error("%s; %d records not stored", translated, len(records))
             self._counts["failed"] += len(records)
+            return
+        if self.listeners:
+            self._announce(stamp, event_rows, end_rows)
+
+    def _announce(
+        self, stamp: float, event_rows: list[dict[str, Any]], end_rows: list[dict[str, Any]]
+    ) -> None:
+        written = [
+            Stored(row_event(row), Position(stamp, row["event_id"], Phase.START))
+            for row in event_rows
+        ] + [
+            Stored(EventEnd(**row), Position(stamp, row["event_id"], Phase.END)) for row in end_rows
+        ]
+        written.sort(key=lambda stored: stored.position)
+        for stored in written:
+            for listener in list(self.listeners):
+                try:
+                    listener(stored)
+                except Exception:
+                    log.exception("camera %s: a store listener failed", stored.camera_id)
 
 
 def _insert(connection: Connection) -> Any:
@@ -290,14 +325,14 @@ def insert_events(connection: Connection, rows: list[dict[str, Any]]) -> None:
         connection.execute(statement, rows)
 
 
-def end_events(connection: Connection, rows: list[dict[str, Any]]) -> None:
+def end_events(connection: Connection, rows: list[dict[str, Any]], stamp: float) -> None:
     """Set ``ended_at`` of stored events that have none yet (an end replayed twice, or one
-    whose event was never stored, changes nothing)."""
+    whose event was never stored, changes nothing), and ``end_stored_at`` to ``stamp``."""
     if rows:
         statement = (
             update(events)
             .where(events.c.event_id == bindparam("end_id"), events.c.ended_at.is_(None))
-            .values(ended_at=bindparam("end_at"))
+            .values(ended_at=bindparam("end_at"), end_stored_at=stamp)
         )
         params = [{"end_id": row["event_id"], "end_at": row["ended_at"]} for row in rows]
         connection.execute(statement, params)

@@ -207,20 +207,44 @@ function onStreamEnd(message) {
   if (openEventId === end.event_id && $("#event-dialog").open) openEvent(end.event_id);
 }
 
-export function startStream() {
+// The id of the last stream message: the server resumes after it. EventSource sends it by
+// itself (Last-Event-ID) when it reconnects; a stream this module opens again passes it too.
+let lastEventId = "";
+let restartTimer = null;
+const RESTART_MS = 5000;
+
+function remember(message) {
+  if (message.lastEventId) lastEventId = message.lastEventId;
+}
+
+/** Opens the live stream; with `resume`, after the last message of the one before. */
+export function startStream({ resume = false } = {}) {
   stopStream();
+  if (!resume) lastEventId = "";
   if (!("EventSource" in window)) return;
-  stream = new EventSource("/api/v1/stream");
+  const query = lastEventId ? `?last_event_id=${encodeURIComponent(lastEventId)}` : "";
+  stream = new EventSource(`/api/v1/stream${query}`);
   const dot = $("#live-indicator");
   stream.addEventListener("open", () => { dot.className = "live-dot up"; dot.title = "Live event stream: connected"; });
-  stream.addEventListener("error", () => { dot.className = "live-dot down"; dot.title = "Live event stream: reconnecting"; });
-  stream.addEventListener("event", onStreamEvent);
-  stream.addEventListener("end", onStreamEnd);
+  stream.addEventListener("error", () => {
+    dot.className = "live-dot down"; dot.title = "Live event stream: reconnecting";
+    // The browser retries by itself unless the server answered with an error: then this
+    // module opens the stream again, resuming after the last message it had.
+    if (stream && stream.readyState === EventSource.CLOSED && !restartTimer) {
+      restartTimer = setTimeout(() => { restartTimer = null; if (stream) startStream({ resume: true }); }, RESTART_MS);
+    }
+  });
+  stream.addEventListener("event", (message) => { remember(message); onStreamEvent(message); });
+  stream.addEventListener("end", (message) => { remember(message); onStreamEnd(message); });
   // The server drops the oldest events for a reader that falls behind, and says how many.
   stream.addEventListener("dropped", () => notify("Some live events were skipped; press r to reload the list.", "info"));
+  // More was missed while disconnected than the server resends: the list is loaded again.
+  stream.addEventListener("gap", () => { if (active) load(); });
 }
 
 export function stopStream() {
+  if (restartTimer) clearTimeout(restartTimer);
+  restartTimer = null;
   if (stream) stream.close();
   stream = null;
   $("#live-indicator").className = "live-dot";
