@@ -103,6 +103,11 @@ def _runs_anew(control: object, camera_id: str, old_pid: int) -> bool:
     return bool(ray.get(shard.ping.remote(), timeout=5)["pid"] != old_pid)
 
 
+def _runs_elsewhere(control: object, camera_id: str, lost: str) -> bool:
+    camera = control.snapshot().camera(camera_id)  # type: ignore[attr-defined]
+    return camera is not None and camera.shard != lost and camera.ingest.counters.frames_decoded > 0
+
+
 def _stored_as_counted(control: object, database: Engine, camera_id: str) -> bool:
     camera = control.snapshot().camera(camera_id)  # type: ignore[attr-defined]
     counted = sum(camera.event_counts.values()) if camera is not None else -1
@@ -205,6 +210,19 @@ def test_failover_additions_and_coordinator_restart(
                  "stored events equal the shard's counts")  # fmt: skip
         total, unique = event_ids(database)
         assert total == unique and total > 0
+
+        # a shard Ray reports dead for good: its cameras move to the live shard
+        lost = keeper.shard
+        ray.kill(control.shard(lost), no_restart=True)
+        lost_at = time.monotonic()
+        wait_for(lambda: all(_runs_elsewhere(control, c.id, lost) for c in config.cameras), 20,
+                 0.5, "every camera on the live shard")  # fmt: skip
+        print(
+            f"shard lost for good: its cameras run again after {time.monotonic() - lost_at:.1f} s"
+        )
+        moved_records = ray.get(control.coordinator.status.remote())["reassignments"]
+        assert moved_records and moved_records[-1]["moved"] >= 1, moved_records
+        assert lost in moved_records[-1]["reason"]
     finally:
         assert control.stop(8.0)
         database.dispose()

@@ -26,6 +26,7 @@ when nothing is stuck.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import signal
 import threading
@@ -131,6 +132,9 @@ class NodeApp:
     ) -> None:
         if ray is not None:
             require_postgresql(config)
+            if importlib.util.find_spec("ray") is None:
+                problem = "the ray engine needs Ray: pip install 'feedtag[ray]'"
+                raise ConfigError([("--engine", problem)], "arguments")
         self.config = config
         self._ray = ray
         self._api = api

@@ -13,7 +13,7 @@ A snapshot serializes as it is::
     >>> import dataclasses, json
     >>> snapshot = EngineSnapshot(taken_at=0.0, cameras=(), store=None)
     >>> text = json.dumps(dataclasses.asdict(snapshot)); text
-    '{"taken_at": 0.0, "cameras": [], "store": null}'
+    '{"taken_at": 0.0, "cameras": [], "store": null, "vision_stage": null, "alerts": null}'
     >>> EngineSnapshot.from_dict(json.loads(text)) == snapshot
     True
 """

@@ -129,12 +129,15 @@ class RayEngineControl:
                 ray.get(self._coordinator.stop.remote(), timeout=2.0)
             ray.kill(self._coordinator, no_restart=True)
             self._coordinator = None
-        refs = [handle.stop.remote() for handle in self._shards.values()]
-        try:
-            clean = all(ray.get(refs, timeout=max(0.5, end - time.monotonic())))
-        except Exception:  # noqa: BLE001 - a timeout or a shard that died
-            log.warning("some shards did not stop in time")
-            clean = False
+        refs = {shard: handle.stop.remote() for shard, handle in self._shards.items()}
+        for shard, ref in refs.items():
+            try:
+                clean = ray.get(ref, timeout=max(0.5, end - time.monotonic())) and clean
+            except ray.exceptions.ActorDiedError:
+                log.info("shard %s was gone already", shard)  # nothing of it to stop
+            except ray.exceptions.RayError as error:
+                log.warning("shard %s did not stop in time: %s", shard, type(error).__name__)
+                clean = False
         for handle in self._shards.values():
             ray.kill(handle, no_restart=True)
         self._shards = {}
