@@ -18,7 +18,7 @@ from feedtag.cli.common import EXIT_OK, progress
 from feedtag.config import FeedtagConfig, load_config, validate_config
 
 if TYPE_CHECKING:
-    from feedtag.runtime.app import ApiParts
+    from feedtag.runtime.app import ApiParts, RayOptions
     from feedtag.runtime.control import EngineSnapshot
 
 log = logging.getLogger("feedtag")
@@ -26,7 +26,12 @@ log = logging.getLogger("feedtag")
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    return run_engine(config, seconds=args.seconds, as_json=args.json)
+    ray = None
+    if args.engine == "ray":
+        from feedtag.runtime.app import RayOptions
+
+        ray = RayOptions(address=args.address, shards=args.shards, shard_cpus=args.shard_cpus)
+    return run_engine(config, seconds=args.seconds, as_json=args.json, ray=ray)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -117,6 +122,7 @@ def run_engine(
     as_json: bool,
     on_api: Callable[[str], None] = _show_api,
     fallback_port: bool = False,
+    ray: RayOptions | None = None,
 ) -> int:
     """Run a node (:class:`~feedtag.runtime.app.NodeApp`) until a signal or ``seconds``,
     printing its status every ``engine.status_interval_s``."""
@@ -128,7 +134,7 @@ def run_engine(
 
     app = NodeApp(
         config, api=_api_parts(), on_api=on_api, fallback_port=fallback_port, progress=progress,
-        before_detector=lambda: _before_detector(config),
+        before_detector=lambda: _before_detector(config), ray=ray,
     )  # fmt: skip
     last = app.run(seconds, show)
     if app.last_stop is not None:
@@ -195,6 +201,15 @@ def add_run_commands(commands: Any) -> None:
     run.add_argument("config", type=Path)
     run.add_argument("--seconds", type=float, default=None, help="stop after this long")
     run.add_argument("--json", action="store_true", help="status as JSON lines")
+    run.add_argument(
+        "--engine", choices=("local", "ray"), default="local",
+        help="local: one process; ray: shards on a Ray cluster (needs PostgreSQL; docs/cluster.md)",
+    )  # fmt: skip
+    run.add_argument(
+        "--address", default=None, help="ray: the cluster to join (default: a local Ray)"
+    )
+    run.add_argument("--shards", type=int, default=2, help="ray: how many shard actors")
+    run.add_argument("--shard-cpus", type=float, default=1.0, help="ray: cores per shard")
     run.set_defaults(func=cmd_run)
 
     demo = commands.add_parser("demo", help="run live-paced feeds of real sample footage")

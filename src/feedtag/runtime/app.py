@@ -26,6 +26,7 @@ when nothing is stuck.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import signal
 import threading
@@ -40,7 +41,7 @@ from sqlalchemy import Engine
 from feedtag.alerts.dispatcher import AlertDispatcher
 from feedtag.alerts.routes import build_router
 from feedtag.config.models import CameraConfig, FeedtagConfig
-from feedtag.errors import FeedtagError, StoreError
+from feedtag.errors import ConfigError, FeedtagError, StoreError
 from feedtag.runtime.catalog import CameraCatalog
 from feedtag.runtime.control import DEFAULT_STOP_DEADLINE_S, EngineControl, EngineSnapshot
 from feedtag.runtime.database import open_database
@@ -84,6 +85,26 @@ class ApiParts:
     close: Callable[[Any], None]
 
 
+@dataclass(frozen=True, slots=True)
+class RayOptions:
+    """Run the cameras on a Ray cluster (``feedtag run --engine ray``): join the one at
+    ``address``, or start a local Ray on loopback; ``shards`` shard actors of
+    ``shard_cpus`` cores each. PostgreSQL (``store.url``) is required."""
+
+    address: str | None = None
+    shards: int = 2
+    shard_cpus: float = 1.0
+
+
+def require_postgresql(config: FeedtagConfig) -> None:
+    """The Ray engine's shards on many machines share one store: PostgreSQL. Raises
+    :class:`~feedtag.errors.ConfigError` naming ``store.url`` otherwise."""
+    url = config.store.url
+    if url is None or not url.get_secret_value().startswith("postgresql"):
+        problem = "the ray engine needs a PostgreSQL store (postgresql://...) shared by its shards"
+        raise ConfigError([("store.url", problem)])
+
+
 class NodeApp:
     """One feedtag node: database, detector, store, engine, API server, signals.
 
@@ -107,8 +128,15 @@ class NodeApp:
         fallback_port: bool = False,
         progress: Progress | None = None,
         before_detector: Callable[[], None] | None = None,
+        ray: RayOptions | None = None,
     ) -> None:
+        if ray is not None:
+            require_postgresql(config)
+            if importlib.util.find_spec("ray") is None:
+                problem = "the ray engine needs Ray: pip install 'feedtag[ray]'"
+                raise ConfigError([("--engine", problem)], "arguments")
         self.config = config
+        self._ray = ray
         self._api = api
         self._on_api = on_api
         self._fallback_port = fallback_port
@@ -180,9 +208,10 @@ class NodeApp:
             clean = self._control.stop(share) and clean
         if self._store is not None:
             self._store.writer.close()  # writes or spools what it holds: nothing is lost
-            if self._alerts is not None:  # what is not sent stays pending in the outbox
-                self._alerts.stop(max(0.1, end - time.monotonic()))
-                self._alerts = None
+        if self._alerts is not None:  # what is not sent stays pending in the outbox
+            self._alerts.stop(max(0.1, end - time.monotonic()))
+            self._alerts = None
+        if self._store is not None:
             self._store.retention.stop(max(0.1, end - time.monotonic()))
             self._store = None
         if self._database is not None:
@@ -200,12 +229,17 @@ class NodeApp:
                 database = self._database = open_database(config.store)
             if api is not None and database is not None:
                 api = api if self._credential_present(api, database) else None
+            if self._ray is not None:
+                database = self._database = database or open_database(config.store)
             self._catalog = camera_catalog(config, database)
-            node = self._engine(database, self._catalog.runnable())
-            alerts = self._alerts
-            self._control = LocalEngineControl(
-                node, alert_stats=None if alerts is None else alerts.stats
-            )
+            if self._ray is not None and database is not None:
+                self._control = self._ray_engine(self._ray, database)
+            else:
+                node = self._engine(database, self._catalog.runnable())
+                alerts = self._alerts
+                self._control = LocalEngineControl(
+                    node, alert_stats=None if alerts is None else alerts.stats
+                )
             if api is not None and database is not None:
                 self._serve(api, database)
         except BaseException:
@@ -244,6 +278,23 @@ class NodeApp:
             # poll interval
             self._store.writer.listeners.append(self._alerts.wake)
         return NodeEngine.from_config(config, detector=detector, store=self._store, cameras=cameras)
+
+    def _ray_engine(self, options: RayOptions, database: Engine) -> EngineControl:
+        """The Ray engine: shards run detectors and write the store; this process runs the
+        coordinator's handle, the API and the alert dispatcher."""
+        from feedtag.runtime.ray_engine import RayEngineControl, init_ray  # noqa: PLC0415
+
+        config = self.config
+        if bool(config.alerts.webhooks) or config.alerts.mqtt is not None:
+            self._alerts = AlertDispatcher(
+                database, config.alerts, cameras=[camera.id for camera in config.cameras]
+            )
+            self._alerts.start()
+        connected = init_ray(options.address)
+        return RayEngineControl(
+            config, database, shards=options.shards, shard_cpus=options.shard_cpus,
+            disconnect=connected,
+        )  # fmt: skip
 
     def _serve(self, parts: ApiParts, database: Engine) -> None:
         """Serve the API and dashboard beside the engine; a taken port falls back to a free

@@ -57,6 +57,9 @@ class CameraSnapshot:
     vision: VisionStatus | None
     queue_depth: int
     event_counts: dict[str, int]
+    #: the Ray engine's shard that runs the camera, and its machine (None in one process)
+    shard: str | None = None
+    node: str | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CameraSnapshot:
@@ -72,6 +75,8 @@ class CameraSnapshot:
             vision=None if vision is None else VisionStatus(**vision),
             queue_depth=data["queue_depth"],
             event_counts=dict(data["event_counts"]),
+            shard=data.get("shard"),
+            node=data.get("node"),
         )
 
 

@@ -1,0 +1,330 @@
+"""The coordinator of the Ray engine: which shard runs which camera, kept true.
+
+One named Ray actor (:data:`COORDINATOR_NAME`). Every :data:`RECONCILE_INTERVAL_S` it
+
+1. pings every shard (:data:`PING_TIMEOUT_S`); a shard whose process changed was restarted
+   by Ray (its recently started cameras get a strike), a shard that has not answered for
+   :data:`SHARD_GRACE_S` or that Ray reports dead loses its cameras to the live shards;
+2. reads the cameras from the store: the config file's with the changes stored through the
+   API laid over them (:func:`~feedtag.runtime.catalog.merge_cameras`), so a camera added,
+   changed or removed through the API reaches a shard within one interval;
+3. assigns them to the live shards by capacity-weighted rendezvous hashing
+   (:mod:`feedtag.runtime.assignment`), records how many moved when shards came or went,
+   and tells each shard whose cameras differ what to run (:meth:`ShardWorker.adopt`:
+   unchanged cameras keep running).
+
+A camera that crashed its shard :data:`CRASH_BUDGET` times within :data:`CRASH_WINDOW_S`
+is put offline with the reason instead of moving from shard to shard for ever; changing or
+restarting it gives it another chance.
+
+When the coordinator itself restarts, it asks every live shard what it runs and takes that
+as the current assignment, so healthy cameras are not restarted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import Any, Final
+
+from feedtag.config.models import CameraConfig, FeedtagConfig
+from feedtag.runtime.assignment import assign, moves
+from feedtag.runtime.catalog import merge_cameras
+from feedtag.runtime.database import open_database
+from feedtag.store.cameras import load_records
+from feedtag.store.sealing import SecretBox
+
+log = logging.getLogger(__name__)
+
+#: the coordinator's Ray actor name (in the engine's namespace)
+COORDINATOR_NAME: Final = "feedtag-coordinator"
+#: how often cameras and shard health are reconciled
+RECONCILE_INTERVAL_S: Final = 1.0
+#: a shard that does not answer a ping within this is not healthy
+PING_TIMEOUT_S: Final = 2.0
+#: a shard unhealthy this long loses its cameras to the live shards (Ray may still bring
+#: it back; then rendezvous hashing gives its cameras back)
+SHARD_GRACE_S: Final = 6.0
+#: how long a shard's change of cameras may take (starting cameras opens their streams)
+ADOPT_TIMEOUT_S: Final = 30.0
+#: cameras started on a shard this recently are suspects when it crashes
+SUSPECT_WINDOW_S: Final = 60.0
+CRASH_BUDGET: Final = 3
+CRASH_WINDOW_S: Final = 600.0
+#: reassignments kept for the status
+REASSIGNMENTS_KEPT: Final = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Reassignment:
+    """Cameras moved between shards because a shard came or went."""
+
+    at: float
+    reason: str
+    moved: int
+
+
+@dataclass(slots=True)
+class ShardHealth:
+    pid: int | None = None
+    node: str | None = None
+    healthy_at: float = 0.0
+    live: bool = True
+    dead: bool = False
+
+
+def _ray() -> Any:
+    import ray  # noqa: PLC0415 - the ray extra is needed only by the Ray engine
+
+    return ray
+
+
+class Coordinator:
+    """Assigns the store's cameras to ``shard_ids`` (shard id -> capacity) and keeps them
+    running; the Ray actor body (:func:`coordinator_actor_class`)."""
+
+    def __init__(self, config: FeedtagConfig, shard_ids: dict[str, float]) -> None:
+        self.config = config
+        self._capacity = dict(shard_ids)
+        self._database = open_database(config.store)
+        self._box = SecretBox.from_environ(os.environ)
+        self._lock = threading.RLock()
+        self._health = {shard: ShardHealth(healthy_at=time.monotonic()) for shard in shard_ids}
+        #: what each shard runs (as told to it, or as it said when this coordinator started)
+        self._running: dict[str, dict[str, CameraConfig]] = {shard: {} for shard in shard_ids}
+        self._started_at: dict[tuple[str, str], float] = {}
+        self._assignment: dict[str, str] = {}
+        self._wanted: dict[str, CameraConfig] = {}
+        self._problems: dict[str, str] = {}
+        self._strikes: dict[str, deque[float]] = {}
+        self.offline: dict[str, str] = {}
+        self.reassignments: deque[Reassignment] = deque(maxlen=REASSIGNMENTS_KEPT)
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._recover()
+        self._thread = threading.Thread(target=self._loop, name="coordinator", daemon=True)
+        self._thread.start()
+
+    # -- what shards and the control ask ------------------------------------------------
+
+    def ping(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "ready": self._ready.is_set()}
+
+    def cameras_for(self, shard_id: str) -> list[CameraConfig]:
+        """What ``shard_id`` should run now (a restarted shard asks this)."""
+        self._ready.wait(10.0)
+        with self._lock:
+            return [self._wanted[c] for c, s in self._assignment.items() if s == shard_id]
+
+    def assignment(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._assignment)
+
+    def running(self) -> list[CameraConfig]:
+        with self._lock:
+            return [camera for cams in self._running.values() for camera in cams.values()]
+
+    def reconcile_now(self, wait_s: float = 5.0) -> None:
+        """Reconcile at once (a camera was changed through the API) and wait for it."""
+        # the round under way may have read the store before the change: wait for the next
+        target = self._reconciles + 2
+        self._wake.set()
+        end = time.monotonic() + wait_s
+        while self._reconciles < target and time.monotonic() < end:
+            self._wake.set()
+            time.sleep(0.05)
+
+    def clear_offline(self, camera_id: str) -> None:
+        """Give a camera put offline for crashing its shard another chance."""
+        with self._lock:
+            self.offline.pop(camera_id, None)
+            self._strikes.pop(camera_id, None)
+
+    def status(self) -> dict[str, Any]:
+        """Shards, the assignment's size per shard, cameras offline and why, reassignments."""
+        with self._lock:
+            per_shard = {shard: 0 for shard in self._capacity}
+            for shard in self._assignment.values():
+                per_shard[shard] += 1
+            return {
+                "shards": {
+                    shard: asdict(health) | {"cameras": per_shard[shard]}
+                    for shard, health in self._health.items()
+                },
+                "offline": dict(self.offline),
+                "problems": dict(self._problems),
+                "reassignments": [asdict(r) for r in self.reassignments],
+            }  # fmt: skip
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5.0)
+        self._database.dispose()
+
+    # -- the loop -----------------------------------------------------------------------
+
+    _reconciles = 0
+
+    def _recover(self) -> None:
+        """Take what live shards already run as the assignment (after a restart of this
+        coordinator nothing healthy is restarted)."""
+        ray = _ray()
+        for shard in self._capacity:
+            try:
+                handle = ray.get_actor(shard)
+                cameras = ray.get(handle.cameras.remote(), timeout=PING_TIMEOUT_S * 2)
+                info = ray.get(handle.ping.remote(), timeout=PING_TIMEOUT_S)
+            except Exception as error:  # noqa: BLE001 - not started yet, or restarting
+                log.info("shard %s not recovered (%s): reconcile finds out", shard, error)
+                continue
+            self._running[shard] = {camera.id: camera for camera in cameras}
+            self._health[shard].pid, self._health[shard].node = info["pid"], info["node"]
+            for camera in cameras:
+                self._assignment[camera.id] = shard
+                self._started_at[(shard, camera.id)] = 0.0  # not new: never a suspect
+        if any(self._running.values()):
+            log.info("coordinator recovered %d camera(s) from the shards", len(self._assignment))
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._reconcile()
+            except Exception:
+                log.exception("reconcile failed; trying again")
+            self._ready.set()
+            self._reconciles += 1
+            self._wake.wait(RECONCILE_INTERVAL_S)
+            self._wake.clear()
+
+    def _reconcile(self) -> None:
+        changed_shards = self._check_shards()
+        wanted = self._read_cameras()
+        with self._lock:
+            self._wanted = wanted
+            live = {s: c for s, c in self._capacity.items() if self._health[s].live}
+            ids = [c for c in wanted if c not in self.offline]
+            after = assign(ids, live) if live else {}
+            moved = [m for m in moves(self._assignment, after) if m.source and m.target]
+            if moved and changed_shards:
+                record = Reassignment(time.time(), changed_shards, len(moved))
+                self.reassignments.append(record)
+                log.warning("%d camera(s) moved: %s", record.moved, record.reason)
+            self._assignment = after
+        for shard in live:
+            self._push(shard)
+
+    def _read_cameras(self) -> dict[str, CameraConfig]:
+        records = load_records(self._database)
+        entries = merge_cameras(
+            self.config.cameras, records, box=self._box, environ=os.environ,
+            media_root=self.config.media_root,
+        )  # fmt: skip
+        problems = {e.camera.id: e.problem for e in entries if e.problem is not None}
+        for camera_id in problems.keys() - self._problems.keys():
+            log.warning("camera %s is held offline: %s", camera_id, problems[camera_id])
+        self._problems = problems
+        wanted = {}
+        for entry in entries:
+            runnable = entry.runnable
+            if runnable is None or not runnable.enabled:
+                continue
+            previous = self._wanted.get(runnable.id)
+            if previous is not None and previous != runnable:
+                self.clear_offline(runnable.id)  # changed: another chance
+            wanted[runnable.id] = runnable
+        return wanted
+
+    def _push(self, shard: str) -> None:
+        with self._lock:
+            want = {c: self._wanted[c] for c, s in self._assignment.items() if s == shard}
+            if want == self._running[shard]:
+                return
+        ray = _ray()
+        try:
+            handle = ray.get_actor(shard)
+            ray.get(handle.adopt.remote(list(want.values())), timeout=ADOPT_TIMEOUT_S)
+        except Exception as error:  # noqa: BLE001 - any Ray failure: retried next round
+            log.warning("shard %s did not take its cameras: %s", shard, type(error).__name__)
+            return
+        now = time.monotonic()
+        with self._lock:
+            before = self._running[shard]
+            for camera_id, camera in want.items():
+                if before.get(camera_id) != camera:
+                    self._started_at[(shard, camera_id)] = now
+            self._running[shard] = want
+
+    def _check_shards(self) -> str:
+        """Ping every shard; what changed, in words ('' when nothing did)."""
+        ray = _ray()
+        pending = {}
+        for shard, health in self._health.items():
+            if health.dead:
+                continue
+            try:
+                pending[shard] = ray.get_actor(shard).ping.remote()
+            except Exception:  # noqa: BLE001 - gone from Ray's registry: dead for good
+                pending[shard] = None
+        now = time.monotonic()
+        changes = []
+        for shard, ref in pending.items():
+            health = self._health[shard]
+            try:
+                if ref is None:
+                    raise LookupError(shard)
+                info = ray.get(ref, timeout=PING_TIMEOUT_S)
+            except Exception as error:  # noqa: BLE001 - timeouts and every actor error
+                dead = isinstance(error, ray.exceptions.ActorDiedError | LookupError)
+                if (dead or now - health.healthy_at > SHARD_GRACE_S) and health.live:
+                    health.live, health.dead = False, dead
+                    changes.append(f"shard {shard} lost ({type(error).__name__})")
+                    self._strike(shard)
+                continue
+            if health.pid is not None and info["pid"] != health.pid and health.live:
+                self._strike(shard)  # Ray restarted it within the grace period
+                with self._lock:
+                    self._running[shard] = {}  # the new process runs what it adopts
+            if not health.live:
+                changes.append(f"shard {shard} back")
+                with self._lock:
+                    self._running[shard] = {}
+            health.pid, health.node, health.healthy_at, health.live = (
+                info["pid"], info["node"], now, True,
+            )  # fmt: skip
+        return "; ".join(changes)
+
+    def _strike(self, shard: str) -> None:
+        """A shard crashed: its recently started cameras are suspects; one that crashed its
+        shards :data:`CRASH_BUDGET` times within :data:`CRASH_WINDOW_S` goes offline."""
+        now = time.monotonic()
+        with self._lock:
+            for camera_id in self._running.get(shard, {}):
+                started = self._started_at.get((shard, camera_id), 0.0)
+                if now - started > SUSPECT_WINDOW_S:
+                    continue
+                strikes = self._strikes.setdefault(camera_id, deque())
+                strikes.append(now)
+                while strikes and now - strikes[0] > CRASH_WINDOW_S:
+                    strikes.popleft()
+                if len(strikes) >= CRASH_BUDGET and camera_id not in self.offline:
+                    reason = (
+                        f"its shard crashed {len(strikes)} times within "
+                        f"{CRASH_WINDOW_S:.0f} s of starting it; change or restart it to retry"
+                    )
+                    self.offline[camera_id] = reason
+                    log.error("camera %s put offline: %s", camera_id, reason)
+
+
+def coordinator_actor_class() -> Any:
+    """:class:`Coordinator` as the Ray actor :data:`COORDINATOR_NAME`, restarted by Ray
+    when its process dies; call ``.remote(config, shard_capacities)`` on it."""
+    options: dict[str, Any] = {
+        "name": COORDINATOR_NAME, "num_cpus": 0, "max_restarts": -1, "max_task_retries": 3,
+        "max_concurrency": 8,
+    }  # fmt: skip
+    return _ray().remote(Coordinator).options(**options)

@@ -1,0 +1,255 @@
+"""The Ray engine's control: :class:`~feedtag.runtime.control.EngineControl` over shard
+actors and their coordinator, so the API and the CLI work unchanged.
+
+Camera changes go through the store: the API stores them in the catalog first
+(``camera_records``), then calls this control, which asks the coordinator to reconcile at
+once (:meth:`Coordinator.reconcile_now`); the coordinator reads the store and starts, changes
+or stops the camera on its shard. The snapshot merges every shard's snapshot, each camera
+marked with its shard and machine. The live event feed polls the store for events by time
+(:data:`FEED_POLL_S`): shards do not push events to the driver.
+
+``ray`` is imported only here and in the shard and coordinator modules (the ``ray`` extra).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import threading
+import time
+from typing import Any, Final
+
+from sqlalchemy import Engine
+
+from feedtag.config.models import CameraConfig, FeedtagConfig
+from feedtag.core import VisionStageStatus
+from feedtag.errors import CameraExists, CameraNotFound
+from feedtag.runtime.control import (
+    DEFAULT_STOP_DEADLINE_S,
+    CameraSnapshot,
+    EngineSnapshot,
+    EventListener,
+)
+from feedtag.runtime.ray_coordinator import COORDINATOR_NAME, coordinator_actor_class
+from feedtag.runtime.ray_shard import shard_actor_class, shard_name
+from feedtag.store.query import EventQuery, search_events
+from feedtag.store.writer import WriterStats
+
+log = logging.getLogger(__name__)
+
+#: the Ray namespace every feedtag actor lives in
+NAMESPACE: Final = "feedtag"
+#: a shard's snapshot waits at most this long; a shard that does not answer is left out
+SNAPSHOT_TIMEOUT_S: Final = 3.0
+#: how often the live event feed reads new events from the store
+FEED_POLL_S: Final = 1.0
+#: Ray's switch between single-machine (loopback) and cluster networking
+LOOPBACK_ONLY_ENV: Final = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+#: how long a camera change waits for the coordinator to apply it
+APPLY_TIMEOUT_S: Final = 10.0
+
+
+def init_ray(address: str | None, num_cpus: int | None = None) -> bool:
+    """Join the cluster at ``address``, or start a local Ray that listens on loopback only,
+    without its dashboard; False when this process was already connected.
+
+    Ray turns a ``127.0.0.1`` node address into the machine's routable one unless it runs in
+    single-machine mode (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read by
+    ``ray._private.services.get_node_ip_address``); then its GCS, raylet and workers bind
+    127.0.0.1 only. The variable is set for the processes Ray starts as well."""
+    import ray  # noqa: PLC0415 - the ray extra is needed only by the Ray engine
+
+    if ray.is_initialized():
+        return False
+    if address is not None:
+        ray.init(address=address, namespace=NAMESPACE, include_dashboard=False)
+        return True
+    from ray._private import ray_constants  # noqa: PLC0415
+
+    os.environ[LOOPBACK_ONLY_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    ray.init(
+        namespace=NAMESPACE, include_dashboard=False, num_cpus=num_cpus,
+        configure_logging=False,
+    )  # fmt: skip
+    return True
+
+
+class RayEngineControl:
+    """``shards`` shard actors of ``shard_cpus`` cores each, and the coordinator, on the
+    Ray cluster this process is connected to (:func:`init_ray`); ``database`` is the shared
+    PostgreSQL store (already migrated)."""
+
+    def __init__(
+        self,
+        config: FeedtagConfig,
+        database: Engine,
+        *,
+        shards: int = 2,
+        shard_cpus: float = 1.0,
+        disconnect: bool = False,
+    ) -> None:
+        self.config = config
+        self._disconnect = disconnect
+        self._database = database
+        self._shard_ids = [shard_name(index) for index in range(shards)]
+        self._shard_cpus = shard_cpus
+        self._shards: dict[str, Any] = {}
+        self._coordinator: Any = None
+        self._listeners: list[EventListener] = []
+        self._feed_stop = threading.Event()
+        self._feed: threading.Thread | None = None
+
+    @property
+    def coordinator(self) -> Any:
+        """The coordinator's actor handle (after :meth:`start`)."""
+        return self._coordinator
+
+    def shard(self, shard_id: str) -> Any:
+        return self._shards[shard_id]
+
+    def start(self) -> None:
+        for shard_id in self._shard_ids:
+            shard_class = shard_actor_class(shard_id, self._shard_cpus)
+            self._shards[shard_id] = shard_class.remote(shard_id, self.config, COORDINATOR_NAME)
+        capacity = {shard_id: self._shard_cpus for shard_id in self._shard_ids}
+        self._coordinator = coordinator_actor_class().remote(self.config, capacity)
+        log.info("ray engine started: %d shard(s)", len(self._shard_ids))
+
+    def stop(self, deadline_s: float = DEFAULT_STOP_DEADLINE_S) -> bool:
+        import ray  # noqa: PLC0415
+
+        self._feed_stop.set()
+        end = time.monotonic() + deadline_s
+        clean = True
+        if self._coordinator is not None:
+            with contextlib.suppress(Exception):
+                ray.get(self._coordinator.stop.remote(), timeout=2.0)
+            ray.kill(self._coordinator, no_restart=True)
+            self._coordinator = None
+        refs = {shard: handle.stop.remote() for shard, handle in self._shards.items()}
+        for shard, ref in refs.items():
+            try:
+                clean = ray.get(ref, timeout=max(0.5, end - time.monotonic())) and clean
+            except ray.exceptions.ActorDiedError:
+                log.info("shard %s was gone already", shard)  # nothing of it to stop
+            except ray.exceptions.RayError as error:
+                log.warning("shard %s did not stop in time: %s", shard, type(error).__name__)
+                clean = False
+        for handle in self._shards.values():
+            ray.kill(handle, no_restart=True)
+        self._shards = {}
+        if self._disconnect:
+            ray.shutdown()
+        return clean
+
+    def _call(self, method: str, *args: Any, timeout: float = APPLY_TIMEOUT_S) -> Any:
+        import ray  # noqa: PLC0415
+
+        return ray.get(getattr(self._coordinator, method).remote(*args), timeout=timeout)
+
+    def cameras(self) -> list[CameraConfig]:
+        return list(self._call("running"))
+
+    def add_camera(self, camera: CameraConfig) -> None:
+        if camera.id in self._call("assignment"):
+            raise CameraExists(camera.id)
+        self._call("reconcile_now")
+
+    def change_camera(self, camera: CameraConfig) -> None:
+        if camera.id not in self._call("assignment"):
+            raise CameraNotFound(camera.id)
+        self._call("clear_offline", camera.id)
+        self._call("reconcile_now")
+
+    def remove_camera(self, camera_id: str) -> None:
+        if camera_id not in self._call("assignment"):
+            raise CameraNotFound(camera_id)
+        self._call("reconcile_now")
+
+    def restart_camera(self, camera_id: str) -> None:
+        import ray  # noqa: PLC0415
+
+        shard = self._call("assignment").get(camera_id)
+        if shard is None:
+            raise CameraNotFound(camera_id)
+        self._call("clear_offline", camera_id)
+        ray.get(self._shards[shard].restart_camera.remote(camera_id), timeout=APPLY_TIMEOUT_S)
+
+    def want_thumbnail(self, camera_id: str) -> None:
+        shard = self._call("assignment").get(camera_id)
+        if shard is not None:
+            self._shards[shard].want_thumbnail.remote(camera_id)  # no answer awaited
+
+    def snapshot(self) -> EngineSnapshot:
+        """Every shard's snapshot merged; a shard that does not answer in time is left out
+        (its cameras are missing until it answers again)."""
+        import ray  # noqa: PLC0415
+
+        refs = {shard: handle.snapshot.remote() for shard, handle in self._shards.items()}
+        ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=SNAPSHOT_TIMEOUT_S)
+        parts = []
+        for ref in ready:
+            with contextlib.suppress(Exception):  # a shard that died meanwhile is left out
+                parts.append(EngineSnapshot.from_dict(ray.get(ref, timeout=0)))
+        return merge_snapshots(parts)
+
+    def subscribe(self, listener: EventListener) -> None:
+        self._listeners.append(listener)
+        if self._feed is None:
+            self._feed = threading.Thread(target=self._poll_events, name="feed", daemon=True)
+            self._feed.start()
+
+    def unsubscribe(self, listener: EventListener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def _poll_events(self) -> None:
+        """Events stored since the last poll, oldest first, to every listener."""
+        since = time.time()
+        seen: set[str] = set()
+        while not self._feed_stop.wait(FEED_POLL_S):
+            try:
+                items = search_events(self._database, EventQuery(start=since - 5.0)).items
+            except Exception:  # noqa: BLE001 - the store is down: the feed waits
+                log.warning("live feed: the store cannot be read; trying again")
+                continue
+            fresh = [event for event in items if event.event_id not in seen]
+            for event in fresh:
+                seen.add(event.event_id)
+                for listener in list(self._listeners):
+                    listener(event)
+            since = max([since, *(event.started_at for event in fresh)])
+            seen = {event.event_id for event in items if event.started_at >= since - 5.0}
+
+
+def merge_snapshots(parts: list[EngineSnapshot]) -> EngineSnapshot:
+    """One snapshot of many shards: cameras side by side, store and vision figures added."""
+    cameras: tuple[CameraSnapshot, ...] = tuple(c for part in parts for c in part.cameras)
+    stores = [part.store for part in parts if part.store is not None]
+    store = None
+    if stores:
+        numbers = {
+            f.name: sum(getattr(s, f.name) for s in stores)
+            for f in dataclasses.fields(WriterStats)
+            if f.name != "available"
+        }
+        store = WriterStats(**numbers, available=all(s.available for s in stores))
+    stages = [part.vision_stage for part in parts if part.vision_stage is not None]
+    stage = None
+    if stages:
+        stage = VisionStageStatus(**{
+            f.name: _merged(f.name, [getattr(s, f.name) for s in stages])
+            for f in dataclasses.fields(VisionStageStatus)
+        })  # fmt: skip
+    return EngineSnapshot(time.time(), cameras, store, vision_stage=stage)
+
+
+def _merged(name: str, values: list[Any]) -> Any:
+    if isinstance(values[0], tuple):
+        return tuple(item for value in values for item in value)
+    if name.endswith("_s"):
+        return max(values)  # a bound in force, not a count
+    return sum(values)

@@ -1,0 +1,198 @@
+"""A shard of the Ray engine: one node engine, in a Ray actor, running a set of cameras.
+
+:class:`ShardWorker` is the shard itself and knows nothing of Ray: it builds a
+:class:`~feedtag.runtime.node.NodeEngine` the way the composition root does (detector, store
+writer with its outage spool over the shared PostgreSQL, media store on this machine) and
+answers camera operations and snapshots as plain values. :func:`shard_actor_class` wraps it
+in a Ray actor that Ray restarts when its process dies (``max_restarts``); a restarted shard
+asks the coordinator for its cameras (:meth:`ShardWorker.adopt`), so a crash costs its
+cameras a few seconds, never their place.
+
+Frames never leave the shard's process: only snapshots (a few kB) and camera settings cross.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any, Final
+
+from sqlalchemy import Engine
+
+from feedtag.alerts.routes import build_router
+from feedtag.config.models import CameraConfig, FeedtagConfig
+from feedtag.errors import CameraNotFound
+from feedtag.runtime.database import open_database
+from feedtag.runtime.detection import build_detector
+from feedtag.runtime.events import OpenStore, open_store
+from feedtag.runtime.local import LocalEngineControl
+from feedtag.runtime.node import NodeEngine
+
+log = logging.getLogger(__name__)
+
+#: Ray restarts a dead shard process this many times (-1: always); its cameras wait for it
+SHARD_MAX_RESTARTS: Final = -1
+#: a call that failed because the shard died is retried once it is back
+SHARD_MAX_TASK_RETRIES: Final = 3
+#: calls a shard serves at once (a slow snapshot must not hold a ping)
+SHARD_MAX_CONCURRENCY: Final = 4
+#: how long a shard's stop waits for its engine's threads
+SHARD_STOP_DEADLINE_S: Final = 4.0
+
+
+def shard_name(index: int) -> str:
+    """The Ray actor name of shard ``index`` (the coordinator finds shards by it)."""
+    return f"feedtag-shard-{index}"
+
+
+class ShardWorker:
+    """One node engine over the shared store; cameras come and go at run time.
+
+    ``config`` is the config file's (the engine trusts only hosts it wrote); the cameras
+    arrive through :meth:`add_camera` (resolved: as they run).
+    """
+
+    def __init__(self, shard_id: str, config: FeedtagConfig) -> None:
+        self.shard_id = shard_id
+        self.config = config
+        self.node_name = socket.gethostname()
+        self.started_at = time.time()
+        self._lock = threading.Lock()
+        self._adopt_lock = threading.Lock()
+        #: how many times each camera was started on this shard (restarts included)
+        self.starts: dict[str, int] = {}
+        self._database: Engine | None = None
+        self._store: OpenStore | None = None
+        self._engine = self._build()
+        self._control = LocalEngineControl(self._engine)
+        self._engine.start()
+
+    def _build(self) -> NodeEngine:
+        config = self.config
+        if not config.detector.enabled:
+            return NodeEngine(config, cameras=[])
+        database = self._database = open_database(config.store)
+        detector = build_detector(config.detector)
+        alerting = bool(config.alerts.webhooks) or config.alerts.mqtt is not None
+        router = build_router(config.alerts) if alerting else None
+        self._store = open_store(config.store, database, router=router)
+        return NodeEngine.from_config(config, detector=detector, store=self._store, cameras=[])
+
+    def ping(self) -> dict[str, Any]:
+        """Who answers: the shard, its process and machine, and since when it runs."""
+        return {
+            "shard": self.shard_id, "pid": os.getpid(), "node": self.node_name,
+            "started_at": self.started_at,
+        }  # fmt: skip
+
+    def cameras(self) -> list[CameraConfig]:
+        """The cameras this shard runs, as they run."""
+        return self._control.cameras()
+
+    def adopt(self, cameras: list[CameraConfig]) -> None:
+        """Run exactly ``cameras``: start the new, change the changed, stop the rest;
+        cameras whose settings are unchanged keep running untouched."""
+        with self._adopt_lock:  # the coordinator and a restarted shard's recovery may race
+            wanted = {camera.id: camera for camera in cameras}
+            running = {camera.id: camera for camera in self.cameras()}
+            for camera_id in running.keys() - wanted.keys():
+                self.remove_camera(camera_id)
+            for camera_id, camera in wanted.items():
+                if camera_id not in running:
+                    self.add_camera(camera)
+                elif running[camera_id] != camera:
+                    self.change_camera(camera)
+
+    def add_camera(self, camera: CameraConfig) -> None:
+        with self._lock:
+            self._control.add_camera(camera)
+            self.starts[camera.id] = self.starts.get(camera.id, 0) + 1
+        log.info("shard %s: camera %s started", self.shard_id, camera.id)
+
+    def change_camera(self, camera: CameraConfig) -> None:
+        with self._lock:
+            self._control.change_camera(camera)
+            self.starts[camera.id] = self.starts.get(camera.id, 0) + 1
+
+    def remove_camera(self, camera_id: str) -> None:
+        with self._lock:
+            try:
+                self._control.remove_camera(camera_id)
+            except CameraNotFound:
+                return  # already gone: removing is idempotent across retries
+        log.info("shard %s: camera %s stopped", self.shard_id, camera_id)
+
+    def restart_camera(self, camera_id: str) -> None:
+        with self._lock:
+            self._control.restart_camera(camera_id)
+            self.starts[camera_id] = self.starts.get(camera_id, 0) + 1
+
+    def starts_of(self, camera_id: str) -> int:
+        """How many times ``camera_id`` was started on this shard."""
+        return self.starts.get(camera_id, 0)
+
+    def want_thumbnail(self, camera_id: str) -> None:
+        self._control.want_thumbnail(camera_id)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The engine's snapshot as a plain dict (rebuilt with ``EngineSnapshot.from_dict``),
+        each camera marked with this shard and machine."""
+        data = dataclasses.asdict(self._control.snapshot())
+        for camera in data["cameras"]:
+            camera["shard"] = self.shard_id
+            camera["node"] = self.node_name
+        return data
+
+    def stop(self) -> bool:
+        """Stop the engine, then write (or spool) what the store writer holds."""
+        clean = self._control.stop(SHARD_STOP_DEADLINE_S)
+        if self._store is not None:
+            self._store.writer.close()
+            self._store.retention.stop(1.0)
+            self._store = None
+        if self._database is not None:
+            self._database.dispose()
+            self._database = None
+        return clean
+
+
+class ShardActor(ShardWorker):
+    """The Ray actor body: a shard that, when it starts (first time or after Ray restarted
+    its process), asks the coordinator which cameras it runs."""
+
+    def __init__(self, shard_id: str, config: FeedtagConfig, coordinator_name: str) -> None:
+        super().__init__(shard_id, config)
+        self._coordinator_name = coordinator_name
+        threading.Thread(target=self._recover, name="shard-recover", daemon=True).start()
+
+    def _recover(self) -> None:
+        import ray  # noqa: PLC0415 - only inside a Ray actor
+
+        try:
+            coordinator = ray.get_actor(self._coordinator_name)
+            cameras: list[CameraConfig] = ray.get(
+                coordinator.cameras_for.remote(self.shard_id), timeout=30
+            )
+        except Exception:  # noqa: BLE001 - any Ray failure: the coordinator's reconcile puts the cameras here anyway
+            log.warning("shard %s: could not ask the coordinator for its cameras", self.shard_id)
+            return
+        self.adopt(cameras)
+
+
+def shard_actor_class(name: str, num_cpus: float) -> Any:
+    """:class:`ShardActor` as the Ray actor ``name``, restarted by Ray when its process
+    dies; call ``.remote(shard_id, config, coordinator_name)`` on it."""
+    import ray  # noqa: PLC0415 - the ray extra is needed only by the Ray engine
+
+    options: dict[str, Any] = {
+        "name": name,
+        "num_cpus": num_cpus,
+        "max_restarts": SHARD_MAX_RESTARTS,
+        "max_task_retries": SHARD_MAX_TASK_RETRIES,
+        "max_concurrency": SHARD_MAX_CONCURRENCY,
+    }
+    return ray.remote(ShardActor).options(**options)

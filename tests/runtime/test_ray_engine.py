@@ -1,0 +1,238 @@
+"""The Ray engine on a real local Ray and a real PostgreSQL: shards, failover, cameras added
+through the store, and a coordinator restart. One Ray instance for the module (2 s to start,
+about 0.5 GB), cameras on short live-paced clips of real footage."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from sqlalchemy import Engine, func, select
+
+from feedtag.bench.footage import encode_h264, vtest_path
+from feedtag.config import validate_config
+from feedtag.config.models import FeedtagConfig
+from feedtag.runtime.catalog import CameraCatalog
+from feedtag.runtime.database import open_database
+from feedtag.store.pgcluster import PgCluster
+from feedtag.store.schema import events
+
+from ..conftest import REPO, require_service, wait_for
+from ..store.conftest import started_cluster
+
+RAY_INSTALLED = importlib.util.find_spec("ray") is not None
+
+pytestmark = [pytest.mark.slow, pytest.mark.system, pytest.mark.timeout(400)]
+
+CROWD = {"kind": "crowding", "min_count": 2, "min_duration_s": 1, "grace_s": 2}
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[PgCluster]:
+    yield from started_cluster()
+
+
+@pytest.fixture(scope="module")
+def ray_local() -> Iterator[None]:
+    require_service(RAY_INSTALLED, "ray is not installed (pip install 'feedtag[ray]')")
+    import ray
+
+    from feedtag.runtime.ray_engine import init_ray
+
+    init_ray(None, num_cpus=4)  # logical cores: the shards take 1 each, the coordinator 0
+    yield
+    ray.shutdown()
+
+
+def ray_listeners() -> list[str]:
+    """The addresses every process of this Ray session listens on."""
+    import ray
+
+    session = ray._private.worker._global_node.get_session_dir_path()
+    me = psutil.Process()
+    processes = [me, *me.children(recursive=True)]
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if session in " ".join(process.cmdline()) and process not in processes:
+                processes.append(process)
+    found = []
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            found += [c.laddr.ip for c in process.net_connections("inet") if c.status == "LISTEN"]
+    return found
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """16 s of vtest.avi, 320x180: long enough to kill a shard in the middle of it."""
+    folder = tmp_path_factory.mktemp("ray-media")
+    return encode_h264(vtest_path(), folder / "vtest_16s.mp4", width=320, height=180,
+                       max_seconds=16)  # fmt: skip
+
+
+def ray_config(url: str, clip: Path, models_dir: Path, ids: list[str]) -> FeedtagConfig:
+    cameras = [{"id": cid, "url": clip.name, "analytics": {"rules": [CROWD]}} for cid in ids]
+    return validate_config({
+        "media_root": str(clip.parent), "store": {"url": url},
+        "detector": {"models_dir": str(models_dir)}, "cameras": cameras,
+    })  # fmt: skip
+
+
+def analysed(control: object, camera_id: str) -> int:
+    camera = control.snapshot().camera(camera_id)  # type: ignore[attr-defined]
+    return 0 if camera is None else camera.ingest.counters.frames_analysed
+
+
+def _runs_anew(control: object, camera_id: str, old_pid: int) -> bool:
+    """The camera runs, in a shard process other than ``old_pid``."""
+    import ray
+
+    camera = control.snapshot().camera(camera_id)  # type: ignore[attr-defined]
+    if camera is None or camera.shard is None:
+        return False
+    shard = control.shard(camera.shard)  # type: ignore[attr-defined]
+    return bool(ray.get(shard.ping.remote(), timeout=5)["pid"] != old_pid)
+
+
+def _runs_elsewhere(control: object, camera_id: str, lost: str) -> bool:
+    camera = control.snapshot().camera(camera_id)  # type: ignore[attr-defined]
+    return camera is not None and camera.shard != lost and camera.ingest.counters.frames_decoded > 0
+
+
+def _stored_as_counted(control: object, database: Engine, camera_id: str) -> bool:
+    camera = control.snapshot().camera(camera_id)  # type: ignore[attr-defined]
+    counted = sum(camera.event_counts.values()) if camera is not None else -1
+    with database.connect() as connection:
+        stored = connection.execute(
+            select(func.count()).select_from(events).where(events.c.camera_id == camera_id)
+        ).scalar_one()
+    return bool(stored == counted)
+
+
+def event_ids(database: Engine) -> tuple[int, int]:
+    with database.connect() as connection:
+        total = connection.execute(select(func.count()).select_from(events)).scalar_one()
+        unique = connection.execute(select(func.count(events.c.event_id.distinct()))).scalar_one()
+    return total, unique
+
+
+def test_the_ray_engine_needs_postgresql(tmp_path: Path, vtest_clip: Path) -> None:
+    config = tmp_path / "feedtag.yaml"
+    config.write_text(
+        f"media_root: {vtest_clip.parent}\ncameras: [{{id: a, url: {vtest_clip.name}}}]\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "feedtag.cli", "run", str(config), "--engine", "ray"],
+        check=False, capture_output=True, text=True, timeout=60, cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "store.url" in result.stderr and "PostgreSQL" in result.stderr
+
+
+def test_failover_additions_and_coordinator_restart(
+    pg: PgCluster, ray_local: None, clip: Path, models_dir: Path
+) -> None:
+    import ray
+
+    from feedtag.runtime.ray_engine import RayEngineControl
+
+    listening = ray_listeners()
+    assert listening and all(ip in {"127.0.0.1", "::ffff:127.0.0.1"} for ip in listening)
+    url = pg.create_database("feedtag_ray")
+    config = ray_config(url, clip, models_dir, ["cam-a", "cam-b", "cam-c", "cam-d"])
+    database = open_database(config.store)
+    control = RayEngineControl(config, database, shards=2)
+    try:
+        control.start()
+        ids = [camera.id for camera in config.cameras]
+        for camera_id in ids:
+            wait_for(lambda c=camera_id: analysed(control, c) > 0, 60, 0.5, f"{camera_id} analysed")
+        snapshot = control.snapshot()
+        shards = {c.camera_id: c.shard for c in snapshot.cameras}
+        assert set(shards.values()) == {"feedtag-shard-0", "feedtag-shard-1"}, shards
+        assert all(c.node for c in snapshot.cameras)
+
+        # kill -9 one shard's process: every camera is analysed again within 20 s
+        victim = shards["cam-a"]
+        pid = ray.get(control.shard(victim).ping.remote())["pid"]
+        moved = [c for c, s in shards.items() if s == victim]
+        killed_at = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: all(analysed(control, c) > 0 and _runs_anew(control, c, pid)
+                             for c in moved), 20, 0.5, "the victim's cameras analysed again")  # fmt: skip
+        recovered_s = time.monotonic() - killed_at
+        print(
+            f"\nfailover: {len(moved)} camera(s) analysed again {recovered_s:.1f} s after kill -9"
+        )
+        status = ray.get(control.coordinator.status.remote())
+        print(
+            "coordinator:",
+            status["reassignments"],
+            {s: (h["pid"], h["cameras"]) for s, h in status["shards"].items()},
+        )
+
+        # a camera added through the catalog (as the API does) starts on a shard within 5 s
+        catalog = CameraCatalog(config, database)
+        extra = config.cameras[0].model_copy(update={"id": "cam-new"})
+        catalog.put(extra)
+        added_at = time.monotonic()
+        wait_for(lambda: control.snapshot().camera("cam-new") is not None, 5, 0.2, "cam-new runs")
+        print(f"added camera running after {time.monotonic() - added_at:.1f} s")
+
+        # coordinator restart: healthy cameras keep running, none restarted
+        keep = "cam-new"
+        keeper = control.snapshot().camera(keep)
+        assert keeper is not None and keeper.shard is not None
+        starts = ray.get(control.shard(keeper.shard).starts_of.remote(keep))
+        before = analysed(control, keep)
+        coordinator_pid = ray.get(control.coordinator.ping.remote())["pid"]
+        os.kill(coordinator_pid, signal.SIGKILL)
+        wait_for(lambda: _answers(control, coordinator_pid), 30, 0.5, "coordinator back")
+        time.sleep(3)  # a few reconcile rounds
+        assert analysed(control, keep) > before
+        assert ray.get(control.shard(keeper.shard).starts_of.remote(keep)) == starts
+        assert ray.get(control.coordinator.assignment.remote()).get(keep) == keeper.shard
+
+        # every event the surviving shard made is stored exactly once
+        survivor = next(s for s in set(shards.values()) if s != victim)
+        kept = [c for c, s in shards.items() if s == survivor]
+        wait_for(lambda: all(_stored_as_counted(control, database, c) for c in kept), 15, 0.5,
+                 "stored events equal the shard's counts")  # fmt: skip
+        total, unique = event_ids(database)
+        assert total == unique and total > 0
+
+        # a shard Ray reports dead for good: its cameras move to the live shard
+        lost = keeper.shard
+        ray.kill(control.shard(lost), no_restart=True)
+        lost_at = time.monotonic()
+        wait_for(lambda: all(_runs_elsewhere(control, c.id, lost) for c in config.cameras), 20,
+                 0.5, "every camera on the live shard")  # fmt: skip
+        print(
+            f"shard lost for good: its cameras run again after {time.monotonic() - lost_at:.1f} s"
+        )
+        moved_records = ray.get(control.coordinator.status.remote())["reassignments"]
+        assert moved_records and moved_records[-1]["moved"] >= 1, moved_records
+        assert lost in moved_records[-1]["reason"]
+    finally:
+        assert control.stop(8.0)
+        database.dispose()
+
+
+def _answers(control: object, old_pid: int) -> bool:
+    import ray
+
+    try:
+        info = ray.get(control.coordinator.ping.remote(), timeout=2)  # type: ignore[attr-defined]
+    except ray.exceptions.RayError:
+        return False
+    return bool(info["pid"] != old_pid and info["ready"])
