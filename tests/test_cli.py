@@ -150,6 +150,35 @@ def test_bench_ingest_json(vtest_clip: Path) -> None:
     assert result["feeds"] == 4 and result["mode"] == "keyframes"
     assert result["feeds_per_core"] > 1 and result["bare"]["feeds_per_core"] > 1
     assert 3 <= result["analysed_fps"] <= 5  # 4 feeds at 1 fps
+    # ingest only: no detector to keep up with, so never saturated
+    assert result["saturated"] is False and result["p99_latency_s"] is None
+
+
+@pytest.mark.slow
+def test_bench_compare_quick_json() -> None:
+    done = feedtag(
+        "bench", "compare", "--quick", "--json", "--seconds", "2", "--workloads", "W1,fleet",
+        timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [row["workload"] for row in rows] == ["W1", "fleet"]
+    for row in rows:
+        assert 0 < row["presence_recall"] <= 1
+        assert row["rss_mb_per_feed"] > 0
+        assert row["feeds"] == 4
+        # a figure only when the run kept up; the cost and throughput always
+        for variant, figure in (
+            (row, row["feedtag_feeds_per_core"]),
+            (row["peer"], row["peer_feeds_per_core"]),
+            (row["limit"], row["limit_feeds_per_core"]),
+        ):
+            assert variant["cpu_s_per_feed_s"] > 0
+            assert variant["detected_fps"] > 0 and variant["due_fps"] > 0
+            assert variant["dropped_fps"] >= 0
+            assert variant["p99_latency_s"] > 0
+            assert (figure is None) == variant["saturated"]
+            assert figure is None or figure > 0
 
 
 def test_bench_rejects_bad_arguments() -> None:

@@ -8,14 +8,17 @@ re-encodings in that shape, cached under the feedtag cache directory.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
+from typing import Final
 
 import av
 import av.video
 import av.video.frame
+import numpy as np
 
 from feedtag.samples import VTEST_PATHS, FootageMissing, bikes_path, vtest_path
 
@@ -25,6 +28,7 @@ __all__ = [
     "bikes_path",
     "cache_dir",
     "encode_h264",
+    "quiet_h264",
     "sample_h264",
     "vtest_path",
 ]
@@ -74,21 +78,7 @@ def encode_h264(
         ) as dst,
     ):
         in_stream = src.streams.video[0]
-        out_stream = dst.add_stream(
-            "libx264",
-            rate=fps,
-            options={
-                "preset": "veryfast",
-                "crf": "26",
-                "x264-params": (
-                    f"keyint={keyframe_interval_frames}:min-keyint={keyframe_interval_frames}"
-                    ":scenecut=0:bframes=0"
-                ),
-            },
-        )
-        assert isinstance(out_stream, av.video.VideoStream)  # noqa: S101 - narrows the type
-        out_stream.width, out_stream.height = width, height
-        out_stream.pix_fmt = "yuv420p"
+        out_stream = _camera_stream(dst, width, height, fps, keyframe_interval_frames)
         duration = _duration_s(src, in_stream)
         if max_seconds is not None:
             duration = min(duration, max_seconds)
@@ -136,6 +126,62 @@ def sample_h264(
         encode_h264(
             source, target, width=width, height=height, max_seconds=seconds, progress=progress
         )
+    return target
+
+
+def _camera_stream(
+    dst: av.container.OutputContainer, width: int, height: int, fps: int, gop: int
+) -> av.video.VideoStream:
+    """An H.264 stream as an IP camera sends it: a keyframe every ``gop`` frames exactly,
+    no B-frames."""
+    stream = dst.add_stream(
+        "libx264",
+        rate=fps,
+        options={
+            "preset": "veryfast",
+            "crf": "26",
+            "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=0",
+        },
+    )
+    assert isinstance(stream, av.video.VideoStream)  # noqa: S101 - narrows the type
+    stream.width, stream.height = width, height
+    stream.pix_fmt = "yuv420p"
+    return stream
+
+
+#: the quiet feed's sensor noise (standard deviation, 8-bit levels) and lighting drift
+#: (peak relative brightness change, over one period in seconds)
+QUIET_NOISE: Final = 3.0
+QUIET_DRIFT: Final = 0.08
+QUIET_DRIFT_PERIOD_S: Final = 40.0
+
+
+def quiet_h264(width: int, height: int, *, seconds: float = 60.0, fps: int = 25) -> Path:
+    """A cached feed of real footage where nothing moves: one still frame of vtest (its
+    first), re-encoded for ``seconds`` with per-frame sensor noise and a slow sinusoidal
+    lighting drift, a keyframe every second. What most cameras of a fleet show most of the
+    time; it exercises the gate's noise tolerance, not the detector."""
+    target = cache_dir() / "footage" / f"quiet_{width}x{height}_25fps_gop25_{int(seconds)}s.mp4"
+    if target.is_file():
+        return target
+    log.info("encoding the quiet feed at %dx%d (once; cached at %s)", width, height, target)
+    with av.open(str(vtest_path())) as src:
+        still = next(src.decode(video=0)).to_ndarray(width=width, height=height, format="rgb24")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".part")
+    rng = np.random.default_rng(0)
+    base = still.astype(np.float32)
+    with av.open(str(partial), "w", format="mp4", options={"movflags": "+faststart"}) as dst:
+        stream = _camera_stream(dst, width, height, fps, fps)
+        for index in range(int(seconds * fps)):
+            gain = 1 + QUIET_DRIFT * math.sin(2 * math.pi * index / (QUIET_DRIFT_PERIOD_S * fps))
+            noise = rng.normal(0.0, QUIET_NOISE, size=base.shape)
+            image = np.clip(base * np.float32(gain) + noise, 0, 255).astype(np.uint8)
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
+            frame.pts, frame.time_base = index, Fraction(1, fps)
+            dst.mux(stream.encode(frame))
+        dst.mux(stream.encode(None))
+    partial.replace(target)
     return target
 
 

@@ -16,13 +16,22 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 import av
 import psutil
 
+from feedtag.bench.capacity import (
+    MAX_P99_LATENCY_S,
+    Capacity,
+    ResultRecorder,
+    ThroughputCounts,
+    judge,
+)
 from feedtag.config import validate_config
+from feedtag.ingest.handoff import QUEUE_FULL
 from feedtag.runtime.node import NodeEngine
+from feedtag.runtime.vision import VisionConsumer
 
 Mode = Literal["keyframes", "all"]
 Variant = Literal["engine", "bare"]
@@ -38,13 +47,92 @@ class IngestBenchResult:
     mode: str
     seconds: float
     cpu_s_per_feed_s: float
-    feeds_per_core: float
+    #: None when the detector did not keep up (``saturated``)
+    feeds_per_core: float | None
+    decoded_fps: float
+    #: frames handed to analysis per second (due for detection)
+    analysed_fps: float
+    rss_mb_per_feed: float
+    #: results that reached post-processing per second (detected + gated)
+    detected_fps: float | None = None
+    #: frames dropped before detection per second (ingest queue + detector busy)
+    dropped_fps: float | None = None
+    handled_fraction: float | None = None
+    p99_latency_s: float | None = None
+    saturated: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Runner(Protocol):
+    """Feeds running in this process, measured from outside."""
+
+    #: None for a variant with no detector (nothing to keep up with)
+    recorder: ResultRecorder | None
+    #: analysed frames per second the feeds ask for
+    expected_fps: float
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def counts(self) -> tuple[int, int, int]:
+        """Cumulative (frames decoded, frames due for analysis, frames dropped before
+        detection)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Measured:
+    capacity: Capacity
+    wall_s: float
     decoded_fps: float
     analysed_fps: float
     rss_mb_per_feed: float
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+
+def measure(runner: Runner, feeds: int, seconds: float) -> Measured:
+    """Start ``runner``, measure a window of ``seconds`` after the warm-up, stop it.
+
+    CPU covers the window only; results of frames of the window are collected for a further
+    :data:`~feedtag.bench.capacity.MAX_P99_LATENCY_S` (a later one is late anyway)."""
+    process = psutil.Process()
+    rss_before = process.memory_info().rss
+    runner.start()
+    try:
+        time.sleep(WARMUP_S)
+        cpu_start = _cpu(process)
+        decoded_start, due_start, dropped_start = runner.counts()
+        wall_start, clock_start = time.monotonic(), time.time()
+        time.sleep(seconds)
+        wall = time.monotonic() - wall_start
+        cpu = _cpu(process) - cpu_start
+        decoded, due, dropped = runner.counts()
+        clock_end = time.time()
+        rss = process.memory_info().rss
+        if runner.recorder is not None:
+            time.sleep(MAX_P99_LATENCY_S)
+    finally:
+        runner.stop()
+    due -= due_start
+    if runner.recorder is None:
+        latencies, handled = [0.0] * due, due  # no detector: every frame is its own result
+    else:
+        latencies = runner.recorder.window(clock_start, clock_end)
+        handled = len(latencies)
+        if runner.recorder.marks_due:
+            due = runner.recorder.due_in(clock_start, clock_end)
+    counts = ThroughputCounts(
+        feeds, wall, cpu, runner.expected_fps, due, handled, dropped - dropped_start
+    )
+    return Measured(
+        capacity=judge(counts, latencies),
+        wall_s=wall,
+        decoded_fps=round((decoded - decoded_start) / wall, 1),
+        analysed_fps=round(due / wall, 1),
+        rss_mb_per_feed=round((rss - rss_before) / feeds / 2**20, 2),
+    )
 
 
 def run_variant(
@@ -59,37 +147,35 @@ def run_variant(
     """Run one variant in this process (called in the child). ``pipeline`` adds the gate,
     the detector and the tracker to the engine variant; the model loads before the memory
     baseline is taken."""
-    runner: _EngineRun | _BareRun
+    runner: Runner
     if variant == "engine":
-        runner = _EngineRun(source, feeds, mode, pipeline)
+        runner = EngineRun([source] * feeds, mode, pipeline=pipeline)
     else:
         runner = _BareRun(source, feeds, mode)
-    process = psutil.Process()
-    rss_before = process.memory_info().rss
-    runner.start()
-    try:
-        time.sleep(WARMUP_S)
-        cpu_start, decoded_start, analysed_start = _cpu(process), *runner.counts()
-        wall_start = time.monotonic()
-        time.sleep(seconds)
-        wall = time.monotonic() - wall_start
-        cpu = _cpu(process) - cpu_start
-        decoded, analysed = runner.counts()
-        rss = process.memory_info().rss
-    finally:
-        runner.stop()
-    cpu_per_feed_s = cpu / (feeds * wall)
+    measured = measure(runner, feeds, seconds)
+    capacity = measured.capacity
+    detector = runner.recorder is not None
     return IngestBenchResult(
         variant=variant,
         feeds=feeds,
         mode=mode,
-        seconds=round(wall, 2),
-        cpu_s_per_feed_s=round(cpu_per_feed_s, 6),
-        feeds_per_core=round(1 / cpu_per_feed_s, 1) if cpu_per_feed_s > 0 else float("inf"),
-        decoded_fps=round((decoded - decoded_start) / wall, 1),
-        analysed_fps=round((analysed - analysed_start) / wall, 1),
-        rss_mb_per_feed=round((rss - rss_before) / feeds / 2**20, 2),
+        seconds=round(measured.wall_s, 2),
+        cpu_s_per_feed_s=capacity.cpu_s_per_feed_s,
+        feeds_per_core=capacity.feeds_per_core if detector else _inverse(capacity),
+        decoded_fps=measured.decoded_fps,
+        analysed_fps=measured.analysed_fps,
+        rss_mb_per_feed=measured.rss_mb_per_feed,
+        detected_fps=capacity.detected_fps if detector else None,
+        dropped_fps=capacity.dropped_fps if detector else None,
+        handled_fraction=capacity.handled_fraction if detector else None,
+        p99_latency_s=capacity.p99_latency_s if detector else None,
+        saturated=capacity.saturated if detector else False,
     )
+
+
+def _inverse(capacity: Capacity) -> float:
+    cost = capacity.cpu_s_per_feed_s
+    return round(1 / cost, 1) if cost > 0 else float("inf")
 
 
 def run_in_child(
@@ -124,10 +210,20 @@ def _cpu(process: psutil.Process) -> float:
     return float(times.user + times.system)
 
 
-class _EngineRun:
-    """The real path: config validation, NodeEngine, CameraIngest threads, the consumer."""
+class EngineRun:
+    """The real path: config validation, NodeEngine, CameraIngest threads, the consumer;
+    with ``pipeline`` the vision stage, its results recorded on their way to
+    post-processing. ``extra`` is merged into the config (rules, store)."""
 
-    def __init__(self, source: Path, feeds: int, mode: Mode, pipeline: bool) -> None:
+    def __init__(
+        self,
+        sources: list[Path],
+        mode: Mode,
+        *,
+        pipeline: bool,
+        analytics: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         cameras = [
             {
                 "id": f"feed{i:04d}",
@@ -136,18 +232,26 @@ class _EngineRun:
                 "realtime": True,
                 "analysis_fps": 1.0,
                 "decode": "auto" if mode == "keyframes" else "all",
+                **({"analytics": analytics} if analytics else {}),
             }
-            for i in range(feeds)
+            for i, source in enumerate(sources)
         ]
         config = validate_config(
             {
-                "media_root": str(source.parent),
+                "media_root": str(sources[0].parent),
                 "cameras": cameras,
                 "detector": {"enabled": pipeline},
+                **(extra or {}),
             }
         )
+        self.expected_fps = float(len(cameras))
         # the model is loaded before the measurement starts (and RSS baseline is taken)
         self.engine = NodeEngine.from_config(config)
+        self.recorder: ResultRecorder | None = None
+        consumer = self.engine.consumer
+        if isinstance(consumer, VisionConsumer):
+            self.recorder = ResultRecorder()
+            consumer.on_result = self.recorder.wrap(consumer.on_result)
 
     def start(self) -> None:
         self.engine.start()
@@ -155,11 +259,14 @@ class _EngineRun:
     def stop(self) -> None:
         self.engine.stop()
 
-    def counts(self) -> tuple[int, int]:
+    def counts(self) -> tuple[int, int, int]:
         statuses = self.engine.statuses()
+        busy = sum(v.dropped for v in self.engine.vision_statuses().values())
+        queue = sum(s.counters.frames_dropped.get(QUEUE_FULL, 0) for s in statuses)
         return (
             sum(s.counters.frames_decoded for s in statuses),
             sum(s.counters.frames_analysed for s in statuses),
+            queue + busy,
         )
 
 
@@ -174,6 +281,8 @@ class _BareRun:
         self._threads = [
             threading.Thread(target=self._loop, args=(i,), daemon=True) for i in range(feeds)
         ]
+        self.recorder: ResultRecorder | None = None
+        self.expected_fps = float(feeds)
 
     def start(self) -> None:
         for thread in self._threads:
@@ -184,9 +293,9 @@ class _BareRun:
         for thread in self._threads:
             thread.join(5)
 
-    def counts(self) -> tuple[int, int]:
+    def counts(self) -> tuple[int, int, int]:
         decoded = sum(self._decoded)
-        return decoded, decoded
+        return decoded, decoded, 0
 
     def _loop(self, index: int) -> None:
         start = time.monotonic()

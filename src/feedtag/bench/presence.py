@@ -20,7 +20,10 @@ of the cheap path spends, on the same 640x360 H.264 re-encoding of vtest.avi.
   rules: `time.thread_time`, one inference thread), plus the decode CPU per second of video
   measured on a keyframe-only decode loop. Their sum per feed-second gives an *estimate* of
   feeds per core; `feedtag bench ingest --pipeline` measures the real engine (34.7 feeds/core
-  for the default variant, which this estimate should land near).
+  for the default variant, which this estimate should land near). Every analysed frame runs
+  to completion here (nothing is dropped); the estimate is withheld (``saturated``) when the
+  p99 time from a frame to its result reaching the rules is 2 s or more, since such a feed
+  could not be analysed live.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import av
 from feedtag.analytics.engine import CameraAnalyzer
 from feedtag.analytics.geometry import ground_points
 from feedtag.analytics.rules import Observation
+from feedtag.bench.capacity import MAX_P99_LATENCY_S, percentile
 from feedtag.bench.footage import sample_h264
 from feedtag.config import validate_config
 from feedtag.config.analytics import CameraAnalytics
@@ -91,7 +95,15 @@ class VariantResult:
     analysis_ms_per_frame: float
     decode_ms_per_video_s: float
     cpu_ms_per_feed_s: float
-    estimated_feeds_per_core: float
+    #: None when the run would not keep up live (p99 frame-to-result latency >= 2 s)
+    estimated_feeds_per_core: float | None
+    #: frames handled per second of analysis time (detected + gated), frames dropped before
+    #: detection (none: every analysed frame runs to completion here), and the p99 time from
+    #: a frame to its result reaching the rules
+    detected_fps: float = 0.0
+    dropped_frames: int = 0
+    p99_latency_s: float | None = None
+    saturated: bool = False
 
 
 def grid_zones(cells: int = GRID) -> list[dict[str, Any]]:
@@ -157,10 +169,20 @@ def reference_presence(path: Path, detector: Detector) -> set[Key]:
     return present
 
 
-def variant_presence(
-    path: Path, detector: Detector, variant: Variant
-) -> tuple[set[Key], int, int, float]:
-    """What the variant tags: (tagged keys, analysed frames, gated frames, analysis CPU s)."""
+@dataclass(frozen=True, slots=True)
+class VariantRun:
+    """What the variant tagged, and what the analysis of its frames took."""
+
+    tagged: set[Key]
+    analysed: int
+    gated: int
+    cpu_s: float
+    #: wall time of each frame's analysis (gate, detector, tracker, rules)
+    latencies_s: list[float]
+
+
+def variant_presence(path: Path, detector: Detector, variant: Variant) -> VariantRun:
+    """What the variant tags, and the analysis thread's CPU."""
     names = list(detector.class_names)
     analytics = CameraAnalytics.model_validate(
         {
@@ -183,9 +205,10 @@ def variant_presence(
     analysed = gated = 0
     cpu = 0.0
     end_s = 0.0
+    latencies: list[float] = []
     while True:
         # the analysis thread's CPU: gate, detector, tracker (in the generator) and rules
-        started = time.thread_time()
+        started, wall_started = time.thread_time(), time.perf_counter()
         result = next(results, None)
         if result is None:
             break
@@ -194,6 +217,7 @@ def variant_presence(
         )
         segments += analyzer.update(observation).segments
         cpu += time.thread_time() - started
+        latencies.append(time.perf_counter() - wall_started)
         analysed += 1
         gated += result.gated
         end_s = result.t_s
@@ -204,7 +228,7 @@ def variant_presence(
         end = (segment.ended_at if segment.ended_at is not None else WALL0 + end_s) - WALL0
         for second in range(int(start), int(end) + 1):
             tagged.add((segment.label, segment.zone or "all", second))
-    return tagged, analysed, gated, cpu
+    return VariantRun(tagged, analysed, gated, cpu, latencies)
 
 
 def decode_ms_per_video_s(path: Path) -> float:
@@ -244,10 +268,13 @@ def run(
             models_dir=models_dir,
         )
         detector = build_detector(settings)
-        tagged, analysed, gated, cpu = variant_presence(path, detector, variant)
+        measured = variant_presence(path, detector, variant)
+        tagged, analysed, gated = measured.tagged, measured.analysed, measured.gated
         hit = len(present & tagged)
-        analysis_ms = cpu * 1000 / max(analysed, 1)
+        analysis_ms = measured.cpu_s * 1000 / max(analysed, 1)
         per_feed_s = decode_ms + analysis_ms * variant.analysis_fps
+        p99 = percentile(measured.latencies_s, 99)
+        kept_up = p99 is not None and p99 < MAX_P99_LATENCY_S
         results.append(
             VariantResult(
                 variant=variant.name,
@@ -260,7 +287,11 @@ def run(
                 analysis_ms_per_frame=round(analysis_ms, 2),
                 decode_ms_per_video_s=round(decode_ms, 2),
                 cpu_ms_per_feed_s=round(per_feed_s, 2),
-                estimated_feeds_per_core=round(1000 / per_feed_s, 1),
+                estimated_feeds_per_core=round(1000 / per_feed_s, 1) if kept_up else None,
+                detected_fps=round(analysed / max(measured.cpu_s, 1e-9), 1),
+                dropped_frames=0,
+                p99_latency_s=None if p99 is None else round(p99, 3),
+                saturated=not kept_up,
             )
         )
     return len(present), results
@@ -300,9 +331,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(  # noqa: T201
             f"{r.variant:<18}{r.recall:>7.3f}{r.precision:>7.3f}{r.gated_fraction:>7.0%}"
             f"{r.analysis_ms_per_frame:>9.1f}{r.decode_ms_per_video_s:>12.1f}"
-            f"{r.cpu_ms_per_feed_s:>14.1f}{r.estimated_feeds_per_core:>15.1f}"
+            f"{r.cpu_ms_per_feed_s:>14.1f}{_figure(r.estimated_feeds_per_core):>15}"
         )
     return 0
+
+
+def _figure(value: float | None) -> str:
+    return "saturated" if value is None else f"{value:.1f}"
 
 
 if __name__ == "__main__":

@@ -30,34 +30,73 @@ def cmd_bench_ingest(args: argparse.Namespace) -> int:
             variant, source, args.feeds, args.seconds, args.mode, pipeline=args.pipeline
         )
     engine, bare = results["engine"], results["bare"]
-    ratio = engine.feeds_per_core / bare.feeds_per_core if bare.feeds_per_core else 0.0
+    found = _search_ingest(args, source) if args.search and args.pipeline else None
+    engine_fpc, bare_fpc = engine.feeds_per_core, bare.feeds_per_core
+    ratio = engine_fpc / bare_fpc if engine_fpc is not None and bare_fpc else None
     if args.json:
         summary = {
             "feeds": engine.feeds,
             "mode": engine.mode,
             "pipeline": args.pipeline,
             "source": source.name,
-            "feeds_per_core": engine.feeds_per_core,
-            "cpu_s_per_feed_s": engine.cpu_s_per_feed_s,
-            "rss_mb_per_feed": engine.rss_mb_per_feed,
-            "decoded_fps": engine.decoded_fps,
-            "analysed_fps": engine.analysed_fps,
+            **{key: getattr(engine, key) for key in INGEST_FIELDS},
+            **({"search": found} if found is not None else {}),
             "bare": bare.to_dict(),
-            "engine_vs_bare": round(ratio, 3),
+            "engine_vs_bare": None if ratio is None else round(ratio, 3),
         }
         print(json.dumps(summary))
         return EXIT_OK
     print(f"{'':24}{'engine':>12}{'bare PyAV':>12}")
-    for label, key in (
-        ("feeds per core", "feeds_per_core"),
-        ("CPU s per feed-second", "cpu_s_per_feed_s"),
-        ("decoded frames/s", "decoded_fps"),
-        ("analysed frames/s", "analysed_fps"),
-        ("RSS MB per feed", "rss_mb_per_feed"),
-    ):
-        print(f"{label:24}{getattr(engine, key):>12}{getattr(bare, key):>12}")
-    print(f"engine reaches {ratio:.0%} of the bare loop's feeds per core")
+    for key in INGEST_FIELDS:
+        print(f"{key:24}{_cell(getattr(engine, key)):>12}{_cell(getattr(bare, key)):>12}")
+    if engine.saturated:
+        print("the detector did not keep up: no feeds per core for this feed count")
+    if found is not None:
+        print(f"search: {found['feeds']} feeds keep up ({found['feeds_per_core']} feeds/core)")
+    if ratio is not None:
+        print(f"engine reaches {ratio:.0%} of the bare loop's feeds per core")
     return EXIT_OK
+
+
+INGEST_FIELDS = (
+    "feeds_per_core", "saturated", "cpu_s_per_feed_s", "rss_mb_per_feed", "decoded_fps",
+    "analysed_fps", "detected_fps", "dropped_fps", "handled_fraction", "p99_latency_s",
+)  # fmt: skip
+
+
+def _cell(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+def _search_ingest(args: argparse.Namespace, source: Path) -> dict[str, Any]:
+    """The largest feed count whose engine run keeps up, and that run's figures."""
+    from feedtag.bench.capacity import search_capacity
+    from feedtag.bench.ingest import IngestBenchResult, run_in_child
+
+    runs: dict[int, IngestBenchResult] = {}
+
+    def measure(feeds: int) -> IngestBenchResult:
+        runs[feeds] = run_in_child("engine", source, feeds, args.seconds, args.mode, pipeline=True)
+        return runs[feeds]
+
+    feeds = search_capacity(measure, args.feeds)
+    best = runs.get(feeds)
+    return {
+        "feeds": feeds,
+        "feeds_per_core": None if best is None else best.feeds_per_core,
+        "runs": {str(n): run.to_dict() for n, run in sorted(runs.items())},
+    }
+
+
+def cmd_bench_compare(args: argparse.Namespace) -> int:
+    from feedtag.bench import compare
+
+    argv = ["--seconds", str(args.seconds)]
+    argv += ["--json"] if args.json else []
+    argv += ["--quick"] if args.quick else []
+    if args.workloads:
+        argv += ["--workloads", args.workloads]
+    return compare.main(argv)
 
 
 def cmd_bench_detect(args: argparse.Namespace) -> int:
@@ -135,7 +174,23 @@ def add_bench_commands(commands: Any) -> None:
         action="store_true",
         help="include gate, detector and tracker (the whole analysis path)",
     )
+    ingest.add_argument(
+        "--search",
+        action="store_true",
+        help="with --pipeline: search for the largest feed count that keeps up "
+        "(galloping from --feeds, then bisection; one child run per step)",
+    )
     ingest.set_defaults(func=cmd_bench_ingest)
+    compare = bench_kinds.add_parser(
+        "compare",
+        help="feedtag, an NVR-style PyAV + ONNX Runtime loop and the decode+inference limit, "
+        "on the same streams",
+    )
+    compare.add_argument("--seconds", type=positive(float), default=20.0, help="per run")
+    compare.add_argument("--workloads", default=None, help="comma-separated: W1,W2,fleet")
+    compare.add_argument("--quick", action="store_true", help="few feeds, short clips (tests)")
+    compare.add_argument("--json", action="store_true")
+    compare.set_defaults(func=cmd_bench_compare)
     detect = bench_kinds.add_parser("detect", help="detector cost per backend, precision, size")
     detect.add_argument("--seconds", type=positive(float), default=5.0, help="per measurement")
     detect.add_argument("--json", action="store_true")

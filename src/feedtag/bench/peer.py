@@ -1,0 +1,158 @@
+"""Two plain loops to put feedtag beside, on the same footage and the same model files.
+
+- :class:`PeerRun`, an NVR-style pipeline written the obvious way with PyAV and ONNX Runtime:
+  decode every frame of every feed, and once a second of video resize one frame to 320x320
+  and run the default model on it (batch 1, no gate), then keep the confident boxes after
+  non-maximum suppression. This is what a simple recorder-with-detection does.
+- :class:`LimitRun`, the floor of feedtag's own path: decode keyframes only and run the bare
+  ONNX Runtime session at feedtag's input shape on each, nothing else (no letterbox, no
+  box decoding, no gate, tracker, rules or store).
+
+Both pace each feed to live time like a camera, one thread per feed sharing one session
+(one intra-op thread, as feedtag runs it). A result's latency runs from the time its frame
+was due live (feed start + its timestamp) to the end of its inference, so a loop that falls
+behind live time shows it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Final
+
+import av
+import av.video.frame
+import cv2
+import numpy as np
+import onnxruntime  # type: ignore[import-untyped,unused-ignore]
+
+from feedtag.bench.capacity import ResultRecorder
+
+#: onnxruntime's exports are not declared for type checkers
+ort: Any = onnxruntime
+
+#: the peer's detector input (NVRs commonly run their detector at 320)
+PEER_INPUT_SIZE: Final = 320
+#: the peer's score threshold and NMS overlap
+PEER_SCORE: Final = 0.4
+PEER_IOU: Final = 0.45
+
+
+def open_session(model: Path) -> Any:
+    """One CPU session with one intra-op thread and no spinning."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+
+
+class _PacedFeeds:
+    """One thread per feed playing its file in a loop at live pace."""
+
+    keyframes_only = False
+
+    def __init__(self, sources: list[Path], model: Path) -> None:
+        self.sources = sources
+        self.session = open_session(model)
+        self.input_name = self.session.get_inputs()[0].name
+        self.recorder: ResultRecorder | None = ResultRecorder(marks_due=True)
+        self.expected_fps = float(len(sources))
+        self._stop = threading.Event()
+        self._decoded = [0] * len(sources)
+        self._due = [0] * len(sources)
+        self._threads = [
+            threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(len(sources))
+        ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(5)
+
+    def counts(self) -> tuple[int, int, int]:
+        # nothing is dropped: a loop that cannot keep up falls behind live time instead
+        return sum(self._decoded), sum(self._due), 0
+
+    def _run(self, index: int) -> None:
+        next_second = 0
+        for frame, feed_time, start in self._frames(index):
+            self._decoded[index] += 1
+            if feed_time < next_second:
+                continue
+            next_second = int(feed_time) + 1
+            self._due[index] += 1
+            assert self.recorder is not None  # noqa: S101 - set in __init__
+            self.recorder.due(start + feed_time)
+            self.analyse(frame)
+            self.recorder.record(start + feed_time)
+
+    def analyse(self, frame: av.video.frame.VideoFrame) -> None:
+        raise NotImplementedError
+
+    def _frames(self, index: int) -> Iterator[tuple[av.video.frame.VideoFrame, float, float]]:
+        """Decoded frames with their time since the feed started (counting on across loops
+        of the file) and the feed's start wall time."""
+        start = time.time()
+        offset = 0.0
+        while not self._stop.is_set():
+            with av.open(str(self.sources[index])) as container:
+                stream = container.streams.video[0]
+                stream.thread_count = 1
+                if self.keyframes_only:
+                    stream.codec_context.skip_frame = "NONKEY"
+                last = 0.0
+                for packet in container.demux(stream):
+                    if self._stop.is_set():
+                        return
+                    if packet.dts is None or packet.time_base is None:
+                        continue
+                    last = float(packet.dts * packet.time_base)
+                    delay = start + offset + last - time.time()
+                    if delay > 0 and self._stop.wait(delay):
+                        return
+                    if self.keyframes_only and not packet.is_keyframe:
+                        continue
+                    for frame in packet.decode():
+                        if isinstance(frame, av.video.frame.VideoFrame):
+                            yield frame, offset + float(frame.time or 0.0), start
+
+                offset += last + 1 / 25
+
+
+class PeerRun(_PacedFeeds):
+    """Decode every frame; detect one frame a second at 320, batch 1, no gate."""
+
+    def analyse(self, frame: av.video.frame.VideoFrame) -> None:
+        size = PEER_INPUT_SIZE
+        image = frame.to_ndarray(width=size, height=size, format="rgb24")
+        tensor = image.transpose(2, 0, 1)[np.newaxis].astype(np.float32) / 255.0
+        (rows,) = self.session.run(None, {self.input_name: tensor})[:1]
+        rows = rows[0]
+        scores = rows[:, 4] * rows[:, 5:].max(axis=1)
+        confident = rows[scores > PEER_SCORE]
+        boxes = confident[:, :4].copy()
+        boxes[:, :2] -= boxes[:, 2:] / 2  # centre to top-left corner
+        cv2.dnn.NMSBoxes(boxes.tolist(), scores[scores > PEER_SCORE].tolist(), PEER_SCORE, PEER_IOU)
+
+
+class LimitRun(_PacedFeeds):
+    """Decode keyframes only; run the bare session at feedtag's input shape on each."""
+
+    keyframes_only = True
+
+    def __init__(self, sources: list[Path], model: Path) -> None:
+        super().__init__(sources, model)
+        self.input_size = int(self.session.get_inputs()[0].shape[-1])
+
+    def analyse(self, frame: av.video.frame.VideoFrame) -> None:
+        size = self.input_size
+        image = frame.to_ndarray(width=size, height=size, format="rgb24")
+        tensor = image.transpose(2, 0, 1)[np.newaxis].astype(np.float32) / 255.0
+        self.session.run(None, {self.input_name: tensor})
