@@ -25,7 +25,7 @@ from sqlalchemy import Engine
 
 from feedtag.config.models import CameraConfig, FeedtagConfig
 from feedtag.core import VisionStageStatus
-from feedtag.errors import CameraExists, CameraNotFound
+from feedtag.errors import CameraExists, CameraNotFound, StoreError
 from feedtag.runtime.control import (
     DEFAULT_STOP_DEADLINE_S,
     CameraSnapshot,
@@ -34,7 +34,7 @@ from feedtag.runtime.control import (
 )
 from feedtag.runtime.ray_coordinator import COORDINATOR_NAME, coordinator_actor_class
 from feedtag.runtime.ray_shard import shard_actor_class, shard_name
-from feedtag.store.query import EventQuery, search_events
+from feedtag.store.feed import Phase, Position, missed_since
 from feedtag.store.writer import WriterStats
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,10 @@ NAMESPACE: Final = "feedtag"
 SNAPSHOT_TIMEOUT_S: Final = 3.0
 #: how often the live event feed reads new events from the store
 FEED_POLL_S: Final = 1.0
+#: how far each poll of the live feed looks back (shards' clocks and commits interleave)
+FEED_LOOKBACK_S: Final = 5.0
+#: the most events and ends one poll hands on
+FEED_LIMIT: Final = 5000
 #: Ray's switch between single-machine (loopback) and cluster networking
 LOOPBACK_ONLY_ENV: Final = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 #: how long a camera change waits for the coordinator to apply it
@@ -207,22 +211,31 @@ class RayEngineControl:
             self._listeners.remove(listener)
 
     def _poll_events(self) -> None:
-        """Events stored since the last poll, oldest first, to every listener."""
-        since = time.time()
-        seen: set[str] = set()
+        """What the shards' writers stored since the last poll, in stream order, to every
+        listener (with its stream position, so a reconnecting client resumes). Each shard
+        stamps with its own clock, so every poll looks back ``FEED_LOOKBACK_S`` and skips
+        what it already sent."""
+        after = Position(time.time(), "", Phase.START)
+        sent: dict[tuple[str, Phase], float] = {}
         while not self._feed_stop.wait(FEED_POLL_S):
+            look = Position(after.stamp - FEED_LOOKBACK_S, "", Phase.START)
             try:
-                items = search_events(self._database, EventQuery(start=since - 5.0)).items
-            except Exception:  # noqa: BLE001 - the store is down: the feed waits
+                missed = missed_since(
+                    self._database, look, None, limit=FEED_LIMIT, oldest=look.stamp
+                )
+            except StoreError:
                 log.warning("live feed: the store cannot be read; trying again")
                 continue
-            fresh = [event for event in items if event.event_id not in seen]
-            for event in fresh:
-                seen.add(event.event_id)
+            for stored in missed.items:
+                key = (stored.item.event_id, stored.position.phase)
+                if key in sent:
+                    continue
+                sent[key] = stored.position.stamp
+                after = max(after, stored.position)
                 for listener in list(self._listeners):
-                    listener(event)
-            since = max([since, *(event.started_at for event in fresh)])
-            seen = {event.event_id for event in items if event.started_at >= since - 5.0}
+                    listener(stored)
+            horizon = after.stamp - FEED_LOOKBACK_S
+            sent = {key: stamp for key, stamp in sent.items() if stamp >= horizon}
 
 
 def merge_snapshots(parts: list[EngineSnapshot]) -> EngineSnapshot:
