@@ -23,12 +23,14 @@ bilinear when enlarging.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Final
 
 import av
 import numpy as np
 import numpy.typing as npt
+from av.video.reformatter import VideoReformatter
 
 #: the grey Darknet fills the letterbox margins with, on the 0..1 scale
 PAD_VALUE: Final = 0.5
@@ -172,13 +174,22 @@ def unletterbox_boxes(
     return clipped
 
 
+#: one swscale reformatter per thread: it keeps its scaling context while the sizes stay the
+#: same, where ``VideoFrame.reformat`` on a new frame sets one up every time (about 1.5 ms of
+#: the 2.6 ms a 640 x 360 frame took to shrink to 416 x 234)
+_reformatters = threading.local()
+
+
 def _resize(image: npt.NDArray[np.uint8], width: int, height: int) -> npt.NDArray[np.uint8]:
     if (image.shape[1], image.shape[0]) == (width, height):
         return image
     shrinking = width < image.shape[1]
+    reformatter = getattr(_reformatters, "current", None)
+    if reformatter is None:
+        reformatter = _reformatters.current = VideoReformatter()
     frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-    out = frame.reformat(
-        width=width, height=height, interpolation="AREA" if shrinking else "BILINEAR"
+    out = reformatter.reformat(
+        frame, width=width, height=height, interpolation="AREA" if shrinking else "BILINEAR"
     )
     # rgb24 always comes back as uint8; the stub's return type is a union of dtypes
     return np.asarray(out.to_ndarray(), dtype=np.uint8)

@@ -209,6 +209,12 @@ class LetterboxDetector:
     def layout(self) -> str:
         return self._decoder.name
 
+    @property
+    def runtime(self) -> InferenceRuntime:
+        """The loaded model itself: ``feedtag bench detect`` times it alone, to tell the
+        cost of inference from that of everything around it."""
+        return self._runtime
+
     def input_shape(self, image: Image) -> tuple[int, int]:
         """The ``(width, height)`` of the model input ``image`` goes into."""
         size = self._input.size
