@@ -1,9 +1,11 @@
 """The ONNX Runtime detector backend, and the letterbox-infer-decode path every backend shares.
 
 :class:`LetterboxDetector` does what any model file needs around inference: each frame is
-letterboxed to the model's square input (:mod:`feedtag.vision.letterbox`), frames are stacked
-into batches the model accepts, the outputs go through the decoder of the model's layout
-(:mod:`feedtag.vision.decoders`), and boxes are mapped back to each frame. A backend supplies
+letterboxed (:mod:`feedtag.vision.letterbox`) into the model's square input, or, for a model
+with dynamic height and width run with ``input_stride`` (the default model), into the
+smallest stride-aligned rectangle that holds it; frames of one input shape are letterboxed
+straight into a batch buffer the model accepts, the outputs go through the decoder of the
+model's layout (:mod:`feedtag.vision.decoders`), and boxes are mapped back to each frame. A backend supplies
 only an :class:`InferenceRuntime`: :class:`OnnxDetector` here, :class:`~feedtag.vision.
 openvino_backend.OpenVinoDetector` beside it.
 

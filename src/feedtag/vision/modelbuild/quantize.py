@@ -2,7 +2,10 @@
 
 Quantization. ONNX Runtime's static QDQ quantizer, INT8 weights per output channel, UINT8
 activations, calibrated on 48 frames of vtest.avi and bikes.mp4 letterboxed exactly as at
-inference. What was measured (INT8 against FP32 on frames away from the calibration frames,
+inference, each at every input shape it can meet (:func:`input_shapes`: the square, the 16:9
+rectangle, its own rectangle; the model's height and width are dynamic). The build's check
+against FP32 covers the same shapes, each on its own. What was measured in the table below
+(before the inputs became rectangular, on the square only) (INT8 against FP32 on frames away from the calibration frames,
 40 of vtest.avi and 100 of bikes.mp4, or 40 where marked *; a box counts when score =
 objectness x class >= 0.25 and an INT8 box of the same class overlaps it at IoU >= 0.5;
 recall / precision; CPU time per 416 image on the 2-core dev machine, one thread, or two
