@@ -289,9 +289,11 @@ class LetterboxDetector:
             "by_shape", {}
         )
         buffer = buffers.get(shape)
-        if buffer is None:
+        slots = self._input.batch or len(images)
+        if buffer is None or len(buffer) < slots:
+            # as large as the largest batch seen (8 x 416 x 256 floats are 10 MB), not max_batch
             width, height = shape
-            buffer = np.empty((self._chunk, 3, height, width), self._input.dtype)
+            buffer = np.empty((slots, 3, height, width), self._input.dtype)
             buffers[shape] = buffer
         bgr = self._input_format.channels == "bgr"
         scale = self._input_format.pixel_scale
