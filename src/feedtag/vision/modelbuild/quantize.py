@@ -2,9 +2,9 @@
 
 Quantization. ONNX Runtime's static QDQ quantizer, INT8 weights per output channel, UINT8
 activations, calibrated on 48 frames of vtest.avi and bikes.mp4 letterboxed exactly as at
-inference, each at every input shape it can meet (:func:`input_shapes`: the square, the 16:9
-rectangle, its own rectangle; the model's height and width are dynamic). The build's check
-against FP32 covers the same shapes, each on its own. What was measured in the table below
+inference, each in the square and in the 16:9 rectangle (:func:`input_shapes`; the model's
+height and width are dynamic). The build's check against FP32 covers those and each clip's
+own rectangle, each shape on its own. What was measured in the table below
 (before the inputs became rectangular, on the square only) (INT8 against FP32 on frames away from the calibration frames,
 40 of vtest.avi and 100 of bikes.mp4, or 40 where marked *; a box counts when score =
 objectness x class >= 0.25 and an INT8 box of the same class overlaps it at IoU >= 0.5;
@@ -104,21 +104,21 @@ _RANGE_CANDIDATES: Final = 40
 FloatArray = npt.NDArray[np.float32]
 
 
-def input_shapes(frame: Image, size: int) -> list[tuple[int, int]]:
-    """The ``(width, height)`` inputs a frame is calibrated and checked at: the square
-    ``size``, the 16:9 rectangle (most cameras), and the frame's own rectangle
-    (:func:`~feedtag.vision.letterbox.input_shape`), each once.
+def input_shapes(frame: Image, size: int, *, own: bool = True) -> list[tuple[int, int]]:
+    """The ``(width, height)`` inputs a frame is checked at: the square ``size``, the 16:9
+    rectangle (most cameras), and with ``own`` the frame's own rectangle
+    (:func:`~feedtag.vision.letterbox.input_shape`), each once. Calibration uses the first
+    two: adding the clips' own rectangles (416x320, 416x192) measured worse INT8 agreement
+    on bikes.mp4 in the square (precision 0.939 against 0.962; docs/performance.md).
 
     >>> import numpy as np
     >>> input_shapes(np.zeros((576, 768, 3), np.uint8), 416)
     [(416, 416), (416, 256), (416, 320)]
     """
     height, width = frame.shape[:2]
-    shapes = [
-        (size, size),
-        input_shape(16, 9, size, INPUT_STRIDE),
-        input_shape(int(width), int(height), size, INPUT_STRIDE),
-    ]
+    shapes = [(size, size), input_shape(16, 9, size, INPUT_STRIDE)]
+    if own:
+        shapes.append(input_shape(int(width), int(height), size, INPUT_STRIDE))
     return list(dict.fromkeys(shapes))
 
 
@@ -133,9 +133,15 @@ class ShapedFrame(NamedTuple):
         return letterbox(self.frame, self.shape).tensor[None]
 
 
-def letterboxed_inputs(frames: Sequence[Image], size: int) -> list[ShapedFrame]:
+def letterboxed_inputs(
+    frames: Sequence[Image], size: int, *, own: bool = True
+) -> list[ShapedFrame]:
     """Every frame at each of its :func:`input_shapes`."""
-    return [ShapedFrame(frame, shape) for frame in frames for shape in input_shapes(frame, size)]
+    return [
+        ShapedFrame(frame, shape)
+        for frame in frames
+        for shape in input_shapes(frame, size, own=own)
+    ]
 
 
 class _LetterboxedFrames(CalibrationDataReader):
@@ -169,7 +175,7 @@ def quantize(
             quant_pre_process(fp32_path, prepared, skip_optimization=True, skip_symbolic_shape=True)
             model = onnx.load(str(prepared))
             in_float = _float_nodes(model)
-            inputs = letterboxed_inputs(frames, size)
+            inputs = letterboxed_inputs(frames, size, own=False)
             ranges = _preactivation_ranges(model, in_float, inputs, report)
             quantize_static(
                 prepared,
