@@ -5,9 +5,9 @@ letterboxed (:mod:`feedtag.vision.letterbox`) into the model's square input, or,
 with dynamic height and width run with ``input_stride`` (the default model), into the
 smallest stride-aligned rectangle that holds it; frames of one input shape are letterboxed
 straight into a batch buffer the model accepts, the outputs go through the decoder of the
-model's layout (:mod:`feedtag.vision.decoders`), and boxes are mapped back to each frame. A backend supplies
-only an :class:`InferenceRuntime`: :class:`OnnxDetector` here, :class:`~feedtag.vision.
-openvino_backend.OpenVinoDetector` beside it.
+model's layout (:mod:`feedtag.vision.decoders`), and boxes are mapped back to each frame.
+A backend supplies only an :class:`InferenceRuntime`: :class:`OnnxDetector` here,
+:class:`~feedtag.vision.openvino_backend.OpenVinoDetector` beside it.
 
 ONNX Runtime picks the first execution provider it has among TensorRT, CUDA and CPU.
 ``intra_op_num_threads`` defaults to 1: feedtag scales with cameras, and one thread per

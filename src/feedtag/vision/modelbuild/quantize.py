@@ -4,12 +4,12 @@ Quantization. ONNX Runtime's static QDQ quantizer, INT8 weights per output chann
 activations, calibrated on 48 frames of vtest.avi and bikes.mp4 letterboxed exactly as at
 inference, each in the square and in the 16:9 rectangle (:func:`input_shapes`; the model's
 height and width are dynamic). The build's check against FP32 covers those and each clip's
-own rectangle, each shape on its own. What was measured in the table below
-(before the inputs became rectangular, on the square only) (INT8 against FP32 on frames away from the calibration frames,
-40 of vtest.avi and 100 of bikes.mp4, or 40 where marked *; a box counts when score =
-objectness x class >= 0.25 and an INT8 box of the same class overlaps it at IoU >= 0.5;
-recall / precision; CPU time per 416 image on the 2-core dev machine, one thread, or two
-where marked +):
+own rectangle, each shape on its own. What was measured in the table below (before the
+inputs became rectangular, on the square only; INT8 against FP32 on frames away from the
+calibration frames, 40 of vtest.avi and 100 of bikes.mp4, or 40 where marked *; a box
+counts when score = objectness x class >= 0.25 and an INT8 box of the same class overlaps
+it at IoU >= 0.5; recall / precision; CPU time per 416 image on the 2-core dev machine, one
+thread, or two where marked +):
 
 ================================================ ============= ============== =========
 recipe                                           vtest         bikes          time
