@@ -300,8 +300,11 @@ def check_agreement(
 ) -> dict[str, Any]:
     """Compare the INT8 model with FP32 on held-out frames at every input shape they are
     run at (:func:`input_shapes`; score >= 0.25, same class, IoU >= 0.5); fail the build
-    when any shape falls below :data:`MIN_AGREEMENT`. The overall figures and those of each
-    shape (``by_shape``, keyed ``"416x256"``) are returned for the manifest."""
+    when the square, the 16:9 rectangle or all shapes together fall below
+    :data:`MIN_AGREEMENT`. The overall figures and those of each shape (``by_shape``, keyed
+    ``"416x256"``) are returned for the manifest; a clip's own rectangle is recorded but
+    does not fail the build on its own: 8 frames of bikes.mp4 at 416x192 hold about ten
+    boxes, where one box is 10%."""
     sessions = [
         InferenceSession(str(path), providers=["CPUExecutionProvider"])
         for path in (fp32_path, int8_path)
@@ -322,7 +325,9 @@ def check_agreement(
     total = _agreement(*(sum(column) for column in zip(*counts.values(), strict=True)))
     result = {**total, "by_shape": by_shape}
     log.info("INT8 against FP32 at %d on held-out frames: %s", size, result)
-    worst = min(by_shape.items(), key=lambda item: min(item[1]["recall"], item[1]["precision"]))
+    gating = {f"{w}x{h}" for w, h in input_shapes(frames[0], size, own=False)} if frames else set()
+    judged = [("all shapes", total), *((k, v) for k, v in by_shape.items() if k in gating)]
+    worst = min(judged, key=lambda item: min(item[1]["recall"], item[1]["precision"]))
     if min(worst[1]["recall"], worst[1]["precision"]) < MIN_AGREEMENT:
         int8_path.unlink(missing_ok=True)
         raise ModelError(
