@@ -1,9 +1,13 @@
-"""``feedtag bench detect``: detector cost per backend, precision, input size and batch.
+"""``feedtag bench detect``: detector cost per backend, precision, model input and batch.
 
-Frames are real (vtest.avi and bikes.mp4 at the 640-wide analysis size); each measurement
-covers the whole detector call (letterbox, inference, decode, NMS, mapping back). "Frames
-per second per core" is frames divided by the process CPU time they took, so it does not
-depend on how many cores the runtime's threads spread over.
+Frames are real (vtest.avi and bikes.mp4, cropped to 16:9 and scaled to 640 x 360 like the
+analysed frames of most cameras). Each row measures the whole detector call (letterbox,
+float conversion, inference, decode, NMS, mapping back) and, on the same prepared inputs,
+the bare inference call of the same loaded model; the difference is the cost outside the
+model. Inputs: the square letterbox (``416x416``, what a model with a fixed square input
+gets) and the stride-aligned rectangle the default model runs a 16:9 frame in
+(``416x256``). "Frames per second per core" is frames divided by the process CPU time of
+the whole calls, so it does not depend on how many cores the runtime's threads spread over.
 """
 
 from __future__ import annotations
@@ -16,17 +20,21 @@ from typing import Any, Final
 
 import av
 import numpy as np
+import numpy.typing as npt
 import psutil
 
 from feedtag.bench.footage import bikes_path, vtest_path
 from feedtag.config.models import DetectorConfig
 from feedtag.runtime.detection import default_model_info
-from feedtag.vision.detector import Detector, Image
-from feedtag.vision.onnx_backend import OnnxDetector
+from feedtag.vision.detector import Image
+from feedtag.vision.letterbox import letterbox
+from feedtag.vision.onnx_backend import LetterboxDetector, OnnxDetector
 from feedtag.vision.openvino_backend import OpenVinoDetector  # imports openvino lazily
 
 FRAMES_PER_CLIP: Final = 16
 BATCHES: Final = (1, 8)
+#: the analysed frame size of a 16:9 camera
+FRAME_WIDTH, FRAME_HEIGHT = 640, 360
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,9 +42,13 @@ class DetectBenchRow:
     backend: str
     precision: str
     input_size: int
+    input_shape: str  # "416x256": the model input's width x height
+    frame: str  # the analysed frame's width x height: 640x360, or already at the model's scale
     batch: int
     frames: int
-    ms_per_frame: float
+    ms_per_frame: float  # the whole detect() call
+    model_ms_per_frame: float  # the bare inference call on the same inputs
+    outside_model_ms_per_frame: float  # the difference: letterbox, conversion, decode, NMS
     frames_per_s_per_core: float
 
     def to_dict(self) -> dict[str, Any]:
@@ -44,7 +56,7 @@ class DetectBenchRow:
 
 
 def real_frames(per_clip: int = FRAMES_PER_CLIP) -> list[Image]:
-    """Frames spread over both sample clips, scaled to 640 wide like analysed frames."""
+    """Frames spread over both sample clips, centre-cropped to 16:9 and scaled to 640 x 360."""
     frames: list[Image] = []
     for path in (vtest_path(), bikes_path()):
         with av.open(str(path)) as container:
@@ -53,32 +65,87 @@ def real_frames(per_clip: int = FRAMES_PER_CLIP) -> list[Image]:
             wanted = {int(total * (i + 0.5) / per_clip) for i in range(per_clip)}
             for index, frame in enumerate(container.decode(stream)):
                 if index in wanted:
-                    height = round(frame.height * 640 / frame.width / 2) * 2
-                    image = frame.to_ndarray(width=640, height=height, format="rgb24")
-                    frames.append(np.asarray(image, dtype=np.uint8))
+                    frames.append(_sixteen_by_nine(frame.to_ndarray(format="rgb24")))
                 if index >= max(wanted):
                     break
     return frames
 
 
-def backends() -> Iterator[tuple[str, Callable[..., Detector]]]:
+def at_model_scale(frames: list[Image], long_side: int) -> list[Image]:
+    """``frames`` as ingest delivers them when ``analysis_width`` is the model's input size:
+    one swscale call there, and the detector has nothing left to resize."""
+    height, width = frames[0].shape[:2]
+    scaled_height = round(height * long_side / width / 2) * 2
+    return [
+        np.asarray(
+            av.VideoFrame.from_ndarray(frame, format="rgb24")
+            .reformat(width=long_side, height=scaled_height, interpolation="AREA")
+            .to_ndarray(),
+            dtype=np.uint8,
+        )
+        for frame in frames
+    ]
+
+
+def _sixteen_by_nine(image: npt.NDArray[Any]) -> Image:
+    height, width = image.shape[:2]
+    crop_w, crop_h = min(width, height * 16 // 9), min(height, width * 9 // 16)
+    left, top = (width - crop_w) // 2, (height - crop_h) // 2
+    cropped = np.ascontiguousarray(image[top : top + crop_h, left : left + crop_w])
+    frame = av.VideoFrame.from_ndarray(cropped, format="rgb24")
+    scaled = frame.reformat(width=FRAME_WIDTH, height=FRAME_HEIGHT, interpolation="AREA")
+    return np.asarray(scaled.to_ndarray(), dtype=np.uint8)
+
+
+def backends() -> Iterator[tuple[str, Callable[..., LetterboxDetector]]]:
     yield "onnxruntime-cpu", OnnxDetector
     if importlib.util.find_spec("openvino") is not None:
         yield "openvino-cpu", OpenVinoDetector
 
 
 def measure(
-    detector: Detector, frames: list[Image], batch: int, seconds: float
+    call: Callable[[list[Any]], object], items: list[Any], batch: int, seconds: float
 ) -> tuple[int, float, float]:
-    """(frames, wall s, CPU s) over at least ``seconds`` of repeated passes."""
+    """(items, wall s, CPU s) of ``call`` on ``batch`` items at a time, repeated over at
+    least ``seconds``."""
     process = psutil.Process()
     done, wall_start = 0, time.perf_counter()
     cpu_start = sum(process.cpu_times()[:2])
     while time.perf_counter() - wall_start < seconds:
-        for start in range(0, len(frames), batch):
-            detector.detect(frames[start : start + batch])
-            done += len(frames[start : start + batch])
+        for start in range(0, len(items), batch):
+            call(items[start : start + batch])
+            done += len(items[start : start + batch])
     return done, time.perf_counter() - wall_start, sum(process.cpu_times()[:2]) - cpu_start
+
+
+def measure_row(
+    name: str,
+    precision: str,
+    detector: LetterboxDetector,
+    *,
+    frames: list[Image],
+    batch: int,
+    seconds: float,
+) -> DetectBenchRow:
+    """One row: the whole call, then the bare model on inputs letterboxed beforehand."""
+    shape = detector.input_shape(frames[0])
+    inputs = [letterbox(frame, shape).tensor for frame in frames]
+    dtype = detector.model_input.dtype
+    count, wall, cpu = measure(detector.detect, frames, batch, seconds)
+    prepared = [
+        np.ascontiguousarray(np.stack(inputs[start : start + batch]), dtype=dtype)
+        for start in range(0, len(inputs), batch)
+    ]
+    calls, bare_wall, _ = measure(lambda part: detector.runtime.run(part[0]), prepared, 1, seconds)
+    whole_ms = wall / count * 1000
+    model_ms = bare_wall / (calls * len(frames) / len(prepared)) * 1000
+    height, width = frames[0].shape[:2]
+    return DetectBenchRow(
+        name, precision, detector.model_input.size, f"{shape[0]}x{shape[1]}",
+        f"{width}x{height}", batch, count,
+        round(whole_ms, 2), round(model_ms, 2), round(whole_ms - model_ms, 2),
+        round(count / cpu, 1),
+    )  # fmt: skip
 
 
 def run_bench(
@@ -88,18 +155,23 @@ def run_bench(
     rows = []
     for size in (320, 416):
         for precision in ("fp32", "int8"):
-            settings = DetectorConfig(input_size=size, precision=precision)
-            info = default_model_info(settings)
+            info = default_model_info(DetectorConfig(input_size=size, precision=precision))
             for name, kind in backends():
-                detector = kind(info.path, list(info.class_names), layout=info.layout, max_batch=8)
-                for batch in BATCHES:
-                    if progress is not None:
-                        progress(f"{name} {precision} {size} batch {batch}")
-                    count, wall, cpu = measure(detector, frames, batch, seconds)
-                    rows.append(
-                        DetectBenchRow(
-                            name, precision, size, batch, count,
-                            round(wall / count * 1000, 2), round(count / cpu, 1),
-                        )
+                scaled = at_model_scale(frames, info.input_size)
+                for stride, images in ((None, frames), (info.input_stride, frames),
+                                       (info.input_stride, scaled)):  # fmt: skip
+                    detector = kind(
+                        info.path, list(info.class_names), layout=info.layout, max_batch=8,
+                        input_size=info.input_size, input_stride=stride,
                     )  # fmt: skip
+                    for batch in BATCHES:
+                        shape = "x".join(map(str, detector.input_shape(images[0])))
+                        if progress is not None:
+                            progress(f"{name} {precision} {shape} batch {batch}")
+                        rows.append(
+                            measure_row(
+                                name, precision, detector, frames=images, batch=batch,
+                                seconds=seconds,
+                            )
+                        )  # fmt: skip
     return rows

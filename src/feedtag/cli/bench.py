@@ -111,13 +111,14 @@ def cmd_bench_detect(args: argparse.Namespace) -> int:
         print(json.dumps([row.to_dict() for row in rows]))
         return EXIT_OK
     print(
-        f"{'backend':<16}{'precision':<10}{'size':>5}{'batch':>6}{'ms/frame':>10}"
-        f"{'frames/s/core':>15}"
+        f"{'backend':<16}{'precision':<10}{'frame':>8}{'input':>8}{'batch':>6}{'ms/frame':>10}"
+        f"{'model ms':>10}{'outside ms':>11}{'frames/s/core':>15}"
     )
     for row in rows:
         print(
-            f"{row.backend:<16}{row.precision:<10}{row.input_size:>5}{row.batch:>6}"
-            f"{row.ms_per_frame:>10}{row.frames_per_s_per_core:>15}"
+            f"{row.backend:<16}{row.precision:<10}{row.frame:>8}{row.input_shape:>8}{row.batch:>6}"
+            f"{row.ms_per_frame:>10}{row.model_ms_per_frame:>10}"
+            f"{row.outside_model_ms_per_frame:>11}{row.frames_per_s_per_core:>15}"
         )
     return EXIT_OK
 

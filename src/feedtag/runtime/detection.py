@@ -39,9 +39,13 @@ def default_model_info(
 
 def build_detector(settings: DetectorConfig, progress: Progress | None = None) -> OnnxDetector:
     """The detector ``settings`` describe, loaded and warmed up."""
+    size: int | None = None
+    stride: int | None = None
     if settings.model == "default":
         info = default_model_info(settings, progress)
         path, names, layout = info.path, list(info.class_names), info.layout
+        # dynamic height and width: each camera's frames run in their own rectangle
+        size, stride = info.input_size, info.input_stride
     else:
         path = Path(settings.model)
         if settings.class_names is None:
@@ -50,6 +54,8 @@ def build_detector(settings: DetectorConfig, progress: Progress | None = None) -
     return OnnxDetector(
         path,
         names,
+        input_size=size,
+        input_stride=stride,
         layout=layout,
         confidence_threshold=settings.confidence,
         iou_threshold=settings.iou,
@@ -63,9 +69,11 @@ def build_anonymizer(settings: DetectorConfig) -> Anonymizer:
     session of the detector's model (the default model at 416, whatever size analysis runs
     at), at the finder's low threshold. A model without a person class gets no finder, so
     every image is blurred whole (fail closed), and that is logged."""
+    size: int | None = None
     if settings.model == "default":
         info = default_model_info(settings.model_copy(update={"input_size": FINDER_INPUT_SIZE}))
         path, names, layout = info.path, list(info.class_names), info.layout
+        size = info.input_size  # square tiles, so no input_stride
     else:
         path, names, layout = (
             Path(settings.model),
@@ -81,6 +89,7 @@ def build_anonymizer(settings: DetectorConfig) -> Anonymizer:
     finder = OnnxDetector(
         path,
         names,
+        input_size=size,
         layout=layout,
         confidence_threshold=FINDER_CONFIDENCE,
         iou_threshold=settings.iou,

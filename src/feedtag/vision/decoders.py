@@ -143,7 +143,8 @@ class OutputDecoder(Protocol):
 class YoloDecoded:
     """``[B, N, 5+C]``: cx, cy, w, h in input pixels, objectness, C class probabilities.
 
-    The score of a box for a class is objectness times class probability, as in Darknet.
+    The score of a box for a class is objectness times class probability, as in Darknet;
+    class probabilities are taken to be at most 1 (sigmoid or softmax outputs).
     Only the first output is read: YOLOv5's older exports add the raw grids as extra outputs.
     """
 
@@ -155,8 +156,14 @@ class YoloDecoded:
     ) -> list[ModelDetections]:
         rows = _first_output(outputs, self.name)
         _expect_rows(rows, 5 + options.num_classes, self.name, options, "B, N, 5+C")
-        scores = rows[:, :, 5:] * rows[:, :, 4:5]
-        return [select_detections(rows[i, :, :4], scores[i], options) for i in range(len(rows))]
+        results = []
+        for image_rows in rows:
+            # class probabilities are at most 1, so a box whose objectness is under the
+            # threshold cannot score over it: most rows go here, before the (N, C) product
+            candidates = image_rows[image_rows[:, 4] >= options.confidence_threshold]
+            scores = candidates[:, 5:] * candidates[:, 4:5]
+            results.append(select_detections(candidates[:, :4], scores, options))
+        return results
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,11 +1,13 @@
 """The ONNX Runtime detector backend, and the letterbox-infer-decode path every backend shares.
 
 :class:`LetterboxDetector` does what any model file needs around inference: each frame is
-letterboxed to the model's square input (:mod:`feedtag.vision.letterbox`), frames are stacked
-into batches the model accepts, the outputs go through the decoder of the model's layout
-(:mod:`feedtag.vision.decoders`), and boxes are mapped back to each frame. A backend supplies
-only an :class:`InferenceRuntime`: :class:`OnnxDetector` here, :class:`~feedtag.vision.
-openvino_backend.OpenVinoDetector` beside it.
+letterboxed (:mod:`feedtag.vision.letterbox`) into the model's square input, or, for a model
+with dynamic height and width run with ``input_stride`` (the default model), into the
+smallest stride-aligned rectangle that holds it; frames of one input shape are letterboxed
+straight into a batch buffer the model accepts, the outputs go through the decoder of the
+model's layout (:mod:`feedtag.vision.decoders`), and boxes are mapped back to each frame.
+A backend supplies only an :class:`InferenceRuntime`: :class:`OnnxDetector` here,
+:class:`~feedtag.vision.openvino_backend.OpenVinoDetector` beside it.
 
 ONNX Runtime picks the first execution provider it has among TensorRT, CUDA and CPU.
 ``intra_op_num_threads`` defaults to 1: feedtag scales with cameras, and one thread per
@@ -24,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +40,13 @@ from feedtag.core import Detections
 from feedtag.errors import DetectorError
 from feedtag.vision.decoders import DecodeOptions, InputFormat, OutputDecoder, decoder_for
 from feedtag.vision.detector import Image
-from feedtag.vision.letterbox import Letterbox, letterbox, unletterbox_boxes
+from feedtag.vision.letterbox import (
+    PAD_VALUE,
+    Placement,
+    input_shape,
+    letterbox_into,
+    unletterbox_boxes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -87,16 +96,24 @@ _ORT_ERROR_TABLE: Final[dict[str, str]] = {
 
 @dataclass(frozen=True, slots=True)
 class ModelInput:
-    """The image input of a model: ``[batch, 3, size, size]``; ``batch`` None when dynamic."""
+    """The image input of a model: ``[batch, 3, size, size]``; ``batch`` None when dynamic.
+
+    ``dynamic_size``: the model's height and width are dynamic; ``size`` is then the side it
+    is run at (the long side, when the detector chooses rectangles; see ``input_stride`` of
+    :class:`LetterboxDetector`).
+    """
 
     name: str
     batch: int | None
     size: int
     dtype: np.dtype[Any]
+    dynamic_size: bool = False
 
     def describe(self) -> str:
         batch = "N" if self.batch is None else str(self.batch)
-        return f"{self.name}[{batch}, 3, {self.size}, {self.size}] {self.dtype}"
+        side = "H, W" if self.dynamic_size else f"{self.size}, {self.size}"
+        at = f" at {self.size}" if self.dynamic_size else ""
+        return f"{self.name}[{batch}, 3, {side}] {self.dtype}{at}"
 
 
 class InferenceRuntime(Protocol):
@@ -115,6 +132,7 @@ class DetectorOptions(TypedDict, total=False):
     max_detections: int
     classes: Iterable[int] | None
     max_batch: int
+    input_stride: int | None
 
 
 class LetterboxDetector:
@@ -124,6 +142,16 @@ class LetterboxDetector:
     :meth:`detect` can override it per call. With a dynamic batch dimension up to
     ``max_batch`` frames go into one inference call; with a fixed batch ``b``, frames go ``b``
     at a time and a short last batch is padded with grey frames.
+
+    ``input_stride``: when the model's height and width are dynamic, each frame goes into the
+    smallest rectangle of multiples of ``input_stride`` that holds it with its long side at
+    the model's size (:func:`~feedtag.vision.letterbox.input_shape`: 640 x 360 at 416 runs at
+    416 x 256), and frames of different shapes go into different inference calls. A model
+    with a fixed input is letterboxed into its square whatever ``input_stride`` says.
+
+    Frames are letterboxed straight into a batch buffer allocated once per shape (and per
+    thread: a worker abandoned by the watchdog keeps its own), so nothing of a frame is
+    copied twice on its way into the model.
     """
 
     def __init__(
@@ -139,12 +167,18 @@ class LetterboxDetector:
         max_detections: int = DEFAULT_MAX_DETECTIONS,
         classes: Iterable[int] | None = None,
         max_batch: int = DEFAULT_MAX_BATCH,
+        input_stride: int | None = None,
         description: str = "model",
     ) -> None:
         if not class_names:
             raise ValueError("expected at least one class name, got none")
         if max_batch < 1:
             raise ValueError(f"expected max_batch >= 1, got {max_batch!r}")
+        if input_stride is not None and (input_stride < 1 or model_input.size % input_stride):
+            raise ValueError(
+                f"expected input_stride >= 1 dividing the input size {model_input.size},"
+                f" got {input_stride!r}"
+            )
         self._runtime = runtime
         self._input = model_input
         self._class_names = tuple(class_names)
@@ -160,6 +194,10 @@ class LetterboxDetector:
         )
         self._chunk = model_input.batch or max_batch
         self._description = description
+        self._stride = input_stride if model_input.dynamic_size else None
+        if self._stride is not None and self._decoder.name == "yolox":
+            raise ValueError("layout 'yolox' decodes a square grid: leave input_stride unset")
+        self._buffers = threading.local()
 
     @property
     def class_names(self) -> Sequence[str]:
@@ -173,6 +211,20 @@ class LetterboxDetector:
     def layout(self) -> str:
         return self._decoder.name
 
+    @property
+    def runtime(self) -> InferenceRuntime:
+        """The loaded model itself: ``feedtag bench detect`` times it alone, to tell the
+        cost of inference from that of everything around it."""
+        return self._runtime
+
+    def input_shape(self, image: Image) -> tuple[int, int]:
+        """The ``(width, height)`` of the model input ``image`` goes into."""
+        size = self._input.size
+        if self._stride is None:
+            return size, size
+        height, width = image.shape[:2]
+        return input_shape(int(width), int(height), size, self._stride)
+
     def detect(
         self, images: Sequence[Image], *, classes: Iterable[int] | None = None
     ) -> list[Detections]:
@@ -183,10 +235,18 @@ class LetterboxDetector:
         options = self._options
         if classes is not None:
             options = dataclasses.replace(options, classes=self._class_filter(classes))
-        results: list[Detections] = []
-        for start in range(0, len(images), self._chunk):
-            results += self._detect_chunk(images[start : start + self._chunk], options)
-        return results
+        groups: dict[tuple[int, int], list[int]] = {}
+        for index, image in enumerate(images):
+            _check_image(index, image)
+            groups.setdefault(self.input_shape(image), []).append(index)
+        results: list[Detections | None] = [None] * len(images)
+        for shape, indices in groups.items():
+            for start in range(0, len(indices), self._chunk):
+                part = indices[start : start + self._chunk]
+                found = self._detect_chunk([images[i] for i in part], shape, options)
+                for index, detections in zip(part, found, strict=True):
+                    results[index] = detections
+        return [found for found in results if found is not None]
 
     def warm_up(self) -> None:
         """Run one grey frame through the model: allocates memory (and builds TensorRT
@@ -194,20 +254,21 @@ class LetterboxDetector:
         the shape the layout expects, so a wrong ``layout`` fails at load time."""
         self.detect([np.full((self._input.size, self._input.size, 3), 127, np.uint8)])
 
-    def _detect_chunk(self, images: Sequence[Image], options: DecodeOptions) -> list[Detections]:
-        boxes = [self._letterbox(index, image) for index, image in enumerate(images)]
-        batch = self._stack(boxes)
+    def _detect_chunk(
+        self, images: Sequence[Image], shape: tuple[int, int], options: DecodeOptions
+    ) -> list[Detections]:
+        batch, placements = self._fill(images, shape)
         outputs = self._runtime.run(batch)
         found = self._decoder.decode(outputs, options)
-        if len(found) < len(boxes):
+        if len(found) < len(images):
             raise DetectorError(
-                f"{self._description}: {len(boxes)} images in, {len(found)} results out;"
+                f"{self._description}: {len(images)} images in, {len(found)} results out;"
                 " does the model's batch dimension match its input?"
             )
         results = []
-        for box, image, model_detections in zip(boxes, images, found, strict=False):
+        for placement, image, model_detections in zip(placements, images, found, strict=False):
             height, width = image.shape[:2]
-            xyxy = unletterbox_boxes(model_detections.xyxy, box, width, height)
+            xyxy = unletterbox_boxes(model_detections.xyxy, placement, width, height)
             # a box entirely in the letterbox margin is clipped to nothing: not a detection
             visible = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
             results.append(
@@ -219,24 +280,32 @@ class LetterboxDetector:
             )
         return results
 
-    def _letterbox(self, index: int, image: Image) -> Letterbox:
-        try:
-            return letterbox(image, self._input.size)
-        except ValueError as exc:
-            raise ValueError(f"image {index}: {exc}") from exc
-
-    def _stack(self, boxes: list[Letterbox]) -> npt.NDArray[Any]:
-        tensors = [box.tensor for box in boxes]
-        if self._input.batch is not None and len(tensors) < self._input.batch:
-            # a fixed batch dimension takes exactly that many frames; grey fills the rest
-            grey = np.full_like(tensors[0], 0.5)
-            tensors += [grey] * (self._input.batch - len(tensors))
-        batch = np.stack(tensors)
-        if self._input_format.channels == "bgr":
-            batch = batch[:, ::-1]
-        if self._input_format.pixel_scale != 1.0:
-            batch *= np.float32(self._input_format.pixel_scale)
-        return np.ascontiguousarray(batch, dtype=self._input.dtype)
+    def _fill(
+        self, images: Sequence[Image], shape: tuple[int, int]
+    ) -> tuple[npt.NDArray[Any], list[Placement]]:
+        """Letterbox ``images`` into this thread's buffer for ``shape``; the batch to run is
+        its first ``len(images)`` slots, or all of a fixed batch with grey in the rest."""
+        buffers: dict[tuple[int, int], npt.NDArray[Any]] = self._buffers.__dict__.setdefault(
+            "by_shape", {}
+        )
+        buffer = buffers.get(shape)
+        slots = self._input.batch or len(images)
+        if buffer is None or len(buffer) < slots:
+            # as large as the largest batch seen (8 x 416 x 256 floats are 10 MB), not max_batch
+            width, height = shape
+            buffer = np.empty((slots, 3, height, width), self._input.dtype)
+            buffers[shape] = buffer
+        bgr = self._input_format.channels == "bgr"
+        scale = self._input_format.pixel_scale
+        placements = [
+            letterbox_into(image, buffer[slot], bgr=bgr, pixel_scale=scale)
+            for slot, image in enumerate(images)
+        ]
+        if self._input.batch is None:
+            return buffer[: len(images)], placements
+        # a fixed batch dimension takes exactly that many frames; grey fills the rest
+        buffer[len(images) :] = PAD_VALUE * scale
+        return buffer, placements
 
     def _class_filter(self, classes: Iterable[int] | None) -> frozenset[int] | None:
         if classes is None:
@@ -366,7 +435,7 @@ def image_input(specs: Sequence[InputSpec], input_size: int | None, model: str) 
     model has instead.
 
     >>> image_input([InputSpec("images", ["batch", 3, 416, 416], "tensor(float)")], None, "m")
-    ModelInput(name='images', batch=None, size=416, dtype=dtype('float32'))
+    ModelInput(name='images', batch=None, size=416, dtype=dtype('float32'), dynamic_size=False)
     >>> image_input([InputSpec("x", [1, 416, 416, 3], "tensor(float)")], None, "m.onnx")
     Traceback (most recent call last):
     ...
@@ -390,7 +459,16 @@ float16, got ['x[1, 416, 416, 3] tensor(float)']: not [N, 3, H, W]
         batch=batch if isinstance(batch, int) and batch > 0 else None,
         size=int(size),
         dtype=_INPUT_DTYPES[spec.type],
+        dynamic_size=not isinstance(height, int),
     )
+
+
+def _check_image(index: int, image: Image) -> None:
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+        got = getattr(image, "dtype", type(image).__name__)
+        raise ValueError(f"image {index}: expected image as uint8 numpy.ndarray, got {got}")
+    if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"image {index}: expected image shape (H, W, 3), got {image.shape}")
 
 
 def _input_problem(specs: Sequence[InputSpec], input_size: int | None) -> str:

@@ -32,7 +32,9 @@ MANIFEST_FORMAT: Final = 1
 #: the version of feedtag's Darknet converter (:mod:`feedtag.vision.modelbuild.darknet`);
 #: a default model made by another version is rebuilt. Raise it when the converter's output
 #: changes.
-CONVERTER_VERSION: Final = "1"
+CONVERTER_VERSION: Final = "2"
+#: the default model's height and width are dynamic: any multiples of this run
+INPUT_STRIDE: Final = 32
 
 #: ``progress(step, done, total)``; steps: "frames", "convert", "ranges", "calibrate",
 #: "quantize", "write"
@@ -55,6 +57,13 @@ class ModelInfo:
     class_names: tuple[str, ...]
     precision: str
     manifest: Mapping[str, Any]
+
+    @property
+    def input_stride(self) -> int | None:
+        """The stride a model with dynamic height and width runs at any multiple of (the
+        manifest's ``input.stride``); None for a model with a fixed square input."""
+        value = self.manifest.get("input", {}).get("stride")
+        return int(value) if value is not None else None
 
     @property
     def manifest_path(self) -> Path:

@@ -8,7 +8,7 @@ out is ready to use:
 
 - input ``images``: ``float32 [B, 3, H, W]``, RGB, 0..1, letterboxed on grey 0.5 as Darknet
   does (:func:`feedtag.vision.letterbox.letterbox`); ``B`` is dynamic, ``H`` and ``W`` are
-  fixed per exported file;
+  fixed per exported file, or dynamic (any multiple of 32) with ``dynamic_size``;
 - output ``detections``: ``float32 [B, N, 5 + C]``, one row per anchor and grid cell:
   ``cx, cy, w, h`` in input pixels, objectness, then ``C`` class probabilities.
 
@@ -176,6 +176,7 @@ def convert_darknet(
     *,
     input_size: int | tuple[int, int] | None = None,
     mask_overrides: Mapping[int, Sequence[int]] | None = None,
+    dynamic_size: bool = False,
 ) -> onnx.ModelProto:
     """Convert a Darknet model to an ONNX model with the YOLO decoding built in.
 
@@ -183,7 +184,9 @@ def convert_darknet(
     the cfg's ``[net]`` width and height); a YOLOv3 cfg works at any multiple of 32.
     ``mask_overrides`` replaces the anchor mask of YOLO layers by their order among the YOLO
     layers (``{1: (1, 2, 3)}`` is the second one), for weights trained with another mask than
-    their cfg says.
+    their cfg says. With ``dynamic_size`` the exported height and width are dynamic
+    (``[batch, 3, height, width]``): the model then runs at any multiple of 32, and
+    ``input_size`` is only the size the graph is checked at.
     """
     try:
         text = cfg_path.read_text(encoding="utf-8")
@@ -194,6 +197,7 @@ def convert_darknet(
         read_weights(weights_path),
         input_size=input_size,
         mask_overrides=mask_overrides,
+        dynamic_size=dynamic_size,
         name=cfg_path.stem,
     )
 
@@ -204,6 +208,7 @@ def build_onnx(
     *,
     input_size: int | tuple[int, int] | None = None,
     mask_overrides: Mapping[int, Sequence[int]] | None = None,
+    dynamic_size: bool = False,
     name: str = "darknet",
 ) -> onnx.ModelProto:
     """Build the ONNX model from parsed sections and weights (see :func:`convert_darknet`)."""
@@ -218,7 +223,7 @@ def build_onnx(
         raise ModelError(f"input size must be positive, got {width}x{height}")
     if net.integer("channels", 3) != 3:
         raise ModelError("only 3-channel (RGB) Darknet models are supported")
-    builder = _GraphBuilder(weights.values, width, height, dict(mask_overrides or {}))
+    builder = _GraphBuilder(weights.values, width, height, dict(mask_overrides or {}), dynamic_size)
     builder.run(sections[1:])
     return builder.finish(name)
 
@@ -240,6 +245,7 @@ class _GraphBuilder:
     net_width: int
     net_height: int
     mask_overrides: dict[int, Sequence[int]]
+    dynamic_size: bool = False
     cursor: int = 0
     nodes: list[onnx.NodeProto] = field(default_factory=list)
     initializers: list[onnx.TensorProto] = field(default_factory=list)
@@ -282,6 +288,10 @@ class _GraphBuilder:
             raise ModelError(f"mask override for YOLO layer(s) {unused}, which the cfg lacks")
 
     def finish(self, name: str) -> onnx.ModelProto:
+        spatial: list[int | str] = [self.net_height, self.net_width]
+        rows: int | str = self.decoded_rows
+        if self.dynamic_size:
+            spatial, rows = ["height", "width"], "boxes"
         if len(self.decoded) == 1:
             self._node("Identity", self.decoded, [OUTPUT_NAME], f"{DECODE_NODE_PREFIX}_out")
         else:
@@ -289,14 +299,10 @@ class _GraphBuilder:
         graph = helper.make_graph(
             self.nodes,
             name,
+            [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", 3, *spatial])],
             [
                 helper.make_tensor_value_info(
-                    INPUT_NAME, TensorProto.FLOAT, ["batch", 3, self.net_height, self.net_width]
-                )
-            ],
-            [
-                helper.make_tensor_value_info(
-                    OUTPUT_NAME, TensorProto.FLOAT, ["batch", self.decoded_rows, self.columns]
+                    OUTPUT_NAME, TensorProto.FLOAT, ["batch", rows, self.columns]
                 )
             ],
             self.initializers,
@@ -477,17 +483,18 @@ class _GraphBuilder:
     # -- the decode -----------------------------------------------------------------------
 
     def _decode(self, x: _Tensor, anchors: FloatArray, columns: int) -> str:
-        """``[B, A*(5+C), h, w]`` logits to ``[B, A*h*w, 5+C]`` boxes in input pixels."""
+        """``[B, A*(5+C), h, w]`` logits to ``[B, A*h*w, 5+C]`` boxes in input pixels.
+
+        The grid is built in the graph from the layer's actual ``h`` and ``w`` (``Shape``,
+        ``Range``), so that one file runs at any input size that is a multiple of 32: the
+        layer's stride (32 or 16 in YOLOv3-tiny) is a constant, its number of cells is not.
+        """
         p = f"{DECODE_NODE_PREFIX}{len(self.decoded)}"
-        count, cells = len(anchors), x.height * x.width
-        rows = count * cells
-        shape_a = self._constant(f"{p}.shape_a", np.array([-1, count, columns, cells], np.int64))
-        shape_b = self._constant(f"{p}.shape_b", np.array([-1, rows, columns], np.int64))
+        count = len(anchors)
+        shape_a = self._constant(f"{p}.shape_a", np.array([0, count, columns, -1], np.int64))
+        shape_b = self._constant(f"{p}.shape_b", np.array([0, -1, columns], np.int64))
         self._node("Reshape", [x.name, shape_a], [f"{p}_split_anchors"], f"{p}_reshape_a")
-        self._node(
-            "Transpose", [f"{p}_split_anchors"], [f"{p}_cells_last"], f"{p}_t", perm=[0, 1, 3, 2]
-        )
-        self._node("Reshape", [f"{p}_cells_last", shape_b], [f"{p}_rows"], f"{p}_reshape_b")
+        self._node("Transpose", [f"{p}_split_anchors"], [f"{p}_rows"], f"{p}_t", perm=[0, 1, 3, 2])
         split = self._constant(f"{p}.split", np.array([2, 2, columns - 4], np.int64))
         self._node(
             "Split",
@@ -496,25 +503,59 @@ class _GraphBuilder:
             f"{p}_split",
             axis=-1,
         )
-        # rows run anchor-major, then grid row, then grid column, as in Darknet's output
         stride = np.array(
             [self.net_width / x.width, self.net_height / x.height], np.float32
-        ).reshape(1, 1, 2)
-        cols, grid_rows = np.meshgrid(np.arange(x.width), np.arange(x.height))
-        grid = np.stack([cols.ravel(), grid_rows.ravel()], axis=1).astype(np.float32)
-        offsets = np.tile(grid, (count, 1))[None] * stride
-        anchor_rows = np.repeat(anchors, cells, axis=0)[None]
+        ).reshape(1, 1, 1, 2)
         stride_name = self._constant(f"{p}.stride", stride)
-        offsets_name = self._constant(f"{p}.grid_offsets", offsets.astype(np.float32))
-        anchors_name = self._constant(f"{p}.anchors", anchor_rows.astype(np.float32))
+        offsets = self._grid(p, x.name)
+        anchors_name = self._constant(
+            f"{p}.anchors", anchors.astype(np.float32).reshape(1, count, 1, 2)
+        )
         self._node("Sigmoid", [f"{p}_txy"], [f"{p}_sxy"], f"{p}_sigmoid_xy")
-        self._node("Mul", [f"{p}_sxy", stride_name], [f"{p}_sxy_px"], f"{p}_mul_xy")
-        self._node("Add", [f"{p}_sxy_px", offsets_name], [f"{p}_xy"], f"{p}_add_xy")
+        self._node("Add", [f"{p}_sxy", offsets], [f"{p}_cxy"], f"{p}_add_xy")
+        self._node("Mul", [f"{p}_cxy", stride_name], [f"{p}_xy"], f"{p}_mul_xy")
         self._node("Exp", [f"{p}_twh"], [f"{p}_ewh"], f"{p}_exp_wh")
         self._node("Mul", [f"{p}_ewh", anchors_name], [f"{p}_wh"], f"{p}_mul_wh")
         self._node("Sigmoid", [f"{p}_tscores"], [f"{p}_scores"], f"{p}_sigmoid_scores")
+        joined = f"{p}_joined"
+        self._node(
+            "Concat", [f"{p}_xy", f"{p}_wh", f"{p}_scores"], [joined], f"{p}_concat", axis=-1
+        )
+        # rows run anchor-major, then grid row, then grid column, as in Darknet's output
         out = f"{p}_out"
-        self._node("Concat", [f"{p}_xy", f"{p}_wh", f"{p}_scores"], [out], f"{p}_concat", axis=-1)
+        self._node("Reshape", [joined, shape_b], [out], f"{p}_reshape_b")
+        return out
+
+    def _grid(self, p: str, x: str) -> str:
+        """``[1, 1, h*w, 2]`` float cell offsets (column, row) of the feature map ``x``,
+        row-major, computed from its shape at run time."""
+        zero = self._constant(f"{p}.zero", np.array(0, np.int64))
+        one = self._constant(f"{p}.one", np.array(1, np.int64))
+        axis0 = self._constant(f"{p}.axis0", np.array([0], np.int64))
+        axis1 = self._constant(f"{p}.axis1", np.array([1], np.int64))
+        axis_last = self._constant(f"{p}.axis_last", np.array([-1], np.int64))
+        flat = self._constant(f"{p}.grid_shape", np.array([1, 1, -1, 2], np.int64))
+        self._node("Shape", [x], [f"{p}_hw"], f"{p}_shape", start=2, end=4)
+        for axis, side in ((0, "h"), (1, "w")):
+            index = self._constant(f"{p}.index_{side}", np.array(axis, np.int64))
+            self._node("Gather", [f"{p}_hw", index], [f"{p}_{side}"], f"{p}_gather_{side}")
+            self._node(
+                "Range", [zero, f"{p}_{side}", one], [f"{p}_range_{side}"], f"{p}_range_{side}"
+            )
+        # columns vary along the width, rows along the height: [1, w] and [h, 1], expanded
+        self._node("Unsqueeze", [f"{p}_range_w", axis0], [f"{p}_cols"], f"{p}_cols")
+        self._node("Unsqueeze", [f"{p}_range_h", axis1], [f"{p}_rows_idx"], f"{p}_rows_idx")
+        for name in ("cols", "rows_idx"):
+            self._node("Expand", [f"{p}_{name}", f"{p}_hw"], [f"{p}_{name}_hw"], f"{p}_x_{name}")
+            self._node(
+                "Unsqueeze", [f"{p}_{name}_hw", axis_last], [f"{p}_{name}_1"], f"{p}_u_{name}"
+            )
+        self._node(
+            "Concat", [f"{p}_cols_1", f"{p}_rows_idx_1"], [f"{p}_cells"], f"{p}_cells", axis=-1
+        )
+        self._node("Reshape", [f"{p}_cells", flat], [f"{p}_cells_flat"], f"{p}_cells_flat")
+        out = f"{p}_grid"
+        self._node("Cast", [f"{p}_cells_flat"], [out], f"{p}_grid", to=TensorProto.FLOAT)
         return out
 
     # -- helpers --------------------------------------------------------------------------

