@@ -14,7 +14,7 @@ from fastapi import HTTPException, Request, status
 from sqlalchemy import Engine
 
 from feedtag.api.access import Authenticator, Principal
-from feedtag.api.store_errors import AUDIT_WRITE, store_errors
+from feedtag.api.store_errors import AUDIT_WRITE, CAMERA_WRITE, store_errors
 from feedtag.config.models import CameraConfig, FeedtagConfig
 from feedtag.core import CameraState, CameraStatus, DecodeMode, IngestCounters
 from feedtag.errors import ConfigError, StoreError
@@ -139,20 +139,16 @@ class CameraRegistry:
 @contextlib.contextmanager
 def _store_errors_as_http() -> Iterator[None]:
     """A secret that cannot be stored is the caller's 422 (naming the field); a store that
-    cannot be written, 503."""
-    try:
-        yield
-    except ConfigError as error:
-        detail = [
-            {"loc": ["body", path], "msg": message, "type": "secret_not_stored"}
-            for path, message in error.problems
-        ]
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail) from None
-    except StoreError:
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE,
-            "the camera change cannot be stored, so it is not made; try again later",
-        ) from None
+    cannot be written, 503 (:data:`~feedtag.api.store_errors.CAMERA_WRITE`)."""
+    with store_errors(CAMERA_WRITE):
+        try:
+            yield
+        except ConfigError as error:
+            detail = [
+                {"loc": ["body", path], "msg": message, "type": "secret_not_stored"}
+                for path, message in error.problems
+            ]
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail) from None
 
 
 def _offline(camera_id: str, reason: str, since: float) -> CameraStatus:

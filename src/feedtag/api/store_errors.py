@@ -16,6 +16,7 @@ row                       503 message                                       othe
 ``ADMIN_READ``            store unavailable                                 503
 ``ADMIN_QUERY``           store unavailable                                 422
 ``EVENTS_QUERY``          the store is unavailable                          422
+``CAMERA_WRITE``          the camera change cannot be stored, so it is ...  503
 ========================= ================================================= ============
 
 Routes that turn a store refusal into "not found" (a media path outside the media root) do
@@ -74,6 +75,11 @@ ADMIN_READ: Final = StoreErrorAnswer("store unavailable", invalid_is_422=False)
 ADMIN_QUERY: Final = StoreErrorAnswer("store unavailable", invalid_is_422=True)
 #: event search, counts and single events
 EVENTS_QUERY: Final = StoreErrorAnswer("the store is unavailable", invalid_is_422=True)
+#: storing a camera added, changed or removed through the API (before the engine changes)
+CAMERA_WRITE: Final = StoreErrorAnswer(
+    "the camera change cannot be stored, so it is not made; try again later",
+    invalid_is_422=False,
+)
 
 
 @contextmanager
