@@ -16,6 +16,7 @@ behind live time shows it.
 
 from __future__ import annotations
 
+import abc
 import threading
 import time
 from collections.abc import Iterator
@@ -49,7 +50,7 @@ def open_session(model: Path) -> Any:
     return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
 
 
-class _PacedFeeds:
+class _PacedFeeds(abc.ABC):
     """One thread per feed playing its file in a loop at live pace."""
 
     keyframes_only = False
@@ -93,8 +94,9 @@ class _PacedFeeds:
             self.analyse(frame)
             self.recorder.record(start + feed_time)
 
+    @abc.abstractmethod
     def analyse(self, frame: av.video.frame.VideoFrame) -> None:
-        raise NotImplementedError
+        """What the loop does with the one frame a second it analyses."""
 
     def _frames(self, index: int) -> Iterator[tuple[av.video.frame.VideoFrame, float, float]]:
         """Decoded frames with their time since the feed started (counting on across loops
