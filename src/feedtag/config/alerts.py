@@ -20,6 +20,7 @@ on every connection (:mod:`feedtag.alerts.webhooks`), since validation does no I
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, Self
 from urllib.parse import urlsplit
@@ -65,16 +66,7 @@ def parse_webhook_url(value: Any) -> CameraUrl:
     """
     if isinstance(value, CameraUrl):
         return value
-    if not isinstance(value, str):
-        raise ValueError(f"expected a URL string, got {type(value).__name__}")
-    problem = url_text_problem(value)
-    if problem is not None:
-        raise ValueError(problem)
-    scheme = scheme_of(value)
-    if scheme not in WEBHOOK_SCHEMES:
-        raise ValueError(
-            f"scheme {(scheme or '')[:20]!r} is not allowed for webhooks (allowed: http, https)"
-        )
+    _scheme(value, WEBHOOK_SCHEMES, "is not allowed for webhooks (allowed: http, https)")
     try:
         has_userinfo = "@" in urlsplit(value).netloc
     except ValueError:
@@ -195,6 +187,20 @@ class BrokerAddress:
         return f"{scheme}://{host}:{self.port}"
 
 
+def _scheme(value: Any, allowed: Collection[str], refusal: str) -> str:
+    """The scheme of ``value``, URL text feedtag accepts with one of the ``allowed``
+    schemes; ``ValueError`` otherwise (``refusal`` follows the scheme in the message)."""
+    if not isinstance(value, str):
+        raise ValueError(f"expected a URL string, got {type(value).__name__}")
+    problem = url_text_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    scheme = scheme_of(value)
+    if scheme is None or scheme not in allowed:
+        raise ValueError(f"scheme {(scheme or '')[:20]!r} {refusal}")
+    return scheme
+
+
 def parse_broker_url(value: Any) -> BrokerAddress:
     """A broker URL as a value, or ``ValueError`` saying why it is refused.
 
@@ -203,14 +209,7 @@ def parse_broker_url(value: Any) -> BrokerAddress:
     """
     if isinstance(value, BrokerAddress):
         return value
-    if not isinstance(value, str):
-        raise ValueError(f"expected a URL string, got {type(value).__name__}")
-    problem = url_text_problem(value)
-    if problem is not None:
-        raise ValueError(problem)
-    scheme = scheme_of(value)
-    if scheme not in MQTT_SCHEMES:
-        raise ValueError(f"scheme {(scheme or '')[:20]!r} is not allowed (allowed: mqtt, mqtts)")
+    scheme = _scheme(value, MQTT_SCHEMES, "is not allowed (allowed: mqtt, mqtts)")
     try:
         parts = urlsplit(value)
         port = parts.port or MQTT_SCHEMES[scheme]
