@@ -19,6 +19,9 @@ let stream = null;
 // and what a streamed end applies to
 const rowEvents = new Map();
 let openEventId = null;  // the event in the dialog, if it is open
+// What the stream brought while a fresh list was loading: the list replaces the table when
+// it arrives, so these are applied again on top of it (nothing streamed meanwhile is lost).
+let streamedDuringLoad = null;
 const labels = new Set();
 
 function kindClass(kind) {
@@ -157,6 +160,7 @@ async function load({ append = false } = {}) {
   if (!append) currentFilters = readFilters();
   const params = apiParams(currentFilters);
   if (append && nextCursor) params.cursor = nextCursor;
+  if (!append) streamedDuringLoad = [];
   $("#events-table").setAttribute("aria-busy", "true");
   try {
     const data = await api.get("/api/v1/events", params, { signal });
@@ -174,11 +178,17 @@ async function load({ append = false } = {}) {
       $("#events-status").textContent = `Events: ${error.explanation}`;
     }
   } finally {
-    if (!signal.aborted) $("#events-table").removeAttribute("aria-busy");
+    if (!signal.aborted) {
+      $("#events-table").removeAttribute("aria-busy");
+      const replay = streamedDuringLoad || [];
+      streamedDuringLoad = null;
+      for (const [apply, message] of replay) apply(message);
+    }
   }
 }
 
 function onStreamEvent(message) {
+  if (streamedDuringLoad) streamedDuringLoad.push([onStreamEvent, message]);
   let event;
   try { event = JSON.parse(message.data); } catch { return; }
   if (!event || !event.event_id || rowEvents.has(event.event_id)) return;
@@ -194,6 +204,7 @@ function onStreamEvent(message) {
 
 /** An event that lasted is over: its row (and its dialog, if open) show the end. */
 function onStreamEnd(message) {
+  if (streamedDuringLoad) streamedDuringLoad.push([onStreamEnd, message]);
   let end;
   try { end = JSON.parse(message.data); } catch { return; }
   if (!end || !end.event_id) return;
