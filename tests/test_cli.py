@@ -155,11 +155,6 @@ def test_bench_ingest_json(vtest_clip: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="exits 1 in the full suite on a loaded 2-vCPU machine (passes alone); under "
-    "investigation",
-)
 def test_bench_compare_quick_json() -> None:
     done = feedtag(
         "bench", "compare", "--quick", "--json", "--seconds", "2", "--workloads", "W1,fleet",

@@ -111,7 +111,7 @@ def build_runner(kind: Kind, paths: list[Path], data_dir: Path) -> Runner:
         )
     if kind == "peer":
         return PeerRun(paths, default_model_info(DetectorConfig(input_size=PEER_INPUT_SIZE)).path)
-    return LimitRun(paths, default_model_info(DetectorConfig()).path)
+    return LimitRun(paths, default_model_info(DetectorConfig()))
 
 
 def run_child_kind(kind: Kind, name: str, seconds: float, quick: bool) -> dict[str, Any]:

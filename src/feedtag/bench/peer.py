@@ -30,6 +30,8 @@ import numpy as np
 import onnxruntime  # type: ignore[import-untyped,unused-ignore]
 
 from feedtag.bench.capacity import ResultRecorder
+from feedtag.vision.letterbox import input_shape
+from feedtag.vision.registry import ModelInfo
 
 #: onnxruntime's exports are not declared for type checkers
 ort: Any = onnxruntime
@@ -145,16 +147,22 @@ class PeerRun(_PacedFeeds):
 
 
 class LimitRun(_PacedFeeds):
-    """Decode keyframes only; run the bare session at feedtag's input shape on each."""
+    """Decode keyframes only; run the bare session at feedtag's input shape on each: the
+    model's square, or for a model with dynamic height and width the stride-aligned rectangle
+    feedtag letterboxes that frame into."""
 
     keyframes_only = True
 
-    def __init__(self, sources: list[Path], model: Path) -> None:
-        super().__init__(sources, model)
-        self.input_size = int(self.session.get_inputs()[0].shape[-1])
+    def __init__(self, sources: list[Path], model: ModelInfo) -> None:
+        super().__init__(sources, model.path)
+        self.long_side = model.input_size
+        self.stride = model.input_stride
 
     def analyse(self, frame: av.video.frame.VideoFrame) -> None:
-        size = self.input_size
-        image = frame.to_ndarray(width=size, height=size, format="rgb24")
+        if self.stride is None:
+            width = height = self.long_side
+        else:
+            width, height = input_shape(frame.width, frame.height, self.long_side, self.stride)
+        image = frame.to_ndarray(width=width, height=height, format="rgb24")
         tensor = image.transpose(2, 0, 1)[np.newaxis].astype(np.float32) / 255.0
         self.session.run(None, {self.input_name: tensor})
