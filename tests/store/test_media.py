@@ -117,3 +117,16 @@ def test_observers_see_every_written_image(tmp_path: Path) -> None:
     media.write_snapshot("door", "e1", at=1.7e9, image=COVERED, detections=PERSON)
     assert [name for name, _ in seen] == ["door.jpg", "e1.jpg"]
     assert seen[0][1] is COVERED
+
+
+def test_a_media_root_mark_is_found_only_on_the_same_storage(tmp_path: Path) -> None:
+    """The Ray engine's driver marks its media root; a shard whose media root is the same
+    storage finds the mark, one writing to other storage (or a stale mark) does not."""
+    driver = MediaStore(tmp_path / "shared" / "media")
+    token = driver.mark()
+    assert MediaStore(tmp_path / "shared" / "media").has_mark(token)
+    assert not MediaStore(tmp_path / "elsewhere" / "media").has_mark(token)
+    newer = driver.mark()  # the driver started again: a new mark
+    assert newer != token
+    assert not MediaStore(tmp_path / "shared" / "media").has_mark(token)
+    assert MediaStore(tmp_path / "shared" / "media").has_mark(newer)

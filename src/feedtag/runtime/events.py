@@ -316,17 +316,27 @@ class OpenStore:
 
 
 def open_store(
-    settings: StoreConfig, engine: Engine | None = None, *, router: Router | None = None
+    settings: StoreConfig,
+    engine: Engine | None = None,
+    *,
+    router: Router | None = None,
+    spool_name: str | None = None,
 ) -> OpenStore:
     """Start the store's writer (with the outage spool), the media store and the retention
     job over ``engine`` (default: :func:`open_database`). ``router`` names the alert routes
-    each event owes; the writer queues them in the event's transaction."""
+    each event owes; the writer queues them in the event's transaction. ``spool_name`` gives
+    the writer a spool folder of its own under the spool folder: several writers sharing one
+    ``data_dir`` (the Ray engine's shards) must never append to, replay or delete each
+    other's segments."""
     data_dir = settings.resolved_data_dir()
     data_dir.mkdir(parents=True, exist_ok=True)
     if engine is None:
         engine = open_database(settings)
     log.info("store: %s", store_url_for_log(settings.resolved_url()))
-    spool = Spool(data_dir / SPOOL_FOLDER, max_bytes=settings.spool_max_mb * 2**20)
+    spool_folder = data_dir / SPOOL_FOLDER
+    if spool_name is not None:
+        spool_folder = spool_folder / spool_name
+    spool = Spool(spool_folder, max_bytes=settings.spool_max_mb * 2**20)
     writer = StoreWriter(engine, spool, router=router)
     writer.start()
     media = MediaStore(Path(data_dir / MEDIA_FOLDER))

@@ -32,9 +32,11 @@ from feedtag.runtime.control import (
     EngineSnapshot,
     EventListener,
 )
+from feedtag.runtime.events import MEDIA_FOLDER
 from feedtag.runtime.ray_coordinator import COORDINATOR_NAME, coordinator_actor_class
 from feedtag.runtime.ray_shard import shard_actor_class, shard_name
 from feedtag.store.feed import Phase, Position, missed_since
+from feedtag.store.media import MediaStore
 from feedtag.store.writer import WriterStats
 
 log = logging.getLogger(__name__)
@@ -115,9 +117,15 @@ class RayEngineControl:
         return self._shards[shard_id]
 
     def start(self) -> None:
+        # The API serves media from this machine's media root; each shard checks that it
+        # writes to the same storage (the mark is there) and says so when it does not.
+        media_root = self.config.store.resolved_data_dir() / MEDIA_FOLDER
+        mark = MediaStore(media_root).mark()
         for shard_id in self._shard_ids:
             shard_class = shard_actor_class(shard_id, self._shard_cpus)
-            self._shards[shard_id] = shard_class.remote(shard_id, self.config, COORDINATOR_NAME)
+            self._shards[shard_id] = shard_class.remote(
+                shard_id, self.config, COORDINATOR_NAME, mark
+            )
         capacity = {shard_id: self._shard_cpus for shard_id in self._shard_ids}
         self._coordinator = coordinator_actor_class().remote(self.config, capacity)
         log.info("ray engine started: %d shard(s)", len(self._shard_ids))
@@ -192,6 +200,8 @@ class RayEngineControl:
         (its cameras are missing until it answers again)."""
         import ray  # noqa: PLC0415
 
+        if not self._shards:  # not started, or stopped: no Ray call (it would start a Ray)
+            return merge_snapshots([])
         refs = {shard: handle.snapshot.remote() for shard, handle in self._shards.items()}
         ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=SNAPSHOT_TIMEOUT_S)
         parts = []

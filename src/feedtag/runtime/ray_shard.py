@@ -56,7 +56,7 @@ class ShardWorker:
     arrive through :meth:`add_camera` (resolved: as they run).
     """
 
-    def __init__(self, shard_id: str, config: FeedtagConfig) -> None:
+    def __init__(self, shard_id: str, config: FeedtagConfig, media_mark: str | None = None) -> None:
         self.shard_id = shard_id
         self.config = config
         self.node_name = socket.gethostname()
@@ -68,6 +68,8 @@ class ShardWorker:
         self._database: Engine | None = None
         self._store: OpenStore | None = None
         self._engine = self._build()
+        #: whether this shard's media root is the one the API serves (None: not checked)
+        self.media_shared = self._check_media(media_mark)
         self._control = LocalEngineControl(self._engine)
         self._engine.start()
 
@@ -79,14 +81,32 @@ class ShardWorker:
         detector = build_detector(config.detector)
         alerting = bool(config.alerts.webhooks) or config.alerts.mqtt is not None
         router = build_router(config.alerts) if alerting else None
-        self._store = open_store(config.store, database, router=router)
+        self._store = open_store(config.store, database, router=router, spool_name=self.shard_id)
         return NodeEngine.from_config(config, detector=detector, store=self._store, cameras=[])
 
+    def _check_media(self, mark: str | None) -> bool | None:
+        """Whether the media root holds the driver's ``mark``: snapshots and thumbnails this
+        shard writes are served by the API only from storage every machine mounts at the same
+        path. A shard that writes elsewhere still analyses and stores events; its images are
+        not served, and it says so."""
+        if mark is None or self._store is None:
+            return None
+        shared = self._store.media.has_mark(mark)
+        if not shared:
+            log.error(
+                "shard %s on %s: the media root is not the one the API serves (no driver "
+                "mark in it): snapshots and thumbnails written here will not be served; mount "
+                "the same shared storage at store.data_dir on every machine (docs/cluster.md)",
+                self.shard_id, self.node_name,
+            )  # fmt: skip
+        return shared
+
     def ping(self) -> dict[str, Any]:
-        """Who answers: the shard, its process and machine, and since when it runs."""
+        """Who answers: the shard, its process and machine, since when it runs, and whether
+        its media root is the one the API serves."""
         return {
             "shard": self.shard_id, "pid": os.getpid(), "node": self.node_name,
-            "started_at": self.started_at,
+            "started_at": self.started_at, "media_shared": self.media_shared,
         }  # fmt: skip
 
     def cameras(self) -> list[CameraConfig]:
@@ -164,8 +184,14 @@ class ShardActor(ShardWorker):
     """The Ray actor body: a shard that, when it starts (first time or after Ray restarted
     its process), asks the coordinator which cameras it runs."""
 
-    def __init__(self, shard_id: str, config: FeedtagConfig, coordinator_name: str) -> None:
-        super().__init__(shard_id, config)
+    def __init__(
+        self,
+        shard_id: str,
+        config: FeedtagConfig,
+        coordinator_name: str,
+        media_mark: str | None = None,
+    ) -> None:
+        super().__init__(shard_id, config, media_mark)
         self._coordinator_name = coordinator_name
         threading.Thread(target=self._recover, name="shard-recover", daemon=True).start()
 
@@ -185,7 +211,7 @@ class ShardActor(ShardWorker):
 
 def shard_actor_class(name: str, num_cpus: float) -> Any:
     """:class:`ShardActor` as the Ray actor ``name``, restarted by Ray when its process
-    dies; call ``.remote(shard_id, config, coordinator_name)`` on it."""
+    dies; call ``.remote(shard_id, config, coordinator_name, media_mark)`` on it."""
     import ray  # noqa: PLC0415 - the ray extra is needed only by the Ray engine
 
     options: dict[str, Any] = {

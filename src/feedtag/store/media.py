@@ -15,6 +15,7 @@ import io
 import logging
 import os
 import re
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -35,6 +36,8 @@ JPEG_QUALITY: Final = 82
 THUMBNAIL_WIDTH: Final = 480
 #: a camera's thumbnail is renewed while it was asked for within this many seconds
 THUMBNAIL_DEMAND_S: Final = 60.0
+#: the file the Ray engine's driver writes in the media root, for shards to find
+MEDIA_MARK: Final = ".feedtag-media-mark"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 Kind = Literal["snapshots", "clips"]
 
@@ -109,6 +112,24 @@ class MediaStore:
                 observer(path, image)
             except Exception:
                 log.exception("a media observer failed")
+
+    def mark(self) -> str:
+        """Write a new random mark in the root and return it: a process that finds the same
+        mark in its own media root (:meth:`has_mark`) writes where this one serves from. The
+        Ray engine's driver marks, and each shard checks that its media root is the shared
+        storage the API serves (docs/cluster.md)."""
+        token = secrets.token_hex(16)
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.root / MEDIA_MARK, token.encode())
+        return token
+
+    def has_mark(self, token: str) -> bool:
+        """Whether the root holds ``token`` as written by :meth:`mark`."""
+        try:
+            found = (self.root / MEDIA_MARK).read_text().strip()
+        except OSError:
+            return False
+        return secrets.compare_digest(found, token)
 
     def event_path(self, kind: Kind, camera_id: str, event_id: str, at: float) -> Path:
         """Where an event's snapshot or clip lives (the folder is the event's UTC day)."""
