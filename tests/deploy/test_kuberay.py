@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import kubernetes.client as kubernetes_client
 import pytest
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,8 +25,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from feedtag.config.loading import load_config
 
 from ..conftest import REPO
-
-kubernetes_client = pytest.importorskip("kubernetes.client")
 
 MANIFEST = REPO / "deploy" / "kuberay" / "feedtag.yaml"
 #: types the Kubernetes client's models name that are plain JSON values
