@@ -48,9 +48,11 @@ log = logging.getLogger(__name__)
 
 #: the Ray namespace every feedtag actor lives in
 NAMESPACE: Final = "feedtag"
-#: a shard's snapshot (and its figures, and the coordinator's status) waits at most this
-#: long; a shard that does not answer is left out of the snapshot
+#: a shard's snapshot (and its figures) waits at most this long; a shard that does not
+#: answer is left out of the snapshot (and listed as unreachable by ``shards()``)
 SNAPSHOT_TIMEOUT_S: Final = 3.0
+#: how much longer than the shards the coordinator's status may take to be part of an answer
+COORDINATOR_GRACE_S: Final = 0.2
 #: how often the live event feed reads new events from the store
 FEED_POLL_S: Final = 1.0
 #: how far each poll of the live feed looks back (shards' clocks and commits interleave)
@@ -204,17 +206,16 @@ class RayEngineControl:
         import ray  # noqa: PLC0415
 
         refs = [handle.snapshot.remote() for handle in self._shards.values()]
-        status = self._coordinator_call("status")
-        waiting = refs if status is None else [*refs, status]
-        ready = _answered(waiting)
+        asked = self._ask_coordinator("status")
+        ready = _answered(refs)
         parts = []
         for ref in refs:
             if ref in ready:
                 with contextlib.suppress(Exception):  # a shard that died meanwhile is left out
                     parts.append(EngineSnapshot.from_dict(ray.get(ref, timeout=0)))
-        if status is not None and status in ready:
-            with contextlib.suppress(Exception):  # restarting: the last known list stands
-                self._offline = held_since(self._offline, ray.get(status, timeout=0)["offline"])
+        (status,) = _coordinator_answers(asked) or (None,)
+        if status is not None:  # else (restarting) the last known list stands
+            self._offline = held_since(self._offline, status["offline"])
         return with_offline(merge_snapshots(parts), self._offline)
 
     def shards(self) -> list[ShardSnapshot]:
@@ -225,16 +226,10 @@ class RayEngineControl:
         import ray  # noqa: PLC0415
 
         refs = {shard: handle.stats.remote() for shard, handle in self._shards.items()}
-        status, assignment = self._coordinator_call("status"), self._coordinator_call("assignment")
-        asked = [ref for ref in (status, assignment) if ref is not None]
-        waiting = [*refs.values(), *asked]
-        ready = _answered(waiting)
-        known: dict[str, Any] = {"status": {}, "assignment": {}}
-        for name, ref in (("status", status), ("assignment", assignment)):
-            if ref is not None and ref in ready:
-                with contextlib.suppress(Exception):
-                    known[name] = ray.get(ref, timeout=0)
-        health = known["status"].get("shards", {})
+        asked = self._ask_coordinator("status", "assignment")
+        ready = _answered(list(refs.values()))
+        status, assignment = _coordinator_answers(asked) or (None, None)
+        health = {} if status is None else status["shards"]
         found = []
         for shard, ref in refs.items():
             state = ShardState.UNREACHABLE
@@ -248,14 +243,14 @@ class RayEngineControl:
                     state = ShardState.RESTARTING
                 except ray.exceptions.RayError:
                     pass
-            found.append(silent_shard(shard, state, health.get(shard, {}), known["assignment"]))
+            found.append(silent_shard(shard, state, health.get(shard, {}), assignment or {}))
         return found
 
-    def _coordinator_call(self, method: str) -> Any:
-        """A call to the coordinator under way (its reference), or None before start."""
+    def _ask_coordinator(self, *methods: str) -> list[Any]:
+        """Calls to the coordinator under way (their references; none before start)."""
         if self._coordinator is None:
-            return None
-        return getattr(self._coordinator, method).remote()
+            return []
+        return [getattr(self._coordinator, method).remote() for method in methods]
 
     def subscribe(self, listener: EventListener) -> None:
         self._listeners.append(listener)
@@ -303,6 +298,25 @@ def _answered(refs: list[Any]) -> list[Any]:
         return []
     ready, _ = ray.wait(refs, num_returns=len(refs), timeout=SNAPSHOT_TIMEOUT_S)
     return list(ready)
+
+
+def _coordinator_answers(refs: list[Any]) -> list[Any]:
+    """The answers to the coordinator calls ``refs``, None for each that did not come within
+    :data:`COORDINATOR_GRACE_S` (asked beside the shards, they have mostly come already): a
+    restarting coordinator never holds a snapshot up."""
+    import ray  # noqa: PLC0415
+
+    if not refs:
+        return []
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=COORDINATOR_GRACE_S)
+    answers = []
+    for ref in refs:
+        answer = None
+        if ref in ready:
+            with contextlib.suppress(Exception):  # it died meanwhile: no answer
+                answer = ray.get(ref, timeout=0)
+        answers.append(answer)
+    return answers
 
 
 def held_since(
