@@ -45,6 +45,7 @@ EXPECTED = {
     ("GET", "/metrics"): Role.VIEWER,
     ("GET", "/api/v1/audit"): FULL_ADMIN,
     ("GET", "/api/v1/alerts"): FULL_ADMIN,
+    ("GET", "/api/v1/shards"): FULL_ADMIN,
     ("GET", "/api/v1/tokens"): FULL_ADMIN,
     ("POST", "/api/v1/tokens"): FULL_ADMIN,
     ("DELETE", "/api/v1/tokens/{token_id}"): FULL_ADMIN,

@@ -31,7 +31,7 @@ from feedtag.core import CameraState
 from feedtag.errors import CameraExists, CameraNotFound, ConfigError, FeedtagError
 from feedtag.runtime.app import STOP_DEADLINE_S, ApiParts, NodeApp
 from feedtag.runtime.bus import EventBus
-from feedtag.runtime.control import EngineSnapshot
+from feedtag.runtime.control import EngineSnapshot, ShardSnapshot
 from feedtag.runtime.local import LocalEngineControl
 from feedtag.runtime.node import NodeEngine
 
@@ -69,13 +69,17 @@ def api_parts() -> ApiParts:
 
 
 class FixedControl:
-    """An engine control that answers one snapshot (only ``snapshot`` is called)."""
+    """An engine control that answers one snapshot and no shards (only ``snapshot`` and
+    ``shards`` are called)."""
 
     def __init__(self, snapshot: EngineSnapshot) -> None:
         self._snapshot = snapshot
 
     def snapshot(self) -> EngineSnapshot:
         return self._snapshot
+
+    def shards(self) -> list[ShardSnapshot]:
+        return []
 
 
 def metrics_of(snapshot: EngineSnapshot) -> str:

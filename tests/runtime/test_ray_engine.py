@@ -16,12 +16,16 @@ from pathlib import Path
 
 import psutil
 import pytest
+from prometheus_client import generate_latest
 from sqlalchemy import Engine, func, select
 
+from feedtag.api.metrics import engine_registry
 from feedtag.bench.footage import encode_h264, vtest_path
 from feedtag.config import validate_config
 from feedtag.config.models import FeedtagConfig
+from feedtag.runtime.bus import EventBus
 from feedtag.runtime.catalog import CameraCatalog
+from feedtag.runtime.control import ShardState
 from feedtag.runtime.database import open_database
 from feedtag.store.pgcluster import PgCluster
 from feedtag.store.schema import events
@@ -161,6 +165,18 @@ def test_failover_additions_and_coordinator_restart(
         shards = {c.camera_id: c.shard for c in snapshot.cameras}
         assert set(shards.values()) == {"feedtag-shard-0", "feedtag-shard-1"}, shards
         assert all(c.node for c in snapshot.cameras)
+        # one view of the cluster: each shard's process and cameras; shards in the metrics
+        listed = {shard.shard_id: shard for shard in control.shards()}
+        assert set(listed) == set(shards.values())
+        for shard_id, shard in listed.items():
+            assert shard.state is ShardState.RUNNING and shard.rss_bytes and shard.node
+            assert set(shard.cameras) == {c for c, s in shards.items() if s == shard_id}
+        pids = {shard.pid for shard in listed.values()}
+        assert len(pids) == 2 and os.getpid() not in pids and None not in pids
+        text = generate_latest(engine_registry(control, EventBus())).decode()
+        for camera_id, shard_id in shards.items():
+            assert f'queue_depth{{camera="{camera_id}",shard="{shard_id}"}}' in text
+            assert f'feedtag_shard_cameras{{shard="{shard_id}"}}' in text
 
         # kill -9 one shard's process: every camera is analysed again within 20 s
         victim = shards["cam-a"]
@@ -223,6 +239,7 @@ def test_failover_additions_and_coordinator_restart(
         moved_records = ray.get(control.coordinator.status.remote())["reassignments"]
         assert moved_records and moved_records[-1]["moved"] >= 1, moved_records
         assert lost in moved_records[-1]["reason"]
+        assert {s.shard_id: s.state for s in control.shards()}[lost] is ShardState.DEAD
     finally:
         assert control.stop(8.0)
         database.dispose()

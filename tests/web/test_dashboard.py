@@ -478,6 +478,8 @@ def test_a_viewer_is_refused_admin_actions(
     expect(result).to_contain_text("Refused")
     expect(page.locator("#audit-result")).to_contain_text("403")
     expect(page.locator("#token-result")).to_contain_text("403")
+    expect(page.locator("#shard-result")).to_contain_text("403")
+    expect(page.locator("#shard-list tr")).to_have_count(0)
     shot(page, screenshots, "refused")
     assert "viewer-was-here" not in api_cameras(admin_api)
 
@@ -498,6 +500,48 @@ def test_an_admin_reads_the_audit_log_and_tokens(
     assert {t["name"] for t in tokens} <= set(listed)
     assert served.viewer_token not in page.content()
     shot(page, screenshots, "admin")
+
+
+def test_an_admin_sees_the_engine_in_one_process_as_one_shard(
+    page: Any, admin_api: httpx.Client, served: Served, screenshots: Path
+) -> None:
+    [shard] = admin_api.get("/api/v1/shards").json()["items"]
+    assert shard["id"] == "local" and set(served.feed_cameras) <= set(shard["cameras"])
+    sign_in(page, served.admin_token)
+    page.keyboard.press("4")
+    row = page.locator('#shard-list tr[data-shard-id="local"]')
+    expect(row).to_be_visible(timeout=UI_TIMEOUT_MS)
+    expect(page.locator("#shard-list tr")).to_have_count(1)
+    cells = row.locator("td")
+    expect(cells.nth(0)).to_have_text("local")
+    expect(cells.nth(1)).to_have_text(shard["node"])
+    expect(cells.nth(2)).to_have_text(str(shard["pid"]))
+    expect(cells.nth(3)).to_have_text("running")
+    listed = cells.nth(4).text_content() or ""
+    count, _, ids = listed.partition(" ")
+    assert int(count) == len(shard["cameras"]) and ids.split(", ") == shard["cameras"], listed
+    expect(cells.nth(5)).to_have_text(re.compile(r"^\d+\.\d %$"))
+    expect(cells.nth(6)).to_have_text(re.compile(r"^\d+ MiB$"))
+    shot(page, screenshots, "shards")
+    # one process: the camera cards name no shard
+    page.keyboard.press("1")
+    expect(page.locator("#grid .card").first).to_be_visible(timeout=UI_TIMEOUT_MS)
+    expect(page.locator("#grid .card .cam-shard:visible")).to_have_count(0)
+
+    # as the Ray engine answers (the server's answer with a shard and machine set): each
+    # card names its shard
+    def sharded(route: Any) -> None:
+        answer = route.fetch()
+        data = answer.json()
+        for item in data["items"]:
+            item["shard"], item["node"] = f"feedtag-shard-{item['id']}", "node-7"
+        route.fulfill(response=answer, json=data)
+
+    page.route(re.compile(r".*/api/v1/cameras(\?.*)?$"), sharded)
+    for camera_id in served.feed_cameras:
+        card = page.locator(f'#grid .card[data-camera-id="{camera_id}"] .cam-shard')
+        expect(card).to_have_text(f"shard feedtag-shard-{camera_id} on node-7",
+                                  timeout=UI_TIMEOUT_MS)  # fmt: skip
 
 
 # -- hostile names ------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from feedtag.api.events import MAX_FILTER_VALUES, Cursor, Limit, Since, Until
 from feedtag.api.metrics import engine_registry
 from feedtag.api.state import api_state
 from feedtag.api.store_errors import ADMIN_QUERY, ADMIN_READ, SIGN_IN, store_errors
+from feedtag.runtime.control import ShardSnapshot
 from feedtag.store.audit import AuditQuery, search_audit
 from feedtag.store.outbox import list_outbox, outbox_counts
 from feedtag.store.tokens import Role, create_token, list_tokens, revoke_token
@@ -149,6 +150,26 @@ def delete_token(request: Request, principal: FullAdmin, token_id: str) -> Respo
     if not revoked:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such live token")
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/api/v1/shards",
+    summary="The engine's shards: process, machine, state, cameras, CPU, memory (admins)",
+)
+def get_shards(request: Request, principal: FullAdmin) -> dict[str, Any]:
+    """One item per shard (one, ``local``, for an engine in one process); a shard that does
+    not answer in time is listed with its state and no figures."""
+    return {"items": [shard_view(shard) for shard in api_state(request).engine.shards()]}
+
+
+def shard_view(shard: ShardSnapshot) -> dict[str, Any]:
+    """What the API says about one shard: CPU in percent of one core, memory in MiB."""
+    rss = shard.rss_bytes
+    return {
+        "id": shard.shard_id, "node": shard.node, "pid": shard.pid, "state": shard.state.value,
+        "cameras": list(shard.cameras), "cpu": shard.cpu_percent,
+        "rss_mb": None if rss is None else round(rss / 2**20, 1),
+    }  # fmt: skip
 
 
 @router.get(

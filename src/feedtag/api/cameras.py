@@ -135,7 +135,11 @@ def _views(state: ApiState, cameras: list[CameraConfig]) -> list[dict[str, Any]]
             view = camera_view(camera, held.get(camera.id), None, None)
         else:
             view = camera_view(camera, seen.ingest, seen.vision, seen.event_counts)
-        views.append({**view, "defined_in": state.registry.defined_in(camera.id)})
+        views.append({
+            **view, "defined_in": state.registry.defined_in(camera.id),
+            "shard": None if seen is None else seen.shard,
+            "node": None if seen is None else seen.node,
+        })  # fmt: skip
     return views
 
 

@@ -4,12 +4,17 @@ A custom collector (no counters kept on the side): every scrape takes one
 :class:`~feedtag.runtime.control.EngineSnapshot` (camera statuses, vision statuses, event
 counts, queue depths and the store writer's stats), so the numbers are exactly what
 ``feedtag run`` prints. Labels are camera ids, kinds, drop
-reasons and decode modes only: never a URL, so never a credential.
+reasons, decode modes and shard ids only: never a URL, so never a credential.
+
+On a sharded engine (the Ray engine: cameras carry a shard) every per-camera series also has
+a ``shard`` label (empty for a camera held offline on no shard); the full view adds one series
+set per shard (:func:`shard_metrics`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Final
 
 from prometheus_client import CollectorRegistry
@@ -21,12 +26,36 @@ from feedtag.core import CameraState, DecodeMode, VisionStageStatus
 from feedtag.ingest.camera import DECODE_ERROR
 from feedtag.ingest.handoff import QUEUE_FULL
 from feedtag.runtime.bus import EventBus
-from feedtag.runtime.control import EngineControl, EngineSnapshot
+from feedtag.runtime.control import (
+    CameraSnapshot,
+    EngineControl,
+    EngineSnapshot,
+    ShardSnapshot,
+    ShardState,
+)
 from feedtag.runtime.vision import DETECTOR_BUSY
 
 PREFIX: Final = "feedtag"
 #: reported as 0 until they happen, so that rate() and alerts work from the first scrape
 KNOWN_DROP_REASONS: Final = frozenset({QUEUE_FULL, DECODE_ERROR})
+
+
+@dataclass(frozen=True, slots=True)
+class CameraLabels:
+    """The labels of every per-camera series: the camera, the family's own labels, and the
+    camera's shard when the engine is sharded.
+
+    >>> CameraLabels(sharded=True).names("kind")
+    ['camera', 'kind', 'shard']
+    """
+
+    sharded: bool
+
+    def names(self, *own: str) -> list[str]:
+        return ["camera", *own, *(["shard"] if self.sharded else [])]
+
+    def values(self, camera: CameraSnapshot, *own: str) -> list[str]:
+        return [camera.camera_id, *own, *([camera.shard or ""] if self.sharded else [])]
 
 
 class EngineCollector(Collector):
@@ -44,26 +73,29 @@ class EngineCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         snapshot = self.engine.snapshot()
-        yield from self._cameras(snapshot)
-        yield from self._vision(snapshot)
-        yield from self._events_and_store(snapshot)
-        if snapshot.alerts is not None and self.cameras is None:  # node-wide: full view only
-            yield from alert_metrics(snapshot.alerts)
+        labels = CameraLabels(sharded=any(c.shard is not None for c in snapshot.cameras))
+        yield from self._cameras(snapshot, labels)
+        yield from self._vision(snapshot, labels)
+        yield from self._events_and_store(snapshot, labels)
+        if self.cameras is None:  # node-wide: full view only
+            if snapshot.alerts is not None:
+                yield from alert_metrics(snapshot.alerts)
+            yield from shard_metrics(self.engine.shards())
 
-    def _cameras(self, snapshot: EngineSnapshot) -> Iterator[Metric]:
-        camera = ["camera"]
+    def _cameras(self, snapshot: EngineSnapshot, labels: CameraLabels) -> Iterator[Metric]:
+        camera = labels.names()
         fps = GaugeMetricFamily(f"{PREFIX}_camera_analysed_fps", "Frames analysed per second.",
                                 labels=camera)  # fmt: skip
         decoded = GaugeMetricFamily(f"{PREFIX}_camera_decoded_fps", "Frames decoded per second.",
                                     labels=camera)  # fmt: skip
         mode = GaugeMetricFamily(f"{PREFIX}_camera_decode_mode",
                                  "1 for the camera's current decode mode.",
-                                 labels=["camera", "mode"])  # fmt: skip
+                                 labels=labels.names("mode"))  # fmt: skip
         state = GaugeMetricFamily(f"{PREFIX}_camera_state", "1 for the camera's current state.",
-                                  labels=["camera", "state"])  # fmt: skip
+                                  labels=labels.names("state"))  # fmt: skip
         drops = CounterMetricFamily(f"{PREFIX}_camera_frames_dropped",
                                     "Decoded frames dropped, by reason.",
-                                    labels=["camera", "reason"])  # fmt: skip
+                                    labels=labels.names("reason"))  # fmt: skip
         analysed = CounterMetricFamily(f"{PREFIX}_camera_frames_analysed",
                                        "Frames handed to analysis.", labels=camera)  # fmt: skip
         reconnects = CounterMetricFamily(f"{PREFIX}_camera_reconnects", "Reconnects.",
@@ -78,31 +110,34 @@ class EngineCollector(Collector):
             status = camera_snapshot.ingest
             if not self._shown(status.camera_id):
                 continue
-            cid = status.camera_id
-            fps.add_metric([cid], status.analysed_fps)
-            decoded.add_metric([cid], status.decoded_fps)
+            this_camera = camera_snapshot
+            fps.add_metric(labels.values(this_camera), status.analysed_fps)
+            decoded.add_metric(labels.values(this_camera), status.decoded_fps)
             for each in DecodeMode:
-                mode.add_metric([cid, each.value], 1.0 if status.mode is each else 0.0)
+                mode.add_metric(
+                    labels.values(this_camera, each.value), 1.0 if status.mode is each else 0.0
+                )
             for each_state in CameraState:
                 state.add_metric(
-                    [cid, each_state.value], 1.0 if status.state is each_state else 0.0
+                    labels.values(this_camera, each_state.value),
+                    1.0 if status.state is each_state else 0.0,
                 )
             dropped = dict(status.counters.frames_dropped)
             seen = camera_snapshot.vision
             if seen is not None:  # frames the batch scheduler dropped, counted by the vision stage
                 dropped[DETECTOR_BUSY] = seen.dropped
             for reason in sorted(KNOWN_DROP_REASONS | set(dropped)):
-                drops.add_metric([cid, reason], dropped.get(reason, 0))
-            analysed.add_metric([cid], status.counters.frames_analysed)
-            reconnects.add_metric([cid], status.counters.reconnects)
-            stalls.add_metric([cid], status.counters.stalls)
+                drops.add_metric(labels.values(this_camera, reason), dropped.get(reason, 0))
+            analysed.add_metric(labels.values(this_camera), status.counters.frames_analysed)
+            reconnects.add_metric(labels.values(this_camera), status.counters.reconnects)
+            stalls.add_metric(labels.values(this_camera), status.counters.stalls)
         for camera_snapshot in sorted(snapshot.cameras, key=lambda c: c.camera_id):
             if self._shown(camera_snapshot.camera_id):
-                queue.add_metric([camera_snapshot.camera_id], camera_snapshot.queue_depth)
+                queue.add_metric(labels.values(camera_snapshot), camera_snapshot.queue_depth)
         yield from (fps, decoded, mode, state, drops, analysed, reconnects, stalls, queue)
 
-    def _vision(self, snapshot: EngineSnapshot) -> Iterator[Metric]:
-        camera = ["camera"]
+    def _vision(self, snapshot: EngineSnapshot, labels: CameraLabels) -> Iterator[Metric]:
+        camera = labels.names()
         gate = GaugeMetricFamily(f"{PREFIX}_camera_gate_ratio",
                                  "Fraction of frames the gate let pass without the detector.",
                                  labels=camera)  # fmt: skip
@@ -120,24 +155,25 @@ class EngineCollector(Collector):
             cid, seen = camera_snapshot.camera_id, camera_snapshot.vision
             if seen is None or not self._shown(cid):
                 continue
-            gate.add_metric([cid], seen.gate_ratio)
+            values = labels.values(camera_snapshot)
+            gate.add_metric(values, seen.gate_ratio)
             if seen.latency_ms is not None:
-                latency.add_metric([cid], seen.latency_ms / 1000.0)
-            detected.add_metric([cid], seen.detected)
-            tracks.add_metric([cid], seen.tracks)
-            hung.add_metric([cid], seen.hung)
+                latency.add_metric(values, seen.latency_ms / 1000.0)
+            detected.add_metric(values, seen.detected)
+            tracks.add_metric(values, seen.tracks)
+            hung.add_metric(values, seen.hung)
         yield from (gate, latency, detected, tracks, hung)
         if snapshot.vision_stage is not None:
             yield from stage_metrics(snapshot.vision_stage)
 
-    def _events_and_store(self, snapshot: EngineSnapshot) -> Iterator[Metric]:
+    def _events_and_store(self, snapshot: EngineSnapshot, labels: CameraLabels) -> Iterator[Metric]:
         events = CounterMetricFamily(f"{PREFIX}_events", "Events since start, by kind.",
-                                     labels=["camera", "kind"])  # fmt: skip
+                                     labels=labels.names("kind"))  # fmt: skip
         for camera_snapshot in sorted(snapshot.cameras, key=lambda c: c.camera_id):
             if not self._shown(camera_snapshot.camera_id):
                 continue
             for kind, count in sorted(camera_snapshot.event_counts.items()):
-                events.add_metric([camera_snapshot.camera_id, kind], count)
+                events.add_metric(labels.values(camera_snapshot, kind), count)
         yield events
         if snapshot.store is not None:
             stats = snapshot.store
@@ -183,6 +219,29 @@ def alert_metrics(stats: AlertStats) -> Iterator[Metric]:
         yield GaugeMetricFamily(f"{PREFIX}_alerts_latency_max_seconds",
                                 "From an event's outbox row to its delivery: the longest.",
                                 value=stats.latency_max_s)  # fmt: skip
+
+
+def shard_metrics(shards: list[ShardSnapshot]) -> Iterator[Metric]:
+    """Every shard of the engine (one, ``local``, in one process): its state, cameras, CPU
+    and memory (the figures only of shards that answered)."""
+    state = GaugeMetricFamily(f"{PREFIX}_shard_state", "1 for the shard's current state.",
+                              labels=["shard", "state"])  # fmt: skip
+    cameras = GaugeMetricFamily(f"{PREFIX}_shard_cameras", "Cameras the shard runs.",
+                                labels=["shard"])  # fmt: skip
+    cpu = GaugeMetricFamily(f"{PREFIX}_shard_cpu_percent",
+                            "CPU of the shard's process, in percent of one core.",
+                            labels=["shard"])  # fmt: skip
+    rss = GaugeMetricFamily(f"{PREFIX}_shard_rss_bytes", "Resident memory of the shard's process.",
+                            labels=["shard"])  # fmt: skip
+    for shard in shards:
+        for each in ShardState:
+            state.add_metric([shard.shard_id, each.value], 1.0 if shard.state is each else 0.0)
+        cameras.add_metric([shard.shard_id], len(shard.cameras))
+        if shard.cpu_percent is not None:
+            cpu.add_metric([shard.shard_id], shard.cpu_percent)
+        if shard.rss_bytes is not None:
+            rss.add_metric([shard.shard_id], shard.rss_bytes)
+    yield from (state, cameras, cpu, rss)
 
 
 def stage_metrics(stage: VisionStageStatus) -> Iterator[Metric]:

@@ -16,11 +16,11 @@ from sqlalchemy import Engine
 from feedtag.api.access import Authenticator, Principal
 from feedtag.api.store_errors import AUDIT_WRITE, CAMERA_WRITE, store_errors
 from feedtag.config.models import CameraConfig, FeedtagConfig
-from feedtag.core import CameraState, CameraStatus, DecodeMode, IngestCounters
+from feedtag.core import CameraStatus
 from feedtag.errors import ConfigError, StoreError
 from feedtag.runtime.bus import EventBus
 from feedtag.runtime.catalog import CameraCatalog
-from feedtag.runtime.control import EngineControl
+from feedtag.runtime.control import EngineControl, held_offline
 from feedtag.store.audit import AuditEntry, write_audit
 from feedtag.store.media import MediaStore
 
@@ -66,7 +66,7 @@ class CameraRegistry:
         with the reason."""
         entries = [] if self.catalog is None else self.catalog.entries()
         return {
-            e.camera.id: _offline(e.camera.id, e.problem, e.since)
+            e.camera.id: held_offline(e.camera.id, e.problem, e.since)
             for e in entries
             if e.problem is not None and e.camera.enabled
         }
@@ -149,14 +149,6 @@ def _store_errors_as_http() -> Iterator[None]:
                 for path, message in error.problems
             ]
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail) from None
-
-
-def _offline(camera_id: str, reason: str, since: float) -> CameraStatus:
-    return CameraStatus(
-        camera_id=camera_id, url="", state=CameraState.OFFLINE, reason=reason, since=since,
-        mode=DecodeMode.MEASURING, keyframe_interval_s=None, decoded_fps=0.0, analysed_fps=0.0,
-        codec=None, width=None, height=None, counters=IngestCounters(),
-    )  # fmt: skip
 
 
 #: repeated reads of the same thing by the same caller within this window share one entry

@@ -20,6 +20,7 @@ A snapshot serializes as it is::
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
@@ -114,6 +115,59 @@ class EngineSnapshot:
         )
 
 
+def held_offline(camera_id: str, reason: str, since: float) -> CameraStatus:
+    """The status of a camera the engine holds back instead of running it (a secret that
+    cannot be resolved, or a camera that crashed its shard too often): offline, with the
+    reason, and nothing decoded."""
+    return CameraStatus(
+        camera_id=camera_id, url="", state=CameraState.OFFLINE, reason=reason, since=since,
+        mode=DecodeMode.MEASURING, keyframe_interval_s=None, decoded_fps=0.0, analysed_fps=0.0,
+        codec=None, width=None, height=None, counters=IngestCounters(),
+    )  # fmt: skip
+
+
+class ShardState(enum.StrEnum):
+    """Where a shard stands, as the engine control last heard."""
+
+    RUNNING = "running"  # answered in time
+    UNREACHABLE = "unreachable"  # did not answer in time (busy, hung, or its machine gone)
+    RESTARTING = "restarting"  # its process died and Ray is starting it again
+    DEAD = "dead"  # Ray reports it gone for good; its cameras run on the other shards
+
+
+#: the one shard of an engine in one process
+LOCAL_SHARD: Final = "local"
+
+
+@dataclass(frozen=True, slots=True)
+class ShardSnapshot:
+    """One shard of an engine: the process that runs a set of cameras (the whole engine in
+    one process is one shard, :data:`LOCAL_SHARD`). ``cpu_percent`` is of one core (a
+    process busy on two cores shows 200), ``rss_bytes`` its resident memory; the figures
+    and the process are None when the shard did not answer, and ``cameras`` are then the
+    ones assigned to it.
+
+    >>> import dataclasses, json
+    >>> shard = ShardSnapshot("local", "host", 42, ShardState.RUNNING, ("gate",), 12.5, 2**27)
+    >>> ShardSnapshot.from_dict(json.loads(json.dumps(dataclasses.asdict(shard)))) == shard
+    True
+    """
+
+    shard_id: str
+    node: str | None
+    pid: int | None
+    state: ShardState
+    cameras: tuple[str, ...]
+    cpu_percent: float | None
+    rss_bytes: int | None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ShardSnapshot:
+        """The snapshot ``dataclasses.asdict`` (and a JSON round trip) made of one."""
+        return cls(**{**data, "state": ShardState(data["state"]),
+                      "cameras": tuple(data["cameras"])})  # fmt: skip
+
+
 class EngineControl(Protocol):
     """What the API and the CLI may ask of an engine; every answer is a plain value."""
 
@@ -150,6 +204,11 @@ class EngineControl(Protocol):
 
     def snapshot(self) -> EngineSnapshot:
         """The engine's status now."""
+        ...
+
+    def shards(self) -> list[ShardSnapshot]:
+        """Every shard of the engine, with its process, cameras, CPU and memory; a shard
+        that does not answer is listed with its state, never an error."""
         ...
 
     def subscribe(self, listener: EventListener) -> None:

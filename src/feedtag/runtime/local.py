@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import Final
+
+import psutil
 
 from feedtag.alerts.dispatcher import AlertStats
 from feedtag.config.models import CameraConfig
 from feedtag.errors import CameraNotFound
 from feedtag.runtime.control import (
     DEFAULT_STOP_DEADLINE_S,
+    LOCAL_SHARD,
     CameraSnapshot,
     EngineSnapshot,
     EventListener,
+    ShardSnapshot,
+    ShardState,
 )
 from feedtag.runtime.node import NodeEngine
 
@@ -22,6 +30,43 @@ log = logging.getLogger(__name__)
 
 #: how long a camera change waits for the camera's old ingest thread to end
 CAMERA_STOP_TIMEOUT_S: Final = 5.0
+#: the shortest window the CPU figure is averaged over (reads within it repeat the last)
+CPU_WINDOW_S: Final = 1.0
+
+
+class ProcessMeter:
+    """CPU and resident memory of this process, for :meth:`LocalEngineControl.shards`.
+
+    CPU is a percent of one core over the last window of at least :data:`CPU_WINDOW_S`
+    (until the first window ends: since the process started), so that a scrape and a
+    dashboard reading at once do not each see a window of a few milliseconds.
+
+    >>> cpu, rss = ProcessMeter().read()
+    >>> cpu >= 0.0 and rss > 0
+    True
+    """
+
+    def __init__(self) -> None:
+        self._process = psutil.Process()
+        self._lock = threading.Lock()
+        self._at = time.monotonic()
+        self._used = self._cpu_seconds()
+        alive_s = max(time.time() - self._process.create_time(), 1e-3)
+        self._percent = 100.0 * self._used / alive_s
+
+    def _cpu_seconds(self) -> float:
+        times = self._process.cpu_times()
+        return float(times.user + times.system)
+
+    def read(self) -> tuple[float, int]:
+        """(CPU percent of one core, resident memory in bytes) now."""
+        with self._lock:
+            now, used = time.monotonic(), self._cpu_seconds()
+            if now - self._at >= CPU_WINDOW_S:
+                self._percent = 100.0 * max(used - self._used, 0.0) / (now - self._at)
+                self._at, self._used = now, used
+            percent = self._percent
+        return percent, int(self._process.memory_info().rss)
 
 
 class LocalEngineControl:
@@ -39,6 +84,7 @@ class LocalEngineControl:
     ) -> None:
         self._node = node
         self._alert_stats = alert_stats
+        self._meter = ProcessMeter()
 
     def start(self) -> None:
         self._node.start()
@@ -88,6 +134,18 @@ class LocalEngineControl:
             vision_stage=node.vision_stage_status(),
             alerts=None if self._alert_stats is None else self._alert_stats(),
         )  # fmt: skip
+
+    def shards(self) -> list[ShardSnapshot]:
+        """One shard: this process, on this machine, running every camera."""
+        cpu, rss = self._meter.read()
+        cameras = tuple(camera.id for camera in self._node.cameras())
+        return [
+            ShardSnapshot(
+                shard_id=LOCAL_SHARD, node=socket.gethostname(), pid=os.getpid(),
+                state=ShardState.RUNNING, cameras=cameras, cpu_percent=round(cpu, 1),
+                rss_bytes=rss,
+            )
+        ]  # fmt: skip
 
     def subscribe(self, listener: EventListener) -> None:
         if self._node.store is not None:  # no store (detection off): no events, so no feed

@@ -5,7 +5,11 @@ Camera changes go through the store: the API stores them in the catalog first
 (``camera_records``), then calls this control, which asks the coordinator to reconcile at
 once (:meth:`Coordinator.reconcile_now`); the coordinator reads the store and starts, changes
 or stops the camera on its shard. The snapshot merges every shard's snapshot, each camera
-marked with its shard and machine. The live event feed polls the store for events by time
+marked with its shard and machine, with the cameras the coordinator holds offline (they
+crashed their shards too often) added as offline with the reason.
+:meth:`RayEngineControl.shards` asks every shard actor for its process, cameras, CPU and
+memory; a shard that does not answer in time is listed as unreachable (or restarting, or
+dead, as Ray reports it). The live event feed polls the store for events by time
 (:data:`FEED_POLL_S`): shards do not push events to the driver.
 
 ``ray`` is imported only here and in the shard and coordinator modules (the ``ray`` extra).
@@ -31,6 +35,9 @@ from feedtag.runtime.control import (
     CameraSnapshot,
     EngineSnapshot,
     EventListener,
+    ShardSnapshot,
+    ShardState,
+    held_offline,
 )
 from feedtag.runtime.events import MEDIA_FOLDER
 from feedtag.runtime.ray_coordinator import COORDINATOR_NAME, coordinator_actor_class
@@ -43,8 +50,11 @@ log = logging.getLogger(__name__)
 
 #: the Ray namespace every feedtag actor lives in
 NAMESPACE: Final = "feedtag"
-#: a shard's snapshot waits at most this long; a shard that does not answer is left out
+#: a shard's snapshot (and its figures) waits at most this long; a shard that does not
+#: answer is left out of the snapshot (and listed as unreachable by ``shards()``)
 SNAPSHOT_TIMEOUT_S: Final = 3.0
+#: how much longer than the shards the coordinator's status may take to be part of an answer
+COORDINATOR_GRACE_S: Final = 0.2
 #: how often the live event feed reads new events from the store
 FEED_POLL_S: Final = 1.0
 #: how far each poll of the live feed looks back (shards' clocks and commits interleave)
@@ -107,6 +117,8 @@ class RayEngineControl:
         self._listeners: list[EventListener] = []
         self._feed_stop = threading.Event()
         self._feed: threading.Thread | None = None
+        #: cameras the coordinator holds offline: id -> (reason, since when this control saw it)
+        self._offline: dict[str, tuple[str, float]] = {}
 
     @property
     def coordinator(self) -> Any:
@@ -196,19 +208,61 @@ class RayEngineControl:
             self._shards[shard].want_thumbnail.remote(camera_id)  # no answer awaited
 
     def snapshot(self) -> EngineSnapshot:
-        """Every shard's snapshot merged; a shard that does not answer in time is left out
-        (its cameras are missing until it answers again)."""
+        """Every shard's snapshot merged, with the cameras held offline by the coordinator;
+        a shard that does not answer in time is left out (its cameras are missing until it
+        answers again)."""
         import ray  # noqa: PLC0415
 
         if not self._shards:  # not started, or stopped: no Ray call (it would start a Ray)
             return merge_snapshots([])
-        refs = {shard: handle.snapshot.remote() for shard, handle in self._shards.items()}
-        ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=SNAPSHOT_TIMEOUT_S)
+        refs = [handle.snapshot.remote() for handle in self._shards.values()]
+        asked = self._ask_coordinator("status")
+        ready = _answered(refs)
         parts = []
-        for ref in ready:
-            with contextlib.suppress(Exception):  # a shard that died meanwhile is left out
-                parts.append(EngineSnapshot.from_dict(ray.get(ref, timeout=0)))
-        return merge_snapshots(parts)
+        for ref in refs:
+            if ref in ready:
+                with contextlib.suppress(Exception):  # a shard that died meanwhile is left out
+                    parts.append(EngineSnapshot.from_dict(ray.get(ref, timeout=0)))
+        (status,) = _coordinator_answers(asked) or (None,)
+        if status is not None:  # else (restarting) the last known list stands
+            self._offline = held_since(self._offline, status["offline"])
+        return with_offline(merge_snapshots(parts), self._offline)
+
+    def shards(self) -> list[ShardSnapshot]:
+        """Every shard's process, cameras, CPU and memory, in shard order. A shard that does
+        not answer within :data:`SNAPSHOT_TIMEOUT_S` is listed with the process and machine
+        the coordinator last saw and the cameras assigned to it, as unreachable, restarting
+        or dead (as Ray reports it)."""
+        import ray  # noqa: PLC0415
+
+        if not self._shards:  # not started, or stopped
+            return []
+        refs = {shard: handle.stats.remote() for shard, handle in self._shards.items()}
+        asked = self._ask_coordinator("status", "assignment")
+        ready = _answered(list(refs.values()))
+        status, assignment = _coordinator_answers(asked) or (None, None)
+        health = {} if status is None else status["shards"]
+        found = []
+        for shard, ref in refs.items():
+            state = ShardState.UNREACHABLE
+            if ref in ready:
+                try:
+                    found.append(ShardSnapshot.from_dict(ray.get(ref, timeout=0)))
+                    continue
+                except ray.exceptions.ActorDiedError:
+                    state = ShardState.DEAD
+                except ray.exceptions.ActorUnavailableError:
+                    state = ShardState.RESTARTING
+                except ray.exceptions.RayError:
+                    pass
+            found.append(silent_shard(shard, state, health.get(shard, {}), assignment or {}))
+        return found
+
+    def _ask_coordinator(self, *methods: str) -> list[Any]:
+        """Calls to the coordinator under way (their references; none before start)."""
+        if self._coordinator is None:
+            return []
+        return [getattr(self._coordinator, method).remote() for method in methods]
 
     def subscribe(self, listener: EventListener) -> None:
         self._listeners.append(listener)
@@ -246,6 +300,83 @@ class RayEngineControl:
                     listener(stored)
             horizon = after.stamp - FEED_LOOKBACK_S
             sent = {key: stamp for key, stamp in sent.items() if stamp >= horizon}
+
+
+def _answered(refs: list[Any]) -> list[Any]:
+    """Those of ``refs`` whose answer came within :data:`SNAPSHOT_TIMEOUT_S`."""
+    import ray  # noqa: PLC0415
+
+    if not refs:
+        return []
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=SNAPSHOT_TIMEOUT_S)
+    return list(ready)
+
+
+def _coordinator_answers(refs: list[Any]) -> list[Any]:
+    """The answers to the coordinator calls ``refs``, None for each that did not come within
+    :data:`COORDINATOR_GRACE_S` (asked beside the shards, they have mostly come already): a
+    restarting coordinator never holds a snapshot up."""
+    import ray  # noqa: PLC0415
+
+    if not refs:
+        return []
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=COORDINATOR_GRACE_S)
+    answers = []
+    for ref in refs:
+        answer = None
+        if ref in ready:
+            with contextlib.suppress(Exception):  # it died meanwhile: no answer
+                answer = ray.get(ref, timeout=0)
+        answers.append(answer)
+    return answers
+
+
+def held_since(
+    before: dict[str, tuple[str, float]], offline: dict[str, str], now: float | None = None
+) -> dict[str, tuple[str, float]]:
+    """The cameras held offline now (``offline``: id -> reason), each with the time it was
+    first seen held (kept from ``before`` while the camera stays held).
+
+    >>> held_since({"a": ("crashed", 5.0)}, {"a": "crashed", "b": "crashed"}, now=9.0)
+    {'a': ('crashed', 5.0), 'b': ('crashed', 9.0)}
+    """
+    at = time.time() if now is None else now
+    return {
+        camera_id: (reason, before[camera_id][1] if camera_id in before else at)
+        for camera_id, reason in offline.items()
+    }
+
+
+def with_offline(snapshot: EngineSnapshot, offline: dict[str, tuple[str, float]]) -> EngineSnapshot:
+    """``snapshot`` with the cameras held offline (id -> (reason, since)) added as offline
+    cameras on no shard, unless a shard runs them (a change gave them another chance)."""
+    running = {camera.camera_id for camera in snapshot.cameras}
+    held = tuple(
+        CameraSnapshot(
+            camera_id=camera_id,
+            ingest=held_offline(camera_id, reason, since),
+            vision=None,
+            queue_depth=0,
+            event_counts={},
+        )
+        for camera_id, (reason, since) in sorted(offline.items())
+        if camera_id not in running
+    )
+    return dataclasses.replace(snapshot, cameras=snapshot.cameras + held)
+
+
+def silent_shard(
+    shard: str, state: ShardState, health: dict[str, Any], assignment: dict[str, str]
+) -> ShardSnapshot:
+    """A shard that did not answer: the process and machine the coordinator last saw
+    (``health``, its status entry) and the cameras assigned to it; no figures."""
+    cameras = tuple(sorted(camera for camera, owner in assignment.items() if owner == shard))
+    if state is ShardState.UNREACHABLE and health.get("dead"):
+        state = ShardState.DEAD
+    return ShardSnapshot(
+        shard_id=shard, node=health.get("node"), pid=health.get("pid"), state=state,
+        cameras=cameras, cpu_percent=None, rss_bytes=None,
+    )  # fmt: skip
 
 
 def merge_snapshots(parts: list[EngineSnapshot]) -> EngineSnapshot:

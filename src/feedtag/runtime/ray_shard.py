@@ -109,6 +109,13 @@ class ShardWorker:
             "started_at": self.started_at, "media_shared": self.media_shared,
         }  # fmt: skip
 
+    def stats(self) -> dict[str, Any]:
+        """This shard as a plain dict (rebuilt with ``ShardSnapshot.from_dict``): its
+        process, machine, cameras, CPU (percent of one core) and resident memory."""
+        (local,) = self._control.shards()
+        shard = dataclasses.replace(local, shard_id=self.shard_id, node=self.node_name)
+        return dataclasses.asdict(shard)
+
     def cameras(self) -> list[CameraConfig]:
         """The cameras this shard runs, as they run."""
         return self._control.cameras()

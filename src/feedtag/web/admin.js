@@ -1,12 +1,16 @@
-// Admin panels: add and remove cameras, access tokens, the audit log. They are shown to
-// every role; the server decides, and a refusal (403) is shown as it comes.
+// Admin panels: add and remove cameras, the engine's shards, access tokens, the audit log.
+// They are shown to every role; the server decides, and a refusal (403) is shown as it comes.
 
 import { api, ApiError } from "./api.js";
-import { $, el, clear, formatTime, isoUtc } from "./dom.js";
+import { $, el, clear, formatTime, formatNumber, isoUtc, token } from "./dom.js";
 import { state, onCameras, notify, hasRole, cameraState } from "./state.js";
 import { loadCameras } from "./grid.js";
 
+const SHARDS_REFRESH_MS = 5000;
+const SHARD_STATES = ["running", "unreachable", "restarting", "dead"];
+
 let active = false;
+let shardTimer = null;
 
 function result(node, text, ok) {
   node.textContent = text;
@@ -132,6 +136,37 @@ async function createToken(event) {
   }
 }
 
+function shardCameras(ids) {
+  const list = ids.join(", ");
+  return el("td", { class: "detail", title: list }, [el("b", { text: String(ids.length) }), ids.length ? ` ${list}` : ""]);
+}
+
+async function loadShards() {
+  const body = $("#shard-list");
+  const out = $("#shard-result");
+  try {
+    const data = await api.get("/api/v1/shards");
+    clear(body);
+    for (const shard of (data && data.items) || []) {
+      const stateName = token(shard.state, SHARD_STATES, "unreachable");
+      const cameras = Array.isArray(shard.cameras) ? shard.cameras : [];
+      body.append(el("tr", { class: `shard state-${stateName}`, dataset: { shardId: shard.id } }, [
+        el("td", { class: "mono", text: shard.id }),
+        el("td", { class: "mono", text: shard.node || "—" }),
+        el("td", { class: "mono", text: shard.pid === null || shard.pid === undefined ? "—" : String(shard.pid) }),
+        el("td", {}, [el("span", { class: `badge state ${stateName}`, text: stateName })]),
+        shardCameras(cameras),
+        el("td", { class: "mono", text: shard.cpu === null || shard.cpu === undefined ? "—" : `${formatNumber(shard.cpu)} %` }),
+        el("td", { class: "mono", text: shard.rss_mb === null || shard.rss_mb === undefined ? "—" : `${formatNumber(shard.rss_mb, 0)} MiB` }),
+      ]));
+    }
+    result(out, body.children.length ? "" : "No shards.", true);
+  } catch (error) {
+    clear(body);
+    result(out, `Shards: ${explain(error)}`, false);
+  }
+}
+
 async function loadAudit() {
   const body = $("#audit-list");
   const out = $("#audit-result");
@@ -167,12 +202,17 @@ export function show() {
   note.className = hasRole("admin") ? "summary" : "summary warn";
   renderCameras(state.cameras);
   loadCameras().catch((error) => { if (error instanceof ApiError && error.status !== 401) notify(explain(error), "error"); });
+  loadShards();
+  clearInterval(shardTimer);
+  shardTimer = setInterval(() => { if (active && !document.hidden) loadShards(); }, SHARDS_REFRESH_MS);
   loadTokens();
   loadAudit();
 }
 
 export function hide() {
   active = false;
+  clearInterval(shardTimer);
+  shardTimer = null;
 }
 
 export function refresh() {
@@ -180,13 +220,14 @@ export function refresh() {
 }
 
 export function reset() {
-  for (const id of ["#admin-cameras", "#token-list", "#audit-list"]) clear($(id));
-  for (const id of ["#add-camera-result", "#admin-cameras-result", "#token-result", "#token-created", "#audit-result"]) $(id).textContent = "";
+  for (const id of ["#admin-cameras", "#shard-list", "#token-list", "#audit-list"]) clear($(id));
+  for (const id of ["#add-camera-result", "#admin-cameras-result", "#shard-result", "#token-result", "#token-created", "#audit-result"]) $(id).textContent = "";
 }
 
 export function init() {
   $("#add-camera-form").addEventListener("submit", addCamera);
   $("#token-form").addEventListener("submit", createToken);
   $("#audit-refresh").addEventListener("click", loadAudit);
+  $("#shard-refresh").addEventListener("click", loadShards);
   onCameras((items) => { if (active) renderCameras(items); });
 }

@@ -31,6 +31,7 @@ function makeCard(camera) {
   const badge = el("span", { class: "badge state" });
   const name = el("h3", { class: "cam-name" });
   const id = el("span", { class: "cam-id" });
+  const shard = el("p", { class: "cam-shard" });
   const counts = el("ul", { class: "counts", "aria-label": "In view now" });
   const metrics = el("dl", { class: "metrics" });
   const reason = el("p", { class: "reason" });
@@ -42,12 +43,12 @@ function makeCard(camera) {
     el("div", { class: "frame" }, [img, overlay, placeholder, badge]),
     el("div", { class: "card-body" }, [
       el("div", { class: "card-title" }, [name, id]),
-      counts, metrics, eventCounts, reason,
+      shard, counts, metrics, eventCounts, reason,
       el("div", { class: "card-links" }, [restart, events]),
     ]),
   ]);
   const card = {
-    root, img, overlay, placeholder, badge, name, id, counts, metrics, eventCounts, reason, events, restart,
+    root, img, overlay, placeholder, badge, name, id, shard, counts, metrics, eventCounts, reason, events, restart,
     camera, loading: false, loaded: false, size: DEFAULT_SIZE.slice(), overlayKey: "",
   };
   root.addEventListener("keydown", (event) => {
@@ -84,6 +85,9 @@ function updateCard(card, camera) {
   card.name.textContent = label;
   card.name.setAttribute("title", label);
   card.id.textContent = camera.name && camera.name !== camera.id ? camera.id : "";
+  // the Ray engine's shard and machine that run the camera (none in one process)
+  card.shard.textContent = camera.shard ? `shard ${camera.shard}${camera.node ? ` on ${camera.node}` : ""}` : "";
+  card.shard.hidden = !camera.shard;
   card.badge.textContent = stateName;
   card.badge.className = `badge state ${stateName}`;
   card.events.setAttribute("href", `#/events?camera=${encodeURIComponent(camera.id)}`);
