@@ -33,7 +33,7 @@ from feedtag.runtime.control import (
     EventListener,
 )
 from feedtag.runtime.ray_coordinator import COORDINATOR_NAME, coordinator_actor_class
-from feedtag.runtime.ray_shard import shard_actor_class, shard_name
+from feedtag.runtime.ray_shard import ShardEngineFactory, shard_actor_class, shard_name
 from feedtag.store.feed import Phase, Position, missed_since
 from feedtag.store.writer import WriterStats
 
@@ -84,7 +84,9 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> bool:
 class RayEngineControl:
     """``shards`` shard actors of ``shard_cpus`` cores each, and the coordinator, on the
     Ray cluster this process is connected to (:func:`init_ray`); ``database`` is the shared
-    PostgreSQL store (already migrated)."""
+    PostgreSQL store (already migrated). ``shard_engine`` replaces every shard's node engine
+    (the control-plane benchmark's simulated cameras, :mod:`feedtag.runtime.ray_shard`);
+    None, the default and the only value ``feedtag run`` passes, runs real cameras."""
 
     def __init__(
         self,
@@ -94,8 +96,10 @@ class RayEngineControl:
         shards: int = 2,
         shard_cpus: float = 1.0,
         disconnect: bool = False,
+        shard_engine: ShardEngineFactory | None = None,
     ) -> None:
         self.config = config
+        self._shard_engine = shard_engine
         self._disconnect = disconnect
         self._database = database
         self._shard_ids = [shard_name(index) for index in range(shards)]
@@ -117,7 +121,9 @@ class RayEngineControl:
     def start(self) -> None:
         for shard_id in self._shard_ids:
             shard_class = shard_actor_class(shard_id, self._shard_cpus)
-            self._shards[shard_id] = shard_class.remote(shard_id, self.config, COORDINATOR_NAME)
+            self._shards[shard_id] = shard_class.remote(
+                shard_id, self.config, COORDINATOR_NAME, self._shard_engine
+            )
         capacity = {shard_id: self._shard_cpus for shard_id in self._shard_ids}
         self._coordinator = coordinator_actor_class().remote(self.config, capacity)
         log.info("ray engine started: %d shard(s)", len(self._shard_ids))
