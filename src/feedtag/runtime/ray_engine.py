@@ -57,7 +57,8 @@ APPLY_TIMEOUT_S: Final = 10.0
 
 def init_ray(address: str | None, num_cpus: int | None = None) -> bool:
     """Join the cluster at ``address``, or start a local Ray that listens on loopback only,
-    without its dashboard; False when this process was already connected.
+    without its dashboard (a new one, never a cluster found on this machine); False when
+    this process was already connected.
 
     Ray turns a ``127.0.0.1`` node address into the machine's routable one unless it runs in
     single-machine mode (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read by
@@ -74,8 +75,10 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> bool:
 
     os.environ[LOOPBACK_ONLY_ENV] = "0"
     ray_constants.ENABLE_RAY_CLUSTER = False
+    # "local": a new instance even where `ray start` left a cluster behind
+    # (/tmp/ray/ray_current_cluster) or RAY_ADDRESS names one; ray.init() would join it
     ray.init(
-        namespace=NAMESPACE, include_dashboard=False, num_cpus=num_cpus,
+        address="local", namespace=NAMESPACE, include_dashboard=False, num_cpus=num_cpus,
         configure_logging=False,
     )  # fmt: skip
     return True
