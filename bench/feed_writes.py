@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, Table, func, select, text
 
 from feedtag.bench.demo import BIKES_ANALYTICS, VTEST_ANALYTICS
 from feedtag.bench.footage import sample_h264
@@ -46,6 +46,8 @@ from feedtag.runtime.database import open_database
 from feedtag.store.pgcluster import PgCluster, find_pg_bin
 from feedtag.store.schema import events, tag_segments
 
+#: rows each table is filled to (copies of the stored rows) before its size is measured
+DISK_SAMPLE_ROWS = 200_000
 TABLES = ("events", "tag_segments", "alert_outbox", "audit_log", "camera_records")
 
 
@@ -86,25 +88,15 @@ def pg_counters(database: Engine) -> dict[str, int]:
 
 
 def stored_in(database: Engine, began: float, ended: float) -> dict[str, Any]:
-    """Rows the window stored, their JSON bytes, and the tables' disk bytes per row."""
+    """Rows the window stored and their JSON bytes."""
     found: dict[str, Any] = {}
+    windows = ((events, events.c.stored_at), (tag_segments, tag_segments.c.started_at))
     with database.connect() as connection:
-        for table, column in (
-            (events, events.c.stored_at),
-            (tag_segments, tag_segments.c.started_at),
-        ):
-            rows = (
-                connection.execute(select(table).where(column >= began, column < ended))
-                .mappings()
-                .all()
-            )
+        for table, column in windows:
+            query = select(table).where(column >= began, column < ended)
+            rows = connection.execute(query).mappings().all()
             found[f"{table.name}.rows"] = len(rows)
             found[f"{table.name}.json_bytes"] = sum(len(json.dumps(dict(r))) for r in rows)
-            total = connection.execute(select(func.count()).select_from(table)).scalar_one()
-            disk = connection.execute(
-                text("SELECT pg_total_relation_size(:name)"), {"name": table.name}
-            ).scalar_one()
-            found[f"{table.name}.disk_bytes_per_row"] = round(disk / total) if total else None
         ends = connection.execute(
             select(events.c.event_id).where(
                 events.c.end_stored_at >= began, events.c.end_stored_at < ended
@@ -112,6 +104,31 @@ def stored_in(database: Engine, began: float, ended: float) -> dict[str, Any]:
         ).all()
         found["events.ends"] = len(ends)
     return found
+
+
+def disk_bytes_per_row(database: Engine, table: Table, rows: int) -> float:
+    """The table's size on disk with its indexes, per row, once the stored rows are copied
+    (new keys) up to about ``rows``: a table of a few hundred rows is mostly empty pages."""
+    key = table.primary_key.columns.keys()[0]
+    names = list(table.c.keys())
+    columns = ", ".join(names)
+    copied = ", ".join(f"md5({name} || g::text)" if name == key else name for name in names)
+    with database.begin() as connection:
+        have = connection.execute(select(func.count()).select_from(table)).scalar_one()
+        copies = max(0, rows // max(1, have) - 1)
+        connection.execute(
+            text(
+                f"INSERT INTO {table.name} ({columns}) SELECT {copied} "  # noqa: S608 - schema names
+                f"FROM {table.name}, generate_series(1, :copies) AS g"
+            ),
+            {"copies": copies},
+        )
+    with database.connect() as connection:
+        total = connection.execute(select(func.count()).select_from(table)).scalar_one()
+        size = connection.execute(
+            text("SELECT pg_total_relation_size(:name)"), {"name": table.name}
+        ).scalar_one()
+    return round(size / total, 1)
 
 
 def image_bytes(folder: Path, began: float, ended: float) -> tuple[int, int]:
@@ -152,6 +169,10 @@ def main() -> None:
         time.sleep(1.0)  # the node's backends have gone and reported their counters
         after = pg_counters(database)
         stored = stored_in(database, began, ended)
+        for table in (events, tag_segments):
+            stored[f"{table.name}.disk_bytes_per_row"] = disk_bytes_per_row(
+                database, table, DISK_SAMPLE_ROWS
+            )
         database.dispose()
         images = image_bytes(work / "data", began, ended)
     finally:
