@@ -1,5 +1,5 @@
-"""``feedtag bench control-plane --quick`` end to end: a real local Ray, a real PostgreSQL,
-200 simulated cameras over 2 shards, one shard lost for good."""
+"""``feedtag bench control-plane``: its arguments, and ``--quick`` end to end (a real local
+Ray, a real PostgreSQL, 200 simulated cameras over 2 shards, one shard lost for good)."""
 
 from __future__ import annotations
 
@@ -12,16 +12,34 @@ from pathlib import Path
 
 import pytest
 
-from feedtag.bench.control_plane import QUICK_COUNTS, ControlPlaneRow, format_table
+from feedtag.bench.control_plane import QUICK_COUNTS, ControlPlaneRow, format_table, main
 
 from ..conftest import REPO, require_service
 from ..store.conftest import _postgres_available
 
 RAY_INSTALLED = importlib.util.find_spec("ray") is not None
 
-pytestmark = [pytest.mark.slow, pytest.mark.system, pytest.mark.timeout(180)]
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--cameras", "100,lots"], "--cameras: expected comma-separated numbers"),
+        (["--shards", "1"], "--shards must be at least 2"),
+        (["--cameras", "3", "--shards", "4"], "at most the smallest camera count"),
+    ],
+)
+def test_bad_arguments_are_refused_before_anything_starts(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow
+@pytest.mark.system
+@pytest.mark.timeout(180)
 def test_quick_control_plane_bench(tmp_path: Path) -> None:
     require_service(RAY_INSTALLED, "ray is not installed (pip install 'feedtag[ray]')")
     available, reason = _postgres_available()
