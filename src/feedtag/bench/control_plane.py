@@ -9,7 +9,8 @@ runs the Ray engine over them with S shards, and measures, for each N:
 - ``round_s``, ``round_cpu_s``, ``coordinator_cpu_share``, ``coordinator_rss_mb``: the
   coordinator's reconcile round in steady state (wall time of the round itself, without the
   :data:`~feedtag.runtime.ray_coordinator.RECONCILE_INTERVAL_S` pause), its process's CPU
-  seconds per round and per wall second, and its resident memory (psutil on its process);
+  seconds per round and per wall second, and its resident memory (psutil on its process;
+  the benchmark's own reads of the round counter, twice a second, are included);
 - ``add_one_s``: from storing one more camera through the catalog (as the API does) until it
   runs on a shard, and ``add_call_s``, how long the control's ``add_camera`` call took;
 - ``snapshot_s`` and ``snapshot_bytes_per_camera``: :meth:`RayEngineControl.snapshot` (the
@@ -131,8 +132,9 @@ def _wait(what: str, done: Callable[[], Any], say: Say, timeout_s: float = STEP_
 
 
 def _reconcile_count(coordinator: Any) -> int:
-    """Run inside the coordinator's actor (``__ray_call__``): its completed rounds."""
-    return int(vars(coordinator).get("_reconciles", 0))
+    """Run inside the coordinator's actor (``__ray_call__``): its completed rounds (an
+    AttributeError, raised by ``ray.get``, if the coordinator stops counting them)."""
+    return int(coordinator._reconciles)
 
 
 class Measured:
@@ -142,10 +144,6 @@ class Measured:
         self.control = control
         self.count = count
         self.say = say
-
-    def started_at(self) -> dict[str, float]:
-        """Every running camera and when it started on its shard."""
-        return {c.camera_id: c.ingest.since for c in self.control.snapshot().cameras}
 
     def wait_running(self, count: int, what: str, exclude_shard: str | None = None) -> Any:
         def done() -> Any:
@@ -219,8 +217,8 @@ class Measured:
         import ray  # noqa: PLC0415
 
         lost = shard_name(0)
-        total = len(self.control.snapshot().cameras)
-        on_lost = [c.camera_id for c in self.control.snapshot().cameras if c.shard == lost]
+        before = self.control.snapshot().cameras
+        total, on_lost = len(before), [c.camera_id for c in before if c.shard == lost]
         killed_at = time.time()
         ray.kill(self.control.shard(lost), no_restart=True)
         snapshot = self.wait_running(total, f"the cameras of {lost} elsewhere", lost)
