@@ -60,7 +60,11 @@ def test_quick_control_plane_bench(tmp_path: Path) -> None:
     # the lost shard ran a share of the cameras, and exactly those moved (rendezvous hashing)
     assert 0 < row["lost_share"] < row["cameras"] + 1
     assert row["moved"] == row["lost_share"]
-    for key in ("start_s", "round_cpu_s", "coordinator_cpu_share", "coordinator_rss_mb",
+    # a restarted shard gets its cameras back; if its restart outlasts the grace period, they
+    # all move (and come back): never some of them
+    assert 0 < row["restart_share"] < row["cameras"] + 1
+    assert row["restart_moved"] in (0, row["restart_share"])
+    for key in ("start_s", "round_cpu_s", "coordinator_cpu_share", "coordinator_rss_mb", "restart_s",
                 "add_one_s", "add_call_s", "snapshot_s", "reassign_s"):  # fmt: skip
         assert row[key] > 0, (key, row)
     assert row["round_s"] >= 0 and row["snapshot_bytes_per_camera"] > 100

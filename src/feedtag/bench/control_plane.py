@@ -15,6 +15,10 @@ runs the Ray engine over them with S shards, and measures, for each N:
   runs on a shard, and ``add_call_s``, how long the control's ``add_camera`` call took;
 - ``snapshot_s`` and ``snapshot_bytes_per_camera``: :meth:`RayEngineControl.snapshot` (the
   median of three) and its size as JSON per camera;
+- ``restart_share``, ``restart_s``, ``restart_moved``: a shard's process killed with
+  SIGKILL, which Ray restarts: how many cameras it ran, from the kill until the last of them
+  ran again (in the new process, or moved if it took longer than
+  :data:`~feedtag.runtime.ray_coordinator.SHARD_GRACE_S`), and how many moved;
 - ``lost_share``, ``moved``, ``reassign_s``: a shard killed for good (``ray.kill``, no
   restart): how many cameras it ran, how many the coordinator recorded as moved, and from
   the kill until the last of them started on a live shard.
@@ -29,6 +33,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import signal
 import statistics
 import sys
 import time
@@ -84,6 +89,9 @@ class ControlPlaneRow:
     add_call_s: float
     snapshot_s: float
     snapshot_bytes_per_camera: int
+    restart_share: int
+    restart_s: float
+    restart_moved: int
     lost_share: int
     moved: int
     reassign_s: float
@@ -211,6 +219,37 @@ class Measured:
         size = len(json.dumps(dataclasses.asdict(snapshot)))
         return statistics.median(took), size // max(1, len(snapshot.cameras))
 
+    def moved_from(self, shard: str) -> int:
+        """Cameras the coordinator recorded as moved because ``shard`` was lost."""
+        import ray  # noqa: PLC0415
+
+        status = ray.get(self.control.coordinator.status.remote(), timeout=30)
+        return sum(
+            r["moved"] for r in status["reassignments"] if f"shard {shard} lost" in r["reason"]
+        )
+
+    def restart_shard(self) -> tuple[int, float, int]:
+        """SIGKILL shard 1's process (Ray restarts it): (cameras it ran, seconds until the
+        last of them ran again, cameras moved meanwhile)."""
+        import ray  # noqa: PLC0415
+
+        shard = shard_name(1)
+        pid = ray.get(self.control.shard(shard).ping.remote(), timeout=30)["pid"]
+        on_shard = [c.camera_id for c in self.control.snapshot().cameras if c.shard == shard]
+        killed_at = time.time()
+        os.kill(pid, signal.SIGKILL)
+
+        def again() -> float | None:
+            since: dict[str, float] = {
+                c.camera_id: c.ingest.since for c in self.control.snapshot().cameras
+            }
+            if all(since.get(camera_id, 0.0) > killed_at for camera_id in on_shard):
+                return max(since[camera_id] for camera_id in on_shard)
+            return None
+
+        restart_s = _wait(f"the cameras of {shard} after its restart", again, self.say) - killed_at
+        return len(on_shard), restart_s, self.moved_from(shard)
+
     def lose_shard(self) -> tuple[int, int, float]:
         """Kill shard 0 for good: (cameras it ran, cameras recorded as moved, seconds until
         the last of them started elsewhere)."""
@@ -224,17 +263,8 @@ class Measured:
         snapshot = self.wait_running(total, f"the cameras of {lost} elsewhere", lost)
         since = {c.camera_id: c.ingest.since for c in snapshot.cameras}
         reassign_s = max(since[camera_id] for camera_id in on_lost) - killed_at
-
-        def record() -> Any:
-            status = ray.get(self.control.coordinator.status.remote(), timeout=30)
-            found = [r for r in status["reassignments"] if lost in r["reason"]]
-            return found[-1] if found else None
-
-        return (
-            len(on_lost),
-            int(_wait("the reassignment record", record, self.say)["moved"]),
-            reassign_s,
-        )
+        moved = _wait("the reassignment record", lambda: self.moved_from(lost), self.say)
+        return len(on_lost), moved, reassign_s
 
 
 def measure(cluster: PgCluster, count: int, shards: int, say: Say) -> ControlPlaneRow:
@@ -260,6 +290,8 @@ def measure(cluster: PgCluster, count: int, shards: int, say: Say) -> ControlPla
         say(f"{count} cameras: adding one through the catalog")
         add_one_s, add_call_s = run.add_one(config, database)
         snapshot_s, snapshot_bytes = run.snapshots()
+        say(f"{count} cameras: kill -9 of {shard_name(1)}'s process (Ray restarts it)")
+        restart_share, restart_s, restart_moved = run.restart_shard()
         say(f"{count} cameras: killing {shard_name(0)} for good")
         lost_share, moved, reassign_s = run.lose_shard()
     finally:
@@ -270,7 +302,9 @@ def measure(cluster: PgCluster, count: int, shards: int, say: Say) -> ControlPla
         round_cpu_s=round(round_cpu_s, 3), coordinator_cpu_share=round(cpu_share, 3),
         coordinator_rss_mb=round(rss_mb, 1), add_one_s=round(add_one_s, 2),
         add_call_s=round(add_call_s, 2), snapshot_s=round(snapshot_s, 3),
-        snapshot_bytes_per_camera=snapshot_bytes, lost_share=lost_share, moved=moved,
+        snapshot_bytes_per_camera=snapshot_bytes, restart_share=restart_share,
+        restart_s=round(restart_s, 2), restart_moved=restart_moved,
+        lost_share=lost_share, moved=moved,
         reassign_s=round(reassign_s, 2),
     )  # fmt: skip
 
@@ -311,7 +345,9 @@ TABLE: Final = (
     ("round_cpu_s", "cpu/round", 10), ("coordinator_cpu_share", "cpu share", 10),
     ("coordinator_rss_mb", "rss MB", 8), ("add_one_s", "add s", 7),
     ("snapshot_s", "snap s", 8), ("snapshot_bytes_per_camera", "B/cam", 7),
-    ("lost_share", "lost", 6), ("moved", "moved", 6), ("reassign_s", "moved s", 9),
+    ("restart_share", "kill-9", 7), ("restart_s", "back s", 8),
+    ("restart_moved", "moved", 6), ("lost_share", "lost", 6), ("moved", "moved", 6),
+    ("reassign_s", "moved s", 9),
 )  # fmt: skip
 
 
