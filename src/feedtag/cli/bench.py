@@ -1,4 +1,4 @@
-"""``feedtag bench``: ingest, detector, presence and anonymization benchmarks."""
+"""``feedtag bench``: ingest, detector, presence, anonymization and control-plane benchmarks."""
 
 from __future__ import annotations
 
@@ -99,6 +99,17 @@ def cmd_bench_compare(args: argparse.Namespace) -> int:
     return compare.main(argv)
 
 
+def cmd_bench_control_plane(args: argparse.Namespace) -> int:
+    from feedtag.bench import control_plane
+
+    argv = ["--shards", str(args.shards)]
+    argv += ["--json"] if args.json else []
+    argv += ["--quick"] if args.quick else []
+    argv += ["--cameras", args.cameras] if args.cameras else []
+    argv += ["--output", args.output] if args.output else []
+    return control_plane.main(argv)
+
+
 def cmd_bench_detect(args: argparse.Namespace) -> int:
     from feedtag.bench.detect import run_bench
 
@@ -192,6 +203,17 @@ def add_bench_commands(commands: Any) -> None:
     compare.add_argument("--quick", action="store_true", help="few feeds, short clips (tests)")
     compare.add_argument("--json", action="store_true")
     compare.set_defaults(func=cmd_bench_compare)
+    plane = bench_kinds.add_parser(
+        "control-plane",
+        help="the Ray engine's coordinator, reconcile and failover with thousands of "
+        "status-only simulated cameras (local Ray and a throwaway PostgreSQL)",
+    )
+    plane.add_argument("--cameras", default=None, help="comma-separated counts (1000,3000,10000)")
+    plane.add_argument("--shards", type=positive(int), default=4)
+    plane.add_argument("--quick", action="store_true", help="200 cameras (a smoke test)")
+    plane.add_argument("--output", default=None, help="also write the rows to this JSON file")
+    plane.add_argument("--json", action="store_true")
+    plane.set_defaults(func=cmd_bench_control_plane)
     detect = bench_kinds.add_parser("detect", help="detector cost per backend, precision, size")
     detect.add_argument("--seconds", type=positive(float), default=5.0, help="per measurement")
     detect.add_argument("--json", action="store_true")

@@ -41,7 +41,7 @@ from feedtag.runtime.control import (
 )
 from feedtag.runtime.events import MEDIA_FOLDER
 from feedtag.runtime.ray_coordinator import COORDINATOR_NAME, coordinator_actor_class
-from feedtag.runtime.ray_shard import shard_actor_class, shard_name
+from feedtag.runtime.ray_shard import ShardEngineFactory, shard_actor_class, shard_name
 from feedtag.store.feed import Phase, Position, missed_since
 from feedtag.store.media import MediaStore
 from feedtag.store.writer import WriterStats
@@ -69,7 +69,8 @@ APPLY_TIMEOUT_S: Final = 10.0
 
 def init_ray(address: str | None, num_cpus: int | None = None) -> bool:
     """Join the cluster at ``address``, or start a local Ray that listens on loopback only,
-    without its dashboard; False when this process was already connected.
+    without its dashboard (a new one, never a cluster found on this machine); False when
+    this process was already connected.
 
     Ray turns a ``127.0.0.1`` node address into the machine's routable one unless it runs in
     single-machine mode (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read by
@@ -86,8 +87,10 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> bool:
 
     os.environ[LOOPBACK_ONLY_ENV] = "0"
     ray_constants.ENABLE_RAY_CLUSTER = False
+    # "local": a new instance even where `ray start` left a cluster behind
+    # (/tmp/ray/ray_current_cluster) or RAY_ADDRESS names one; ray.init() would join it
     ray.init(
-        namespace=NAMESPACE, include_dashboard=False, num_cpus=num_cpus,
+        address="local", namespace=NAMESPACE, include_dashboard=False, num_cpus=num_cpus,
         configure_logging=False,
     )  # fmt: skip
     return True
@@ -96,7 +99,9 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> bool:
 class RayEngineControl:
     """``shards`` shard actors of ``shard_cpus`` cores each, and the coordinator, on the
     Ray cluster this process is connected to (:func:`init_ray`); ``database`` is the shared
-    PostgreSQL store (already migrated)."""
+    PostgreSQL store (already migrated). ``shard_engine`` replaces every shard's node engine
+    (the control-plane benchmark's simulated cameras, :mod:`feedtag.runtime.ray_shard`);
+    None, the default and the only value ``feedtag run`` passes, runs real cameras."""
 
     def __init__(
         self,
@@ -106,8 +111,10 @@ class RayEngineControl:
         shards: int = 2,
         shard_cpus: float = 1.0,
         disconnect: bool = False,
+        shard_engine: ShardEngineFactory | None = None,
     ) -> None:
         self.config = config
+        self._shard_engine = shard_engine
         self._disconnect = disconnect
         self._database = database
         self._shard_ids = [shard_name(index) for index in range(shards)]
@@ -136,7 +143,7 @@ class RayEngineControl:
         for shard_id in self._shard_ids:
             shard_class = shard_actor_class(shard_id, self._shard_cpus)
             self._shards[shard_id] = shard_class.remote(
-                shard_id, self.config, COORDINATOR_NAME, mark
+                shard_id, self.config, COORDINATOR_NAME, mark, self._shard_engine
             )
         capacity = {shard_id: self._shard_cpus for shard_id in self._shard_ids}
         self._coordinator = coordinator_actor_class().remote(self.config, capacity)

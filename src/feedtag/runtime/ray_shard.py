@@ -9,6 +9,13 @@ asks the coordinator for its cameras (:meth:`ShardWorker.adopt`), so a crash cos
 cameras a few seconds, never their place.
 
 Frames never leave the shard's process: only snapshots (a few kB) and camera settings cross.
+
+A shard may be given ``engine``, a :data:`ShardEngineFactory`, in place of its node engine:
+the control-plane benchmark (``feedtag bench control-plane``) runs thousands of status-only
+simulated cameras this way (:mod:`feedtag.bench.simulated`). Only Python code that builds
+the shards can pass one (:class:`~feedtag.runtime.ray_engine.RayEngineControl`'s
+``shard_engine``); no config key or command option reaches it, and ``runtime`` never imports
+``bench``, so ``feedtag run`` always runs real cameras.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Final
 
 from sqlalchemy import Engine
@@ -26,6 +34,7 @@ from sqlalchemy import Engine
 from feedtag.alerts.routes import build_router
 from feedtag.config.models import CameraConfig, FeedtagConfig
 from feedtag.errors import CameraNotFound
+from feedtag.runtime.control import EngineControl
 from feedtag.runtime.database import open_database
 from feedtag.runtime.detection import build_detector
 from feedtag.runtime.events import OpenStore, open_store
@@ -43,6 +52,10 @@ SHARD_MAX_CONCURRENCY: Final = 4
 #: how long a shard's stop waits for its engine's threads
 SHARD_STOP_DEADLINE_S: Final = 4.0
 
+#: builds a shard's engine from its id and the config file's config, in place of the node
+#: engine (a benchmark and test seam: see the module docstring)
+ShardEngineFactory = Callable[[str, FeedtagConfig], EngineControl]
+
 
 def shard_name(index: int) -> str:
     """The Ray actor name of shard ``index`` (the coordinator finds shards by it)."""
@@ -53,10 +66,17 @@ class ShardWorker:
     """One node engine over the shared store; cameras come and go at run time.
 
     ``config`` is the config file's (the engine trusts only hosts it wrote); the cameras
-    arrive through :meth:`add_camera` (resolved: as they run).
+    arrive through :meth:`add_camera` (resolved: as they run). ``engine`` replaces the node
+    engine (the benchmark's simulated cameras); None, the default, runs real cameras.
     """
 
-    def __init__(self, shard_id: str, config: FeedtagConfig, media_mark: str | None = None) -> None:
+    def __init__(
+        self,
+        shard_id: str,
+        config: FeedtagConfig,
+        media_mark: str | None = None,
+        engine: ShardEngineFactory | None = None,
+    ) -> None:
         self.shard_id = shard_id
         self.config = config
         self.node_name = socket.gethostname()
@@ -67,11 +87,12 @@ class ShardWorker:
         self.starts: dict[str, int] = {}
         self._database: Engine | None = None
         self._store: OpenStore | None = None
-        self._engine = self._build()
+        self._control: EngineControl = (
+            LocalEngineControl(self._build()) if engine is None else engine(shard_id, config)
+        )
         #: whether this shard's media root is the one the API serves (None: not checked)
         self.media_shared = self._check_media(media_mark)
-        self._control = LocalEngineControl(self._engine)
-        self._engine.start()
+        self._control.start()
 
     def _build(self) -> NodeEngine:
         config = self.config
@@ -197,8 +218,9 @@ class ShardActor(ShardWorker):
         config: FeedtagConfig,
         coordinator_name: str,
         media_mark: str | None = None,
+        engine: ShardEngineFactory | None = None,
     ) -> None:
-        super().__init__(shard_id, config, media_mark)
+        super().__init__(shard_id, config, media_mark, engine)
         self._coordinator_name = coordinator_name
         threading.Thread(target=self._recover, name="shard-recover", daemon=True).start()
 
@@ -218,7 +240,8 @@ class ShardActor(ShardWorker):
 
 def shard_actor_class(name: str, num_cpus: float) -> Any:
     """:class:`ShardActor` as the Ray actor ``name``, restarted by Ray when its process
-    dies; call ``.remote(shard_id, config, coordinator_name, media_mark)`` on it."""
+    dies; call ``.remote(shard_id, config, coordinator_name, media_mark, engine)`` on it (a
+    restarted process gets the same arguments)."""
     import ray  # noqa: PLC0415 - the ray extra is needed only by the Ray engine
 
     options: dict[str, Any] = {
