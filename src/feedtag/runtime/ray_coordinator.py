@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Final
 
 from feedtag.config.models import CameraConfig, FeedtagConfig
+from feedtag.errors import StoreError
 from feedtag.runtime.assignment import assign, moves
 from feedtag.runtime.catalog import merge_cameras
 from feedtag.runtime.database import open_database
@@ -194,6 +195,8 @@ class Coordinator:
         while not self._stop.is_set():
             try:
                 self._reconcile()
+            except StoreError as error:  # an outage: the shards spool, cameras keep running
+                log.warning("reconcile skipped: %s; trying again", error)
             except Exception:
                 log.exception("reconcile failed; trying again")
             self._ready.set()
@@ -202,6 +205,7 @@ class Coordinator:
             self._wake.clear()
 
     def _reconcile(self) -> None:
+        round_at = time.monotonic()
         changed_shards = self._check_shards()
         wanted = self._read_cameras()
         with self._lock:
@@ -216,7 +220,11 @@ class Coordinator:
                 log.warning("%d camera(s) moved: %s", record.moved, record.reason)
             self._assignment = after
         for shard in live:
-            self._push(shard)
+            # Only to shards that answered this round: a push to one that stopped answering
+            # (its node lost, not yet past the grace) would hold the loop for the adopt
+            # timeout, and with it the failover of its cameras.
+            if self._health[shard].healthy_at >= round_at:
+                self._push(shard)
 
     def _read_cameras(self) -> dict[str, CameraConfig]:
         records = load_records(self._database)

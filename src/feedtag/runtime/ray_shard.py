@@ -28,7 +28,7 @@ from feedtag.config.models import CameraConfig, FeedtagConfig
 from feedtag.errors import CameraNotFound
 from feedtag.runtime.database import open_database
 from feedtag.runtime.detection import build_detector
-from feedtag.runtime.events import OpenStore, open_store
+from feedtag.runtime.events import SPOOL_FOLDER, OpenStore, open_store
 from feedtag.runtime.local import LocalEngineControl
 from feedtag.runtime.node import NodeEngine
 
@@ -79,7 +79,10 @@ class ShardWorker:
         detector = build_detector(config.detector)
         alerting = bool(config.alerts.webhooks) or config.alerts.mqtt is not None
         router = build_router(config.alerts) if alerting else None
-        self._store = open_store(config.store, database, router=router)
+        # Shards on one machine share its data folder; each spools to a folder of its own
+        # (a restarted shard, with the same id, replays what its predecessor spooled).
+        spool = f"{SPOOL_FOLDER}-{self.shard_id}"
+        self._store = open_store(config.store, database, router=router, spool_folder=spool)
         return NodeEngine.from_config(config, detector=detector, store=self._store, cameras=[])
 
     def ping(self) -> dict[str, Any]:
