@@ -100,6 +100,8 @@ class Coordinator:
         self._started_at: dict[tuple[str, str], float] = {}
         self._assignment: dict[str, str] = {}
         self._wanted: dict[str, CameraConfig] = {}
+        #: the timeline of each file camera played once (see :meth:`_as_run`)
+        self._origins: dict[str, float] = {}
         self._problems: dict[str, str] = {}
         self._strikes: dict[str, deque[float]] = {}
         self.offline: dict[str, str] = {}
@@ -120,7 +122,9 @@ class Coordinator:
         """What ``shard_id`` should run now (a restarted shard asks this)."""
         self._ready.wait(10.0)
         with self._lock:
-            return [self._wanted[c] for c, s in self._assignment.items() if s == shard_id]
+            return [
+                self._as_run(self._wanted[c]) for c, s in self._assignment.items() if s == shard_id
+            ]
 
     def assignment(self) -> dict[str, str]:
         with self._lock:
@@ -187,6 +191,8 @@ class Coordinator:
             self._health[shard].pid, self._health[shard].node = info["pid"], info["node"]
             for camera in cameras:
                 self._assignment[camera.id] = shard
+                if camera.origin is not None:
+                    self._origins[camera.id] = camera.origin
                 self._started_at[(shard, camera.id)] = 0.0  # not new: never a suspect
         if any(self._running.values()):
             log.info("coordinator recovered %d camera(s) from the shards", len(self._assignment))
@@ -244,12 +250,26 @@ class Coordinator:
             previous = self._wanted.get(runnable.id)
             if previous is not None and previous != runnable:
                 self.clear_offline(runnable.id)  # changed: another chance
+                self._origins.pop(runnable.id, None)  # and a timeline of its own
             wanted[runnable.id] = runnable
+        with self._lock:
+            self._origins = {c: t for c, t in self._origins.items() if c in wanted}
         return wanted
+
+    def _as_run(self, camera: CameraConfig) -> CameraConfig:
+        """``camera`` as shards run it: a file played once gets a fixed ``origin`` (when it
+        was first run), so that where it runs again after a crash or a move, it replays
+        the file on the same timeline and its events keep their ids (stored once)."""
+        if not camera.replayable or camera.origin is not None:
+            return camera
+        origin = self._origins.setdefault(camera.id, time.time())
+        return camera.model_copy(update={"origin": origin})
 
     def _push(self, shard: str) -> None:
         with self._lock:
-            want = {c: self._wanted[c] for c, s in self._assignment.items() if s == shard}
+            want = {
+                c: self._as_run(self._wanted[c]) for c, s in self._assignment.items() if s == shard
+            }
             if want == self._running[shard]:
                 return
         ray = _ray()
