@@ -59,14 +59,16 @@ ENTER_EXIT = {"kind": "zone_enter_exit", "zone": "left", "labels": ["person"],
 def crash_seam() -> Callable[[], None]:
     """The hook Ray runs in every worker process of the module's job (a nested function, so
     that Ray pickles it by value): ``ShardWorker.add_camera`` of a camera whose id starts
-    with ``crash-`` kills its process 0.5 s later."""
+    with ``crash-`` kills its process 0.5 s later; the coordinator's trials last 5 s."""
 
     def install() -> None:
         import os
         import signal
         import threading
 
-        from feedtag.runtime import ray_shard
+        from feedtag.runtime import ray_coordinator, ray_shard
+
+        ray_coordinator.TRIAL_S = 5.0  # type: ignore[misc]
 
         original = ray_shard.ShardWorker.add_camera
 
@@ -129,9 +131,11 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
                        max_seconds=16)  # fmt: skip
 
 
-def faults_config(url: str, clip: Path, models_dir: Path, ids: list[str]) -> FeedtagConfig:
+def faults_config(
+    url: str, clip: Path, models_dir: Path, ids: list[str], *, loop: bool = False
+) -> FeedtagConfig:
     analytics = {"zones": [LEFT], "rules": [CROWD, ENTER_EXIT]}
-    cameras = [{"id": cid, "url": clip.name, "analytics": analytics} for cid in ids]
+    cameras = [{"id": cid, "url": clip.name, "analytics": analytics, "loop": loop} for cid in ids]
     return validate_config({
         "media_root": str(clip.parent), "store": {"url": url},
         "detector": {"models_dir": str(models_dir)}, "cameras": cameras,
@@ -253,33 +257,40 @@ def test_a_camera_that_crash_loops_its_shard_goes_offline(
     pg: PgCluster, cluster: Any, clip: Path, models_dir: Path
 ) -> None:
     """The crashing camera is put offline with the reason after the crash budget and runs
-    on no shard; the cameras on the other shard keep running."""
+    on no shard. The camera started with it on its shard shares its first strikes, is held
+    back with it, runs again after its trial; the camera on the other shard keeps running."""
     import ray
 
     from feedtag.runtime.ray_coordinator import CRASH_BUDGET
 
-    roles = ids_placed({"alone": "crash-", "a": "cam-a", "b": "cam-b"})
-    crasher, healthy = roles["alone"], [roles["a"], roles["b"]]
+    roles = ids_placed({"alone": "cam-b", "crasher": "crash-", "mate": "cam-a"})
+    crasher, mate, other = roles["crasher"], roles["mate"], roles["alone"]
     url = pg.create_database("feedtag_ray_crash")
-    config = faults_config(url, clip, models_dir, [crasher, *healthy])
+    config = faults_config(url, clip, models_dir, [crasher, mate, other], loop=True)
     with running(config) as (control, _):
         started = time.monotonic()
-        for camera_id in healthy:
-            wait_for(lambda c=camera_id: analysed(control, c) > 0, 60, 0.5, f"{camera_id} runs")
+        wait_for(lambda: analysed(control, other) > 0, 60, 0.5, f"{other} runs")
         coordinator = control.coordinator
         wait_for(lambda: crasher in ray.get(coordinator.status.remote())["offline"], 90, 0.5,
                  f"{crasher} put offline")  # fmt: skip
         offline_s = time.monotonic() - started
+        wait_for(lambda: not ray.get(coordinator.status.remote())["held"], 30, 0.5,
+                 "every held camera tried")  # fmt: skip
         status = ray.get(coordinator.status.remote())
         print(f"\n{crasher} put offline {offline_s:.1f} s after the start: "
               f"{status['offline'][crasher]}")  # fmt: skip
-        assert f"crashed {CRASH_BUDGET} times" in status["offline"][crasher]
+        # the budget spent with its mate, then one more crash on its trial
+        assert f"crashed {CRASH_BUDGET + 1} times" in status["offline"][crasher]
         assert set(status["offline"]) == {crasher}
-        before = {c: analysed(control, c) for c in healthy}
-        time.sleep(4)  # a few reconcile rounds: it stays on no shard
+        wait_for(lambda: analysed(control, mate) > 0, 20, 0.5, f"{mate} runs after its trial")
+        before = {c: analysed(control, c) for c in (mate, other)}
+        time.sleep(4)  # a few reconcile rounds: the crasher stays on no shard
         assert crasher not in ray.get(coordinator.assignment.remote())
         assert control.snapshot().camera(crasher) is None
-        assert all(analysed(control, c) > before[c] for c in healthy), before
+        assert all(analysed(control, c) > before[c] for c in (mate, other)), before
+        # the camera on the other shard ran throughout: started once there
+        shard = control.snapshot().camera(other).shard
+        assert ray.get(control.shard(shard).starts_of.remote(other)) == 1
 
 
 def stored_ids(database: Engine, camera_id: str) -> list[str]:
