@@ -127,12 +127,18 @@ class Coordinator:
     def ping(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "ready": self._ready.is_set()}
 
-    def cameras_for(self, shard_id: str) -> list[CameraConfig]:
-        """What ``shard_id`` should run now (a restarted shard asks this)."""
+    def cameras_for(self, shard_id: str, pid: int | None = None) -> list[CameraConfig]:
+        """What ``shard_id`` should run now. A restarted shard asks this from its new process
+        ``pid``, before the next ping would tell: the crash is counted first, so that a
+        camera that crashed it is not handed back."""
         self._ready.wait(10.0)
         with self._lock:
+            if pid is not None:
+                self._note_process(shard_id, pid)
             return [
-                self._as_run(self._wanted[c]) for c, s in self._assignment.items() if s == shard_id
+                self._as_run(self._wanted[c])
+                for c, s in self._assignment.items()
+                if s == shard_id and c not in self.offline and c not in self._held
             ]
 
     def assignment(self) -> dict[str, str]:
@@ -328,18 +334,23 @@ class Coordinator:
                     changes.append(f"shard {shard} lost ({type(error).__name__})")
                     self._strike(shard)
                 continue
-            if health.pid is not None and info["pid"] != health.pid and health.live:
-                self._strike(shard)  # Ray restarted it within the grace period
-                with self._lock:
-                    self._running[shard] = {}  # the new process runs what it adopts
+            self._note_process(shard, info["pid"])
             if not health.live:
                 changes.append(f"shard {shard} back")
                 with self._lock:
                     self._running[shard] = {}
-            health.pid, health.node, health.healthy_at, health.live = (
-                info["pid"], info["node"], now, True,
-            )  # fmt: skip
+            health.node, health.healthy_at, health.live = info["node"], now, True
         return "; ".join(changes)
+
+    def _note_process(self, shard: str, pid: int) -> None:
+        """``shard`` answers from process ``pid``. Another process than before, while the
+        shard counted as live, is a restart Ray made within the grace: a crash."""
+        with self._lock:
+            health = self._health[shard]
+            if health.pid is not None and pid != health.pid and health.live:
+                self._strike(shard)
+                self._running[shard] = {}  # the new process runs what it adopts
+            health.pid = pid
 
     def _strike(self, shard: str) -> None:
         """A shard crashed: its recently started cameras are suspects (only the camera on

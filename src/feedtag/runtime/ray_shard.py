@@ -178,7 +178,7 @@ class ShardActor(ShardWorker):
         try:
             coordinator = ray.get_actor(self._coordinator_name)
             cameras: list[CameraConfig] = ray.get(
-                coordinator.cameras_for.remote(self.shard_id), timeout=30
+                coordinator.cameras_for.remote(self.shard_id, os.getpid()), timeout=30
             )
         except Exception:  # noqa: BLE001 - any Ray failure: the coordinator's reconcile puts the cameras here anyway
             log.warning("shard %s: could not ask the coordinator for its cameras", self.shard_id)
