@@ -66,9 +66,9 @@ def crash_seam() -> Callable[[], None]:
         import signal
         import threading
 
-        from feedtag.runtime import ray_coordinator, ray_shard
+        from feedtag.runtime import crashes, ray_shard
 
-        ray_coordinator.TRIAL_S = 5.0  # type: ignore[misc]
+        crashes.TRIAL_S = 5.0  # type: ignore[misc]
 
         original = ray_shard.ShardWorker.add_camera
 
@@ -261,7 +261,7 @@ def test_a_camera_that_crash_loops_its_shard_goes_offline(
     back with it, runs again after its trial; the camera on the other shard keeps running."""
     import ray
 
-    from feedtag.runtime.ray_coordinator import CRASH_BUDGET
+    from feedtag.runtime.crashes import CRASH_BUDGET
 
     roles = ids_placed({"alone": "cam-b", "crasher": "crash-", "mate": "cam-a"})
     crasher, mate, other = roles["crasher"], roles["mate"], roles["alone"]

@@ -13,12 +13,10 @@ One named Ray actor (:data:`COORDINATOR_NAME`). Every :data:`RECONCILE_INTERVAL_
    and tells each shard whose cameras differ what to run (:meth:`ShardWorker.adopt`:
    unchanged cameras keep running).
 
-A camera that crashed its shard :data:`CRASH_BUDGET` times within :data:`CRASH_WINDOW_S`
-is put offline with the reason instead of moving from shard to shard for ever; changing or
-restarting it gives it another chance. Cameras started together share the strikes of a
-crash; when several spend the budget together, they are held back and tried one at a time,
-alone among the recent starts of their shard, for :data:`TRIAL_S` each: only the one whose
-shard crashes on its trial goes offline.
+A camera that keeps crashing its shard is put offline with the reason instead of moving
+from shard to shard for ever (:class:`~feedtag.runtime.crashes.CrashBudget`: the cameras
+started on a shard within :data:`SUSPECT_WINDOW_S` before it crashed are the suspects);
+changing or restarting it gives it another chance.
 
 When the coordinator itself restarts, it asks every live shard what it runs and takes that
 as the current assignment, so healthy cameras are not restarted.
@@ -38,6 +36,7 @@ from feedtag.config.models import CameraConfig, FeedtagConfig
 from feedtag.errors import StoreError
 from feedtag.runtime.assignment import assign, moves
 from feedtag.runtime.catalog import merge_cameras
+from feedtag.runtime.crashes import CrashBudget
 from feedtag.runtime.database import open_database
 from feedtag.store.cameras import load_records
 from feedtag.store.sealing import SecretBox
@@ -57,10 +56,6 @@ SHARD_GRACE_S: Final = 6.0
 ADOPT_TIMEOUT_S: Final = 30.0
 #: cameras started on a shard this recently are suspects when it crashes
 SUSPECT_WINDOW_S: Final = 60.0
-CRASH_BUDGET: Final = 3
-CRASH_WINDOW_S: Final = 600.0
-#: a camera held back with others runs this long on trial (the only suspect of its shard)
-TRIAL_S: Final = 30.0
 #: reassignments kept for the status
 REASSIGNMENTS_KEPT: Final = 50
 
@@ -108,12 +103,7 @@ class Coordinator:
         #: the timeline of each file camera played once (see :meth:`_as_run`)
         self._origins: dict[str, float] = {}
         self._problems: dict[str, str] = {}
-        self._strikes: dict[str, deque[float]] = {}
-        self.offline: dict[str, str] = {}
-        #: cameras that spent the budget together, waiting for their trial, in order
-        self._held: list[str] = []
-        #: the camera on trial and since when
-        self._trial: tuple[str, float] | None = None
+        self._crashes = CrashBudget()
         self.reassignments: deque[Reassignment] = deque(maxlen=REASSIGNMENTS_KEPT)
         self._ready = threading.Event()
         self._stop = threading.Event()
@@ -138,7 +128,7 @@ class Coordinator:
             return [
                 self._as_run(self._wanted[c])
                 for c, s in self._assignment.items()
-                if s == shard_id and c not in self.offline and c not in self._held
+                if s == shard_id and c not in self._crashes.kept_out()
             ]
 
     def assignment(self) -> dict[str, str]:
@@ -159,15 +149,15 @@ class Coordinator:
             self._wake.set()
             time.sleep(0.05)
 
+    @property
+    def offline(self) -> dict[str, str]:
+        """Cameras put offline for crashing their shards, and why."""
+        return self._crashes.offline
+
     def clear_offline(self, camera_id: str) -> None:
         """Give a camera put offline for crashing its shard another chance."""
         with self._lock:
-            self.offline.pop(camera_id, None)
-            self._strikes.pop(camera_id, None)
-            if camera_id in self._held:
-                self._held.remove(camera_id)
-            if self._trial is not None and self._trial[0] == camera_id:
-                self._trial = None
+            self._crashes.clear(camera_id)
 
     def status(self) -> dict[str, Any]:
         """Shards, the assignment's size per shard, cameras offline and why, reassignments."""
@@ -180,8 +170,8 @@ class Coordinator:
                     shard: asdict(health) | {"cameras": per_shard[shard]}
                     for shard, health in self._health.items()
                 },
-                "offline": dict(self.offline),
-                "held": [*self._held, *([self._trial[0]] if self._trial else [])],
+                "offline": dict(self._crashes.offline),
+                "held": [*self._crashes.held, *filter(None, [self._crashes.trial])],
                 "problems": dict(self._problems),
                 "reassignments": [asdict(r) for r in self.reassignments],
             }  # fmt: skip
@@ -237,8 +227,9 @@ class Coordinator:
         with self._lock:
             self._wanted = wanted
             live = {s: c for s, c in self._capacity.items() if self._health[s].live}
-            self._next_trial(wanted)
-            ids = [c for c in wanted if c not in self.offline and c not in self._held]
+            self._crashes.next_trial(wanted)
+            kept_out = self._crashes.kept_out()
+            ids = [c for c in wanted if c not in kept_out]
             after = assign(ids, live) if live else {}
             moved = [m for m in moves(self._assignment, after) if m.source and m.target]
             if moved and changed_shards:
@@ -353,57 +344,15 @@ class Coordinator:
             health.pid = pid
 
     def _strike(self, shard: str) -> None:
-        """A shard crashed: its recently started cameras are suspects (only the camera on
-        trial, when it is one of them); one that crashed its shards :data:`CRASH_BUDGET`
-        times within :data:`CRASH_WINDOW_S` goes offline, several at once are held back
-        for a trial each."""
+        """A shard crashed: the cameras started on it within :data:`SUSPECT_WINDOW_S` are
+        the suspects (:meth:`CrashBudget.crashed`)."""
         now = time.monotonic()
         with self._lock:
-            suspects = [
+            self._crashes.crashed([
                 camera_id
                 for camera_id in self._running.get(shard, {})
                 if now - self._started_at.get((shard, camera_id), 0.0) <= SUSPECT_WINDOW_S
-                and camera_id not in self.offline
-            ]
-            if self._trial is not None and self._trial[0] in suspects:
-                suspects, self._trial = [self._trial[0]], None
-            spent = [c for c in suspects if self._count_strike(c, now) >= CRASH_BUDGET]
-            if len(spent) == 1:
-                strikes = len(self._strikes[spent[0]])
-                reason = (
-                    f"its shard crashed {strikes} times within "
-                    f"{CRASH_WINDOW_S:.0f} s of starting it; change or restart it to retry"
-                )
-                self.offline[spent[0]] = reason
-                log.error("camera %s put offline: %s", spent[0], reason)
-            elif spent:
-                self._held += [c for c in sorted(spent) if c not in self._held]
-                log.warning(
-                    "cameras %s crashed their shard together %d times: held back, tried "
-                    "one at a time", ", ".join(spent), CRASH_BUDGET,
-                )  # fmt: skip
-
-    def _count_strike(self, camera_id: str, now: float) -> int:
-        strikes = self._strikes.setdefault(camera_id, deque())
-        strikes.append(now)
-        while strikes and now - strikes[0] > CRASH_WINDOW_S:
-            strikes.popleft()
-        return len(strikes)
-
-    def _next_trial(self, wanted: dict[str, CameraConfig]) -> None:
-        """Clear the camera on trial once it ran :data:`TRIAL_S` without a crash; put the
-        next held camera on trial. Called with the lock held."""
-        now = time.monotonic()
-        self._held = [c for c in self._held if c in wanted]
-        if self._trial is not None:
-            camera_id, since = self._trial
-            if camera_id in wanted and now - since < TRIAL_S:
-                return
-            self._strikes.pop(camera_id, None)
-            self._trial = None
-            log.info("camera %s ran its trial without a crash of its shard", camera_id)
-        if self._held:
-            self._trial = (self._held.pop(0), now)
+            ])  # fmt: skip
 
 
 def coordinator_actor_class() -> Any:
