@@ -342,6 +342,11 @@ def test_a_camera_killed_mid_clip_stores_every_event_exactly_once(
         seen: dict[str, list[str]] = {}
         wait_for(lambda: _settled(control, database, ids, seen), 60, 1.0, "clips played, stored")
         disturbed = dict(seen)
+        # a restart through the API plays the file again, on a new timeline
+        control.restart_camera(witness)
+        wait_for(lambda: _origin(control, witness) not in {None, origins[witness]}, 10, 0.2,
+                 f"{witness} on a new timeline")  # fmt: skip
+        wait_for(lambda: not finished(control, witness), 10, 0.2, f"{witness} plays again")
     print(f"\n{victim} killed after {at_kill} analysed frame(s), analysed again after "
           f"{again_s:.1f} s")  # fmt: skip
 
@@ -359,6 +364,13 @@ def test_a_camera_killed_mid_clip_stores_every_event_exactly_once(
               f"{len(reference[camera_id])} in the undisturbed run")  # fmt: skip
     assert reference[victim] and reference[witness]
     assert disturbed == reference
+
+
+def _origin(control: Any, camera_id: str) -> float | None:
+    import ray
+
+    running = ray.get(control.coordinator.running.remote())
+    return next((c.origin for c in running if c.id == camera_id), None)
 
 
 def _pid_of(control: Any, shard: str) -> int | None:

@@ -155,9 +155,12 @@ class Coordinator:
         return self._crashes.offline
 
     def clear_offline(self, camera_id: str) -> None:
-        """Give a camera put offline for crashing its shard another chance."""
+        """Give a camera another chance (it was changed or restarted): a camera put offline
+        for crashing its shard runs again, and a file played once starts on a new timeline
+        (played again, as a restart on one machine does)."""
         with self._lock:
             self._crashes.clear(camera_id)
+            self._origins.pop(camera_id, None)
 
     def status(self) -> dict[str, Any]:
         """Shards, the assignment's size per shard, cameras offline and why, reassignments."""
@@ -261,8 +264,7 @@ class Coordinator:
                 continue
             previous = self._wanted.get(runnable.id)
             if previous is not None and previous != runnable:
-                self.clear_offline(runnable.id)  # changed: another chance
-                self._origins.pop(runnable.id, None)  # and a timeline of its own
+                self.clear_offline(runnable.id)  # changed: another chance, a new timeline
             wanted[runnable.id] = runnable
         with self._lock:
             self._origins = {c: t for c, t in self._origins.items() if c in wanted}
