@@ -102,6 +102,30 @@ def test_realtime_loop_paces_and_continues_time(vtest_clip: Path) -> None:
     assert ingest.status().counters.reconnects == 0  # looping is not a reconnect
 
 
+@pytest.mark.parametrize(
+    ("due_in_s", "min_s", "max_s"),
+    [
+        (-2.5, 1.0, 3.0),  # started 2.5 s ago: the first 3 frames at once, then 1 a second
+        (-60.0, 0.0, 1.5),  # long due: the whole 4 s clip as fast as it is read
+    ],
+)
+def test_a_fixed_timeline_catches_up_then_paces(
+    vtest_clip: Path, due_in_s: float, min_s: float, max_s: float
+) -> None:
+    """A file on a fixed ``origin`` stamps each frame origin + stream time, reads the
+    frames already due at once, and paces the rest; the queue waits instead of dropping."""
+    origin = time.time() + due_in_s
+    config = make_config(vtest_clip.parent, url=vtest_clip.name, origin=origin)
+    camera = config.cameras[0]
+    assert camera.lossless
+    started = time.monotonic()
+    ingest = run_to_end(camera, config)
+    elapsed = time.monotonic() - started
+    assert min_s <= elapsed <= max_s, elapsed
+    frames = [ingest.queue.get_nowait() for _ in range(4)]
+    assert [f.wall_time for f in frames if f] == pytest.approx([origin + t for t in range(4)])
+
+
 def test_queue_drops_oldest_and_counts(vtest_clip: Path) -> None:
     config = make_config(vtest_clip.parent, url=vtest_clip.name, realtime=False, analysis_fps=5)
     ingest = run_to_end(config.cameras[0], config, queue_size=2)

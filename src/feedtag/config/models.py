@@ -172,18 +172,37 @@ class CameraConfig(StrictModel):
         default=True,
         description="Files only: read at the stream's own pace, like a live camera.",
     )
+    origin: float | None = Field(
+        default=None,
+        ge=0,
+        description="Files that do not loop only: the Unix time the file's start stands "
+        "for. Frames are stamped origin + their stream time, every sampled frame is "
+        "analysed, and a file opened after its frames were due catches up as fast as it "
+        "can; so a camera restarted on this origin gives its events the same ids again. "
+        "The Ray engine sets it (to when it first runs the camera); default: none (frames "
+        "are stamped when they are read).",
+    )
 
     @model_validator(mode="after")
     def _check_file_options(self) -> Self:
         if self.loop and not self.url.is_file:
             raise ValueError("loop applies to local files only")
+        if self.origin is not None and (self.loop or not self.url.is_file):
+            raise ValueError("origin applies to local files that do not loop only")
         return self
 
     @property
     def lossless(self) -> bool:
-        """A file read as fast as possible (``realtime: false``): every sampled frame is
-        analysed (queues wait instead of dropping) on the recording's own timeline."""
-        return self.url.is_file and not self.realtime
+        """A file read as fast as possible (``realtime: false``), or one on a fixed
+        timeline (``origin``): every sampled frame is analysed (queues wait instead of
+        dropping) on the recording's own timeline."""
+        return self.url.is_file and (not self.realtime or self.origin is not None)
+
+    @property
+    def replayable(self) -> bool:
+        """A file played once at its own pace: on a fixed ``origin``, a restart replays it
+        with the same event ids (the Ray engine gives such cameras an origin)."""
+        return self.url.is_file and self.realtime and not self.loop
 
     @property
     def display_name(self) -> str:

@@ -128,7 +128,12 @@ class CameraIngest:
     # -- the loop ---------------------------------------------------------------------
 
     def _run(self) -> None:
-        pacer = Pacer(self._stop, realtime=self.camera.url.is_file and self.camera.realtime)
+        origin = self.camera.origin
+        pacer = Pacer(
+            self._stop,
+            realtime=self.camera.url.is_file and self.camera.realtime,
+            start_in_s=None if origin is None else origin - time.time(),
+        )
         while not self._stop.is_set():
             error: SourceError
             try:
@@ -288,9 +293,12 @@ class CameraIngest:
         return error
 
     def _wall_time(self, t_s: float) -> float:
-        """When the frame happened. Live (and live-paced) sources: now. A file read as fast
-        as possible: the analysis start plus its stream time, so that events and tags keep
-        the recording's own timeline instead of the moment a fast machine got to them."""
+        """When the frame happened. Live (and live-paced) sources: now. A file on a fixed
+        timeline: its ``origin`` plus its stream time. A file read as fast as possible: the
+        analysis start plus its stream time, so that events and tags keep the recording's
+        own timeline instead of the moment a fast machine got to them."""
+        if self.camera.origin is not None:
+            return self.camera.origin + t_s
         if not self.camera.lossless:
             return time.time()
         if self._wall_origin is None:

@@ -25,11 +25,25 @@ class Pacer:
     [0.0, 0.04, 0.08]
     >>> pacer.next_loop(); round(pacer.stream_time(0.0), 2)
     0.12
+
+    A fixed timeline whose start is 10 s past does not wait for the first 10 s:
+
+    >>> late = Pacer(threading.Event(), realtime=True, start_in_s=-10.0)
+    >>> late.wait_until(9.5)
+    True
     """
 
     def __init__(
-        self, stop: threading.Event, *, realtime: bool, clock: Callable[[], float] = time.monotonic
+        self,
+        stop: threading.Event,
+        *,
+        realtime: bool,
+        clock: Callable[[], float] = time.monotonic,
+        start_in_s: float | None = None,
     ) -> None:
+        """``start_in_s``: a fixed timeline, stream time 0 is due this many seconds from
+        now on ``clock`` (negative: in the past). Frames already due are not waited for
+        and pacing is never re-anchored: a late start catches up as fast as it can."""
         self._stop = stop
         self.realtime = realtime
         self._clock = clock
@@ -37,7 +51,9 @@ class Pacer:
         self._last: float | None = None
         self._step = 0.0
         self._loop_pending = False
-        self._anchor: tuple[float, float] | None = None  # (wall, stream time)
+        self._fixed = start_in_s is not None
+        # (clock, stream time)
+        self._anchor = None if start_in_s is None else (clock() + start_in_s, 0.0)
 
     def stream_time(self, raw_s: float) -> float:
         if self._loop_pending:
@@ -62,7 +78,7 @@ class Pacer:
         if self._anchor is None:
             self._anchor = (now, t_s)
         delay = self._anchor[0] + (t_s - self._anchor[1]) - now
-        if delay < -MAX_LAG_S:
+        if delay < -MAX_LAG_S and not self._fixed:
             self._anchor = (now, t_s)
             delay = 0.0
         if delay > 0:

@@ -320,23 +320,19 @@ def open_store(
     engine: Engine | None = None,
     *,
     router: Router | None = None,
-    spool_name: str | None = None,
+    spool_folder: str = SPOOL_FOLDER,
 ) -> OpenStore:
     """Start the store's writer (with the outage spool), the media store and the retention
     job over ``engine`` (default: :func:`open_database`). ``router`` names the alert routes
-    each event owes; the writer queues them in the event's transaction. ``spool_name`` gives
-    the writer a spool folder of its own under the spool folder: several writers sharing one
-    ``data_dir`` (the Ray engine's shards) must never append to, replay or delete each
-    other's segments."""
+    each event owes; the writer queues them in the event's transaction. ``spool_folder``
+    (under the data folder) belongs to this writer alone: two writers replaying and
+    appending to one spool would delete each other's records."""
     data_dir = settings.resolved_data_dir()
     data_dir.mkdir(parents=True, exist_ok=True)
     if engine is None:
         engine = open_database(settings)
     log.info("store: %s", store_url_for_log(settings.resolved_url()))
-    spool_folder = data_dir / SPOOL_FOLDER
-    if spool_name is not None:
-        spool_folder = spool_folder / spool_name
-    spool = Spool(spool_folder, max_bytes=settings.spool_max_mb * 2**20)
+    spool = Spool(data_dir / spool_folder, max_bytes=settings.spool_max_mb * 2**20)
     writer = StoreWriter(engine, spool, router=router)
     writer.start()
     media = MediaStore(Path(data_dir / MEDIA_FOLDER))

@@ -13,9 +13,10 @@ One named Ray actor (:data:`COORDINATOR_NAME`). Every :data:`RECONCILE_INTERVAL_
    and tells each shard whose cameras differ what to run (:meth:`ShardWorker.adopt`:
    unchanged cameras keep running).
 
-A camera that crashed its shard :data:`CRASH_BUDGET` times within :data:`CRASH_WINDOW_S`
-is put offline with the reason instead of moving from shard to shard for ever; changing or
-restarting it gives it another chance.
+A camera that keeps crashing its shard is put offline with the reason instead of moving
+from shard to shard for ever (:class:`~feedtag.runtime.crashes.CrashBudget`: the cameras
+started on a shard within :data:`SUSPECT_WINDOW_S` before it crashed are the suspects);
+changing or restarting it gives it another chance.
 
 When the coordinator itself restarts, it asks every live shard what it runs and takes that
 as the current assignment, so healthy cameras are not restarted.
@@ -32,8 +33,10 @@ from dataclasses import asdict, dataclass
 from typing import Any, Final
 
 from feedtag.config.models import CameraConfig, FeedtagConfig
+from feedtag.errors import StoreError
 from feedtag.runtime.assignment import assign, moves
 from feedtag.runtime.catalog import merge_cameras
+from feedtag.runtime.crashes import CrashBudget
 from feedtag.runtime.database import open_database
 from feedtag.store.cameras import load_records
 from feedtag.store.sealing import SecretBox
@@ -53,8 +56,6 @@ SHARD_GRACE_S: Final = 6.0
 ADOPT_TIMEOUT_S: Final = 30.0
 #: cameras started on a shard this recently are suspects when it crashes
 SUSPECT_WINDOW_S: Final = 60.0
-CRASH_BUDGET: Final = 3
-CRASH_WINDOW_S: Final = 600.0
 #: reassignments kept for the status
 REASSIGNMENTS_KEPT: Final = 50
 
@@ -99,9 +100,10 @@ class Coordinator:
         self._started_at: dict[tuple[str, str], float] = {}
         self._assignment: dict[str, str] = {}
         self._wanted: dict[str, CameraConfig] = {}
+        #: the timeline of each file camera played once (see :meth:`_as_run`)
+        self._origins: dict[str, float] = {}
         self._problems: dict[str, str] = {}
-        self._strikes: dict[str, deque[float]] = {}
-        self.offline: dict[str, str] = {}
+        self._crashes = CrashBudget()
         self.reassignments: deque[Reassignment] = deque(maxlen=REASSIGNMENTS_KEPT)
         self._ready = threading.Event()
         self._stop = threading.Event()
@@ -115,11 +117,19 @@ class Coordinator:
     def ping(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "ready": self._ready.is_set()}
 
-    def cameras_for(self, shard_id: str) -> list[CameraConfig]:
-        """What ``shard_id`` should run now (a restarted shard asks this)."""
+    def cameras_for(self, shard_id: str, pid: int | None = None) -> list[CameraConfig]:
+        """What ``shard_id`` should run now. A restarted shard asks this from its new process
+        ``pid``, before the next ping would tell: the crash is counted first, so that a
+        camera that crashed it is not handed back."""
         self._ready.wait(10.0)
         with self._lock:
-            return [self._wanted[c] for c, s in self._assignment.items() if s == shard_id]
+            if pid is not None:
+                self._note_process(shard_id, pid)
+            return [
+                self._as_run(self._wanted[c])
+                for c, s in self._assignment.items()
+                if s == shard_id and c not in self._crashes.kept_out()
+            ]
 
     def assignment(self) -> dict[str, str]:
         with self._lock:
@@ -139,11 +149,18 @@ class Coordinator:
             self._wake.set()
             time.sleep(0.05)
 
+    @property
+    def offline(self) -> dict[str, str]:
+        """Cameras put offline for crashing their shards, and why."""
+        return self._crashes.offline
+
     def clear_offline(self, camera_id: str) -> None:
-        """Give a camera put offline for crashing its shard another chance."""
+        """Give a camera another chance (it was changed or restarted): a camera put offline
+        for crashing its shard runs again, and a file played once starts on a new timeline
+        (played again, as a restart on one machine does)."""
         with self._lock:
-            self.offline.pop(camera_id, None)
-            self._strikes.pop(camera_id, None)
+            self._crashes.clear(camera_id)
+            self._origins.pop(camera_id, None)
 
     def status(self) -> dict[str, Any]:
         """Shards, the assignment's size per shard, cameras offline and why, reassignments."""
@@ -156,7 +173,8 @@ class Coordinator:
                     shard: asdict(health) | {"cameras": per_shard[shard]}
                     for shard, health in self._health.items()
                 },
-                "offline": dict(self.offline),
+                "offline": dict(self._crashes.offline),
+                "held": [*self._crashes.held, *filter(None, [self._crashes.trial])],
                 "problems": dict(self._problems),
                 "reassignments": [asdict(r) for r in self.reassignments],
             }  # fmt: skip
@@ -186,6 +204,8 @@ class Coordinator:
             self._health[shard].pid, self._health[shard].node = info["pid"], info["node"]
             for camera in cameras:
                 self._assignment[camera.id] = shard
+                if camera.origin is not None:
+                    self._origins[camera.id] = camera.origin
                 self._started_at[(shard, camera.id)] = 0.0  # not new: never a suspect
         if any(self._running.values()):
             log.info("coordinator recovered %d camera(s) from the shards", len(self._assignment))
@@ -194,6 +214,8 @@ class Coordinator:
         while not self._stop.is_set():
             try:
                 self._reconcile()
+            except StoreError as error:  # an outage: the shards spool, cameras keep running
+                log.warning("reconcile skipped: %s; trying again", error)
             except Exception:
                 log.exception("reconcile failed; trying again")
             self._ready.set()
@@ -202,12 +224,15 @@ class Coordinator:
             self._wake.clear()
 
     def _reconcile(self) -> None:
+        round_at = time.monotonic()
         changed_shards = self._check_shards()
         wanted = self._read_cameras()
         with self._lock:
             self._wanted = wanted
             live = {s: c for s, c in self._capacity.items() if self._health[s].live}
-            ids = [c for c in wanted if c not in self.offline]
+            self._crashes.next_trial(wanted)
+            kept_out = self._crashes.kept_out()
+            ids = [c for c in wanted if c not in kept_out]
             after = assign(ids, live) if live else {}
             moved = [m for m in moves(self._assignment, after) if m.source and m.target]
             if moved and changed_shards:
@@ -216,7 +241,11 @@ class Coordinator:
                 log.warning("%d camera(s) moved: %s", record.moved, record.reason)
             self._assignment = after
         for shard in live:
-            self._push(shard)
+            # Only to shards that answered this round: a push to one that stopped answering
+            # (its node lost, not yet past the grace) would hold the loop for the adopt
+            # timeout, and with it the failover of its cameras.
+            if self._health[shard].healthy_at >= round_at:
+                self._push(shard)
 
     def _read_cameras(self) -> dict[str, CameraConfig]:
         records = load_records(self._database)
@@ -235,13 +264,26 @@ class Coordinator:
                 continue
             previous = self._wanted.get(runnable.id)
             if previous is not None and previous != runnable:
-                self.clear_offline(runnable.id)  # changed: another chance
+                self.clear_offline(runnable.id)  # changed: another chance, a new timeline
             wanted[runnable.id] = runnable
+        with self._lock:
+            self._origins = {c: t for c, t in self._origins.items() if c in wanted}
         return wanted
+
+    def _as_run(self, camera: CameraConfig) -> CameraConfig:
+        """``camera`` as shards run it: a file played once gets a fixed ``origin`` (when it
+        was first run), so that where it runs again after a crash or a move, it replays
+        the file on the same timeline and its events keep their ids (stored once)."""
+        if not camera.replayable or camera.origin is not None:
+            return camera
+        origin = self._origins.setdefault(camera.id, time.time())
+        return camera.model_copy(update={"origin": origin})
 
     def _push(self, shard: str) -> None:
         with self._lock:
-            want = {c: self._wanted[c] for c, s in self._assignment.items() if s == shard}
+            want = {
+                c: self._as_run(self._wanted[c]) for c, s in self._assignment.items() if s == shard
+            }
             if want == self._running[shard]:
                 return
         ray = _ray()
@@ -285,39 +327,34 @@ class Coordinator:
                     changes.append(f"shard {shard} lost ({type(error).__name__})")
                     self._strike(shard)
                 continue
-            if health.pid is not None and info["pid"] != health.pid and health.live:
-                self._strike(shard)  # Ray restarted it within the grace period
-                with self._lock:
-                    self._running[shard] = {}  # the new process runs what it adopts
+            self._note_process(shard, info["pid"])
             if not health.live:
                 changes.append(f"shard {shard} back")
                 with self._lock:
                     self._running[shard] = {}
-            health.pid, health.node, health.healthy_at, health.live = (
-                info["pid"], info["node"], now, True,
-            )  # fmt: skip
+            health.node, health.healthy_at, health.live = info["node"], now, True
         return "; ".join(changes)
 
+    def _note_process(self, shard: str, pid: int) -> None:
+        """``shard`` answers from process ``pid``. Another process than before, while the
+        shard counted as live, is a restart Ray made within the grace: a crash."""
+        with self._lock:
+            health = self._health[shard]
+            if health.pid is not None and pid != health.pid and health.live:
+                self._strike(shard)
+                self._running[shard] = {}  # the new process runs what it adopts
+            health.pid = pid
+
     def _strike(self, shard: str) -> None:
-        """A shard crashed: its recently started cameras are suspects; one that crashed its
-        shards :data:`CRASH_BUDGET` times within :data:`CRASH_WINDOW_S` goes offline."""
+        """A shard crashed: the cameras started on it within :data:`SUSPECT_WINDOW_S` are
+        the suspects (:meth:`CrashBudget.crashed`)."""
         now = time.monotonic()
         with self._lock:
-            for camera_id in self._running.get(shard, {}):
-                started = self._started_at.get((shard, camera_id), 0.0)
-                if now - started > SUSPECT_WINDOW_S:
-                    continue
-                strikes = self._strikes.setdefault(camera_id, deque())
-                strikes.append(now)
-                while strikes and now - strikes[0] > CRASH_WINDOW_S:
-                    strikes.popleft()
-                if len(strikes) >= CRASH_BUDGET and camera_id not in self.offline:
-                    reason = (
-                        f"its shard crashed {len(strikes)} times within "
-                        f"{CRASH_WINDOW_S:.0f} s of starting it; change or restart it to retry"
-                    )
-                    self.offline[camera_id] = reason
-                    log.error("camera %s put offline: %s", camera_id, reason)
+            self._crashes.crashed([
+                camera_id
+                for camera_id in self._running.get(shard, {})
+                if now - self._started_at.get((shard, camera_id), 0.0) <= SUSPECT_WINDOW_S
+            ])  # fmt: skip
 
 
 def coordinator_actor_class() -> Any:

@@ -37,7 +37,7 @@ from feedtag.errors import CameraNotFound
 from feedtag.runtime.control import EngineControl
 from feedtag.runtime.database import open_database
 from feedtag.runtime.detection import build_detector
-from feedtag.runtime.events import OpenStore, open_store
+from feedtag.runtime.events import SPOOL_FOLDER, OpenStore, open_store
 from feedtag.runtime.local import LocalEngineControl
 from feedtag.runtime.node import NodeEngine
 
@@ -102,7 +102,10 @@ class ShardWorker:
         detector = build_detector(config.detector)
         alerting = bool(config.alerts.webhooks) or config.alerts.mqtt is not None
         router = build_router(config.alerts) if alerting else None
-        self._store = open_store(config.store, database, router=router, spool_name=self.shard_id)
+        # Shards on one machine share its data folder; each spools to a folder of its own
+        # (a restarted shard, with the same id, replays what its predecessor spooled).
+        spool = f"{SPOOL_FOLDER}-{self.shard_id}"
+        self._store = open_store(config.store, database, router=router, spool_folder=spool)
         return NodeEngine.from_config(config, detector=detector, store=self._store, cameras=[])
 
     def _check_media(self, mark: str | None) -> bool | None:
@@ -230,7 +233,7 @@ class ShardActor(ShardWorker):
         try:
             coordinator = ray.get_actor(self._coordinator_name)
             cameras: list[CameraConfig] = ray.get(
-                coordinator.cameras_for.remote(self.shard_id), timeout=30
+                coordinator.cameras_for.remote(self.shard_id, os.getpid()), timeout=30
             )
         except Exception:  # noqa: BLE001 - any Ray failure: the coordinator's reconcile puts the cameras here anyway
             log.warning("shard %s: could not ask the coordinator for its cameras", self.shard_id)
