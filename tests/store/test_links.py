@@ -21,6 +21,7 @@ from feedtag.store.links import (
     snapshot_links,
     snapshot_path,
 )
+from feedtag.urls import redact
 
 KEY = "link-key-for-tests-0123456789abcdef"
 NOW = 1_800_000_000.0
@@ -116,6 +117,13 @@ def test_the_url_is_absolute_under_the_public_url_and_names_the_route() -> None:
     query = parse_qs(url.query)
     assert query["expires"] == [str(int(NOW + TTL_S))] and query["route"] == ["ops"]
     assert len(query["sig"][0]) == 64
+
+
+def test_the_log_redaction_masks_the_signature() -> None:
+    links = SnapshotLinks("https://cams.example.org", LinkSigner.from_secret(KEY), TTL_S)
+    url = links.url("e1", "ops", now=NOW)
+    masked = redact(f"GET {url} failed")
+    assert signed()["sig"] not in masked and "route=ops" in masked
 
 
 def test_keys_are_derived_so_the_secret_itself_is_not_the_hmac_key() -> None:
