@@ -147,7 +147,8 @@ def check_deliveries(receiver: Receiver, items: list[Event]) -> None:
                                     now=time.time())  # fmt: skip
         sent = json.loads(body)
         assert sent == event_payload(by_id[headers[EVENT_ID_HEADER]])
-        assert "snapshot" not in body.decode() and "snapshot_url" not in sent
+        # no links configured: the payload says so, and no media path is sent
+        assert "snapshots/" not in body.decode() and sent["snapshot_url"] is None
 
 
 @pytest.mark.slow
@@ -253,11 +254,11 @@ class FlakySender(WebhookSender):
         super().__init__(alerts)
         self.bugs = bugs
 
-    def send(self, hook: Any, event: Event, *, now: float) -> Any:
+    def send(self, hook: Any, event: Event, *, now: float, snapshot_url: str | None = None) -> Any:
         if self.bugs:
             self.bugs -= 1
             raise RuntimeError(f"a bug, with {hook.url.render()} in its message")
-        return super().send(hook, event, now=now)
+        return super().send(hook, event, now=now, snapshot_url=snapshot_url)
 
 
 def test_the_thread_outlives_an_unexpected_error(

@@ -4,6 +4,7 @@ address with the certificate checked against the webhook's host name."""
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 import ssl
 import subprocess
@@ -21,10 +22,12 @@ from feedtag.alerts.webhooks import (
     WebhookSender,
     event_body,
     signature_header,
+    snapshot_link,
     verify_signature,
 )
 from feedtag.config.alerts import AlertsConfig
 from feedtag.core import Event, EventKind
+from feedtag.store.links import LinkSigner, SnapshotLinks
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "alerts.md"
 SECRET = "tls-webhook-secret-0123456789"
@@ -66,6 +69,32 @@ def test_the_documented_example_verifies_signatures(
 def test_the_body_has_no_media_paths() -> None:
     text = event_body(EVENT).decode()
     assert "snapshots/" not in text and "clips/" not in text and '"count":7' in text
+    assert json.loads(text)["snapshot_url"] is None and "clip_url" not in text
+
+
+LINKS = SnapshotLinks("https://cams.example.org", LinkSigner.from_secret("k" * 32), 600)
+
+
+@pytest.mark.parametrize(
+    ("links", "attributes", "linked"),
+    [
+        (LINKS, {"snapshot": "snapshots/gate-1/e1.jpg"}, True),
+        (LINKS, {"clip": "clips/e1.mp4"}, False),  # clips are never linked
+        (LINKS, {}, False),
+        (None, {"snapshot": "snapshots/gate-1/e1.jpg"}, False),  # links off
+    ],
+)
+def test_the_snapshot_link_of_a_payload(
+    links: SnapshotLinks | None, attributes: dict[str, Any], linked: bool
+) -> None:
+    event = Event("e1", "gate-1", EventKind.CROWDING, "r", 1.8e9, attributes=attributes)
+    link = snapshot_link(links, event, "ops", now=1.8e9)
+    assert (link is not None) is linked
+    body = json.loads(event_body(event, link))
+    assert body["snapshot_url"] == link and body["attributes"] == {}
+    if link is not None:
+        assert link.startswith("https://cams.example.org/api/v1/events/e1/snapshot.jpg?")
+        assert "expires=1800000600" in link and "route=ops" in link
 
 
 @pytest.fixture(scope="module")

@@ -29,9 +29,10 @@ from typing import Any, Final
 from sqlalchemy import Engine
 
 from feedtag.alerts.mqtt import MqttPublisher
-from feedtag.alerts.webhooks import DeliveryFailed, WebhookSender
+from feedtag.alerts.webhooks import DeliveryFailed, WebhookSender, snapshot_link
 from feedtag.config.alerts import MQTT_ROUTE, AlertsConfig, WebhookConfig
 from feedtag.errors import StoreError
+from feedtag.store.links import SnapshotLinks
 from feedtag.store.outbox import (
     OutboxItem,
     claim_due,
@@ -90,8 +91,9 @@ class AlertDispatcher:
     """Sends the alert outbox of ``engine`` to the webhooks of ``alerts``.
 
     ``start()``/``stop()`` (or ``with``) run it on its own thread; :meth:`run_once` is one
-    pass, for tests and tools. ``cameras`` (ids) are announced to Home Assistant when MQTT
-    discovery is on. ``clock`` is wall-clock Unix seconds (outbox times are)."""
+    pass, for tests and tools. ``links`` makes the signed ``snapshot_url`` of each payload
+    (None: null). ``cameras`` (ids) are announced to Home Assistant when MQTT discovery is
+    on. ``clock`` is wall-clock Unix seconds (outbox times are)."""
 
     def __init__(
         self,
@@ -100,6 +102,7 @@ class AlertDispatcher:
         *,
         sender: WebhookSender | None = None,
         mqtt: MqttPublisher | None = None,
+        links: SnapshotLinks | None = None,
         cameras: Sequence[str] = (),
         clock: Clock = time.time,
         poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
@@ -112,6 +115,7 @@ class AlertDispatcher:
         if mqtt is None and alerts.mqtt is not None:
             mqtt = MqttPublisher(alerts, cameras)
         self._mqtt = mqtt
+        self._links = links
         self._clock = clock
         self._poll_interval_s = poll_interval_s
         self._claim_limit = claim_limit
@@ -214,11 +218,13 @@ class AlertDispatcher:
         if hook is None and mqtt is None:
             self._failed(item, f"no route {item.route_id!r} in alerts", final=True)
             return
+        now = self._clock()
+        link = snapshot_link(self._links, item.event, item.route_id, now=now)
         try:
             if mqtt is not None:
-                mqtt.publish(item.event)
+                mqtt.publish(item.event, link)
             elif hook is not None:
-                self._sender.send(hook, item.event, now=self._clock())
+                self._sender.send(hook, item.event, now=now, snapshot_url=link)
         except DeliveryFailed as failure:
             final = item.attempts + 1 >= self._alerts.max_attempts
             self._failed(item, str(failure), final=final)

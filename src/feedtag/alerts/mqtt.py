@@ -177,12 +177,14 @@ class MqttPublisher:
     def connected(self) -> bool:
         return self._connected.is_set()
 
-    def publish(self, event: Event) -> None:
-        """Publish ``event`` at QoS 1 and wait for the broker's PUBACK;
-        :class:`DeliveryFailed` when not connected or not acknowledged in ``timeout_s``."""
+    def publish(self, event: Event, snapshot_url: str | None = None) -> None:
+        """Publish ``event`` (the webhook body, with ``snapshot_url``) at QoS 1 and wait for
+        the broker's PUBACK; :class:`DeliveryFailed` when not connected or not acknowledged
+        in ``timeout_s``."""
         if not self._connected.is_set():
             raise DeliveryFailed("not connected to the MQTT broker")
-        info = self._client.publish(event_topic(self._config, event), event_body(event), qos=QOS)
+        body = event_body(event, snapshot_url)
+        info = self._client.publish(event_topic(self._config, event), body, qos=QOS)
         try:
             info.wait_for_publish(self._timeout_s)
         except (RuntimeError, ValueError) as error:

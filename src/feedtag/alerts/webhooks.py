@@ -1,9 +1,10 @@
 """Signed webhook delivery: the body, its signature, and one POST through the network policy.
 
-The body is the event as the API shows it (``feedtag.api.events.event_view``), without
-media: the API has no signed, expiring links to hand a third party, so ``snapshot_url`` and
-``clip_url`` are left out, and so are the server-side media paths in ``attributes``.
-Receivers fetch media through the API with a token of their own.
+The body is the event as the API shows it (``feedtag.api.events.event_view``), never with
+raw media or a media path: the server-side paths in ``attributes`` are removed, there is no
+``clip_url``, and ``snapshot_url`` is an absolute, signed link that expires
+(:class:`~feedtag.store.links.SnapshotLinks`; the receiver fetches the anonymized snapshot
+with it, no token needed) for an event with a snapshot when links are configured, else null.
 
 Each POST carries ``X-Feedtag-Event-Id`` and ``X-Feedtag-Signature: t=<unix seconds>,
 v1=<hex HMAC-SHA256 of "<t>.<body>" keyed with the webhook's secret>``. The receiver checks
@@ -42,6 +43,7 @@ from feedtag.config.alerts import AlertsConfig, WebhookConfig
 from feedtag.core import Event
 from feedtag.errors import FeedtagError, SourceRejected
 from feedtag.ingest.netpolicy import NetworkPolicy, PolicyRefused, Resolver, resolve_host
+from feedtag.store.links import SnapshotLinks
 
 log = logging.getLogger(__name__)
 
@@ -59,24 +61,38 @@ class DeliveryFailed(FeedtagError):
     URL, its query or the secret."""
 
 
-def event_payload(event: Event) -> dict[str, Any]:
-    """The JSON object POSTed for ``event``: the API's event fields, media left out.
+def event_payload(event: Event, snapshot_url: str | None = None) -> dict[str, Any]:
+    """The JSON object POSTed for ``event``: the API's event fields, media paths left out,
+    and ``snapshot_url`` (a signed link, :func:`snapshot_link`, or None).
 
     >>> from feedtag.core import EventKind
     >>> e = Event("e1", "gate", EventKind.DWELL, "r", 1.0e9, attributes={"snapshot": "a.jpg"})
-    >>> sorted(event_payload(e)) == sorted(e.to_dict()) and event_payload(e)["attributes"]
-    {}
+    >>> payload = event_payload(e)
+    >>> sorted(payload) == sorted([*e.to_dict(), "snapshot_url"]), payload["attributes"]
+    (True, {})
     """
     payload = event.to_dict()
     payload["attributes"] = {
         key: value for key, value in payload["attributes"].items() if key not in MEDIA_ATTRIBUTES
     }
+    payload["snapshot_url"] = snapshot_url
     return payload
 
 
-def event_body(event: Event) -> bytes:
+def event_body(event: Event, snapshot_url: str | None = None) -> bytes:
     """The exact bytes POSTed (and signed) for ``event``."""
-    return json.dumps(event_payload(event), separators=(",", ":"), sort_keys=True).encode()
+    payload = event_payload(event, snapshot_url)
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+
+
+def snapshot_link(
+    links: SnapshotLinks | None, event: Event, route: str, *, now: float
+) -> str | None:
+    """The signed link to ``event``'s snapshot for the receiver of ``route``; None when
+    links are off or the event has no snapshot (clips are never linked)."""
+    if links is None or not event.attributes.get("snapshot"):
+        return None
+    return links.url(event.event_id, route, now=now)
 
 
 def _digest(secret: bytes, timestamp: int, body: bytes) -> str:
@@ -160,9 +176,12 @@ class WebhookSender:
     def close(self) -> None:
         self._transport.close()
 
-    def send(self, hook: WebhookConfig, event: Event, *, now: float) -> Delivery:
-        """POST ``event`` to ``hook``; :class:`DeliveryFailed` unless the answer is 2xx."""
-        body = event_body(event)
+    def send(
+        self, hook: WebhookConfig, event: Event, *, now: float, snapshot_url: str | None = None
+    ) -> Delivery:
+        """POST ``event`` (with ``snapshot_url``) to ``hook``; :class:`DeliveryFailed` unless
+        the answer is 2xx."""
+        body = event_body(event, snapshot_url)
         secret = hook.secret.get_secret_value().encode()
         headers = {
             "User-Agent": USER_AGENT,

@@ -10,6 +10,10 @@ dashboard's session cookie (HttpOnly, SameSite=Strict). A request authenticated 
 cookie that changes state must also carry the session's CSRF token in ``X-CSRF-Token``.
 Object-level checks (:meth:`Principal.sees`) answer 404, never 403, for another camera's
 objects, so a restricted token cannot even learn which ids exist.
+
+One route also takes a signed link instead (an event's snapshot,
+:mod:`feedtag.store.links`): its caller is :func:`link_principal`, a viewer of that one
+object, recorded in the audit log as ``link:<route>``.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ CONFIG_ADMIN_ID: Final = "config-admin"
 #: the attribute that carries a dependency's (or a mount's) access decision
 ACCESS_ATTRIBUTE: Final = "__feedtag_access__"
 MAX_SESSIONS: Final = 10_000
+#: the token id of a signed link's caller in the audit log: ``link:<route>``
+LINK_PREFIX: Final = "link:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +65,7 @@ class Principal:
     name: str
     role: Role
     cameras: frozenset[str] | None
-    via: Literal["bearer", "session"]
+    via: Literal["bearer", "session", "link"]
     csrf_token: str | None = None
 
     def sees(self, camera_id: str) -> bool:
@@ -159,6 +165,13 @@ def _principal(record: TokenRecord) -> Principal:
     return Principal(record.token_id, record.name, record.role, record.cameras, "bearer")
 
 
+def link_principal(route: str) -> Principal:
+    """The caller of a request with a valid signed link made for the receiver of ``route``.
+    The link names one object, so the principal is not restricted to cameras; the route
+    checks that the object is the one the link was signed for."""
+    return Principal(f"{LINK_PREFIX}{route}", f"signed link ({route})", Role.VIEWER, None, "link")
+
+
 def _unauthorized() -> HTTPException:
     return HTTPException(
         status.HTTP_401_UNAUTHORIZED,
@@ -220,6 +233,12 @@ def _decided(access: Access) -> Callable[[Callable[..., Any]], Callable[..., Any
         return function
 
     return mark
+
+
+def decided(access: Access) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Marks a dependency that authenticates by other means than :func:`authenticate` alone
+    (a signed link) with its access decision."""
+    return _decided(access)
 
 
 def _role_dependency(role: Role, every_camera: bool = False) -> Callable[[Request], Principal]:

@@ -3,22 +3,37 @@ a token may see. Every read is audited before it is answered (:func:`~feedtag.ap
 
 Another camera's event answers 404, exactly like a missing one, and searches never return
 it: the camera filter is always cut down to the caller's cameras.
+
+An event's snapshot can also be fetched with a signed, expiring link and no token
+(:func:`snapshot_reader`, :mod:`feedtag.store.links`), as alert payloads hand out. A link
+that does not verify grants nothing: the usual credentials decide, and without them the
+answer is 401 ``link expired or invalid``, whatever was wrong with it.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
 from fastapi.responses import FileResponse, Response
 from sqlalchemy import select
 
-from feedtag.api.access import Admin, Principal, Viewer
+from feedtag.api.access import (
+    Access,
+    Admin,
+    Principal,
+    Viewer,
+    decided,
+    link_principal,
+    require_viewer,
+)
 from feedtag.api.state import ApiState, api_state, audit
 from feedtag.api.store_errors import EVENTS_QUERY, store_errors
 from feedtag.core import Event, EventKind
 from feedtag.errors import StoreError, StoreUnavailable
+from feedtag.store.links import snapshot_path
 from feedtag.store.query import (
     MAX_LIMIT,
     CountQuery,
@@ -31,6 +46,9 @@ from feedtag.store.query import (
 )
 from feedtag.store.schema import events as events_table
 from feedtag.store.schema import row_event
+from feedtag.store.tokens import Role
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
 
@@ -57,6 +75,16 @@ Until = Annotated[
 ]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 Cursor = Annotated[str | None, Query(max_length=512, description="next_cursor of a page.")]
+#: a signed link's values are taken as sent and checked by the signer: a malformed one is
+#: refused like a wrong one (401), never with a validation error that says what was wrong
+LinkExpires = Annotated[
+    str | None, Query(description="Signed link (instead of a token): expiry, Unix seconds.")
+]
+LinkRoute = Annotated[
+    str | None, Query(description="Signed link: the alert route it was made for.")
+]
+LinkSignature = Annotated[str | None, Query(description="Signed link: its HMAC-SHA256, hex.")]
+LINK_REFUSED: Final = "link expired or invalid"
 
 
 def _store_call(call: Any, *args: Any) -> Any:
@@ -163,13 +191,49 @@ def _media(
     return FileResponse(path, media_type=media_type)
 
 
+@decided(Access("role", Role.VIEWER))
+def snapshot_reader(
+    request: Request,
+    event_id: EventId,
+    expires: LinkExpires = None,
+    route: LinkRoute = None,
+    sig: LinkSignature = None,
+) -> Principal:
+    """The caller of a snapshot read: the link's principal when ``expires``, ``route`` and
+    ``sig`` sign this event's snapshot path and have not expired; else the usual
+    credentials, and 401 ``link expired or invalid`` without them."""
+    if expires is None and route is None and sig is None:
+        return require_viewer(request)
+    signer = api_state(request).links
+    path = snapshot_path(event_id)
+    if (
+        signer is not None
+        and route is not None
+        and signer.verify(path, route, expires, sig, now=time.time())
+    ):
+        return link_principal(route)
+    log.debug("signed link refused: event %s", event_id)  # never the signature
+    try:
+        return require_viewer(request)  # a token of the caller's own still counts
+    except HTTPException as error:
+        if error.status_code != status.HTTP_401_UNAUTHORIZED:
+            raise
+    raise HTTPException(
+        status.HTTP_401_UNAUTHORIZED, LINK_REFUSED, headers={"WWW-Authenticate": "Bearer"}
+    )
+
+
 @router.get(
     "/events/{event_id}/snapshot.jpg",
-    summary="The event's anonymized snapshot (JPEG, people covered)",
+    summary="The event's anonymized snapshot (JPEG, people covered); a token or a signed link",
     response_class=Response,
     responses={200: {"content": {"image/jpeg": {}}}},
 )
-def get_snapshot(request: Request, principal: Viewer, event_id: EventId) -> Response:
+def get_snapshot(
+    request: Request,
+    principal: Annotated[Principal, Depends(snapshot_reader)],
+    event_id: EventId,
+) -> Response:
     return _media(request, principal, event_id, "snapshot", "image/jpeg")
 
 

@@ -4,6 +4,8 @@ bus and the camera registry. One :class:`ApiState` per app, at ``app.state.api``
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +24,7 @@ from feedtag.runtime.bus import EventBus
 from feedtag.runtime.catalog import CameraCatalog
 from feedtag.runtime.control import EngineControl, held_offline
 from feedtag.store.audit import AuditEntry, write_audit
+from feedtag.store.links import LinkSigner, link_signer
 from feedtag.store.media import MediaStore
 
 
@@ -204,6 +207,12 @@ class ApiState:
     #: set when the server stops, so that open live streams end
     closing: threading.Event = field(default_factory=threading.Event)
     coalescer: AuditCoalescer = field(default_factory=AuditCoalescer)
+
+    @functools.cached_property
+    def links(self) -> LinkSigner | None:
+        """What signed snapshot links are verified with (``api.link_key``, else
+        ``FEEDTAG_SECRET_KEY``); None when neither is set and no link is accepted."""
+        return link_signer(self.config, os.environ)
 
 
 def api_state(request: Request) -> ApiState:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ from feedtag.cli import admin, bench, events, run, sources
 from feedtag.cli.common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from feedtag.config import config_json_schema, load_config
 from feedtag.errors import ConfigError, FeedtagError
+from feedtag.store.links import links_off_reason
 from feedtag.urls import RedactingFilter, redact
 
 __all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "build_parser", "main", "setup_logging"]
@@ -41,6 +43,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     enabled = sum(1 for camera in config.cameras if camera.enabled)
     print(f"{args.config}: OK ({len(config.cameras)} camera(s), {enabled} enabled)")
+    alerting = bool(config.alerts.webhooks) or config.alerts.mqtt is not None
+    links_off = links_off_reason(config, os.environ) if alerting else None
+    if links_off is not None:
+        print(f"note: {links_off}")
     return EXIT_OK
 
 

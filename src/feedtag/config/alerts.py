@@ -53,6 +53,8 @@ CAMERA_HEALTH_KINDS: Final = (
 )
 ALERT_KINDS: Final = (*(kind.value for kind in EventKind), CAMERA_HEALTH)
 MIN_SECRET_CHARS: Final = 16
+DEFAULT_LINK_TTL_S: Final = 86_400
+MAX_LINK_TTL_S: Final = 7 * 86_400
 LOOPBACK_NAME: Final = "a loopback name"
 
 
@@ -300,6 +302,13 @@ class AlertsConfig(StrictModel):
     )
     mqtt: MqttConfig | None = Field(
         default=None, description="An MQTT broker every event is published to (route 'mqtt')."
+    )
+    link_ttl_s: float = Field(
+        default=DEFAULT_LINK_TTL_S,
+        ge=60,
+        le=MAX_LINK_TTL_S,
+        description="How long the signed snapshot_url of an alert payload stays valid (needs "
+        "api.public_url and api.link_key or FEEDTAG_SECRET_KEY; else snapshot_url is null).",
     )
 
     @field_validator("allow_networks")

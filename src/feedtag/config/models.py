@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     Field,
     PlainSerializer,
     PlainValidator,
@@ -27,7 +30,7 @@ from feedtag.config.alerts import AlertsConfig
 from feedtag.config.analytics import CameraAnalytics
 from feedtag.config.base import StrictModel
 from feedtag.errors import SourceRejected
-from feedtag.urls import CameraUrl
+from feedtag.urls import CameraUrl, url_text_problem
 
 CAMERA_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 
@@ -371,6 +374,58 @@ class StoreConfig(StrictModel):
 
 #: the shortest admin token accepted from config: 128 bits of base64/hex-ish text
 MIN_ADMIN_TOKEN_CHARS = 32
+MIN_LINK_KEY_CHARS = 32
+_PUBLIC_PATH = re.compile(r"(/[A-Za-z0-9._~\-]+)*/?")
+
+
+def parse_public_url(value: Any) -> str:
+    """``api.public_url`` normalized (no trailing slash), or ``ValueError`` saying why not:
+    https with a host and an optional path prefix; plain http only to a loopback host.
+
+    >>> parse_public_url("https://Cams.example.org/feedtag/")
+    'https://cams.example.org/feedtag'
+    >>> parse_public_url("http://cams.example.org")
+    Traceback (most recent call last):
+    ...
+    ValueError: use https:// (plain http:// only to a loopback host such as 127.0.0.1)
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"expected a URL string, got {type(value).__name__}")
+    problem = url_text_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises for a port that is not a number in range
+    except ValueError:
+        raise ValueError("malformed URL") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not host:
+        raise ValueError("expected https://host[:port][/path]")
+    if "@" in parts.netloc:
+        raise ValueError("a public URL holds no user:password@")
+    if "?" in value or "#" in value:
+        raise ValueError("a public URL has no ?query or #fragment (links add their own)")
+    segments = parts.path.split("/")
+    if not _PUBLIC_PATH.fullmatch(parts.path) or "." in segments or ".." in segments:
+        raise ValueError("the path may hold only letters, digits and . _ ~ - between slashes")
+    try:
+        CameraUrl.parse(f"{scheme}://{parts.netloc}/")  # the one host-name check
+    except SourceRejected as exc:
+        raise ValueError(str(exc)) from None
+    if scheme == "http" and not _is_loopback(host):
+        raise ValueError("use https:// (plain http:// only to a loopback host such as 127.0.0.1)")
+    return f"{scheme}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class ApiConfig(StrictModel):
@@ -425,6 +480,21 @@ class ApiConfig(StrictModel):
         ge=1,
         le=100_000,
         description="Events held per live-stream subscriber; a slower reader loses the oldest.",
+    )
+    public_url: Annotated[str, AfterValidator(parse_public_url)] | None = Field(
+        default=None,
+        max_length=512,
+        description="Where alert receivers reach this API, e.g. https://cams.example.org "
+        "(https; http only to a loopback host). With a link key, alert payloads carry a "
+        "signed, expiring snapshot_url under it; without it, snapshot_url is null.",
+    )
+    link_key: SecretStr | None = Field(
+        default=None,
+        min_length=MIN_LINK_KEY_CHARS,
+        max_length=512,
+        description="Secret the signing key of snapshot links is derived from, e.g. "
+        "${FEEDTAG_LINK_KEY}; at least 32 characters. Default: derived from the "
+        "FEEDTAG_SECRET_KEY environment variable. Changing it invalidates issued links.",
     )
 
     @model_validator(mode="after")

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import signal
 import threading
 import time
@@ -50,6 +51,7 @@ from feedtag.runtime.events import OpenStore, open_store
 from feedtag.runtime.local import LocalEngineControl
 from feedtag.runtime.node import NodeEngine
 from feedtag.runtime.serve import ApiServer, ServeError
+from feedtag.store.links import links_off_reason, snapshot_links
 
 log = logging.getLogger(__name__)
 
@@ -270,14 +272,23 @@ class NodeApp:
         router = build_router(config.alerts) if alerting else None
         self._store = open_store(config.store, database, router=router)
         if alerting:
-            self._alerts = AlertDispatcher(
-                database, config.alerts, cameras=[camera.id for camera in config.cameras]
-            )
+            self._alerts = self._alert_dispatcher(database)
             self._alerts.start()
             # each commit may have queued alerts: the dispatcher looks at once, not after its
             # poll interval
             self._store.writer.listeners.append(self._alerts.wake)
         return NodeEngine.from_config(config, detector=detector, store=self._store, cameras=cameras)
+
+    def _alert_dispatcher(self, database: Engine) -> AlertDispatcher:
+        """The dispatcher of the configured routes, with signed snapshot links when
+        ``api.public_url`` and a link key are set (else payloads carry ``snapshot_url: null``,
+        and the log says how to turn links on)."""
+        config = self.config
+        links = snapshot_links(config, os.environ)
+        if links is None:
+            log.info("%s", links_off_reason(config, os.environ))
+        cameras = [camera.id for camera in config.cameras]
+        return AlertDispatcher(database, config.alerts, links=links, cameras=cameras)
 
     def _ray_engine(self, options: RayOptions, database: Engine) -> EngineControl:
         """The Ray engine: shards run detectors and write the store; this process runs the
@@ -286,9 +297,7 @@ class NodeApp:
 
         config = self.config
         if bool(config.alerts.webhooks) or config.alerts.mqtt is not None:
-            self._alerts = AlertDispatcher(
-                database, config.alerts, cameras=[camera.id for camera in config.cameras]
-            )
+            self._alerts = self._alert_dispatcher(database)
             self._alerts.start()
         connected = init_ray(options.address)
         return RayEngineControl(
