@@ -2,13 +2,15 @@
 starts a local Ray, two shards and the coordinator over a real PostgreSQL, and serves the API.
 Proves: the cameras of the config file run on the shards; a camera added through the API
 starts on a shard; snapshots written by a shard process are served by the driver's API (the
-shared media root, checked by the shards); SIGTERM stops everything, Ray's processes
+shared media root, checked by the shards); the driver's live stream carries the events the
+shards store; SIGTERM stops everything, Ray's processes
 included."""
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
 import re
 import secrets
@@ -138,6 +140,21 @@ def test_feedtag_run_with_the_ray_engine(pg: PgCluster, tmp_path: Path, models_d
         assert image.headers["content-type"] == "image/jpeg" and image.content[:2] == b"\xff\xd8"
         assert (data_dir / "media" / MEDIA_MARK).is_file()
         assert "not the one the API serves" not in run.output()
+
+        # the live stream on the driver carries what the shards store
+        seen: set[str] = set()
+        streamed_at = time.monotonic()
+        with client.stream("GET", "/api/v1/stream", timeout=60) as stream:
+            kind = ""
+            for line in stream.iter_lines():
+                if line.startswith("event: "):
+                    kind = line.removeprefix("event: ")
+                elif line.startswith("data: ") and kind in {"event", "end"}:
+                    seen.add(json.loads(line.removeprefix("data: "))["camera_id"])
+                if "yard" in seen or time.monotonic() - streamed_at > 60:
+                    break
+        assert "yard" in seen, "no event of the shard's camera on the live stream"
+        print(f"live stream: an event of a shard after {time.monotonic() - streamed_at:.1f} s")
 
         children = psutil.Process(run.process.pid).children(recursive=True)
         assert children, "Ray's processes run under feedtag run"
