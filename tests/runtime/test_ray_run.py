@@ -51,8 +51,7 @@ class RayRun:
     def __init__(self, config: Path, env: dict[str, str]) -> None:
         self.lines: list[str] = []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "feedtag.cli", "run", str(config), "--engine", "ray",
-             "--shards", "2"],
+            [sys.executable, "-m", "feedtag.cli", "run", str(config), "--engine", "ray"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO,
         )  # fmt: skip
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -96,10 +95,12 @@ def test_feedtag_run_with_the_ray_engine(pg: PgCluster, tmp_path: Path, models_d
         "media_root": str(clip.parent),
         "store": {"url": pg.create_database("feedtag_run"), "data_dir": str(data_dir)},
         "detector": {"models_dir": str(models_dir)},
-        "engine": {"status_interval_s": 2},
+        "engine": {"status_interval_s": 2, "cores_per_shard": 1},
         "api": {"port": 0, "admin_token": "${FEEDTAG_ADMIN_TOKEN}"},
-        "cameras": [{"id": "yard", "url": clip.name, "loop": True,
-                     "analytics": {"rules": [crowd]}}],
+        "cameras": [{"id": "yard", "url": clip.name, "loop": True, "analytics": {
+            "lines": [{"name": "middle", "start": [0.5, 0.1], "end": [0.5, 0.9]}],
+            "rules": [crowd, {"kind": "line_cross", "labels": ["person"], "line": "middle"}],
+        }}],
     }))  # fmt: skip
     env = {**os.environ, "FEEDTAG_ADMIN_TOKEN": token, "PYTHONPATH": str(REPO / "src")}
     headers = {"Authorization": f"Bearer {token}"}
@@ -119,6 +120,12 @@ def test_feedtag_run_with_the_ray_engine(pg: PgCluster, tmp_path: Path, models_d
             return int(vision.get("frames", 0)) > 0
 
         wait_for(lambda: analysing("yard"), 90, 0.5, "the config camera analysed on a shard")
+        # no --shards: one shard per core of the (local) cluster
+        sized = re.search(r"ray engine: (\d+) shard\(s\) of 1 core\(s\)", run.output())
+        assert sized is not None, run.output()
+        shards = client.get("/api/v1/shards").json()["items"]
+        assert len(shards) == int(sized.group(1)) == max(1, psutil.cpu_count() or 1)
+        assert all(shard["state"] == "running" and shard["pid"] for shard in shards), shards
         # a camera added through the API starts on a shard
         body = {"id": "gate", "url": clip.name, "loop": True}
         added_at = time.monotonic()

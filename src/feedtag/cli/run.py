@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from feedtag.cli.common import EXIT_OK, progress
+from feedtag.cli.common import EXIT_OK, positive, progress
 from feedtag.config import FeedtagConfig, load_config, validate_config
 
 if TYPE_CHECKING:
@@ -208,8 +208,15 @@ def add_run_commands(commands: Any) -> None:
     run.add_argument(
         "--address", default=None, help="ray: the cluster to join (default: a local Ray)"
     )
-    run.add_argument("--shards", type=int, default=2, help="ray: how many shard actors")
-    run.add_argument("--shard-cpus", type=float, default=1.0, help="ray: cores per shard")
+    run.add_argument(
+        "--shards", type=positive(int), default=None,
+        help="ray: how many shard actors (default: one per engine.cores_per_shard of the "
+        "cluster's cores)",
+    )  # fmt: skip
+    run.add_argument(
+        "--shard-cpus", type=positive(float), default=None,
+        help="ray: cores per shard (default: engine.cores_per_shard, 1)",
+    )  # fmt: skip
     run.set_defaults(func=cmd_run)
 
     demo = commands.add_parser("demo", help="run live-paced feeds of real sample footage")

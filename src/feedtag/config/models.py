@@ -257,6 +257,13 @@ class EngineConfig(StrictModel):
     status_interval_s: float = Field(
         default=2.0, gt=0, le=3600, description="How often `feedtag run` prints status."
     )
+    cores_per_shard: float = Field(
+        default=1.0,
+        gt=0,
+        le=1024,
+        description="The Ray engine: cores each shard takes; without `--shards`, one shard "
+        "per this many of the cluster's cores.",
+    )
 
 
 class DetectorConfig(StrictModel):

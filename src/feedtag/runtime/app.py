@@ -90,12 +90,13 @@ class ApiParts:
 @dataclass(frozen=True, slots=True)
 class RayOptions:
     """Run the cameras on a Ray cluster (``feedtag run --engine ray``): join the one at
-    ``address``, or start a local Ray on loopback; ``shards`` shard actors of
-    ``shard_cpus`` cores each. PostgreSQL (``store.url``) is required."""
+    ``address``, or start a local Ray on loopback; ``shards`` shard actors (None: one per
+    ``shard_cpus`` of the cluster's cores) of ``shard_cpus`` cores each (None:
+    ``engine.cores_per_shard``). PostgreSQL (``store.url``) is required."""
 
     address: str | None = None
-    shards: int = 2
-    shard_cpus: float = 1.0
+    shards: int | None = None
+    shard_cpus: float | None = None
 
 
 def require_postgresql(config: FeedtagConfig) -> None:
@@ -293,17 +294,24 @@ class NodeApp:
     def _ray_engine(self, options: RayOptions, database: Engine) -> EngineControl:
         """The Ray engine: shards run detectors and write the store; this process runs the
         coordinator's handle, the API and the alert dispatcher."""
-        from feedtag.runtime.ray_engine import RayEngineControl, init_ray  # noqa: PLC0415
+        from feedtag.runtime.ray_engine import (  # noqa: PLC0415
+            RayEngineControl,
+            cluster_cpus,
+            init_ray,
+            shard_count,
+        )
 
         config = self.config
         if bool(config.alerts.webhooks) or config.alerts.mqtt is not None:
             self._alerts = self._alert_dispatcher(database)
             self._alerts.start()
         connected = init_ray(options.address)
+        shard_cpus = options.shard_cpus or config.engine.cores_per_shard
+        shards = options.shards or shard_count(cluster_cpus(), shard_cpus)
+        log.info("ray engine: %d shard(s) of %g core(s)", shards, shard_cpus)
         return RayEngineControl(
-            config, database, shards=options.shards, shard_cpus=options.shard_cpus,
-            disconnect=connected,
-        )  # fmt: skip
+            config, database, shards=shards, shard_cpus=shard_cpus, disconnect=connected
+        )
 
     def _serve(self, parts: ApiParts, database: Engine) -> None:
         """Serve the API and dashboard beside the engine; a taken port falls back to a free

@@ -96,6 +96,25 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> bool:
     return True
 
 
+def cluster_cpus() -> float:
+    """The cores of the Ray cluster this process is connected to (Ray's ``CPU`` resource
+    of every node; a KubeRay head started with ``num-cpus: "0"`` adds none)."""
+    import ray  # noqa: PLC0415
+
+    resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
+    return float(resources.get("CPU", 0.0))
+
+
+def shard_count(cores: float, cores_per_shard: float) -> int:
+    """How many shards of ``cores_per_shard`` the cluster's ``cores`` hold; at least one
+    (a shard Ray cannot place waits for cores).
+
+    >>> shard_count(32, 4), shard_count(2, 1), shard_count(3, 2), shard_count(0, 1)
+    (8, 2, 1, 1)
+    """
+    return max(1, int(cores // cores_per_shard))
+
+
 class RayEngineControl:
     """``shards`` shard actors of ``shard_cpus`` cores each, and the coordinator, on the
     Ray cluster this process is connected to (:func:`init_ray`); ``database`` is the shared
