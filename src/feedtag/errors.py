@@ -28,7 +28,8 @@
      ├── DeliveryFailed           one alert delivery attempt failed (alerts.webhooks)
      ├── ServeError               the API server could not be started (runtime.serve)
      ├── FootageMissing           a sample clip is not installed (samples)
-     └── RtspServerError          the sample RTSP server did not start (bench.demo)
+     ├── RtspServerError          the sample RTSP server did not start (bench.demo)
+     └── BenchError               a benchmark step did not finish (bench.control_plane)
 
 Classes named with a module are defined there, beside the only code that raises them;
 ``tests/test_errors.py`` checks that every exception class in the package is in this tree

@@ -29,6 +29,7 @@ from sqlalchemy import Engine, func, select
 from feedtag.bench.footage import encode_h264, vtest_path
 from feedtag.config import validate_config
 from feedtag.config.models import FeedtagConfig
+from feedtag.core import CameraState
 from feedtag.runtime.assignment import assign
 from feedtag.runtime.database import open_database
 from feedtag.store.pgcluster import PgCluster
@@ -288,7 +289,11 @@ def test_a_camera_that_crash_loops_its_shard_goes_offline(
         before = {c: analysed(control, c) for c in (mate, other)}
         time.sleep(4)  # a few reconcile rounds: the crasher stays on no shard
         assert crasher not in ray.get(coordinator.assignment.remote())
-        assert control.snapshot().camera(crasher) is None
+        # the API shows it offline with the reason, on no shard
+        held = control.snapshot().camera(crasher)
+        assert held is not None and held.shard is None, held
+        assert held.ingest.state is CameraState.OFFLINE, held
+        assert f"crashed {CRASH_BUDGET + 1} times" in held.ingest.reason, held
         assert all(analysed(control, c) > before[c] for c in (mate, other)), before
         # the camera on the other shard ran throughout: started once there
         shard = control.snapshot().camera(other).shard

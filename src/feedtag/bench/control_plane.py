@@ -47,7 +47,7 @@ from sqlalchemy import Engine
 from feedtag.bench.simulated import SimulatedCameras, simulated_camera
 from feedtag.config import validate_config
 from feedtag.config.models import FeedtagConfig
-from feedtag.errors import CameraExists, StoreError
+from feedtag.errors import CameraExists, FeedtagError, StoreError
 from feedtag.runtime.catalog import CameraCatalog, sealed_secrets
 from feedtag.runtime.database import open_database
 from feedtag.runtime.ray_coordinator import RECONCILE_INTERVAL_S
@@ -100,7 +100,7 @@ class ControlPlaneRow:
         return dataclasses.asdict(self)
 
 
-class BenchError(RuntimeError):
+class BenchError(FeedtagError):
     """A step of the benchmark did not finish (the message says which)."""
 
 
