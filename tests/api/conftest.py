@@ -123,4 +123,5 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
     events = seed(store, app)
     with TestClient(app, raise_server_exceptions=False) as client:
         yield Setup(client, app, store, tmp_path / "data", web, tokens, events)
+    node.stop()
     store.dispose()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import gc
+import threading
 import time
 from pathlib import Path
 
@@ -121,3 +122,34 @@ def test_a_file_read_as_fast_as_possible_loses_no_frame(vtest_clip: Path) -> Non
     status = engine.statuses()[0]
     assert status.counters.frames_analysed == 20 == slow.counts["f"]
     assert status.counters.frames_dropped == {}
+
+
+def test_a_camera_added_outside_the_engines_run_opens_only_while_it_runs(
+    vtest_clip: Path,
+) -> None:
+    """A camera added before ``start`` waits for it; one added after ``stop`` is never
+    opened: no camera thread outlives the engine (an API served without a started engine
+    once left its added cameras retrying for the rest of the process)."""
+    config = validate_config({"media_root": str(vtest_clip.parent), "cameras": []})
+    late = validate_config(
+        {"media_root": str(vtest_clip.parent), "cameras": file_cameras(vtest_clip, 2)}
+    ).cameras
+    recorder = RateRecorder()
+    engine = NodeEngine(config, recorder)
+    engine.add_camera(late[0])
+    time.sleep(0.5)
+    assert recorder.counts.get("cam0", 0) == 0 and not camera_threads("cam0")
+    engine.start()
+    try:
+        wait_for(lambda: recorder.counts.get("cam0", 0) >= 2, 10, what="frames from cam0")
+    finally:
+        assert engine.stop()
+    engine.add_camera(late[1])
+    time.sleep(0.5)
+    assert not camera_threads("cam0", "cam1")
+    assert recorder.counts.get("cam1", 0) == 0
+
+
+def camera_threads(*ids: str) -> list[str]:
+    names = {f"ingest-{camera_id}" for camera_id in ids}
+    return [thread.name for thread in threading.enumerate() if thread.name in names]

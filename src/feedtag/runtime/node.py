@@ -126,6 +126,7 @@ class NodeEngine:
             camera.id: self._make_ingest(camera) for camera in cameras if camera.enabled
         }
         self._consumer_thread: threading.Thread | None = None
+        self._started = False
         self.events: EventPipeline | None = None
         self.store: OpenStore | None = None
         # run in order after the consumer stops: close rules, then drain the store writer
@@ -203,12 +204,17 @@ class NodeEngine:
             target=self._consume_loop, name="consumer", daemon=True
         )
         self._consumer_thread.start()
-        for ingest in self._cameras.values():
+        with self._lock:
+            self._started = True
+            cameras = list(self._cameras.values())
+        for ingest in cameras:
             ingest.start()
-        log.info("engine started with %d camera(s)", len(self._cameras))
+        log.info("engine started with %d camera(s)", len(cameras))
 
     def add_camera(self, camera: CameraConfig) -> None:
-        """Start one more camera at run time; the others are not touched.
+        """Start one more camera at run time; the others are not touched. Before
+        :meth:`start` the camera only joins the engine (``start`` opens it), and after
+        :meth:`stop` it is not opened at all: no thread outlives the engine.
 
         Raises :class:`~feedtag.errors.CameraExists` when the id is already running."""
         ingest = self._make_ingest(camera)
@@ -216,10 +222,12 @@ class NodeEngine:
             if camera.id in self._cameras:
                 raise CameraExists(camera.id)
             self._cameras = {**self._cameras, camera.id: ingest}
+            opens = self._started and not self._stop.is_set()
         self.consumer.add_camera(camera)
         if self.events is not None:
             self.events.add_camera(camera)
-        ingest.start()
+        if opens:
+            ingest.start()
 
     def remove_camera(self, camera_id: str, timeout: float = 5.0) -> bool:
         """Stop and forget one camera; True if its thread ended within ``timeout``.
