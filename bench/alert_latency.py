@@ -35,8 +35,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from feedtag.bench.demo import BIKES_ANALYTICS, VTEST_ANALYTICS
-from feedtag.bench.footage import sample_h264
+from feedtag.bench.demo import sample_feeds
 from feedtag.config import validate_config
 from feedtag.runtime.app import NodeApp
 
@@ -112,15 +111,7 @@ def start_subscriber(port: int, arrivals: Arrivals) -> mqtt.Client:
 
 
 def node_config(feeds: int, data_dir: Path, receiver_port: int, broker_port: int) -> Any:
-    clips = {"vtest": sample_h264("vtest", 640, 360), "bikes": sample_h264("bikes", 640, 360)}
-    folder = clips["vtest"].parent
-    cameras = []
-    for i in range(feeds):
-        name = "vtest" if i % 2 == 0 else "bikes"
-        cameras.append({
-            "id": f"{name}-{i:02d}", "url": clips[name].name, "loop": True,
-            "analytics": VTEST_ANALYTICS if name == "vtest" else BIKES_ANALYTICS,
-        })  # fmt: skip
+    media_root, cameras = sample_feeds(feeds)
     alerts = {
         "allow_networks": ["127.0.0.0/8"],
         "webhooks": [{"id": "bench", "url": f"http://127.0.0.1:{receiver_port}/hook",
@@ -128,7 +119,7 @@ def node_config(feeds: int, data_dir: Path, receiver_port: int, broker_port: int
         "mqtt": {"url": f"mqtt://127.0.0.1:{broker_port}"},
     }  # fmt: skip
     data = {
-        "media_root": str(folder),
+        "media_root": str(media_root),
         "store": {"data_dir": str(data_dir)},
         "cameras": cameras,
         "alerts": alerts,

@@ -38,8 +38,7 @@ from typing import Any
 import psutil
 from sqlalchemy import Engine, Table, func, select, text
 
-from feedtag.bench.demo import BIKES_ANALYTICS, VTEST_ANALYTICS
-from feedtag.bench.footage import sample_h264
+from feedtag.bench.demo import sample_feeds
 from feedtag.config import validate_config
 from feedtag.runtime.app import NodeApp
 from feedtag.runtime.database import open_database
@@ -52,16 +51,9 @@ TABLES = ("events", "tag_segments", "alert_outbox", "audit_log", "camera_records
 
 
 def node_config(feeds: int, data_dir: Path, url: str) -> Any:
-    clips = {"vtest": sample_h264("vtest", 640, 360), "bikes": sample_h264("bikes", 640, 360)}
-    cameras = []
-    for i in range(feeds):
-        name = "vtest" if i % 2 == 0 else "bikes"
-        cameras.append({
-            "id": f"{name}-{i:02d}", "url": clips[name].name, "loop": True,
-            "analytics": VTEST_ANALYTICS if name == "vtest" else BIKES_ANALYTICS,
-        })  # fmt: skip
+    media_root, cameras = sample_feeds(feeds)
     data = {
-        "media_root": str(clips["vtest"].parent),
+        "media_root": str(media_root),
         "store": {"data_dir": str(data_dir), "url": url},
         "cameras": cameras,
         "api": {"enabled": False},

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -201,17 +201,30 @@ class WriterTotals:
 
 
 class FeedtagRun:
-    """``feedtag run CONFIG`` in a child process, its status lines parsed as they come."""
+    """``feedtag run CONFIG [ARGS]`` in a child process, its status lines parsed as they come
+    and kept; its log (standard error) goes to the file ``log``. ``env`` and ``cwd`` are the
+    child's environment and working folder (this process's by default)."""
 
-    def __init__(self, config: Path, log: Path) -> None:
+    def __init__(
+        self,
+        config: Path,
+        log: Path,
+        *,
+        args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
         self.log = log
         self._stderr = log.open("w")
         self.process = subprocess.Popen(
-            [*FEEDTAG, "run", str(config)],
+            [*FEEDTAG, "run", str(config), *args],
             stdout=subprocess.PIPE,
             stderr=self._stderr,
             text=True,
+            env=env,
+            cwd=cwd,
         )
+        self.lines: list[str] = []
         self.stores: list[StoreLine] = []
         self.events: dict[str, int] = {}
         self.states: dict[str, str] = {}
@@ -223,6 +236,7 @@ class FeedtagRun:
         assert self.process.stdout is not None
         for line in self.process.stdout:
             with self._lock:
+                self.lines.append(line)
                 self._parse(line.rstrip("\n"))
 
     def _parse(self, line: str) -> None:
@@ -308,8 +322,25 @@ class FeedtagRun:
         assert found, "no 'stopped in' line in the log"
         return float(found[-1])
 
+    def api_url(self, timeout: float = START_TIMEOUT_S) -> str:
+        """The address of the API and dashboard it serves, as it printed it."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and self.process.poll() is None:
+            found = re.search(r"API and dashboard: (http://127\.0\.0\.1:\d+)/", self.output())
+            if found:
+                return found.group(1)
+            time.sleep(0.2)
+        raise AssertionError("feedtag run did not print the API address:\n" + self.output())
+
+    def output(self) -> str:
+        """All it printed so far: its standard output, then its log."""
+        with self._lock:
+            printed = "".join(self.lines)
+        return printed + self.stderr()
+
     def stderr(self) -> str:
-        self._stderr.flush()
+        if not self._stderr.closed:
+            self._stderr.flush()
         return self.log.read_text(errors="replace")
 
     def close(self) -> None:
@@ -323,8 +354,10 @@ class FeedtagRun:
 
 
 @contextlib.contextmanager
-def feedtag_run(config: Path, log: Path) -> Iterator[FeedtagRun]:
-    run = FeedtagRun(config, log)
+def feedtag_run(config: Path, log: Path, **options: Any) -> Iterator[FeedtagRun]:
+    """A :class:`FeedtagRun` (``options`` are its keyword arguments), killed at the end if
+    it still runs."""
+    run = FeedtagRun(config, log, **options)
     try:
         yield run
     finally:

@@ -5,7 +5,6 @@ about 0.5 GB), cameras on short live-paced clips of real footage."""
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import signal
 import subprocess
@@ -17,37 +16,24 @@ from pathlib import Path
 import psutil
 import pytest
 from prometheus_client import generate_latest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine
 
 from feedtag.api.metrics import engine_registry
-from feedtag.bench.footage import encode_h264, vtest_path
-from feedtag.config import validate_config
-from feedtag.config.models import FeedtagConfig
 from feedtag.runtime.bus import EventBus
 from feedtag.runtime.catalog import CameraCatalog
 from feedtag.runtime.control import ShardState
 from feedtag.runtime.database import open_database
 from feedtag.store.pgcluster import PgCluster
-from feedtag.store.schema import events
 
-from ..conftest import REPO, require_service, wait_for
-from ..store.conftest import started_cluster
-
-RAY_INSTALLED = importlib.util.find_spec("ray") is not None
+from ..conftest import REPO, wait_for
+from .conftest import CROWD, analysed, counted, event_totals, ray_config, require_ray, stored
 
 pytestmark = [pytest.mark.slow, pytest.mark.system, pytest.mark.timeout(400)]
-
-CROWD = {"kind": "crowding", "min_count": 2, "min_duration_s": 1, "grace_s": 2}
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PgCluster]:
-    yield from started_cluster()
 
 
 @pytest.fixture(scope="module")
 def ray_local() -> Iterator[None]:
-    require_service(RAY_INSTALLED, "ray is not installed (pip install 'feedtag[ray]')")
+    require_ray()
     import ray
 
     from feedtag.runtime.ray_engine import init_ray
@@ -75,27 +61,6 @@ def ray_listeners() -> list[str]:
     return found
 
 
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """16 s of vtest.avi, 320x180: long enough to kill a shard in the middle of it."""
-    folder = tmp_path_factory.mktemp("ray-media")
-    return encode_h264(vtest_path(), folder / "vtest_16s.mp4", width=320, height=180,
-                       max_seconds=16)  # fmt: skip
-
-
-def ray_config(url: str, clip: Path, models_dir: Path, ids: list[str]) -> FeedtagConfig:
-    cameras = [{"id": cid, "url": clip.name, "analytics": {"rules": [CROWD]}} for cid in ids]
-    return validate_config({
-        "media_root": str(clip.parent), "store": {"url": url},
-        "detector": {"models_dir": str(models_dir)}, "cameras": cameras,
-    })  # fmt: skip
-
-
-def analysed(control: object, camera_id: str) -> int:
-    camera = control.snapshot().camera(camera_id)  # type: ignore[attr-defined]
-    return 0 if camera is None else camera.ingest.counters.frames_analysed
-
-
 def _runs_anew(control: object, camera_id: str, old_pid: int) -> bool:
     """The camera runs, in a shard process other than ``old_pid``."""
     import ray
@@ -113,20 +78,7 @@ def _runs_elsewhere(control: object, camera_id: str, lost: str) -> bool:
 
 
 def _stored_as_counted(control: object, database: Engine, camera_id: str) -> bool:
-    camera = control.snapshot().camera(camera_id)  # type: ignore[attr-defined]
-    counted = sum(camera.event_counts.values()) if camera is not None else -1
-    with database.connect() as connection:
-        stored = connection.execute(
-            select(func.count()).select_from(events).where(events.c.camera_id == camera_id)
-        ).scalar_one()
-    return bool(stored == counted)
-
-
-def event_ids(database: Engine) -> tuple[int, int]:
-    with database.connect() as connection:
-        total = connection.execute(select(func.count()).select_from(events)).scalar_one()
-        unique = connection.execute(select(func.count(events.c.event_id.distinct()))).scalar_one()
-    return total, unique
+    return stored(database, camera_id) == counted(control, camera_id)
 
 
 def test_the_ray_engine_needs_postgresql(tmp_path: Path, vtest_clip: Path) -> None:
@@ -153,7 +105,8 @@ def test_failover_additions_and_coordinator_restart(
     listening = ray_listeners()
     assert listening and all(ip in {"127.0.0.1", "::ffff:127.0.0.1"} for ip in listening)
     url = pg.create_database("feedtag_ray")
-    config = ray_config(url, clip, models_dir, ["cam-a", "cam-b", "cam-c", "cam-d"])
+    cameras = ["cam-a", "cam-b", "cam-c", "cam-d"]
+    config = ray_config(url, clip, models_dir, cameras, {"rules": [CROWD]})
     database = open_database(config.store)
     control = RayEngineControl(config, database, shards=2)
     try:
@@ -224,7 +177,7 @@ def test_failover_additions_and_coordinator_restart(
         kept = [c for c, s in shards.items() if s == survivor]
         wait_for(lambda: all(_stored_as_counted(control, database, c) for c in kept), 15, 0.5,
                  "stored events equal the shard's counts")  # fmt: skip
-        total, unique = event_ids(database)
+        total, unique = event_totals(database)
         assert total == unique and total > 0
 
         # a shard Ray reports dead for good: its cameras move to the live shard

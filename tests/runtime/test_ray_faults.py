@@ -15,7 +15,6 @@ own process (SIGKILL) a moment later, as a camera that crashes its decoder would
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import signal
 import time
@@ -24,10 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, select
 
-from feedtag.bench.footage import encode_h264, vtest_path
-from feedtag.config import validate_config
 from feedtag.config.models import FeedtagConfig
 from feedtag.core import CameraState
 from feedtag.runtime.assignment import assign
@@ -35,10 +32,8 @@ from feedtag.runtime.database import open_database
 from feedtag.store.pgcluster import PgCluster
 from feedtag.store.schema import events
 
-from ..conftest import require_service, wait_for
-from ..store.conftest import started_cluster
-
-RAY_INSTALLED = importlib.util.find_spec("ray") is not None
+from ..conftest import wait_for
+from .conftest import CROWD, analysed, counted, event_totals, ray_config, require_ray, stored
 
 pytestmark = [pytest.mark.slow, pytest.mark.system, pytest.mark.timeout(400)]
 
@@ -52,7 +47,6 @@ HEALTH_CHECKS = {
     "health_check_failure_threshold": 5,
 }
 SHARDS = ["feedtag-shard-0", "feedtag-shard-1"]
-CROWD = {"kind": "crowding", "min_count": 2, "min_duration_s": 1, "grace_s": 2}
 #: the left half of the frame: people walking in and out of it make many events
 LEFT = {"name": "left", "polygon": [[0, 0], [0.5, 0], [0.5, 1], [0, 1]]}
 ENTER_EXIT = {"kind": "zone_enter_exit", "zone": "left", "labels": ["person"],
@@ -86,14 +80,9 @@ def crash_seam() -> Callable[[], None]:
 
 
 @pytest.fixture(scope="module")
-def pg() -> Iterator[PgCluster]:
-    yield from started_cluster()
-
-
-@pytest.fixture(scope="module")
 def cluster() -> Iterator[Any]:
     """A head and a worker node on loopback, this process connected as the driver."""
-    require_service(RAY_INSTALLED, "ray is not installed (pip install 'feedtag[ray]')")
+    require_ray()
     import ray
     from ray._private import ray_constants
     from ray.cluster_utils import Cluster
@@ -126,23 +115,12 @@ def cluster() -> Iterator[Any]:
         ray_constants.ENABLE_RAY_CLUSTER = previous[1]
 
 
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """16 s of vtest.avi, 320x180, played once (not looping) at its own pace."""
-    folder = tmp_path_factory.mktemp("ray-faults-media")
-    return encode_h264(vtest_path(), folder / "vtest_16s.mp4", width=320, height=180,
-                       max_seconds=16)  # fmt: skip
-
-
 def faults_config(
     url: str, clip: Path, models_dir: Path, ids: list[str], *, loop: bool = False
 ) -> FeedtagConfig:
+    """The cameras ``ids`` on ``clip``, played once unless ``loop``."""
     analytics = {"zones": [LEFT], "rules": [CROWD, ENTER_EXIT]}
-    cameras = [{"id": cid, "url": clip.name, "analytics": analytics, "loop": loop} for cid in ids]
-    return validate_config({
-        "media_root": str(clip.parent), "store": {"url": url},
-        "detector": {"models_dir": str(models_dir)}, "cameras": cameras,
-    })  # fmt: skip
+    return ray_config(url, clip, models_dir, ids, analytics, loop=loop)
 
 
 @contextlib.contextmanager
@@ -173,27 +151,6 @@ def _named(name: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def analysed(control: Any, camera_id: str) -> int:
-    camera = control.snapshot().camera(camera_id)
-    return 0 if camera is None else camera.ingest.counters.frames_analysed
-
-
-def stored(database: Engine, camera_id: str) -> int:
-    with database.connect() as connection:
-        return int(
-            connection.execute(
-                select(func.count()).select_from(events).where(events.c.camera_id == camera_id)
-            ).scalar_one()
-        )
-
-
-def totals(database: Engine) -> tuple[int, int]:
-    with database.connect() as connection:
-        total = connection.execute(select(func.count()).select_from(events)).scalar_one()
-        unique = connection.execute(select(func.count(events.c.event_id.distinct()))).scalar_one()
-    return int(total), int(unique)
 
 
 def finished(control: Any, camera_id: str) -> bool:
@@ -237,23 +194,18 @@ def test_shards_spool_through_a_postgresql_outage(
         up_at = time.monotonic()
         wait_for(lambda: all(finished(control, c) for c in ids), 40, 0.5, "clips played")
         wait_for(
-            lambda: all(stored(database, c) == _counted(control, c) for c in ids), 30, 0.5,
+            lambda: all(stored(database, c) == counted(control, c) for c in ids), 30, 0.5,
             "every event counted by the shards is stored",
         )  # fmt: skip
         figures = control.snapshot().store
-        total, unique = totals(database)
+        total, unique = event_totals(database)
         print(
             f"\noutage of {up_at - down_at:.1f} s: {figures.spooled} record(s) spooled, "
             f"{figures.replayed} replayed; {total} event(s) stored, {unique} distinct"
         )
         assert figures.spooled > 0 and figures.replayed >= figures.spooled
         assert figures.spool_records == 0 and figures.dropped == 0
-        assert total == unique == sum(_counted(control, c) for c in ids) > 0
-
-
-def _counted(control: Any, camera_id: str) -> int:
-    camera = control.snapshot().camera(camera_id)
-    return -1 if camera is None else sum(camera.event_counts.values())
+        assert total == unique == sum(counted(control, c) for c in ids) > 0
 
 
 def test_a_camera_that_crash_loops_its_shard_goes_offline(

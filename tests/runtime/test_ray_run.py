@@ -9,17 +9,11 @@ included."""
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import re
 import secrets
-import signal
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,59 +26,17 @@ from feedtag.bench.footage import encode_h264, vtest_path
 from feedtag.store.media import MEDIA_MARK
 from feedtag.store.pgcluster import PgCluster
 
-from ..conftest import REPO, require_service, wait_for
-from ..store.conftest import started_cluster
+from ..conftest import REPO, wait_for
+from ..faults.process_harness import feedtag_run
+from .conftest import require_ray
 
 pytestmark = [pytest.mark.slow, pytest.mark.system, pytest.mark.timeout(300)]
 
 START_TIMEOUT_S = 90.0
 
 
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PgCluster]:
-    yield from started_cluster()
-
-
-class RayRun:
-    """A ``feedtag run --engine ray`` child whose every output line is kept."""
-
-    def __init__(self, config: Path, env: dict[str, str]) -> None:
-        self.lines: list[str] = []
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "feedtag.cli", "run", str(config), "--engine", "ray"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO,
-        )  # fmt: skip
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line)
-
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def api_url(self) -> str:
-        end = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < end and self.process.poll() is None:
-            found = re.search(r"API and dashboard: (http://127\.0\.0\.1:\d+)/", self.output())
-            if found:
-                return found.group(1)
-            time.sleep(0.2)
-        raise AssertionError("feedtag run did not print the API address:\n" + self.output())
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-        self._reader.join(5)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-
-
 def test_feedtag_run_with_the_ray_engine(pg: PgCluster, tmp_path: Path, models_dir: Path) -> None:
-    require_service(importlib.util.find_spec("ray") is not None, "ray is not installed")
+    require_ray()
     clip = encode_h264(vtest_path(), tmp_path / "vtest_8s.mp4", width=320, height=180,
                        max_seconds=8)  # fmt: skip
     token = secrets.token_urlsafe(32)
@@ -104,10 +56,12 @@ def test_feedtag_run_with_the_ray_engine(pg: PgCluster, tmp_path: Path, models_d
     }))  # fmt: skip
     env = {**os.environ, "FEEDTAG_ADMIN_TOKEN": token, "PYTHONPATH": str(REPO / "src")}
     headers = {"Authorization": f"Bearer {token}"}
-    run = RayRun(config, env)
     with contextlib.ExitStack() as closing:
-        closing.callback(run.close)
-        url = run.api_url()
+        log = tmp_path / "feedtag-run.log"
+        run = closing.enter_context(
+            feedtag_run(config, log, args=["--engine", "ray"], env=env, cwd=REPO)
+        )
+        url = run.api_url(START_TIMEOUT_S)
         client = closing.enter_context(httpx.Client(base_url=url, headers=headers, timeout=15))
 
         def cameras() -> dict[str, Any]:
@@ -165,10 +119,8 @@ def test_feedtag_run_with_the_ray_engine(pg: PgCluster, tmp_path: Path, models_d
 
         children = psutil.Process(run.process.pid).children(recursive=True)
         assert children, "Ray's processes run under feedtag run"
-        stop_at = time.monotonic()
-        run.process.send_signal(signal.SIGTERM)
-        assert run.process.wait(30) == 0, run.output()[-3000:]
-        took = time.monotonic() - stop_at
+        code, took = run.terminate(30)
+        assert code == 0, run.output()[-3000:]
         print(f"SIGTERM: feedtag run exited after {took:.1f} s")
         # the stop itself is bounded to 5 s; Ray's own processes take a few more to end
         assert took < 10, run.output()[-3000:]

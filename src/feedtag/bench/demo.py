@@ -11,6 +11,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
+from feedtag.bench.footage import sample_h264
 from feedtag.errors import FeedtagError
 
 SYSTEM_PYTHON: Final = "/usr/bin/python3"
@@ -164,3 +165,20 @@ def demo_cameras(clips: dict[str, Path], server: LoopingRtspServer | None) -> li
         camera["analytics"] = BIKES_ANALYTICS if clip.startswith("bikes") else VTEST_ANALYTICS
         cameras.append(camera)
     return cameras
+
+
+def sample_feeds(feeds: int) -> tuple[Path, list[dict[str, Any]]]:
+    """Camera configs for ``feeds`` live-paced looping files of the 640x360 H.264 sample
+    clips, alternately vtest.avi and bikes.mp4 (ids ``vtest-00``, ``bikes-01``, ...), each
+    with the demo's zones, lines and rules; and the media root their URLs are relative to.
+    The clips are encoded on first use and cached (:func:`feedtag.bench.footage.sample_h264`).
+    """
+    clips = {"vtest": sample_h264("vtest", 640, 360), "bikes": sample_h264("bikes", 640, 360)}
+    cameras: list[dict[str, Any]] = []
+    for i in range(feeds):
+        name = "vtest" if i % 2 == 0 else "bikes"
+        cameras.append({
+            "id": f"{name}-{i:02d}", "url": clips[name].name, "loop": True,
+            "analytics": VTEST_ANALYTICS if name == "vtest" else BIKES_ANALYTICS,
+        })  # fmt: skip
+    return clips["vtest"].parent, cameras

@@ -77,36 +77,53 @@ function cameraList(value) {
   return ids.length ? ids : null;
 }
 
-async function loadTokens() {
-  const body = $("#token-list");
-  const out = $("#token-result");
+// Fills the table body `body` with one row(item) per item of a list endpoint. A failure
+// (a refusal included) empties the table and is shown in `out` as "label: reason".
+// Answers whether the list loaded.
+async function loadTable(body, out, label, path, row, params) {
   try {
-    const data = await api.get("/api/v1/tokens");
+    const data = await api.get(path, params);
     clear(body);
-    for (const item of (data && data.items) || []) {
-      const id = item.token_id || item.id;
-      const revoke = el("button", { type: "button", class: "ghost small danger", text: item.revoked_at ? "revoked" : "Revoke", disabled: Boolean(item.revoked_at) || !id });
-      revoke.addEventListener("click", async () => {
-        try {
-          await api.delete(`/api/v1/tokens/${encodeURIComponent(id)}`);
-          result(out, `Revoked token ${item.name}.`, true);
-          loadTokens();
-        } catch (error) {
-          result(out, explain(error), false);
-        }
-      });
-      body.append(el("tr", { class: item.revoked_at ? "revoked" : "" }, [
-        el("td", { text: item.name }),
-        el("td", { text: item.role }),
-        el("td", { text: item.cameras ? item.cameras.join(", ") : "all" }),
-        el("td", { text: item.created_at ? formatTime(item.created_at) : "", title: isoUtc(item.created_at) }),
-        el("td", {}, [revoke]),
-      ]));
-    }
-    if (!out.classList.contains("ok")) out.textContent = "";
+    for (const item of (data && data.items) || []) body.append(row(item));
+    return true;
   } catch (error) {
     clear(body);
-    result(out, `Tokens: ${explain(error)}`, false);
+    result(out, `${label}: ${explain(error)}`, false);
+    return false;
+  }
+}
+
+// An empty list is said in `out`; a list with rows clears it.
+function showEmpty(body, out, text) {
+  result(out, body.children.length ? "" : text, true);
+}
+
+function tokenRow(item, out) {
+  const id = item.token_id || item.id;
+  const revoke = el("button", { type: "button", class: "ghost small danger", text: item.revoked_at ? "revoked" : "Revoke", disabled: Boolean(item.revoked_at) || !id });
+  revoke.addEventListener("click", async () => {
+    try {
+      await api.delete(`/api/v1/tokens/${encodeURIComponent(id)}`);
+      result(out, `Revoked token ${item.name}.`, true);
+      loadTokens();
+    } catch (error) {
+      result(out, explain(error), false);
+    }
+  });
+  return el("tr", { class: item.revoked_at ? "revoked" : "" }, [
+    el("td", { text: item.name }),
+    el("td", { text: item.role }),
+    el("td", { text: item.cameras ? item.cameras.join(", ") : "all" }),
+    el("td", { text: item.created_at ? formatTime(item.created_at) : "", title: isoUtc(item.created_at) }),
+    el("td", {}, [revoke]),
+  ]);
+}
+
+async function loadTokens() {
+  const out = $("#token-result");
+  // a "Revoked token …" note stays after the reload it caused
+  if (await loadTable($("#token-list"), out, "Tokens", "/api/v1/tokens", (item) => tokenRow(item, out))) {
+    if (!out.classList.contains("ok")) out.textContent = "";
   }
 }
 
@@ -141,56 +158,44 @@ function shardCameras(ids) {
   return el("td", { class: "detail", title: list }, [el("b", { text: String(ids.length) }), ids.length ? ` ${list}` : ""]);
 }
 
+function shardRow(shard) {
+  const stateName = token(shard.state, SHARD_STATES, "unreachable");
+  const cameras = Array.isArray(shard.cameras) ? shard.cameras : [];
+  return el("tr", { class: `shard state-${stateName}`, dataset: { shardId: shard.id } }, [
+    el("td", { class: "mono", text: shard.id }),
+    el("td", { class: "mono", text: shard.node || "—" }),
+    el("td", { class: "mono", text: shard.pid === null || shard.pid === undefined ? "—" : String(shard.pid) }),
+    el("td", {}, [el("span", { class: `badge state ${stateName}`, text: stateName })]),
+    shardCameras(cameras),
+    el("td", { class: "mono", text: shard.cpu === null || shard.cpu === undefined ? "—" : `${formatNumber(shard.cpu)} %` }),
+    el("td", { class: "mono", text: shard.rss_mb === null || shard.rss_mb === undefined ? "—" : `${formatNumber(shard.rss_mb, 0)} MiB` }),
+  ]);
+}
+
 async function loadShards() {
   const body = $("#shard-list");
   const out = $("#shard-result");
-  try {
-    const data = await api.get("/api/v1/shards");
-    clear(body);
-    for (const shard of (data && data.items) || []) {
-      const stateName = token(shard.state, SHARD_STATES, "unreachable");
-      const cameras = Array.isArray(shard.cameras) ? shard.cameras : [];
-      body.append(el("tr", { class: `shard state-${stateName}`, dataset: { shardId: shard.id } }, [
-        el("td", { class: "mono", text: shard.id }),
-        el("td", { class: "mono", text: shard.node || "—" }),
-        el("td", { class: "mono", text: shard.pid === null || shard.pid === undefined ? "—" : String(shard.pid) }),
-        el("td", {}, [el("span", { class: `badge state ${stateName}`, text: stateName })]),
-        shardCameras(cameras),
-        el("td", { class: "mono", text: shard.cpu === null || shard.cpu === undefined ? "—" : `${formatNumber(shard.cpu)} %` }),
-        el("td", { class: "mono", text: shard.rss_mb === null || shard.rss_mb === undefined ? "—" : `${formatNumber(shard.rss_mb, 0)} MiB` }),
-      ]));
-    }
-    result(out, body.children.length ? "" : "No shards.", true);
-  } catch (error) {
-    clear(body);
-    result(out, `Shards: ${explain(error)}`, false);
-  }
+  if (await loadTable(body, out, "Shards", "/api/v1/shards", shardRow)) showEmpty(body, out, "No shards.");
+}
+
+function auditRow(item) {
+  return el("tr", { class: item.status >= 400 ? "denied" : "" }, [
+    el("td", { text: formatTime(item.at), title: isoUtc(item.at) }),
+    el("td", { text: item.token_name || item.principal || "" }),
+    el("td", { text: item.role || "" }),
+    el("td", { text: item.action || "" }),
+    el("td", { text: item.camera_id || "" }),
+    el("td", { class: "mono", text: item.object_id || "" }),
+    el("td", { class: "detail", text: item.detail || "", title: item.detail || "" }),
+    el("td", { text: item.status === undefined ? "" : String(item.status) }),
+    el("td", { class: "mono", text: item.client || "" }),
+  ]);
 }
 
 async function loadAudit() {
   const body = $("#audit-list");
   const out = $("#audit-result");
-  try {
-    const data = await api.get("/api/v1/audit", { limit: 100 });
-    clear(body);
-    for (const item of (data && data.items) || []) {
-      body.append(el("tr", { class: item.status >= 400 ? "denied" : "" }, [
-        el("td", { text: formatTime(item.at), title: isoUtc(item.at) }),
-        el("td", { text: item.token_name || item.principal || "" }),
-        el("td", { text: item.role || "" }),
-        el("td", { text: item.action || "" }),
-        el("td", { text: item.camera_id || "" }),
-        el("td", { class: "mono", text: item.object_id || "" }),
-        el("td", { class: "detail", text: item.detail || "", title: item.detail || "" }),
-        el("td", { text: item.status === undefined ? "" : String(item.status) }),
-        el("td", { class: "mono", text: item.client || "" }),
-      ]));
-    }
-    result(out, body.children.length ? "" : "No audit entries.", true);
-  } catch (error) {
-    clear(body);
-    result(out, `Audit log: ${explain(error)}`, false);
-  }
+  if (await loadTable(body, out, "Audit log", "/api/v1/audit", auditRow, { limit: 100 })) showEmpty(body, out, "No audit entries.");
 }
 
 export function show() {
