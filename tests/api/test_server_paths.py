@@ -31,6 +31,7 @@ def media_app(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str], Path
     admin = secrets.token_urlsafe(32)
     config = api_config(tmp_path / "data", admin).model_copy(update={"media_root": media})
     node = NodeEngine(config)
+    node.start()
     with TestClient(
         create_app(config, LocalEngineControl(node)), raise_server_exceptions=False
     ) as client:

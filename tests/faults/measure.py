@@ -54,3 +54,17 @@ def slope(xs: Sequence[float], ys: Sequence[float]) -> float:
         raise ValueError(f"expected at least 2 samples, got {len(xs)}")
     fitted = np.polyfit(np.asarray(xs, float), np.asarray(ys, float), 1)
     return float(fitted[0])
+
+
+def typical_slope(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """The median of the slopes between consecutive samples. A leak raises every one of
+    them; a one-off step (a buffer allocated once, the allocator mapping one more block)
+    raises one, so, unlike :func:`slope`, this does not read a single step as growth,
+    wherever in the run it falls.
+
+    >>> typical_slope([0, 1, 2, 3, 4, 5], [0, 0, 9, 9, 9, 9]), typical_slope([0, 1, 2], [1, 3, 5])
+    (0.0, 2.0)
+    """
+    if len(xs) < 2:
+        raise ValueError(f"expected at least 2 samples, got {len(xs)}")
+    return float(np.median(np.diff(np.asarray(ys, float)) / np.diff(np.asarray(xs, float))))
