@@ -4,8 +4,9 @@ Runs the node engine (gate, detector, tracker, rules, SQLite store, media) on ``
 looping, live-paced camera feeds of real footage (vtest.avi at 640x360, bikes.mp4 every
 fifth feed) for ``--minutes``, and writes one CSV row a minute: RSS, open files, threads,
 child processes, frames analysed/detected and dropped (ingest queue and busy detector),
-events and tag segments stored, the spool. Then it draws the series as an SVG. Not a test:
-it prints numbers, and docs/reliability.md records them.
+events and tag segments stored, the spool, and where memory is (the C heap in use, freed but
+kept, and mapped in large blocks; Python's allocated blocks). Then it draws the series as
+an SVG. Not a test: it prints numbers, and docs/reliability.md records them.
 
     .venv/bin/python bench/soak.py --feeds 100 --minutes 60 --out soak
 
@@ -17,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import ctypes
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -37,7 +40,36 @@ from feedtag.store.schema import events, tag_segments
 COLUMNS = [
     "minute", "rss_mb", "open_files", "threads", "children", "cpu_percent", "analysed",
     "detected", "dropped_ingest", "dropped_detector", "events", "segments", "spool_bytes",
+    "heap_in_use_mb", "heap_free_mb", "heap_mapped_mb", "python_blocks",
 ]  # fmt: skip
+
+
+class _MallInfo2(ctypes.Structure):
+    """glibc's ``struct mallinfo2`` (malloc.h): where the C heap's memory is."""
+
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+                     "uordblks", "fordblks", "keepcost")
+    ]  # fmt: skip
+
+
+def heap() -> dict[str, float | None]:
+    """The C heap split three ways, so that a rising RSS reads as memory in use (a leak
+    somewhere below Python: FFmpeg, ONNX Runtime, SQLite), memory freed but kept by the
+    allocator (fragmentation), or large blocks mapped on their own. Empty where the C
+    library is not glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = _MallInfo2
+        info = libc.mallinfo2()
+    except (OSError, AttributeError):
+        return {"heap_in_use_mb": None, "heap_free_mb": None, "heap_mapped_mb": None}
+    return {
+        "heap_in_use_mb": round(info.uordblks / 2**20, 1),
+        "heap_free_mb": round(info.fordblks / 2**20, 1),
+        "heap_mapped_mb": round(info.hblkhd / 2**20, 1),
+    }
 
 
 def sample(
@@ -63,6 +95,8 @@ def sample(
         "events": stored_events,
         "segments": segments,
         "spool_bytes": writer.spool_bytes if writer is not None else 0,
+        **heap(),
+        "python_blocks": sys.getallocatedblocks(),
     }
 
 
