@@ -336,6 +336,14 @@ class DecodeMode(enum.StrEnum):
     SAMPLED = "sampled"  # every frame decoded, only sampled frames converted
 
 
+class AnalysisLevel(enum.StrEnum):
+    """Which of a camera's analysis rates applies now (``CameraConfig.adaptive``)."""
+
+    FLOOR = "floor"  # the scene has been quiet: the floor rate
+    NORMAL = "normal"  # activity, or adaptation off: analysis_fps
+    TRACKING = "tracking"  # a moving track near a line, direction or speed rule
+
+
 @dataclass(frozen=True, slots=True)
 class IngestCounters:
     """Monotonic counters of one camera since it was added."""
@@ -374,10 +382,18 @@ class CameraStatus:
     height: int | None
     counters: IngestCounters
     next_retry_in_s: float | None = None
+    #: the rate analysis asks for now and which level it is (None before the camera runs)
+    target_fps: float | None = None
+    analysis_level: AnalysisLevel = AnalysisLevel.NORMAL
 
     def __post_init__(self) -> None:
         _expect(isinstance(self.state, CameraState), "state as CameraState", self.state)
         _expect(isinstance(self.mode, DecodeMode), "mode as DecodeMode", self.mode)
+        _expect(
+            isinstance(self.analysis_level, AnalysisLevel),
+            "analysis_level as AnalysisLevel",
+            self.analysis_level,
+        )
         _expect(self.decoded_fps >= 0 and self.analysed_fps >= 0, "fps >= 0", self.decoded_fps)
 
     def to_dict(self) -> dict[str, Any]:
@@ -397,6 +413,8 @@ class CameraStatus:
             "width": self.width,
             "height": self.height,
             "next_retry_in_s": self.next_retry_in_s,
+            "target_fps": self.target_fps,
+            "analysis_level": self.analysis_level.value,
             "counters": {
                 "packets": counters.packets,
                 "bytes": counters.bytes,

@@ -85,6 +85,42 @@ def signed_distance(point: Point, start: Point, end: Point) -> float:
     return round(cross / math.hypot(dx, dy), 12)
 
 
+def distance_to_segment(point: Point, start: Point, end: Point) -> float:
+    """Distance of ``point`` from the segment ``start→end`` (not the infinite line).
+
+    >>> distance_to_segment((0.5, 0.7), (0, 0.5), (1, 0.5))
+    0.2
+    >>> distance_to_segment((1.3, 0.9), (0, 0.5), (1, 0.5))  # past the end
+    0.5
+    """
+    dx, dy = end[0] - start[0], end[1] - start[1]
+    length_sq = dx * dx + dy * dy
+    along = 0.0
+    if length_sq > 0:
+        along = ((point[0] - start[0]) * dx + (point[1] - start[1]) * dy) / length_sq
+        along = min(1.0, max(0.0, along))
+    nearest_x, nearest_y = start[0] + along * dx, start[1] + along * dy
+    return round(math.hypot(point[0] - nearest_x, point[1] - nearest_y), 12)
+
+
+def near_polygon(point: Point, polygon: Sequence[Point], margin: float) -> bool:
+    """Whether ``point`` lies inside ``polygon`` or within ``margin`` of its edge.
+
+    >>> square = [(0.4, 0.4), (0.6, 0.4), (0.6, 0.6), (0.4, 0.6)]
+    >>> near_polygon((0.5, 0.5), square, 0), near_polygon((0.65, 0.5), square, 0.1)
+    (True, True)
+    >>> near_polygon((0.8, 0.5), square, 0.1)
+    False
+    """
+    if point_in_polygon(point, polygon):
+        return True
+    corners = list(polygon)
+    return any(
+        distance_to_segment(point, corners[i - 1], corners[i]) <= margin
+        for i in range(len(corners))
+    )
+
+
 def segments_intersect(p1: Point, p2: Point, q1: Point, q2: Point) -> bool:
     """Whether segment ``p1p2`` meets segment ``q1q2`` (touching counts).
 

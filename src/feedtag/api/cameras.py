@@ -50,6 +50,8 @@ def _status_view(ingest: CameraStatus | None, url: CameraUrl) -> dict[str, Any] 
         "since": ingest.since,
         "mode": ingest.mode.value,
         "analysed_fps": round(ingest.analysed_fps, 3),
+        "target_fps": ingest.target_fps,
+        "analysis_level": ingest.analysis_level.value,
         "decoded_fps": round(ingest.decoded_fps, 3),
         "drops": sum(ingest.counters.frames_dropped.values()),
         "reconnects": ingest.counters.reconnects,

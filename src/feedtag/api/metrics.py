@@ -4,7 +4,7 @@ A custom collector (no counters kept on the side): every scrape takes one
 :class:`~feedtag.runtime.control.EngineSnapshot` (camera statuses, vision statuses, event
 counts, queue depths and the store writer's stats), so the numbers are exactly what
 ``feedtag run`` prints. Labels are camera ids, kinds, drop
-reasons, decode modes and shard ids only: never a URL, so never a credential.
+reasons, decode modes, analysis levels and shard ids only: never a URL, so never a credential.
 
 On a sharded engine (the Ray engine: cameras carry a shard) every per-camera series also has
 a ``shard`` label (empty for a camera held offline on no shard); the full view adds one series
@@ -22,7 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from feedtag.alerts.dispatcher import AlertStats
-from feedtag.core import CameraState, DecodeMode, VisionStageStatus
+from feedtag.core import AnalysisLevel, CameraState, DecodeMode, VisionStageStatus
 from feedtag.ingest.camera import DECODE_ERROR
 from feedtag.ingest.handoff import QUEUE_FULL
 from feedtag.runtime.bus import EventBus
@@ -86,6 +86,12 @@ class EngineCollector(Collector):
         camera = labels.names()
         fps = GaugeMetricFamily(f"{PREFIX}_camera_analysed_fps", "Frames analysed per second.",
                                 labels=camera)  # fmt: skip
+        target = GaugeMetricFamily(f"{PREFIX}_camera_analysis_fps",
+                                   "Frames per second analysis asks for now (the adaptive "
+                                   "rate).", labels=camera)  # fmt: skip
+        level = GaugeMetricFamily(f"{PREFIX}_camera_analysis_level",
+                                  "1 for the camera's current analysis rate level.",
+                                  labels=labels.names("level"))  # fmt: skip
         decoded = GaugeMetricFamily(f"{PREFIX}_camera_decoded_fps", "Frames decoded per second.",
                                     labels=camera)  # fmt: skip
         mode = GaugeMetricFamily(f"{PREFIX}_camera_decode_mode",
@@ -113,6 +119,13 @@ class EngineCollector(Collector):
             this_camera = camera_snapshot
             fps.add_metric(labels.values(this_camera), status.analysed_fps)
             decoded.add_metric(labels.values(this_camera), status.decoded_fps)
+            if status.target_fps is not None:
+                target.add_metric(labels.values(this_camera), status.target_fps)
+            for each_level in AnalysisLevel:
+                level.add_metric(
+                    labels.values(this_camera, each_level.value),
+                    1.0 if status.analysis_level is each_level else 0.0,
+                )
             for each in DecodeMode:
                 mode.add_metric(
                     labels.values(this_camera, each.value), 1.0 if status.mode is each else 0.0
@@ -134,7 +147,19 @@ class EngineCollector(Collector):
         for camera_snapshot in sorted(snapshot.cameras, key=lambda c: c.camera_id):
             if self._shown(camera_snapshot.camera_id):
                 queue.add_metric(labels.values(camera_snapshot), camera_snapshot.queue_depth)
-        yield from (fps, decoded, mode, state, drops, analysed, reconnects, stalls, queue)
+        yield from (
+            fps,
+            target,
+            level,
+            decoded,
+            mode,
+            state,
+            drops,
+            analysed,
+            reconnects,
+            stalls,
+            queue,
+        )
 
     def _vision(self, snapshot: EngineSnapshot, labels: CameraLabels) -> Iterator[Metric]:
         camera = labels.names()

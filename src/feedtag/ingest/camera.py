@@ -20,7 +20,7 @@ import av.container
 import av.video
 
 from feedtag.config.models import CameraConfig, ReconnectConfig
-from feedtag.core import CameraState, CameraStatus, DecodeMode, Frame, IngestCounters
+from feedtag.core import AnalysisLevel, CameraState, CameraStatus, DecodeMode, Frame, IngestCounters
 from feedtag.errors import (
     SourceEnded,
     SourceError,
@@ -33,6 +33,7 @@ from feedtag.ingest.handoff import FrameQueue
 from feedtag.ingest.netpolicy import NetworkPolicy
 from feedtag.ingest.pacing import Pacer
 from feedtag.ingest.policies import Backoff, RateMeter, RestartBudget, StallDetector
+from feedtag.ingest.rate import AdaptiveRate
 from feedtag.ingest.ring import PacketRing, RingRecorder
 from feedtag.ingest.source import OpenOptions, open_source, status_reason, translate_read_error
 from feedtag.urls import RedactingFilter, redact
@@ -62,10 +63,13 @@ class CameraIngest:
         ring: PacketRing | None = None,
         clock: Callable[[], float] = time.monotonic,
         network: NetworkPolicy | None = None,
+        rate: AdaptiveRate | None = None,
     ) -> None:
         """``network``: where this camera's connections may go, checked on each (None: no
-        checks, for a URL the operator gave a command directly)."""
+        checks, for a URL the operator gave a command directly). ``rate``: the adaptive
+        analysis rate the vision stage steers (None: analysis_fps all the time)."""
         self.camera = camera
+        self.rate = rate
         self.queue = queue
         self.ring = ring  # compressed packets kept for event clips (raw media; off by default)
         self._clock = clock
@@ -83,8 +87,10 @@ class CameraIngest:
         self._options = OpenOptions(
             camera.open_timeout_s, camera.read_timeout_s, camera.rtsp_transport, network
         )
-        # The watchdog never fires between two frames the policy wants anyway.
-        stall_s = max(camera.stall_timeout_s, 2.0 / camera.analysis_fps)
+        # The watchdog never fires between two frames the policy wants anyway (at the
+        # slowest rate the camera may be sampled at).
+        slowest_fps = camera.analysis_rates[0] if rate is not None else camera.analysis_fps
+        stall_s = max(camera.stall_timeout_s, 2.0 / slowest_fps)
         self._stall = StallDetector(stall_s, clock)
         self._policy = self._new_policy()
         self._converter = FrameConverter()
@@ -202,6 +208,7 @@ class CameraIngest:
     ) -> None:
         time_base = float(stream.time_base) if stream.time_base else 1 / 90_000
         demuxer = container.demux(stream)
+        rate = self.rate
         while not self._stop.is_set():
             try:
                 packet = next(demuxer)
@@ -220,6 +227,8 @@ class CameraIngest:
             t_s = pacer.stream_time(stamp * time_base) if stamp is not None else None
             if t_s is not None and not pacer.wait_until(t_s):
                 return
+            if rate is not None and rate.target_fps != self._policy.analysis_fps:
+                self._policy.set_analysis_fps(rate.target_fps)
             if size and self._policy.admit_packet(t_s, is_keyframe):
                 self._decode(stream, packet, time_base, pacer)
             if recorder is not None:
@@ -378,4 +387,6 @@ class CameraIngest:
                 stalls=counts["stalls"],
             ),
             next_retry_in_s=None if retry_at is None else max(0.0, retry_at - self._clock()),
+            target_fps=self._policy.analysis_fps,
+            analysis_level=AnalysisLevel.NORMAL if self.rate is None else self.rate.level,
         )

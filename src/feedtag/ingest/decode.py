@@ -6,7 +6,11 @@ group of pictures, so decode cost drops by the GOP length. Otherwise every frame
 (a P-frame needs its references) and only the sampled ones are converted.
 
 The policy is decided only at keyframes: switching to "decode everything" in the middle of
-a GOP would feed the decoder P-frames whose references it skipped.
+a GOP would feed the decoder P-frames whose references it skipped. The analysis rate can
+change while the camera runs (:meth:`DecodePolicy.set_analysis_fps`, steered by the adaptive
+rate, :mod:`feedtag.ingest.rate`): the sampling period changes at once, the mode at the next
+keyframe, so a tracking rate above the keyframe rate gets every frame decoded from the next
+GOP on, and a return to a slower rate goes back to keyframes only.
 """
 
 from __future__ import annotations
@@ -72,13 +76,30 @@ class DecodePolicy:
     """
 
     def __init__(self, analysis_fps: float, *, keyframes_allowed: bool = True) -> None:
-        if analysis_fps <= 0:
-            raise ValueError(f"expected analysis_fps > 0, got {analysis_fps}")
-        self.period_s = 1.0 / analysis_fps
+        self.analysis_fps = analysis_fps
+        self.period_s = 0.0
+        self.set_analysis_fps(analysis_fps)
         self.keyframes_allowed = keyframes_allowed
         self.meter = KeyframeIntervalMeter()
         self.mode = DecodeMode.MEASURING
         self._last_sample: float | None = None
+
+    def set_analysis_fps(self, analysis_fps: float) -> None:
+        """Change the analysis rate while the camera runs: frames are sampled at the new
+        period from now on; keyframe-only or sampled decode is decided again at the next
+        keyframe (never mid-GOP).
+
+        >>> policy = DecodePolicy(analysis_fps=1.0)
+        >>> for t in (0, 1, 2): _ = policy.admit_packet(t, True)
+        >>> policy.set_analysis_fps(5.0); policy.mode.value  # still inside a GOP
+        'keyframes'
+        >>> policy.admit_packet(3, True), policy.mode.value
+        (True, 'sampled')
+        """
+        if not analysis_fps > 0:
+            raise ValueError(f"expected analysis_fps > 0, got {analysis_fps}")
+        self.analysis_fps = analysis_fps
+        self.period_s = 1.0 / analysis_fps
 
     def admit_packet(self, t_s: float | None, is_keyframe: bool) -> bool:
         """Whether this packet goes to the decoder."""

@@ -28,6 +28,7 @@ from typing import Any, Final, Protocol
 from feedtag.alerts.dispatcher import AlertStats
 from feedtag.config.models import CameraConfig
 from feedtag.core import (
+    AnalysisLevel,
     CameraState,
     CameraStatus,
     DecodeMode,
@@ -68,6 +69,7 @@ class CameraSnapshot:
         ingest = dict(data["ingest"])
         ingest["state"] = CameraState(ingest["state"])
         ingest["mode"] = DecodeMode(ingest["mode"])
+        ingest["analysis_level"] = AnalysisLevel(ingest.get("analysis_level", "normal"))
         ingest["counters"] = IngestCounters(**ingest["counters"])
         vision = data["vision"]
         return cls(

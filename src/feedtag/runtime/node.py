@@ -22,6 +22,7 @@ from feedtag.ingest.camera import CameraIngest
 from feedtag.ingest.handoff import FrameQueue
 from feedtag.ingest.netpolicy import NetworkPolicy
 from feedtag.ingest.policies import RateMeter
+from feedtag.ingest.rate import AnalysisRates
 from feedtag.ingest.ring import PacketRing
 from feedtag.runtime.clips import ClipWriter
 from feedtag.runtime.control import DEFAULT_STOP_DEADLINE_S
@@ -111,12 +112,16 @@ class NodeEngine:
         config: FeedtagConfig,
         consumer: FrameConsumer | None = None,
         cameras: Sequence[CameraConfig] | None = None,
+        rates: AnalysisRates | None = None,
     ) -> None:
+        """``rates``: the adaptive analysis rates the consumer feeds (the same object it was
+        given); None: every camera analyses at its fixed ``analysis_fps``."""
         # ``config`` stays the file's: ``_network`` trusts only hosts the file wrote
         self.config = config
         if cameras is None:
             cameras = config.cameras
         self.consumer: FrameConsumer = consumer if consumer is not None else RateRecorder()
+        self.rates = rates
         self._ready = threading.Event()
         self._stop = threading.Event()
         # Copy-on-write: writers replace the dict under ``_lock``, never mutate it, so readers
@@ -164,8 +169,11 @@ class NodeEngine:
             cameras, detector.class_names, store.writer, store.media,
             config.store.thumbnail_interval_s, anonymizer=build_anonymizer(config.detector),
         )  # fmt: skip
-        consumer = VisionConsumer(detector, config.detector, cameras, on_result=events)
-        engine = cls(config, consumer, cameras)
+        # one controller per camera: the vision stage feeds it, the ingest samples by it (in
+        # the Ray engine each shard runs this engine, so shards adapt the same way)
+        rates = AnalysisRates()
+        consumer = VisionConsumer(detector, config.detector, cameras, on_result=events, rates=rates)
+        engine = cls(config, consumer, cameras, rates=rates)
         engine.events = events
         engine.store = store
         engine._closers.append(events.close)
@@ -181,8 +189,14 @@ class NodeEngine:
     def _make_ingest(self, camera: CameraConfig) -> CameraIngest:
         queue = FrameQueue(self.config.engine.queue_size, self._ready, lossless=camera.lossless)
         ring = PacketRing(camera.clips.ring_s) if camera.clips.enabled else None
+        rate = None if self.rates is None else self.rates.for_camera(camera)
         return CameraIngest(
-            camera, self.config.reconnect, queue, ring=ring, network=self._network(camera)
+            camera,
+            self.config.reconnect,
+            queue,
+            ring=ring,
+            network=self._network(camera),
+            rate=rate,
         )
 
     def _network(self, camera: CameraConfig) -> NetworkPolicy:
@@ -241,6 +255,8 @@ class NodeEngine:
             self._cameras = cameras
         ingest.stop()
         self.consumer.remove_camera(camera_id)
+        if self.rates is not None:
+            self.rates.remove(camera_id)
         ended = ingest.join(timeout)
         if self.events is not None:
             self.events.remove_camera(camera_id)  # after the last frame: ends what is open

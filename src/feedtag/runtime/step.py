@@ -6,8 +6,11 @@ benchmark alike, so that what is measured is what runs. Its two halves meet arou
 detector: :meth:`CameraStep.gate` decides whether a frame needs it (or returns the result
 carried forward), :meth:`CameraStep.detected` filters the detector's output to the camera's
 classes, gives it anonymous track ids and updates the moving hint that the next gate decision
-reads. The engine calls the halves on either side of its batch scheduler; a synchronous caller
-uses :meth:`CameraStep.run` with a ``detect`` function.
+reads. Both halves feed the camera's adaptive analysis rate (:mod:`feedtag.ingest.rate`),
+when it has one: the gate says whether the scene changed, the tracker whether tracks are
+active and whether one moved near a line, direction or speed rule
+(:mod:`feedtag.analytics.motion`). The engine calls the halves on either side of its batch
+scheduler; a synchronous caller uses :meth:`CameraStep.run` with a ``detect`` function.
 
 >>> import numpy as np
 >>> from feedtag.core import Frame
@@ -23,17 +26,22 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 
+from feedtag.analytics.motion import MotionRegions
 from feedtag.config.models import CameraConfig
 from feedtag.core import Detections, Frame
+from feedtag.ingest.rate import AdaptiveRate
 from feedtag.vision.detector import Image
 from feedtag.vision.gate import ChangeGate
 from feedtag.vision.tracker import Tracker
 
+#: gate decisions that mean the scene changed (a refresh does not)
+CHANGE_REASONS: Final = frozenset({"first", "changed", "tracks"})
 #: a track whose centre moved more than this fraction of the frame width since the last
 #: detection is moving: the gate then keeps the detector running (line and speed rules need it)
 MOVING_FRACTION: Final = 0.01
@@ -59,6 +67,39 @@ def tracks_moved(before: Detections, after: Detections, min_shift_px: float) -> 
     return False
 
 
+def has_tracks(detections: Detections) -> bool:
+    """Whether any detection is a confirmed track (ids below 1 are not tracks yet)."""
+    return detections.tracker_id is not None and bool(np.any(detections.tracker_id > 0))
+
+
+@dataclass(frozen=True, slots=True)
+class RateFeedback:
+    """What a step tells its camera's adaptive rate: the controller, and the camera's motion
+    rule regions with the detector's class names (to know a track's label)."""
+
+    rate: AdaptiveRate
+    regions: MotionRegions
+    class_names: Sequence[str]
+
+    @classmethod
+    def for_camera(
+        cls, camera: CameraConfig, rate: AdaptiveRate, class_names: Sequence[str]
+    ) -> RateFeedback:
+        regions = MotionRegions.from_analytics(camera.analytics, camera.adaptive.rule_margin)
+        return cls(rate, regions, list(class_names))
+
+    def moved_near_rule(
+        self, before: Detections, after: Detections, frame_size: tuple[int, int]
+    ) -> bool:
+        """Whether a track near a motion rule moved since ``before``."""
+        if not self.regions or not has_tracks(after):
+            return False
+        near = self.regions.near_mask(after, self.class_names, frame_size)
+        if not near.any():
+            return False
+        return tracks_moved(before, after.select(near), frame_size[0] * MOVING_FRACTION)
+
+
 def class_filter(
     camera_id: str, wanted: Sequence[str] | None, names: Sequence[str]
 ) -> npt.NDArray[np.intp] | None:
@@ -79,8 +120,10 @@ class CameraStep:
         gate: ChangeGate | None,
         tracker: Tracker,
         keep: npt.NDArray[np.intp] | None = None,
+        feedback: RateFeedback | None = None,
     ) -> None:
         self._gate = gate
+        self._feedback = feedback
         self._tracker = tracker
         self._keep = keep
         self._lock = threading.Lock()
@@ -89,15 +132,23 @@ class CameraStep:
 
     @classmethod
     def for_camera(
-        cls, camera: CameraConfig, class_names: Sequence[str], tracker: Tracker
+        cls,
+        camera: CameraConfig,
+        class_names: Sequence[str],
+        tracker: Tracker,
+        rate: AdaptiveRate | None = None,
     ) -> CameraStep:
-        """The step a camera's settings ask for (its gate and its classes)."""
+        """The step a camera's settings ask for (its gate and its classes), feeding
+        ``rate`` when given."""
         gate = None
         if camera.gate.enabled:
             gate = ChangeGate(
                 camera.gate.pixel_threshold, camera.gate.min_changed_fraction, camera.gate.refresh_s
             )
-        return cls(gate, tracker, class_filter(camera.id, camera.classes, class_names))
+        feedback = None
+        if rate is not None and rate.adapts:
+            feedback = RateFeedback.for_camera(camera, rate, class_names)
+        return cls(gate, tracker, class_filter(camera.id, camera.classes, class_names), feedback)
 
     @property
     def latest(self) -> Detections:
@@ -108,9 +159,17 @@ class CameraStep:
         """The result carried forward when the gate lets ``frame`` pass without the
         detector; None when the detector must run on it."""
         with self._lock:
-            if self._gate is None or self._gate.decide(frame.image, frame.pts_s, self._moving).run:
+            if self._gate is None:
                 return None
-            return self._latest
+            decision = self._gate.decide(frame.image, frame.pts_s, self._moving)
+            feedback = self._feedback
+            if feedback is not None:
+                feedback.rate.observe(
+                    frame.pts_s,
+                    changed=decision.reason in CHANGE_REASONS,
+                    tracks=has_tracks(self._latest),
+                )
+            return None if decision.run else self._latest
 
     def detected(self, frame: Frame, detections: Detections) -> Detections:
         """The detector's result for ``frame``, filtered to the camera's classes and tracked;
@@ -120,6 +179,15 @@ class CameraStep:
         with self._lock:
             tracked = self._tracker.update(detections, frame.pts_s)
             self._moving = tracks_moved(self._latest, tracked, frame.size[0] * MOVING_FRACTION)
+            feedback = self._feedback
+            if feedback is not None:
+                feedback.rate.observe(
+                    frame.pts_s,
+                    changed=False,
+                    tracks=has_tracks(tracked),
+                    near_rule_motion=self._moving
+                    and feedback.moved_near_rule(self._latest, tracked, frame.size),
+                )
             self._latest = tracked
         return tracked
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from feedtag.config.models import CameraConfig, DetectorConfig
 from feedtag.core import Detections, Frame, VisionStageStatus, VisionStatus
 from feedtag.errors import DetectorHangError
+from feedtag.ingest.rate import AnalysisRates
 from feedtag.runtime.postprocess import PostProcessStage, ResultHandler
 from feedtag.runtime.step import MOVING_FRACTION, CameraStep, tracks_moved
 from feedtag.vision.batching import BatchScheduler
@@ -69,8 +70,13 @@ class VisionConsumer:
         cameras: Sequence[CameraConfig],
         on_result: ResultHandler | None = None,
         tracker_factory: Callable[[DetectorConfig], Tracker] | None = None,
+        *,
+        rates: AnalysisRates | None = None,
     ) -> None:
+        """``rates``: the cameras' adaptive analysis rates, shared with their ingest, which
+        each camera's step feeds (None: fixed rates)."""
         self.detector = detector
+        self.rates = rates
         self.settings = settings
         #: called from the post-processing thread with every result, in order per camera
         self.on_result = on_result
@@ -91,8 +97,9 @@ class VisionConsumer:
             self.add_camera(camera)
 
     def add_camera(self, camera: CameraConfig) -> None:
+        rate = None if self.rates is None else self.rates.for_camera(camera)
         step = CameraStep.for_camera(
-            camera, self.detector.class_names, self._tracker_factory(self.settings)
+            camera, self.detector.class_names, self._tracker_factory(self.settings), rate
         )
         state = _CameraVision(camera, step)
         with self._lock:

@@ -1,0 +1,155 @@
+"""The adaptive analysis rate: how often a camera's frames are analysed, from what it shows.
+
+A quiet scene needs few frames; a person walking across a counting line needs many, or the
+tracker loses them between two frames. :class:`AdaptiveRate` is fed by the vision stage after
+each analysed frame (did the gate see change, are tracks active, did a track move near a
+line, direction or speed rule) and sets :attr:`AdaptiveRate.target_fps`, which the camera's
+ingest reads before each packet and hands to its
+:class:`~feedtag.ingest.decode.DecodePolicy`:
+
+- no change and no track for ``quiet_after_s``: the floor rate;
+- activity (change or a track): ``analysis_fps``;
+- a track moving near a motion rule: the tracking rate, until no such track has moved for
+  ``quiet_after_s``.
+
+Time is the frames' stream time, not the wall clock, so a file analysed as fast as possible
+adapts exactly as it would live. The controller is pure logic; it lives in ``ingest`` because
+the decoder is what it steers, and the vision stage (``runtime``) may import it.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from feedtag.config.models import CameraConfig
+from feedtag.core import AnalysisLevel
+
+__all__ = ["AdaptiveRate", "AnalysisRates"]
+
+
+class AdaptiveRate:
+    """One camera's rate controller; :meth:`observe` from any thread, :attr:`target_fps`
+    read without a lock (a float replaced whole).
+
+    >>> rate = AdaptiveRate(floor_fps=0.5, normal_fps=1.0, tracking_fps=5.0, quiet_after_s=10)
+    >>> rate.observe(0.0, changed=True, tracks=False).value, rate.target_fps
+    ('normal', 1.0)
+    >>> rate.observe(10.0, changed=False, tracks=False).value, rate.target_fps
+    ('floor', 0.5)
+    >>> rate.observe(12.0, changed=True, tracks=True, near_rule_motion=True).value
+    'tracking'
+    """
+
+    def __init__(
+        self,
+        floor_fps: float,
+        normal_fps: float,
+        tracking_fps: float,
+        quiet_after_s: float = 10.0,
+    ) -> None:
+        if not 0 < floor_fps <= normal_fps <= tracking_fps:
+            raise ValueError(
+                "expected 0 < floor_fps <= normal_fps <= tracking_fps, got "
+                f"{floor_fps}, {normal_fps}, {tracking_fps}"
+            )
+        if quiet_after_s <= 0:
+            raise ValueError(f"expected quiet_after_s > 0, got {quiet_after_s}")
+        self._fps = {
+            AnalysisLevel.FLOOR: float(floor_fps),
+            AnalysisLevel.NORMAL: float(normal_fps),
+            AnalysisLevel.TRACKING: float(tracking_fps),
+        }
+        self.quiet_after_s = quiet_after_s
+        self._lock = threading.Lock()
+        self._last_t: float | None = None
+        self._last_active: float | None = None
+        self._last_rule_motion: float | None = None
+        self.level = AnalysisLevel.NORMAL
+        #: the rate the ingest should sample at now, in frames per second
+        self.target_fps = float(normal_fps)
+
+    @classmethod
+    def for_camera(cls, camera: CameraConfig) -> AdaptiveRate:
+        """The controller ``camera.adaptive`` asks for (fixed at analysis_fps when off)."""
+        floor, normal, tracking = camera.analysis_rates
+        return cls(floor, normal, tracking, camera.adaptive.quiet_after_s)
+
+    @property
+    def adapts(self) -> bool:
+        """Whether the rate can change at all."""
+        return len(set(self._fps.values())) > 1
+
+    def fps(self, level: AnalysisLevel) -> float:
+        """The rate of ``level``."""
+        return self._fps[level]
+
+    def observe(
+        self, t_s: float, *, changed: bool, tracks: bool, near_rule_motion: bool = False
+    ) -> AnalysisLevel:
+        """One analysed frame at stream time ``t_s``: whether the gate saw change, whether
+        tracks are active, whether an active track moved near a motion rule. Returns the
+        level now in force."""
+        with self._lock:
+            if self._last_t is None or t_s < self._last_t:
+                # first frame, or the stream restarted (a looping file, a reconnect): quiet
+                # is measured from here
+                self._last_active = t_s
+                self._last_rule_motion = None
+            self._last_t = t_s
+            if changed or tracks:
+                self._last_active = t_s
+            if near_rule_motion:
+                self._last_rule_motion = t_s
+            level = self._level_at(t_s)
+            self.level = level
+            self.target_fps = self._fps[level]
+            return level
+
+    def _level_at(self, t_s: float) -> AnalysisLevel:
+        motion = self._last_rule_motion
+        if motion is not None and t_s - motion < self.quiet_after_s:
+            return self._distinct(AnalysisLevel.TRACKING)
+        active = self._last_active
+        if active is not None and t_s - active >= self.quiet_after_s:
+            return self._distinct(AnalysisLevel.FLOOR)
+        return AnalysisLevel.NORMAL
+
+    def _distinct(self, level: AnalysisLevel) -> AnalysisLevel:
+        """``level``, or NORMAL when its rate is the normal one (a floor or tracking rate
+        equal to analysis_fps is not reported as a change)."""
+        if self._fps[level] == self._fps[AnalysisLevel.NORMAL]:
+            return AnalysisLevel.NORMAL
+        return level
+
+
+class AnalysisRates:
+    """The controllers of a node's cameras, by camera id: the ingest reads them, the vision
+    stage feeds them. Thread-safe; copy-on-write, so :meth:`get` takes no lock.
+
+    >>> rates = AnalysisRates()
+    >>> camera = CameraConfig(id="door", url="rtsp://cam/x")
+    >>> rates.for_camera(camera) is rates.for_camera(camera), rates.get("gone")
+    (True, None)
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rates: dict[str, AdaptiveRate] = {}
+
+    def for_camera(self, camera: CameraConfig) -> AdaptiveRate:
+        """The controller of ``camera``, made on first use: the ingest and the vision stage
+        of one camera share it whichever asks first."""
+        with self._lock:
+            rate = self._rates.get(camera.id)
+            if rate is None:
+                rate = AdaptiveRate.for_camera(camera)
+                self._rates = {**self._rates, camera.id: rate}
+            return rate
+
+    def get(self, camera_id: str) -> AdaptiveRate | None:
+        return self._rates.get(camera_id)
+
+    def remove(self, camera_id: str) -> None:
+        """Forget a camera's controller (removed, or about to be changed)."""
+        with self._lock:
+            self._rates = {cid: r for cid, r in self._rates.items() if cid != camera_id}
