@@ -12,9 +12,10 @@ import pytest
 
 from feedtag.config import validate_config
 from feedtag.config.models import CameraConfig, FeedtagConfig
-from feedtag.core import CameraState, DecodeMode
+from feedtag.core import AnalysisLevel, CameraState, DecodeMode
 from feedtag.ingest.camera import CameraIngest
 from feedtag.ingest.handoff import FrameQueue
+from feedtag.ingest.rate import AdaptiveRate
 from feedtag.ingest.source import OpenOptions, open_source
 from feedtag.urls import CameraUrl
 
@@ -204,3 +205,34 @@ def test_open_decode_close_cycles_leak_nothing(vtest_clip: Path) -> None:
         cycle()
     gc.collect()
     assert resource_counts() == (threads_before, fds_before)
+
+
+@pytest.mark.parametrize(
+    ("level", "mode", "analysed", "decoded"),
+    [
+        # tracking, 5 fps on a 1 s GOP: every frame decoded, 5 a second converted
+        (AnalysisLevel.TRACKING, DecodeMode.SAMPLED, 20, 100),
+        # the floor, 0.5 fps: the first GOP (measuring), then only the due keyframe at 2 s
+        (AnalysisLevel.FLOOR, DecodeMode.KEYFRAMES, 2, 26),
+    ],
+)
+def test_the_ingest_samples_at_the_rate_its_controller_sets(
+    vtest_clip: Path, level: AnalysisLevel, mode: DecodeMode, analysed: int, decoded: int
+) -> None:
+    config = make_config(vtest_clip.parent, url=vtest_clip.name, realtime=False)
+    camera = config.cameras[0]
+    rate = AdaptiveRate.for_camera(camera)  # 0.5 / 1 / 5 fps
+    if level is AnalysisLevel.TRACKING:
+        rate.observe(0.0, appeared=True, moving_tracks=True, near_rule_motion=True)
+    else:
+        rate.observe(0.0, appeared=False, moving_tracks=False)
+        rate.observe(60.0, appeared=False, moving_tracks=False)
+    assert rate.level is level
+    ingest = CameraIngest(camera, config.reconnect, FrameQueue(10_000), rate=rate)
+    ingest.start()
+    assert ingest.join(60)
+    status = ingest.status()
+    assert status.mode is mode and status.analysis_level is level
+    assert status.target_fps == rate.target_fps
+    assert status.counters.frames_analysed == analysed
+    assert status.counters.frames_decoded == decoded

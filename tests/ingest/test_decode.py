@@ -98,3 +98,39 @@ def test_analysis_size(
     source: tuple[int, int], target: tuple[int, int | None], expected: tuple[int, int]
 ) -> None:
     assert analysis_size(*source, *target) == expected
+
+
+def test_rate_change_switches_mode_at_the_next_keyframe_and_back() -> None:
+    """1 fps on a 1 s GOP decodes keyframes only; raised to 5 fps mid-GOP it keeps skipping
+    until the next keyframe (the P-frames before it lack their references), then decodes
+    every frame and samples 5 a second; lowered again it returns to keyframes only."""
+    policy = DecodePolicy(1.0)
+    decoded: list[float] = []
+    taken: list[float] = []
+    for t, key in gop_packets(16, 25, 25):
+        if t == pytest.approx(5.52):
+            policy.set_analysis_fps(5.0)
+        if t == pytest.approx(10.32):
+            policy.set_analysis_fps(1.0)
+        if policy.admit_packet(t, key):
+            decoded.append(t)
+            if policy.take_frame(t):
+                taken.append(t)
+    in_window = lambda start, end: [t for t in decoded if start <= t < end]  # noqa: E731
+    assert in_window(2, 6) == pytest.approx([2, 3, 4, 5])  # keyframes only, none after 5.52
+    assert len(in_window(6, 10)) == 100  # every frame of the sampled GOPs
+    assert [t for t in taken if 6 <= t < 7] == pytest.approx([6, 6.2, 6.4, 6.6, 6.8])
+    assert len(in_window(10, 11)) == 25  # still sampled until the keyframe at 11
+    # keyframes only again; the one at 11 is skipped because it is not due (the last
+    # sample, at 10.2, is less than the new 1 s period before it)
+    assert in_window(11, 16) == pytest.approx([12, 13, 14, 15])
+    assert [t for t in taken if t > 10.32] == pytest.approx([12, 13, 14, 15])
+    assert policy.mode is DecodeMode.KEYFRAMES and policy.analysis_fps == 1.0
+
+
+@pytest.mark.parametrize("fps", [0.0, -1.0, float("nan")])
+def test_rate_change_refuses_a_rate_that_is_not_positive(fps: float) -> None:
+    policy = DecodePolicy(1.0)
+    with pytest.raises(ValueError, match="analysis_fps > 0"):
+        policy.set_analysis_fps(fps)
+    assert policy.period_s == 1.0

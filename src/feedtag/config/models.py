@@ -105,7 +105,8 @@ DEFAULT_TRACKING_FPS: Final = 5.0
 class AdaptiveRateConfig(StrictModel):
     """How a camera's analysis rate adapts to what it sees (docs/ingest.md).
 
-    Quiet (no change and no track for ``quiet_after_s``): the floor rate; activity:
+    Quiet (no object appeared and no track moved for ``quiet_after_s``): the floor rate;
+    activity:
     ``analysis_fps``; a moving track near a line, direction or speed rule (line_cross,
     wrong_way, stopped_vehicle, collision_candidate): the tracking rate, until no such
     track has moved for ``quiet_after_s``.
@@ -132,8 +133,8 @@ class AdaptiveRateConfig(StrictModel):
         default=10.0,
         gt=0,
         le=3600,
-        description="Seconds of stream time without change, tracks (or, for the tracking "
-        "rate, moving tracks near a motion rule) before the rate drops.",
+        description="Seconds of stream time in which no object appeared and no track moved "
+        "(for the tracking rate: no track moved near a motion rule) before the rate drops.",
     )
     rule_margin: float = Field(
         default=0.05,

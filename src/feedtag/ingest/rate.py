@@ -2,16 +2,20 @@
 
 A quiet scene needs few frames; a person walking across a counting line needs many, or the
 tracker loses them between two frames. :class:`AdaptiveRate` is fed by the vision stage after
-each analysed frame (did the gate see change, are tracks active, did a track move near a
-line, direction or speed rule) and sets :attr:`AdaptiveRate.target_fps`, which the camera's
+each analysed frame (did an object appear, did a track move, did a track move near a line,
+direction or speed rule) and sets :attr:`AdaptiveRate.target_fps`, which the camera's
 ingest reads before each packet and hands to its
 :class:`~feedtag.ingest.decode.DecodePolicy`:
 
-- no change and no track for ``quiet_after_s``: the floor rate;
-- activity (change or a track): ``analysis_fps``;
+- nothing appeared and nothing moved for ``quiet_after_s``: the floor rate;
+- activity (an object appeared, or a track moved since the detection before):
+  ``analysis_fps``;
 - a track moving near a motion rule: the tracking rate, until no such track has moved for
   ``quiet_after_s``.
 
+A track that stands still is not activity: the gate carries its detection forward (and its
+refresh re-detects it), so a parked car or a seated person is still tagged at the floor rate,
+and a still scene that shows people (the quiet benchmark feed is such a frame) is quiet.
 Time is the frames' stream time, not the wall clock, so a file analysed as fast as possible
 adapts exactly as it would live. The controller is pure logic; it lives in ``ingest`` because
 the decoder is what it steers, and the vision stage (``runtime``) may import it.
@@ -32,11 +36,11 @@ class AdaptiveRate:
     read without a lock (a float replaced whole).
 
     >>> rate = AdaptiveRate(floor_fps=0.5, normal_fps=1.0, tracking_fps=5.0, quiet_after_s=10)
-    >>> rate.observe(0.0, changed=True, tracks=False).value, rate.target_fps
+    >>> rate.observe(0.0, appeared=True, moving_tracks=False).value, rate.target_fps
     ('normal', 1.0)
-    >>> rate.observe(10.0, changed=False, tracks=False).value, rate.target_fps
+    >>> rate.observe(10.0, appeared=False, moving_tracks=False).value, rate.target_fps
     ('floor', 0.5)
-    >>> rate.observe(12.0, changed=True, tracks=True, near_rule_motion=True).value
+    >>> rate.observe(12.0, appeared=True, moving_tracks=True, near_rule_motion=True).value
     'tracking'
     """
 
@@ -84,11 +88,11 @@ class AdaptiveRate:
         return self._fps[level]
 
     def observe(
-        self, t_s: float, *, changed: bool, tracks: bool, near_rule_motion: bool = False
+        self, t_s: float, *, appeared: bool, moving_tracks: bool, near_rule_motion: bool = False
     ) -> AnalysisLevel:
-        """One analysed frame at stream time ``t_s``: whether the gate saw change, whether
-        tracks are active, whether an active track moved near a motion rule. Returns the
-        level now in force."""
+        """One analysed frame at stream time ``t_s``: whether an object appeared that the
+        result before did not have, whether a track moved since the detection before, whether
+        one moved near a motion rule. Returns the level now in force."""
         with self._lock:
             if self._last_t is None or t_s < self._last_t:
                 # first frame, or the stream restarted (a looping file, a reconnect): quiet
@@ -96,7 +100,7 @@ class AdaptiveRate:
                 self._last_active = t_s
                 self._last_rule_motion = None
             self._last_t = t_s
-            if changed or tracks:
+            if appeared or moving_tracks:
                 self._last_active = t_s
             if near_rule_motion:
                 self._last_rule_motion = t_s

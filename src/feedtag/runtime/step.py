@@ -7,8 +7,9 @@ detector: :meth:`CameraStep.gate` decides whether a frame needs it (or returns t
 carried forward), :meth:`CameraStep.detected` filters the detector's output to the camera's
 classes, gives it anonymous track ids and updates the moving hint that the next gate decision
 reads. Both halves feed the camera's adaptive analysis rate (:mod:`feedtag.ingest.rate`),
-when it has one: the gate says whether the scene changed, the tracker whether tracks are
-active and whether one moved near a line, direction or speed rule
+when it has one: a frame the gate carries forward is quiet; after a detection, the step says
+whether an object appeared (by boxes: a change of light that made the gate run is not
+activity), whether a track moved and whether one moved near a line, direction or speed rule
 (:mod:`feedtag.analytics.motion`). The engine calls the halves on either side of its batch
 scheduler; a synchronous caller uses :meth:`CameraStep.run` with a ``detect`` function.
 
@@ -32,6 +33,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+from feedtag.analytics.geometry import box_iou
 from feedtag.analytics.motion import MotionRegions
 from feedtag.config.models import CameraConfig
 from feedtag.core import Detections, Frame
@@ -40,8 +42,9 @@ from feedtag.vision.detector import Image
 from feedtag.vision.gate import ChangeGate
 from feedtag.vision.tracker import Tracker
 
-#: gate decisions that mean the scene changed (a refresh does not)
-CHANGE_REASONS: Final = frozenset({"first", "changed", "tracks"})
+#: a detection that overlaps no detection of its class in the result before by at least this
+#: much is an object that appeared
+APPEARED_MAX_IOU: Final = 0.3
 #: a track whose centre moved more than this fraction of the frame width since the last
 #: detection is moving: the gate then keeps the detector running (line and speed rules need it)
 MOVING_FRACTION: Final = 0.01
@@ -63,6 +66,27 @@ def tracks_moved(before: Detections, after: Detections, min_shift_px: float) -> 
     for track_id, box in zip(after.tracker_id.tolist(), after.xyxy, strict=True):
         old = previous.get(track_id) if track_id > 0 else None  # -1: not a track yet
         if old is not None and float(np.hypot(*((box[:2] + box[2:]) / 2 - old))) > min_shift_px:
+            return True
+    return False
+
+
+def objects_appeared(
+    before: Detections, after: Detections, min_iou: float = APPEARED_MAX_IOU
+) -> bool:
+    """Whether ``after`` holds an object ``before`` did not: a detection that overlaps no
+    earlier detection of its class by ``min_iou``. By boxes, not track ids: a person standing
+    still through the gate's refresh interval gets a new track id (the old track was lost
+    meanwhile) but has not appeared.
+
+    >>> import numpy as np
+    >>> def boxes(*xs): return Detections(np.array([[x, 0, x + 10, 10] for x in xs],
+    ...     np.float32).reshape(-1, 4), np.ones(len(xs), np.float32), np.zeros(len(xs), np.int32))
+    >>> objects_appeared(boxes(0), boxes(1)), objects_appeared(boxes(0), boxes(1, 50))
+    (False, True)
+    """
+    for box, class_id in zip(after.xyxy, after.class_id.tolist(), strict=True):
+        same = before.xyxy[before.class_id == class_id]
+        if not any(box_iou(box, old) >= min_iou for old in same):
             return True
     return False
 
@@ -161,15 +185,12 @@ class CameraStep:
         with self._lock:
             if self._gate is None:
                 return None
-            decision = self._gate.decide(frame.image, frame.pts_s, self._moving)
-            feedback = self._feedback
-            if feedback is not None:
-                feedback.rate.observe(
-                    frame.pts_s,
-                    changed=decision.reason in CHANGE_REASONS,
-                    tracks=has_tracks(self._latest),
-                )
-            return None if decision.run else self._latest
+            if self._gate.decide(frame.image, frame.pts_s, self._moving).run:
+                return None
+            if self._feedback is not None:
+                # carried forward: nothing changed and no track moved
+                self._feedback.rate.observe(frame.pts_s, appeared=False, moving_tracks=False)
+            return self._latest
 
     def detected(self, frame: Frame, detections: Detections) -> Detections:
         """The detector's result for ``frame``, filtered to the camera's classes and tracked;
@@ -183,8 +204,8 @@ class CameraStep:
             if feedback is not None:
                 feedback.rate.observe(
                     frame.pts_s,
-                    changed=False,
-                    tracks=has_tracks(tracked),
+                    appeared=objects_appeared(self._latest, tracked),
+                    moving_tracks=self._moving,
                     near_rule_motion=self._moving
                     and feedback.moved_near_rule(self._latest, tracked, frame.size),
                 )
