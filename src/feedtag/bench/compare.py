@@ -100,7 +100,7 @@ def presence_analytics() -> dict[str, Any]:
     return {"zones": presence.grid_zones(), "rules": rules}
 
 
-def build_runner(kind: Kind, paths: list[Path], data_dir: Path) -> Runner:
+def build_runner(kind: Kind, paths: list[Path], data_dir: Path, adaptive: bool = True) -> Runner:
     if kind == "feedtag":
         return EngineRun(
             paths,
@@ -108,17 +108,20 @@ def build_runner(kind: Kind, paths: list[Path], data_dir: Path) -> Runner:
             pipeline=True,
             analytics=presence_analytics(),
             extra={"store": {"data_dir": str(data_dir)}},
+            adaptive=adaptive,
         )
     if kind == "peer":
         return PeerRun(paths, default_model_info(DetectorConfig(input_size=PEER_INPUT_SIZE)).path)
     return LimitRun(paths, default_model_info(DetectorConfig()))
 
 
-def run_child_kind(kind: Kind, name: str, seconds: float, quick: bool) -> dict[str, Any]:
+def run_child_kind(
+    kind: Kind, name: str, seconds: float, quick: bool, fixed_rate: bool = False
+) -> dict[str, Any]:
     """Measure one variant of one workload in this process (the child)."""
     load = workload(name, quick)
     with tempfile.TemporaryDirectory(prefix="feedtag-compare-") as data_dir:
-        runner = build_runner(kind, sources(load, quick), Path(data_dir))
+        runner = build_runner(kind, sources(load, quick), Path(data_dir), not fixed_rate)
         measured = measure(runner, load.feeds, seconds)
     return {
         **measured.capacity.to_dict(),
@@ -127,10 +130,13 @@ def run_child_kind(kind: Kind, name: str, seconds: float, quick: bool) -> dict[s
     }
 
 
-def run_in_child(kind: Kind, name: str, seconds: float, quick: bool) -> dict[str, Any]:
+def run_in_child(
+    kind: Kind, name: str, seconds: float, quick: bool, fixed_rate: bool = False
+) -> dict[str, Any]:
     command = [
         sys.executable, "-m", "feedtag.bench.compare", "--child", kind, "--workloads", name,
         "--seconds", str(seconds), *(["--quick"] if quick else []),
+        *(["--fixed-rate"] if fixed_rate else []),
     ]  # fmt: skip
     done = subprocess.run(
         command,
@@ -174,7 +180,11 @@ class PresenceRecall:
 
 
 def compare(
-    names: Sequence[str], seconds: float, quick: bool, say: Callable[[str], None]
+    names: Sequence[str],
+    seconds: float,
+    quick: bool,
+    say: Callable[[str], None],
+    fixed_rate: bool = False,
 ) -> list[dict[str, Any]]:
     """One row per workload: each variant measured in its own child, and presence recall."""
     recall = PresenceRecall(quick)
@@ -184,7 +194,7 @@ def compare(
         runs = {}
         for kind in KINDS:
             say(f"{name}: {kind}, {load.feeds} feeds, {seconds:g} s ...")
-            runs[kind] = run_in_child(kind, name, seconds, quick)
+            runs[kind] = run_in_child(kind, name, seconds, quick, fixed_rate)
         say(f"{name}: presence recall ...")
         ours = runs["feedtag"]
         rows.append(
@@ -232,6 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--fixed-rate", action="store_true", help="adaptive analysis rate off")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--child", choices=KINDS, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -240,14 +251,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown workload(s): {', '.join(unknown)}; known: {', '.join(WORKLOADS)}")
     if args.child is not None:
-        result = run_child_kind(args.child, names[0], args.seconds, args.quick)
+        result = run_child_kind(args.child, names[0], args.seconds, args.quick, args.fixed_rate)
         print(json.dumps(result))  # noqa: T201 - the child's output channel
         return 0
 
     def say(text: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {text}", file=sys.stderr, flush=True)  # noqa: T201
 
-    rows = compare(names, args.seconds, args.quick, say)
+    rows = compare(names, args.seconds, args.quick, say, args.fixed_rate)
     if args.json:
         for row in rows:
             print(json.dumps(row))  # noqa: T201

@@ -38,6 +38,8 @@ Variant = Literal["engine", "bare"]
 
 WARMUP_S: Final = 3.0
 CHILD_TIMEOUT_MARGIN_S: Final = 120.0
+#: how often the rate the feeds ask for is read during a measured window
+EXPECTED_SAMPLE_S: Final = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +72,12 @@ class Runner(Protocol):
 
     #: None for a variant with no detector (nothing to keep up with)
     recorder: ResultRecorder | None
-    #: analysed frames per second the feeds ask for
-    expected_fps: float
+
+    @property
+    def expected_fps(self) -> float:
+        """Analysed frames per second the feeds ask for now (it varies when their analysis
+        rate adapts)."""
+        ...
 
     def start(self) -> None: ...
 
@@ -92,6 +98,16 @@ class Measured:
     rss_mb_per_feed: float
 
 
+def _expected_over(runner: Runner, until: float) -> float:
+    """Waits until ``until`` (monotonic); the mean of the frames per second the feeds asked
+    for meanwhile, sampled every :data:`EXPECTED_SAMPLE_S`."""
+    samples = [runner.expected_fps]
+    while (left := until - time.monotonic()) > 0:
+        time.sleep(min(EXPECTED_SAMPLE_S, left))
+        samples.append(runner.expected_fps)
+    return sum(samples) / len(samples)
+
+
 def measure(runner: Runner, feeds: int, seconds: float) -> Measured:
     """Start ``runner``, measure a window of ``seconds`` after the warm-up, stop it.
 
@@ -105,7 +121,7 @@ def measure(runner: Runner, feeds: int, seconds: float) -> Measured:
         cpu_start = _cpu(process)
         decoded_start, due_start, dropped_start = runner.counts()
         wall_start, clock_start = time.monotonic(), time.time()
-        time.sleep(seconds)
+        expected = _expected_over(runner, wall_start + seconds)
         wall = time.monotonic() - wall_start
         cpu = _cpu(process) - cpu_start
         decoded, due, dropped = runner.counts()
@@ -123,9 +139,7 @@ def measure(runner: Runner, feeds: int, seconds: float) -> Measured:
         handled = len(latencies)
         if runner.recorder.marks_due:
             due = runner.recorder.due_in(clock_start, clock_end)
-    counts = ThroughputCounts(
-        feeds, wall, cpu, runner.expected_fps, due, handled, dropped - dropped_start
-    )
+    counts = ThroughputCounts(feeds, wall, cpu, expected, due, handled, dropped - dropped_start)
     return Measured(
         capacity=judge(counts, latencies),
         wall_s=wall,
@@ -223,6 +237,7 @@ class EngineRun:
         pipeline: bool,
         analytics: dict[str, Any] | None = None,
         extra: dict[str, Any] | None = None,
+        adaptive: bool = True,
     ) -> None:
         cameras = [
             {
@@ -231,6 +246,7 @@ class EngineRun:
                 "loop": True,
                 "realtime": True,
                 "analysis_fps": 1.0,
+                "adaptive": {"enabled": adaptive},
                 "decode": "auto" if mode == "keyframes" else "all",
                 **({"analytics": analytics} if analytics else {}),
             }
@@ -244,7 +260,7 @@ class EngineRun:
                 **(extra or {}),
             }
         )
-        self.expected_fps = float(len(cameras))
+        self._fixed_fps = float(len(cameras))
         # the model is loaded before the measurement starts (and RSS baseline is taken)
         self.engine = NodeEngine.from_config(config)
         self.recorder: ResultRecorder | None = None
@@ -252,6 +268,14 @@ class EngineRun:
         if isinstance(consumer, VisionConsumer):
             self.recorder = ResultRecorder()
             consumer.on_result = self.recorder.wrap(consumer.on_result)
+
+    @property
+    def expected_fps(self) -> float:
+        """The rate each camera's analysis asks for now (the adaptive rate, once known)."""
+        statuses = self.engine.statuses()
+        if not statuses or any(status.target_fps is None for status in statuses):
+            return self._fixed_fps
+        return sum(status.target_fps or 0.0 for status in statuses)
 
     def start(self) -> None:
         self.engine.start()

@@ -43,13 +43,15 @@ from feedtag.analytics.engine import CameraAnalyzer
 from feedtag.analytics.geometry import ground_points
 from feedtag.analytics.rules import Observation
 from feedtag.bench.capacity import MAX_P99_LATENCY_S, percentile
-from feedtag.bench.footage import sample_h264
+from feedtag.bench.footage import quiet_h264, sample_h264
 from feedtag.config import validate_config
 from feedtag.config.analytics import CameraAnalytics
-from feedtag.config.models import DetectorConfig
+from feedtag.config.models import DetectorConfig, FeedtagConfig
 from feedtag.core import Detections, Frame
+from feedtag.ingest.rate import AdaptiveRate
 from feedtag.runtime.detect import detect_stream, frames_of
 from feedtag.runtime.detection import build_detector
+from feedtag.runtime.step import RateFeedback
 from feedtag.vision.detector import Detector
 from feedtag.vision.gate import ChangeGate
 
@@ -68,6 +70,8 @@ class Variant:
     precision: str = "int8"
     gate: bool = True
     analysis_fps: float = 1.0
+    #: the adaptive analysis rate (floor when quiet); the other variants keep analysis_fps
+    adaptive: bool = False
 
 
 VARIANTS: Final = {
@@ -79,6 +83,7 @@ VARIANTS: Final = {
         Variant("320-fp32", input_size=320, precision="fp32"),
         Variant("416-int8-0.5fps", analysis_fps=0.5),
         Variant("320-int8-0.5fps", input_size=320, analysis_fps=0.5),
+        Variant("416-int8-adaptive", adaptive=True),
     )
 }
 
@@ -124,16 +129,22 @@ def cell_of(point: tuple[float, float], cells: int = GRID) -> str:
     return f"r{row}c{col}"
 
 
-def frames(path: Path, analysis_fps: float) -> Iterator[Frame]:
-    """The analysed frames of a file as the ingest produces them, every one of them."""
-    config = validate_config(
+def bench_camera(path: Path, analysis_fps: float, *, adaptive: bool = False) -> FeedtagConfig:
+    """The config of the benchmark's one camera: ``path`` read as fast as possible."""
+    return validate_config(
         {
             "media_root": str(path.parent),
             "cameras": [{"id": "bench", "url": path.name, "realtime": False,
-                         "analysis_fps": analysis_fps}],
+                         "analysis_fps": analysis_fps, "adaptive": {"enabled": adaptive}}],
         }
     )  # fmt: skip
-    return frames_of(config.cameras[0], config, threading.Event())
+
+
+def frames(path: Path, analysis_fps: float, rate: AdaptiveRate | None = None) -> Iterator[Frame]:
+    """The analysed frames of a file as the ingest produces them, every one of them
+    (sampled by ``rate`` when given)."""
+    config = bench_camera(path, analysis_fps, adaptive=rate is not None)
+    return frames_of(config.cameras[0], config, threading.Event(), rate)
 
 
 def _keys(
@@ -179,6 +190,8 @@ class VariantRun:
     cpu_s: float
     #: wall time of each frame's analysis (gate, detector, tracker, rules)
     latencies_s: list[float]
+    #: stream time of the last analysed frame
+    video_s: float = 0.0
 
 
 def variant_presence(path: Path, detector: Detector, variant: Variant) -> VariantRun:
@@ -195,11 +208,17 @@ def variant_presence(path: Path, detector: Detector, variant: Variant) -> Varian
         }
     )
     analyzer = CameraAnalyzer("bench", analytics)
+    rate = feedback = None
+    if variant.adaptive:
+        camera = bench_camera(path, variant.analysis_fps, adaptive=True).cameras[0]
+        rate = AdaptiveRate.for_camera(camera)
+        feedback = RateFeedback.for_camera(camera, rate, names)
     results = detect_stream(
-        frames(path, variant.analysis_fps),
+        frames(path, variant.analysis_fps, rate),
         detector,
         gate=ChangeGate() if variant.gate else None,
         track_lost_s=DetectorConfig().track_lost_s,
+        feedback=feedback,
     )
     segments = []
     analysed = gated = 0
@@ -228,7 +247,7 @@ def variant_presence(path: Path, detector: Detector, variant: Variant) -> Varian
         end = (segment.ended_at if segment.ended_at is not None else WALL0 + end_s) - WALL0
         for second in range(int(start), int(end) + 1):
             tagged.add((segment.label, segment.zone or "all", second))
-    return VariantRun(tagged, analysed, gated, cpu, latencies)
+    return VariantRun(tagged, analysed, gated, cpu, latencies, end_s)
 
 
 def decode_ms_per_video_s(path: Path) -> float:
@@ -273,6 +292,12 @@ def run(
         hit = len(present & tagged)
         analysis_ms = measured.cpu_s * 1000 / max(analysed, 1)
         per_feed_s = decode_ms + analysis_ms * variant.analysis_fps
+        if variant.adaptive:
+            # the rate varies: analysis CPU per second of video as measured, and one keyframe
+            # decode per analysed frame (presence rules only: never the tracking rate, so
+            # keyframes only on a 1 s GOP)
+            video_s = max(measured.video_s, 1.0)
+            per_feed_s = (decode_ms * analysed + measured.cpu_s * 1000) / video_s
         p99 = percentile(measured.latencies_s, 99)
         kept_up = p99 is not None and p99 < MAX_P99_LATENCY_S
         results.append(
@@ -308,13 +333,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"comma-separated, of: {', '.join(VARIANTS)}",
     )
     parser.add_argument("--models-dir", type=Path, default=None)
+    parser.add_argument(
+        "--footage",
+        choices=("vtest", "quiet"),
+        default="vtest",
+        help="vtest (busy, the default) or the quiet still-frame feed (bench/footage.py)",
+    )
+    parser.add_argument(
+        "--seconds", type=int, default=None, help="only the first seconds of the footage"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     unknown = [name for name in args.variants.split(",") if name not in VARIANTS]
     if unknown:
         parser.error(f"unknown variant(s): {', '.join(unknown)}")
     variants = [VARIANTS[name] for name in args.variants.split(",")]
-    path = sample_h264("vtest", 640, 360)
+    if args.footage == "quiet":
+        path = quiet_h264(640, 360, seconds=args.seconds or 60)
+    else:
+        path = sample_h264("vtest", 640, 360, seconds=args.seconds)
 
     def say(text: str) -> None:
         if not args.json:

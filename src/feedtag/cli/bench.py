@@ -94,6 +94,7 @@ def cmd_bench_compare(args: argparse.Namespace) -> int:
     argv = ["--seconds", str(args.seconds)]
     argv += ["--json"] if args.json else []
     argv += ["--quick"] if args.quick else []
+    argv += ["--fixed-rate"] if args.fixed_rate else []
     if args.workloads:
         argv += ["--workloads", args.workloads]
     return compare.main(argv)
@@ -147,6 +148,9 @@ def cmd_bench_presence(args: argparse.Namespace) -> int:
     argv = ["--json"] if args.json else []
     if args.variants:
         argv += ["--variants", args.variants]
+    argv += ["--footage", args.footage]
+    if args.seconds is not None:
+        argv += ["--seconds", str(args.seconds)]
     return presence.main(argv)
 
 
@@ -202,6 +206,11 @@ def add_bench_commands(commands: Any) -> None:
     compare.add_argument("--workloads", default=None, help="comma-separated: W1,W2,fleet")
     compare.add_argument("--quick", action="store_true", help="few feeds, short clips (tests)")
     compare.add_argument("--json", action="store_true")
+    compare.add_argument(
+        "--fixed-rate",
+        action="store_true",
+        help="feedtag's cameras analyse at analysis_fps all the time (adaptive rate off)",
+    )
     compare.set_defaults(func=cmd_bench_compare)
     plane = bench_kinds.add_parser(
         "control-plane",
@@ -225,6 +234,12 @@ def add_bench_commands(commands: Any) -> None:
         "--variants", default=None, help="comma-separated variant names (default: all)"
     )
     presence.add_argument("--json", action="store_true")
+    presence.add_argument(
+        "--footage", choices=("vtest", "quiet"), default="vtest", help="busy or still footage"
+    )
+    presence.add_argument(
+        "--seconds", type=positive(int), default=None, help="only the first seconds of it"
+    )
     presence.set_defaults(func=cmd_bench_presence)
     anonymize = bench_kinds.add_parser(
         "anonymize",

@@ -24,7 +24,8 @@ from feedtag.errors import SourceError
 from feedtag.files import write_atomic
 from feedtag.ingest.camera import CameraIngest
 from feedtag.ingest.handoff import FrameQueue
-from feedtag.runtime.step import CameraStep
+from feedtag.ingest.rate import AdaptiveRate
+from feedtag.runtime.step import CameraStep, RateFeedback
 from feedtag.vision.anonymize import Anonymized, Anonymizer, RecentPersons, person_boxes
 from feedtag.vision.detector import Detector
 from feedtag.vision.gate import ChangeGate
@@ -69,7 +70,10 @@ class FrameResult:
 
 
 def frames_of(
-    camera: CameraConfig, config: FeedtagConfig, stop: threading.Event
+    camera: CameraConfig,
+    config: FeedtagConfig,
+    stop: threading.Event,
+    rate: AdaptiveRate | None = None,
 ) -> Iterator[Frame]:
     """Every analysed frame of one camera, in order, until the source ends or ``stop``. A
     file read as fast as possible (``realtime: false``) loses none: its ingest waits for the
@@ -77,9 +81,10 @@ def frames_of(
 
     A file that fails to open or read raises :class:`SourceError` instead of being retried:
     it fails the same way again (``feedtag detect`` on a broken file used to retry forever).
+    ``rate``: the adaptive analysis rate the ingest samples by (None: ``analysis_fps``).
     """
     queue = FrameQueue(maxsize=32 if camera.lossless else 4, lossless=camera.lossless)
-    ingest = CameraIngest(camera, config.reconnect, queue)
+    ingest = CameraIngest(camera, config.reconnect, queue, rate=rate)
     ingest.start()
     try:
         while not stop.is_set():
@@ -112,12 +117,14 @@ def detect_stream(
     max_frames: int | None = None,
     save_dir: Path | None = None,
     anonymizer: Anonymizer | None = None,
+    feedback: RateFeedback | None = None,
 ) -> Iterator[FrameResult]:
     """Run each frame through the engine's per-frame step (:class:`CameraStep`: gate,
     detector, tracker, moving hint) with the detector called directly; optionally save
     anonymized annotated JPEGs (without an ``anonymizer`` that can find people, they are
-    blurred whole)."""
-    step = CameraStep(gate, ByteTracker(lost_s=track_lost_s))
+    blurred whole). ``feedback``: the adaptive rate the step feeds (the one its frames'
+    ingest samples by)."""
+    step = CameraStep(gate, ByteTracker(lost_s=track_lost_s), feedback=feedback)
     names = list(detector.class_names)
     cover = anonymizer if anonymizer is not None else Anonymizer(None)
     recent = RecentPersons()
