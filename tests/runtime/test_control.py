@@ -136,6 +136,13 @@ def test_the_node_app_runs_serves_and_stops_within_its_deadline(
         headers = {"Authorization": f"Bearer {token}"}
         served = httpx.get(f"{app.api_url}/metrics", headers=headers, timeout=5).text
         assert 'feedtag_camera_frames_detected_total{camera="door"}' in served
+        # the adaptive analysis rate: busy footage without a motion rule runs at analysis_fps
+        assert 'feedtag_camera_analysis_fps{camera="door"} 2.0' in served
+        assert 'feedtag_camera_analysis_level{camera="door",level="normal"} 1.0' in served
+        assert 'feedtag_camera_analysis_level{camera="door",level="floor"} 0.0' in served
+        door = httpx.get(f"{app.api_url}/api/v1/cameras/door", headers=headers, timeout=5)
+        status = door.json()["status"]
+        assert (status["analysis_level"], status["target_fps"]) == ("normal", 2.0)
         assert httpx.get(f"{app.api_url}/health", timeout=5).json() == {"status": "ok"}
     finally:
         began = time.monotonic()

@@ -83,7 +83,10 @@ def frames_of(
     it fails the same way again (``feedtag detect`` on a broken file used to retry forever).
     ``rate``: the adaptive analysis rate the ingest samples by (None: ``analysis_fps``).
     """
-    queue = FrameQueue(maxsize=32 if camera.lossless else 4, lossless=camera.lossless)
+    # With an adaptive rate the ingest may not run ahead: its rate follows what analysis saw
+    # of the frame before, and 32 frames queued at 1 fps are half a minute of stale rate.
+    size = 1 if rate is not None else 32 if camera.lossless else 4
+    queue = FrameQueue(maxsize=size, lossless=camera.lossless)
     ingest = CameraIngest(camera, config.reconnect, queue, rate=rate)
     ingest.start()
     try:
