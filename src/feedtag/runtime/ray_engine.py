@@ -248,7 +248,7 @@ class RayEngineControl:
         for ref in refs:
             if ref in ready:
                 with contextlib.suppress(Exception):  # a shard that died meanwhile is left out
-                    parts.append(EngineSnapshot.from_dict(ray.get(ref, timeout=0)))
+                    parts.append(ray.get(ref, timeout=0))
         (status,) = _coordinator_answers(asked) or (None,)
         if status is not None:  # else (restarting) the last known list stands
             self._offline = held_since(self._offline, status["offline"])
