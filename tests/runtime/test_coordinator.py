@@ -200,3 +200,5 @@ def test_reconcile_now_waits_for_a_round_that_began_after_it(
     catalog.put(added)
     coordinator.reconcile_now(wait_s=5.0)
     assert added.id in coordinator.assignment() and added.id in running(ray)
+    assert coordinator.shard_of(added.id) == coordinator.assignment()[added.id]
+    assert coordinator.shard_of("never-stored") is None

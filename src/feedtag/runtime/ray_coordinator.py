@@ -150,6 +150,12 @@ class Coordinator:
         with self._lock:
             return dict(self._assignment)
 
+    def shard_of(self, camera_id: str) -> str | None:
+        """The shard ``camera_id`` is assigned to, or None: what a camera change or a
+        thumbnail request asks, without the whole assignment crossing to the caller."""
+        with self._lock:
+            return self._assignment.get(camera_id)
+
     def running(self) -> list[CameraConfig]:
         with self._lock:
             return [camera for cams in self._running.values() for camera in cams.values()]
