@@ -116,10 +116,12 @@ class StoredRecords:
     Each :meth:`read` asks for every record's ``updated_at`` (:func:`record_stamps`) and
     loads only the records whose stamp differs from the one held, or that are new; a record
     gone from the table is gone from the answer. The stamp is compared for equality, never
-    order, so clocks that differ between the machines that write records do not matter:
-    every write (:func:`save_record`) stores a new row stamped with its writer's
-    ``time.time()``, and two writes of one camera with the very same stamp would need the
-    same microsecond. A record changed without a new stamp (edited by hand in the database)
+    used as a cursor (``updated_at > last read`` would miss a write stamped by a machine
+    whose clock is behind, or committed after a later-stamped one, and a deleted record
+    leaves no row to find), so clocks that differ between the machines that write records
+    do not matter: every write (:func:`save_record`) stores a new row stamped with its
+    writer's ``time.time()``, and two writes of one camera with the very same stamp would
+    need the same microsecond. A record changed without a new stamp (edited by hand in the database)
     is still seen: every ``full_read_s`` the read loads every record.
 
     >>> from feedtag.store.engine import create_store_engine
