@@ -39,6 +39,7 @@ from feedtag.runtime.control import (
     ShardState,
     held_offline,
 )
+from feedtag.runtime.cores import shard_config
 from feedtag.runtime.events import MEDIA_FOLDER
 from feedtag.runtime.ray_coordinator import COORDINATOR_NAME, coordinator_actor_class
 from feedtag.runtime.ray_shard import ShardEngineFactory, shard_actor_class, shard_name
@@ -159,10 +160,11 @@ class RayEngineControl:
         # writes to the same storage (the mark is there) and says so when it does not.
         media_root = self.config.store.resolved_data_dir() / MEDIA_FOLDER
         mark = MediaStore(media_root).mark()
+        config = shard_config(self.config, self._shard_cpus)  # detector workers: its share
         for shard_id in self._shard_ids:
             shard_class = shard_actor_class(shard_id, self._shard_cpus)
             self._shards[shard_id] = shard_class.remote(
-                shard_id, self.config, COORDINATOR_NAME, mark, self._shard_engine
+                shard_id, config, COORDINATOR_NAME, mark, self._shard_engine
             )
         capacity = {shard_id: self._shard_cpus for shard_id in self._shard_ids}
         self._coordinator = coordinator_actor_class().remote(self.config, capacity)
