@@ -98,7 +98,8 @@ def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def vtest_clip(media_dir: Path) -> Path:
-    """4 s of vtest.avi as 640x360 H.264, 25 fps, a keyframe every second, no B-frames."""
+    """4 s of vtest.avi as 640x360 H.264, 25 fps, a keyframe every second, no B-frames; its
+    middle 16:9 (rows 72-503 of 768x576), never stretched (bench/footage.py: fit_frame)."""
     return encode_h264(
         vtest_path(), media_dir / "vtest_4s.mp4", width=640, height=360, max_seconds=4
     )

@@ -25,7 +25,10 @@ def test_the_reference_against_itself_finds_everything_and_sampling_costs_recall
     itself = Variant("itself", input_size=416, precision="fp32", gate=False, analysis_fps=25.0)
     sparse = Variant("sparse", analysis_fps=1.0)
     present, (same, cheap) = run(vtest_clip, [itself, sparse], models_dir)
-    assert present > 20  # people in several cells in each of 4 seconds
+    # people in the whole frame and two or three grid cells in each of 4 seconds: 14 items
+    # measured on the 16:9 cut (2026-12-05). The stretched clip gave 21, 13 of them people
+    # and 8 the car parked at the top edge, which the cut halves and the detector then misses.
+    assert present >= 12
     # the same detector on every frame: only the tracker could lose a detection; precision is
     # below 1 because presence segments bridge gaps shorter than their grace period
     assert same.recall >= 0.97 and same.precision >= 0.9

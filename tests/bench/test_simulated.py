@@ -100,7 +100,7 @@ def test_a_shard_runs_thousands_of_simulated_cameras_without_threads() -> None:
     cameras = [simulated_camera(index) for index in range(3000)]
     shard.adopt(cameras)
     assert threading.active_count() == threads
-    snapshot = EngineSnapshot.from_dict(shard.snapshot())
+    snapshot = shard.snapshot()
     assert len(snapshot.cameras) == 3000
     assert {(c.shard, c.ingest.state) for c in snapshot.cameras} == {
         ("feedtag-shard-7", CameraState.ONLINE)
@@ -118,7 +118,7 @@ def test_a_real_shard_runs_a_simulated_camera_as_a_real_one() -> None:
         shard.add_camera(simulated_camera(1))
 
         def state() -> CameraState | None:
-            found = EngineSnapshot.from_dict(shard.snapshot()).camera("sim-000001")
+            found = shard.snapshot().camera("sim-000001")
             assert found is not None and found.ingest.reason != SIMULATED_REASON
             assert found.ingest.state is not CameraState.ONLINE
             return found.ingest.state if found.ingest.state is CameraState.OFFLINE else None

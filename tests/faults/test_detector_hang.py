@@ -81,8 +81,9 @@ def detected_fps(
             "media_root": str(clip.parent),
             "store": {"data_dir": str(tmp_path / ("hang" if hang else "steady"))},
             # the cameras' frames arrive together (one clip, started together): batches of
-            # two leave two cameras outside the hung batch
-            "detector": {"hang_timeout_s": HANG_TIMEOUT_S, "max_batch": 2},
+            # two leave two cameras outside the hung batch; one worker, so that the hung
+            # batch's worker is the only one and its replacement carries the others
+            "detector": {"hang_timeout_s": HANG_TIMEOUT_S, "max_batch": 2, "workers": 1},
             "cameras": [
                 {"id": f"cam{i}", "url": clip.name, "loop": True, "analysis_fps": ANALYSIS_FPS,
                  "gate": {"enabled": False}}

@@ -110,7 +110,9 @@ def test_slow_detector_keeps_queues_bounded_memory_flat_and_counts_every_frame(
         # Per camera: waiting in the scheduler, as many again in each batch being detected,
         # and the one frame the consumer thread is handing over (counted, not yet queued; or
         # replaced, not yet cancelled).
-        workers = server.config.detector.workers
+        stage = engine.vision_stage_status()
+        assert stage is not None
+        workers = stage.detector_workers  # the default: one per core
         vision_bound = DEFAULT_MAX_PENDING_PER_CAMERA * (workers + 1) + 1
         started = time.monotonic()
         rss: list[tuple[float, int]] = []

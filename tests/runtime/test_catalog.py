@@ -3,6 +3,7 @@ rules for camera secrets at rest (never clear text; references and the key read 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -12,8 +13,10 @@ from cryptography.fernet import Fernet
 from feedtag.config import validate_config
 from feedtag.config.models import CameraConfig
 from feedtag.errors import ConfigError
+from feedtag.runtime import catalog as catalog_module
 from feedtag.runtime.catalog import (
     CameraCatalog,
+    CameraMerger,
     DefinedIn,
     merge_cameras,
     resolved,
@@ -153,6 +156,72 @@ def test_resolution_reads_references_and_keeps_the_held_form() -> None:
     assert sealed_secrets(held, None, SecretBox(None))["query"] == [
         ["sig", "${FEEDTAG_CAMERA_SIG}"]
     ]
+
+
+@pytest.fixture
+def validated(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The ids of the stored cameras validated (``_held``), in order, from now on."""
+    calls: list[str] = []
+    held = catalog_module._held
+
+    def counting(settings: dict[str, Any], *args: Any) -> CameraConfig:
+        calls.append(settings["id"])
+        return held(settings, *args)
+
+    monkeypatch.setattr(catalog_module, "_held", counting)
+    return calls
+
+
+def test_the_merger_validates_a_stored_camera_again_only_when_it_changed(
+    validated: list[str],
+) -> None:
+    environ: dict[str, str] = {"FEEDTAG_CAMERA_PW": "one"}
+    merger = CameraMerger(box=SecretBox(KEY), environ=environ, media_root=None)
+    by_reference = camera("r", "rtsp://u@r.example/s", password="${FEEDTAG_CAMERA_PW}")
+    records = [stored(A_CHANGED, FILE_A), stored(API_C), stored(by_reference)]
+    first = merger.merge([FILE_A, FILE_B], records)
+    assert validated == ["a", "c", "r"]
+    again = merger.merge([FILE_A, FILE_B], [dataclasses.replace(r) for r in records])
+    assert validated == ["a", "c", "r"]  # equal records, same twins: nothing validated
+    assert [e.runnable for e in again] == [e.runnable for e in first]
+
+    faster = dataclasses.replace(records[1], settings={**records[1].settings, "analysis_fps": 6.0},
+                                 updated_at=2.0)  # fmt: skip
+    entries = {e.camera.id: e for e in merger.merge([FILE_A, FILE_B], [records[0], faster,
+                                                                       records[2]])}  # fmt: skip
+    assert validated[3:] == ["c"] and entries["c"].camera.analysis_fps == 6.0
+
+    environ["FEEDTAG_CAMERA_PW"] = "two"  # the variable a reference reads changed
+    entries = {e.camera.id: e for e in merger.merge([FILE_A, FILE_B], [records[0], faster,
+                                                                       records[2]])}  # fmt: skip
+    assert validated[4:] == ["r"]
+    assert entries["r"].runnable is not None
+    assert entries["r"].runnable.url.render() == "rtsp://u:two@r.example/s"
+
+    twin_moved = camera("a", "rtsp://a2.example/s")  # the file's twin changed
+    entries = {e.camera.id: e for e in merger.merge([twin_moved, FILE_B], [records[0], faster])}
+    assert validated[5:] == ["a"]
+    assert sorted(entries) == ["a", "b", "c"]  # r's record is gone: so is r
+
+
+def test_the_merger_shows_the_problem_of_a_record_that_became_invalid(
+    validated: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    merger = CameraMerger(box=SecretBox(KEY), environ={}, media_root=None)
+    good = stored(API_C)
+    (entry,) = merger.merge([], [good])
+    assert entry.problem is None
+    unset = dataclasses.replace(good, secrets={"password": "${FEEDTAG_CAMERA_GONE}",
+                                               "query": good.secrets["query"]},
+                                updated_at=2.0)  # fmt: skip
+    (entry,) = merger.merge([], [unset])
+    assert entry.runnable is None
+    assert entry.problem == "password: environment variable FEEDTAG_CAMERA_GONE is not set"
+    broken = dataclasses.replace(good, settings={**good.settings, "analysis_fps": -1},
+                                 updated_at=3.0)  # fmt: skip
+    assert merger.merge([], [broken]) == [] and merger.merge([], [broken]) == []
+    assert caplog.text.count("stored camera c is left out: analysis_fps") == 1  # logged once
+    assert validated == ["c", "c", "c"]
 
 
 def _config(cameras: list[dict[str, Any]], data_dir: str) -> Any:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from feedtag.bench.footage import encode_h264, vtest_path
+from feedtag.bench.footage import encode_h264, points_in_crop, vtest_path
 from feedtag.config import validate_config
 from feedtag.core import EventKind
 from feedtag.runtime.node import NodeEngine
@@ -23,9 +23,22 @@ from ..conftest import wait_for
 
 pytestmark = pytest.mark.slow
 
+# drawn on vtest.avi's whole view (768x576), placed on the 16:9 re-encoding (its rows 72-503)
+VTEST_SIZE = (768, 576)
 ANALYTICS: dict[str, Any] = {
-    "zones": [{"name": "path", "polygon": [[0, 0.25], [1, 0.25], [1, 0.75], [0, 0.75]]}],
-    "lines": [{"name": "middle", "start": [0.5, 0.1], "end": [0.5, 0.9]}],
+    "zones": [
+        {
+            "name": "path",
+            "polygon": points_in_crop([[0, 0.25], [1, 0.25], [1, 0.75], [0, 0.75]], VTEST_SIZE),
+        }
+    ],
+    "lines": [
+        {
+            "name": "middle",
+            "start": points_in_crop([[0.5, 0.1]], VTEST_SIZE)[0],
+            "end": points_in_crop([[0.5, 0.9]], VTEST_SIZE)[0],
+        }
+    ],
     "rules": [
         {"kind": "presence", "labels": ["person"]},
         {"kind": "presence", "labels": ["person"], "zone": "path"},

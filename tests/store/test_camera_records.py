@@ -12,6 +12,7 @@ from sqlalchemy import Engine, inspect
 from feedtag.config.models import CameraConfig
 from feedtag.store.cameras import (
     CameraRecord,
+    StoredRecords,
     camera_secrets,
     camera_settings,
     delete_record,
@@ -48,6 +49,42 @@ def test_a_record_replaces_the_camera_s_previous_one(engine: Engine) -> None:
     assert delete_record(engine, "gate") is True
     assert delete_record(engine, "gate") is False
     assert load_records(engine) == []
+
+
+def _camera_record(camera_id: str, at: float, fps: float = 1.0) -> CameraRecord:
+    settings = {"id": camera_id, "url": f"rtsp://{camera_id}.example/s", "analysis_fps": fps}
+    return CameraRecord(camera_id, settings, {}, False, False, at)
+
+
+def test_records_load_by_id_in_pieces(engine: Engine) -> None:
+    for index in range(1203):
+        save_record(engine, _camera_record(f"c{index:04d}", 1.0))
+    wanted = {f"c{index:04d}" for index in range(0, 1203, 2)} | {"not-stored"}
+    loaded = load_records(engine, wanted)
+    assert [r.camera_id for r in loaded] == sorted(wanted - {"not-stored"})
+    assert load_records(engine, []) == []
+
+
+def test_stored_records_load_only_what_changed(engine: Engine) -> None:
+    now = [0.0]
+    stored = StoredRecords(engine, full_read_s=60.0, clock=lambda: now[0])
+    for camera_id in ("a", "b", "c"):
+        save_record(engine, _camera_record(camera_id, 1.0))
+    assert [r.camera_id for r in stored.read()] == ["a", "b", "c"]
+    assert stored.loaded == 3
+    assert [r.camera_id for r in stored.read()] == ["a", "b", "c"] and stored.loaded == 3
+    changed = _camera_record("b", 2.0, fps=4.0)
+    save_record(engine, changed)
+    save_record(engine, _camera_record("d", 2.0))  # added
+    delete_record(engine, "a")  # deleted
+    assert stored.read() == [changed, _camera_record("c", 1.0), _camera_record("d", 2.0)]
+    assert stored.loaded == 5  # b and d only
+    # changed without a new stamp (by hand in the database): seen at the next full read
+    by_hand = _camera_record("c", 1.0, fps=9.0)
+    save_record(engine, by_hand)
+    assert stored.read()[1].settings["analysis_fps"] == 1.0  # type: ignore[index]
+    now[0] = 60.0
+    assert stored.read()[1] == by_hand and stored.loaded == 8
 
 
 def test_migration_0003_up_and_down(engine: Engine) -> None:

@@ -8,11 +8,12 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import av
 import numpy as np
 
+from feedtag.bench.footage import crop_window, fit_frame
 from feedtag.config import validate_config
 from feedtag.core import Detections, Frame
 from feedtag.runtime.detect import detect_stream, frames_of, presence
@@ -87,13 +88,21 @@ class GroundTruthScore:
 
 
 def score_ground_truth(
-    detector: Detector, video: Path, truth_file: Path, labels: Sequence[str], iou: float = 0.5
+    detector: Detector,
+    video: Path,
+    truth_file: Path,
+    labels: Sequence[str],
+    iou: float = 0.5,
+    *,
+    size: tuple[int, int] | None = None,
 ) -> dict[str, GroundTruthScore]:
     """Detector recall and precision per label against hand-checked boxes.
 
     Greedy one-to-one matching by IoU, best first, same label (or one of an object's
     ``alt_labels``); objects marked ``difficult`` count neither way: a detection matched to
-    one is ignored, and missing one is no miss.
+    one is ignored, and missing one is no miss. With ``size``, each frame is first fitted to
+    that size as the sample clips are (:func:`~feedtag.bench.footage.fit_frame`) and the
+    boxes follow it (:func:`boxes_in_crop`).
     """
     truth = json.loads(truth_file.read_text())
     wanted = {int(frame["index"]): frame["objects"] for frame in truth["frames"]}
@@ -103,14 +112,55 @@ def score_ground_truth(
         for index, decoded in enumerate(container.decode(video=0)):
             if index not in wanted:
                 continue
-            image = decoded.to_ndarray(format="rgb24")
+            objects, picture = wanted[index], decoded
+            if size is not None:
+                objects = boxes_in_crop(objects, (decoded.width, decoded.height), size)
+                picture = fit_frame(decoded, *size, pixel_format="rgb24")
+            image = picture.to_ndarray(format="rgb24")
             found = detector.detect([np.ascontiguousarray(image, dtype=np.uint8)])[0]
             for label in labels:
-                counts = _match_frame(found, names, wanted[index], label, iou)
+                counts = _match_frame(found, names, objects, label, iou)
                 totals[label] = [a + b for a, b in zip(totals[label], counts, strict=True)]
             if index >= max(wanted):
                 break
     return {label: GroundTruthScore(label, *totals[label]) for label in labels}
+
+
+#: a hand-checked object cut by the crop of a sample clip stays sure while at least this
+#: share of its box remains in view; below it, it becomes difficult (tests/data/README.md)
+MIN_KEPT_SHARE: Final = 0.5
+
+
+def boxes_in_crop(
+    objects: list[dict[str, Any]], source_size: tuple[int, int], size: tuple[int, int]
+) -> list[dict[str, Any]]:
+    """Hand-checked objects of a ``source_size`` frame, in the pixels of its fitted
+    ``size`` version (:func:`~feedtag.bench.footage.crop_window`): boxes wholly outside the
+    crop leave, boxes it cuts are clipped to it, and an object with less than
+    :data:`MIN_KEPT_SHARE` of its box left becomes difficult.
+
+    >>> person = {"label": "person", "box": [96, 48, 144, 168], "difficult": False}
+    >>> boxes_in_crop([person], (768, 576), (640, 360))  # rows 48-71 cut: 80% kept
+    [{'label': 'person', 'box': [80.0, 0.0, 120.0, 80.0], 'difficult': False}]
+    """
+    window = crop_window(*source_size, *size)
+    scale = size[0] / window.width
+    right, bottom = window.left + window.width, window.top + window.height
+    placed = []
+    for item in objects:
+        x1, y1, x2, y2 = item["box"]
+        kept = [max(x1, window.left), max(y1, window.top), min(x2, right), min(y2, bottom)]
+        kept_area = max(0, kept[2] - kept[0]) * max(0, kept[3] - kept[1])
+        if kept_area == 0:
+            continue
+        share = kept_area / max(1e-9, (x2 - x1) * (y2 - y1))
+        box = [
+            (kept[0] - window.left) * scale, (kept[1] - window.top) * scale,
+            (kept[2] - window.left) * scale, (kept[3] - window.top) * scale,
+        ]  # fmt: skip
+        difficult = bool(item.get("difficult")) or share < MIN_KEPT_SHARE
+        placed.append({**item, "box": box, "difficult": difficult})
+    return placed
 
 
 def _match_frame(

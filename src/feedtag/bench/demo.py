@@ -11,7 +11,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
-from feedtag.bench.footage import sample_h264
+from feedtag.bench.footage import points_in_crop, sample_h264
 from feedtag.errors import FeedtagError
 
 SYSTEM_PYTHON: Final = "/usr/bin/python3"
@@ -113,17 +113,31 @@ class LoopingRtspServer:
         return self.process.stdout.readline()
 
 
-#: zones, lines and rules drawn for the demo footage (normalized image coordinates)
+def _on_vtest(*points: list[float]) -> list[list[float]]:
+    return points_in_crop(list(points), (768, 576))
+
+
+def _on_bikes(*points: list[float]) -> list[list[float]]:
+    return points_in_crop(list(points), (640, 272))
+
+
+#: zones, lines and rules for the demo footage, drawn on the whole 4:3 view of vtest.avi and
+#: placed on the 16:9 clips, which show its rows 72-503. The crop keeps only the lower half
+#: of the road at the top right and of the car and van parked there; the default detector
+#: does not find them at 640x360 any more, so the road zone's stopped-vehicle rule stays
+#: quiet on the demo (tests/runtime/test_events.py checks it on the whole view instead)
 VTEST_ANALYTICS: Final[dict[str, Any]] = {
     "zones": [
-        {"name": "path", "polygon": [[0, 0.28], [1, 0.22], [1, 0.62], [0, 0.72]]},
-        {"name": "lawn", "polygon": [[0, 0.72], [1, 0.62], [1, 1], [0, 1]]},
-        # the street at the top right, where a car and a van stand parked
-        {"name": "road", "polygon": [[0.78, 0.08], [1, 0.08], [1, 0.26], [0.78, 0.26]],
+        {"name": "path", "polygon": _on_vtest([0, 0.28], [1, 0.22], [1, 0.62], [0, 0.72])},
+        {"name": "lawn", "polygon": _on_vtest([0, 0.72], [1, 0.62], [1, 1], [0, 1])},
+        # the street at the top right, where a car and a van stand parked; the 16:9 cut keeps
+        # only their lower halves, too little for the detector, so on the sample clips this
+        # zone and its stopped-vehicle rule stay quiet
+        {"name": "road", "polygon": _on_vtest([0.78, 0.08], [1, 0.08], [1, 0.26], [0.78, 0.26]),
          "roadway": True},
     ],
     "lines": [
-        {"name": "middle", "start": [0.5, 0.15], "end": [0.5, 0.85],
+        {"name": "middle", "start": _on_vtest([0.5, 0.15])[0], "end": _on_vtest([0.5, 0.85])[0],
          # walking down the line, its right-hand side is image-left: forward is westward
          "forward_name": "westbound", "backward_name": "eastbound"},
     ],
@@ -138,8 +152,12 @@ VTEST_ANALYTICS: Final[dict[str, Any]] = {
         {"kind": "camera_health"},
     ],
 }  # fmt: skip
+
+#: drawn on the whole 2.35:1 view of bikes.mp4; the 16:9 clips show its columns 78-561
 BIKES_ANALYTICS: Final[dict[str, Any]] = {
-    "lines": [{"name": "across", "start": [0.3, 0.0], "end": [0.3, 1.0]}],
+    "lines": [
+        {"name": "across", "start": _on_bikes([0.3, 0.0])[0], "end": _on_bikes([0.3, 1.0])[0]}
+    ],
     "rules": [
         {"kind": "presence", "labels": ["person", "bicycle", "car"]},
         {"kind": "line_cross", "labels": ["person", "bicycle"], "line": "across"},

@@ -20,10 +20,9 @@ from typing import Any, Final
 
 import av
 import numpy as np
-import numpy.typing as npt
 import psutil
 
-from feedtag.bench.footage import bikes_path, vtest_path
+from feedtag.bench.footage import bikes_path, fit_frame, vtest_path
 from feedtag.config.models import DetectorConfig
 from feedtag.runtime.detection import default_model_info
 from feedtag.vision.detector import Image
@@ -65,7 +64,7 @@ def real_frames(per_clip: int = FRAMES_PER_CLIP) -> list[Image]:
             wanted = {int(total * (i + 0.5) / per_clip) for i in range(per_clip)}
             for index, frame in enumerate(container.decode(stream)):
                 if index in wanted:
-                    frames.append(_sixteen_by_nine(frame.to_ndarray(format="rgb24")))
+                    frames.append(_sixteen_by_nine(frame))
                 if index >= max(wanted):
                     break
     return frames
@@ -87,14 +86,9 @@ def at_model_scale(frames: list[Image], long_side: int) -> list[Image]:
     ]
 
 
-def _sixteen_by_nine(image: npt.NDArray[Any]) -> Image:
-    height, width = image.shape[:2]
-    crop_w, crop_h = min(width, height * 16 // 9), min(height, width * 9 // 16)
-    left, top = (width - crop_w) // 2, (height - crop_h) // 2
-    cropped = np.ascontiguousarray(image[top : top + crop_h, left : left + crop_w])
-    frame = av.VideoFrame.from_ndarray(cropped, format="rgb24")
-    scaled = frame.reformat(width=FRAME_WIDTH, height=FRAME_HEIGHT, interpolation="AREA")
-    return np.asarray(scaled.to_ndarray(), dtype=np.uint8)
+def _sixteen_by_nine(frame: av.VideoFrame) -> Image:
+    fitted = fit_frame(frame, FRAME_WIDTH, FRAME_HEIGHT, pixel_format="rgb24", interpolation="AREA")
+    return np.asarray(fitted.to_ndarray(), dtype=np.uint8)
 
 
 def backends() -> Iterator[tuple[str, Callable[..., LetterboxDetector]]]:

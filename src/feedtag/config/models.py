@@ -379,11 +379,13 @@ class DetectorConfig(StrictModel):
         default=None, description="Where built models live (default: the feedtag cache)."
     )
     threads: int = Field(default=1, ge=1, le=256, description="Threads per inference call.")
-    workers: int = Field(
-        default=1,
+    workers: int | None = Field(
+        default=None,
         ge=1,
         le=64,
-        description="Inference calls running at once. One worker with one thread uses one "
+        description="Inference calls running at once (default: one per core this process may "
+        "use, divided by `threads`; CPU affinity and a cgroup CPU quota count, and on the Ray "
+        "engine a shard's `engine.cores_per_shard`). One worker with one thread uses one "
         "core: 416 INT8 serves about 40 frames/s per worker on a 2.6 GHz EPYC core.",
     )
     confidence: float = Field(default=0.3, gt=0, lt=1, description="Minimum detection score.")

@@ -192,29 +192,101 @@ def merge_cameras(
 ) -> list[CatalogEntry]:
     """The cameras to run: ``file_cameras`` in file order with ``records`` laid over them,
     then the cameras only stored, by id (the table of the module docstring)."""
-    twins = {camera.id: camera for camera in file_cameras}
-    stored = {record.camera_id: record for record in records}
-    entries = []
-    for camera_id in [*twins, *sorted(stored.keys() - twins.keys())]:
-        twin, record = twins.get(camera_id), stored.get(camera_id)
-        if record is None:
-            entries.append(CatalogEntry(twins[camera_id], DefinedIn.CONFIG, twins[camera_id]))
-            continue
-        if record.deleted or record.settings is None:
-            continue
+    merger = CameraMerger(box=box, environ=environ, media_root=media_root)
+    return merger.merge(file_cameras, records)
+
+
+def _references(record: CameraRecord) -> tuple[str, ...]:
+    """The environment variables ``record``'s secrets refer to (``${FEEDTAG_CAMERA_*}``)."""
+    password = record.secrets.get(PASSWORD_SECRET)
+    values = [password, *(value for _, value in record.secrets.get(QUERY_SECRETS, []))]
+    names = [reference_name(value) for value in values if isinstance(value, str)]
+    return tuple(name for name in names if name is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class _Merged:
+    """What a stored camera's entry was made from, and the entry (None: left out)."""
+
+    record: CameraRecord
+    twin: CameraConfig | None
+    environment: tuple[str | None, ...]
+    entry: CatalogEntry | None
+
+
+class CameraMerger:
+    """:func:`merge_cameras` for a caller that merges again and again (the Ray
+    coordinator, every round): a stored camera is validated again only when what its entry
+    was made from changed.
+
+    An entry is kept with what made it: the record (compared whole: settings, secrets,
+    ``updated_at``), the config file's twin, and the values of the environment variables
+    the record's secrets refer to, read from ``environ`` at each merge. Those are all the
+    inputs of :func:`_held` and :func:`resolved` besides ``box`` and ``media_root``, which
+    are fixed for the merger's life (the key of ``box`` is read once, when it is made, as
+    on one machine). So a kept entry is the one a fresh merge would make: a reference whose
+    variable is set, changed or unset is resolved again. Records that are gone drop their
+    entries. A stored camera left out because its settings are no valid camera is logged
+    once, not at every merge.
+    """
+
+    def __init__(
+        self, *, box: SecretBox, environ: Mapping[str, str], media_root: Path | None
+    ) -> None:
+        self._box = box
+        self._environ = environ
+        self._media_root = media_root
+        self._kept: dict[str, _Merged] = {}
+
+    def merge(
+        self, file_cameras: Iterable[CameraConfig], records: Iterable[CameraRecord]
+    ) -> list[CatalogEntry]:
+        """The cameras to run (as :func:`merge_cameras` answers)."""
+        twins = {camera.id: camera for camera in file_cameras}
+        stored = {record.camera_id: record for record in records}
+        kept, self._kept = self._kept, {}
+        entries = []
+        for camera_id in [*twins, *sorted(stored.keys() - twins.keys())]:
+            twin, record = twins.get(camera_id), stored.get(camera_id)
+            if record is None:
+                entries.append(CatalogEntry(twins[camera_id], DefinedIn.CONFIG, twins[camera_id]))
+                continue
+            if record.deleted or record.settings is None:
+                continue
+            environment = tuple(self._environ.get(name) for name in _references(record))
+            merged = kept.get(camera_id)
+            if (
+                merged is None
+                or (merged.record is not record and merged.record != record)
+                or merged.environment != environment
+                or (merged.twin is not twin and merged.twin != twin)
+            ):
+                entry = self._entry(camera_id, record.settings, record.secrets, twin)
+                merged = _Merged(record, twin, environment, entry)
+            self._kept[camera_id] = merged
+            if merged.entry is not None:
+                entries.append(merged.entry)
+        return entries
+
+    def _entry(
+        self,
+        camera_id: str,
+        settings: dict[str, Any],
+        secrets: dict[str, Any],
+        twin: CameraConfig | None,
+    ) -> CatalogEntry | None:
+        """A stored camera's entry, validated; None when it is left out."""
         defined_in = DefinedIn.CONFIG_API if twin is not None else DefinedIn.API
         try:
-            camera = _held(record.settings, record.secrets, twin, box, media_root)
+            camera = _held(settings, secrets, twin, self._box, self._media_root)
         except ConfigError as error:
             log.error("stored camera %s is left out: %s", camera_id, problem_text(error))
-            continue
+            return None
         try:
-            runnable = resolved(camera, twin, box, environ, media_root)
+            runnable = resolved(camera, twin, self._box, self._environ, self._media_root)
         except ConfigError as error:
-            entries.append(CatalogEntry(camera, defined_in, None, problem_text(error)))
-            continue
-        entries.append(CatalogEntry(camera, defined_in, runnable))
-    return entries
+            return CatalogEntry(camera, defined_in, None, problem_text(error))
+        return CatalogEntry(camera, defined_in, runnable)
 
 
 def _same(a: CameraConfig, b: CameraConfig) -> bool:

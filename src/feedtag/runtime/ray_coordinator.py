@@ -6,8 +6,11 @@ One named Ray actor (:data:`COORDINATOR_NAME`). Every :data:`RECONCILE_INTERVAL_
    by Ray (its recently started cameras get a strike), a shard that has not answered for
    :data:`SHARD_GRACE_S` or that Ray reports dead loses its cameras to the live shards;
 2. reads the cameras from the store: the config file's with the changes stored through the
-   API laid over them (:func:`~feedtag.runtime.catalog.merge_cameras`), so a camera added,
-   changed or removed through the API reaches a shard within one interval;
+   API laid over them (:class:`~feedtag.runtime.catalog.CameraMerger`), so a camera added,
+   changed or removed through the API reaches a shard within one interval. Only records
+   whose ``updated_at`` changed are loaded (:class:`~feedtag.store.cameras.StoredRecords`)
+   and only those are validated again, so a round with nothing changed costs one small
+   query and a pass over the cameras, not a validation of each;
 3. assigns them to the live shards by capacity-weighted rendezvous hashing
    (:mod:`feedtag.runtime.assignment`), records how many moved when shards came or went,
    and tells each shard whose cameras differ what to run (:meth:`ShardWorker.adopt`:
@@ -35,10 +38,10 @@ from typing import Any, Final
 from feedtag.config.models import CameraConfig, FeedtagConfig
 from feedtag.errors import StoreError
 from feedtag.runtime.assignment import assign, moves
-from feedtag.runtime.catalog import merge_cameras
+from feedtag.runtime.catalog import CameraMerger
 from feedtag.runtime.crashes import CrashBudget
 from feedtag.runtime.database import open_database
-from feedtag.store.cameras import load_records
+from feedtag.store.cameras import StoredRecords
 from feedtag.store.sealing import SecretBox
 
 log = logging.getLogger(__name__)
@@ -92,7 +95,13 @@ class Coordinator:
         self.config = config
         self._capacity = dict(shard_ids)
         self._database = open_database(config.store)
-        self._box = SecretBox.from_environ(os.environ)
+        self._records = StoredRecords(self._database)
+        # os.environ as it is at each round: a reference whose variable changes is resolved
+        # again (CameraMerger keys each camera by the values of the variables it uses)
+        self._merger = CameraMerger(
+            box=SecretBox.from_environ(os.environ), environ=os.environ,
+            media_root=config.media_root,
+        )  # fmt: skip
         self._lock = threading.RLock()
         self._health = {shard: ShardHealth(healthy_at=time.monotonic()) for shard in shard_ids}
         #: what each shard runs (as told to it, or as it said when this coordinator started)
@@ -108,6 +117,12 @@ class Coordinator:
         self._ready = threading.Event()
         self._stop = threading.Event()
         self._wake = threading.Event()
+        #: reconcile_now's requests so far, and how many of them the last round served
+        self._asked = self._answered = 0
+        self._round_done = threading.Condition()
+        #: each camera's shard while the live shards stay as they are (see _assign)
+        self._owners: dict[str, str] = {}
+        self._owners_live: dict[str, float] = {}
         self._recover()
         self._thread = threading.Thread(target=self._loop, name="coordinator", daemon=True)
         self._thread.start()
@@ -135,19 +150,26 @@ class Coordinator:
         with self._lock:
             return dict(self._assignment)
 
+    def shard_of(self, camera_id: str) -> str | None:
+        """The shard ``camera_id`` is assigned to, or None: what a camera change or a
+        thumbnail request asks, without the whole assignment crossing to the caller."""
+        with self._lock:
+            return self._assignment.get(camera_id)
+
     def running(self) -> list[CameraConfig]:
         with self._lock:
             return [camera for cams in self._running.values() for camera in cams.values()]
 
     def reconcile_now(self, wait_s: float = 5.0) -> None:
-        """Reconcile at once (a camera was changed through the API) and wait for it."""
-        # the round under way may have read the store before the change: wait for the next
-        target = self._reconciles + 2
+        """Reconcile at once (a camera was changed through the API) and wait, at most
+        ``wait_s``, until a round that began after this call has ended: the round under way
+        may have read the store before the change."""
+        with self._round_done:
+            self._asked += 1
+            ticket = self._asked
         self._wake.set()
-        end = time.monotonic() + wait_s
-        while self._reconciles < target and time.monotonic() < end:
-            self._wake.set()
-            time.sleep(0.05)
+        with self._round_done:
+            self._round_done.wait_for(lambda: self._answered >= ticket, timeout=wait_s)
 
     @property
     def offline(self) -> dict[str, str]:
@@ -212,6 +234,8 @@ class Coordinator:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            with self._round_done:
+                serves = self._asked  # the requests this round began after
             try:
                 self._reconcile()
             except StoreError as error:  # an outage: the shards spool, cameras keep running
@@ -220,6 +244,9 @@ class Coordinator:
                 log.exception("reconcile failed; trying again")
             self._ready.set()
             self._reconciles += 1
+            with self._round_done:
+                self._answered = serves
+                self._round_done.notify_all()
             self._wake.wait(RECONCILE_INTERVAL_S)
             self._wake.clear()
 
@@ -233,26 +260,39 @@ class Coordinator:
             self._crashes.next_trial(wanted)
             kept_out = self._crashes.kept_out()
             ids = [c for c in wanted if c not in kept_out]
-            after = assign(ids, live) if live else {}
-            moved = [m for m in moves(self._assignment, after) if m.source and m.target]
+            after = self._assign(ids, live) if live else {}
+            changes = [] if after == self._assignment else moves(self._assignment, after)
+            moved = [m for m in changes if m.source and m.target]
             if moved and changed_shards:
                 record = Reassignment(time.time(), changed_shards, len(moved))
                 self.reassignments.append(record)
                 log.warning("%d camera(s) moved: %s", record.moved, record.reason)
             self._assignment = after
-        for shard in live:
             # Only to shards that answered this round: a push to one that stopped answering
             # (its node lost, not yet past the grace) would hold the loop for the adopt
             # timeout, and with it the failover of its cameras.
-            if self._health[shard].healthy_at >= round_at:
-                self._push(shard)
+            pushed = [s for s in live if self._health[s].healthy_at >= round_at]
+            per_shard: dict[str, list[str]] = {shard: [] for shard in pushed}
+            for camera_id, shard in after.items():
+                if shard in per_shard:
+                    per_shard[shard].append(camera_id)
+        for shard, camera_ids in per_shard.items():
+            self._push(shard, camera_ids)
+
+    def _assign(self, ids: list[str], live: dict[str, float]) -> dict[str, str]:
+        """:func:`~feedtag.runtime.assignment.assign` of ``ids`` over ``live``, working out
+        only the shard of cameras new since the live shards last changed: a camera's shard
+        depends on nothing but its id and the live shards."""
+        if live != self._owners_live:
+            self._owners, self._owners_live = {}, dict(live)
+        known = self._owners
+        new = assign([camera_id for camera_id in ids if camera_id not in known], live)
+        after = {camera_id: new.get(camera_id) or known[camera_id] for camera_id in ids}
+        self._owners = dict(after)
+        return after
 
     def _read_cameras(self) -> dict[str, CameraConfig]:
-        records = load_records(self._database)
-        entries = merge_cameras(
-            self.config.cameras, records, box=self._box, environ=os.environ,
-            media_root=self.config.media_root,
-        )  # fmt: skip
+        entries = self._merger.merge(self.config.cameras, self._records.read())
         problems = {e.camera.id: e.problem for e in entries if e.problem is not None}
         for camera_id in problems.keys() - self._problems.keys():
             log.warning("camera %s is held offline: %s", camera_id, problems[camera_id])
@@ -263,7 +303,7 @@ class Coordinator:
             if runnable is None or not runnable.enabled:
                 continue
             previous = self._wanted.get(runnable.id)
-            if previous is not None and previous != runnable:
+            if previous is not None and previous is not runnable and previous != runnable:
                 self.clear_offline(runnable.id)  # changed: another chance, a new timeline
             wanted[runnable.id] = runnable
         with self._lock:
@@ -279,11 +319,10 @@ class Coordinator:
         origin = self._origins.setdefault(camera.id, time.time())
         return camera.model_copy(update={"origin": origin})
 
-    def _push(self, shard: str) -> None:
+    def _push(self, shard: str, camera_ids: list[str]) -> None:
+        """Tell ``shard`` to run ``camera_ids`` unless it runs exactly those already."""
         with self._lock:
-            want = {
-                c: self._as_run(self._wanted[c]) for c, s in self._assignment.items() if s == shard
-            }
+            want = {c: self._as_run(self._wanted[c]) for c in camera_ids}
             if want == self._running[shard]:
                 return
         ray = _ray()

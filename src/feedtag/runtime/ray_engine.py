@@ -39,6 +39,7 @@ from feedtag.runtime.control import (
     ShardState,
     held_offline,
 )
+from feedtag.runtime.cores import shard_config
 from feedtag.runtime.events import MEDIA_FOLDER
 from feedtag.runtime.ray_coordinator import COORDINATOR_NAME, coordinator_actor_class
 from feedtag.runtime.ray_shard import ShardEngineFactory, shard_actor_class, shard_name
@@ -159,10 +160,11 @@ class RayEngineControl:
         # writes to the same storage (the mark is there) and says so when it does not.
         media_root = self.config.store.resolved_data_dir() / MEDIA_FOLDER
         mark = MediaStore(media_root).mark()
+        config = shard_config(self.config, self._shard_cpus)  # detector workers: its share
         for shard_id in self._shard_ids:
             shard_class = shard_actor_class(shard_id, self._shard_cpus)
             self._shards[shard_id] = shard_class.remote(
-                shard_id, self.config, COORDINATOR_NAME, mark, self._shard_engine
+                shard_id, config, COORDINATOR_NAME, mark, self._shard_engine
             )
         capacity = {shard_id: self._shard_cpus for shard_id in self._shard_ids}
         self._coordinator = coordinator_actor_class().remote(self.config, capacity)
@@ -204,32 +206,32 @@ class RayEngineControl:
         return list(self._call("running"))
 
     def add_camera(self, camera: CameraConfig) -> None:
-        if camera.id in self._call("assignment"):
+        if self._call("shard_of", camera.id) is not None:
             raise CameraExists(camera.id)
         self._call("reconcile_now")
 
     def change_camera(self, camera: CameraConfig) -> None:
-        if camera.id not in self._call("assignment"):
+        if self._call("shard_of", camera.id) is None:
             raise CameraNotFound(camera.id)
         self._call("clear_offline", camera.id)
         self._call("reconcile_now")
 
     def remove_camera(self, camera_id: str) -> None:
-        if camera_id not in self._call("assignment"):
+        if self._call("shard_of", camera_id) is None:
             raise CameraNotFound(camera_id)
         self._call("reconcile_now")
 
     def restart_camera(self, camera_id: str) -> None:
         import ray  # noqa: PLC0415
 
-        shard = self._call("assignment").get(camera_id)
+        shard = self._call("shard_of", camera_id)
         if shard is None:
             raise CameraNotFound(camera_id)
         self._call("clear_offline", camera_id)
         ray.get(self._shards[shard].restart_camera.remote(camera_id), timeout=APPLY_TIMEOUT_S)
 
     def want_thumbnail(self, camera_id: str) -> None:
-        shard = self._call("assignment").get(camera_id)
+        shard = self._call("shard_of", camera_id)
         if shard is not None:
             self._shards[shard].want_thumbnail.remote(camera_id)  # no answer awaited
 
@@ -248,7 +250,7 @@ class RayEngineControl:
         for ref in refs:
             if ref in ready:
                 with contextlib.suppress(Exception):  # a shard that died meanwhile is left out
-                    parts.append(EngineSnapshot.from_dict(ray.get(ref, timeout=0)))
+                    parts.append(ray.get(ref, timeout=0))
         (status,) = _coordinator_answers(asked) or (None,)
         if status is not None:  # else (restarting) the last known list stands
             self._offline = held_since(self._offline, status["offline"])

@@ -25,6 +25,7 @@ from feedtag.config.models import CameraConfig, DetectorConfig
 from feedtag.core import Detections, Frame, VisionStageStatus, VisionStatus
 from feedtag.errors import DetectorHangError
 from feedtag.ingest.rate import AnalysisRates
+from feedtag.runtime.cores import detector_workers
 from feedtag.runtime.postprocess import PostProcessStage, ResultHandler
 from feedtag.runtime.step import MOVING_FRACTION, CameraStep, tracks_moved
 from feedtag.vision.batching import BatchScheduler
@@ -85,7 +86,7 @@ class VisionConsumer:
             detector,
             max_batch=settings.max_batch,
             max_wait_s=settings.max_wait_s,
-            workers=settings.workers,
+            workers=detector_workers(settings),
             hang_timeout_s=settings.hang_timeout_s,
         )
         self._postprocess = PostProcessStage(self._handle)

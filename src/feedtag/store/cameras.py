@@ -20,6 +20,8 @@ True
 from __future__ import annotations
 
 import dataclasses
+import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -37,6 +39,10 @@ from feedtag.urls import MASK, CameraUrl
 #: the names of a record's secrets, as error messages and ``secrets`` name them
 PASSWORD_SECRET: Final = "password"  # noqa: S105 - a name, not a secret
 QUERY_SECRETS: Final = "query"
+#: how often :class:`StoredRecords` loads every record, changed or not
+FULL_READ_S: Final = 60.0
+#: camera ids per query when records are loaded by id (SQLite's limit on bound values)
+IDS_PER_QUERY: Final = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,15 +62,26 @@ class CameraRecord:
     updated_at: float
 
 
-def load_records(engine: Engine) -> list[CameraRecord]:
-    """Every stored camera record, ordered by camera id."""
-    query = select(camera_records).order_by(camera_records.c.camera_id)
+def load_records(engine: Engine, camera_ids: Collection[str] | None = None) -> list[CameraRecord]:
+    """Every stored camera record (or those of ``camera_ids``), ordered by camera id."""
+    table = camera_records
+    queries = [select(table)]
+    if camera_ids is not None:
+        wanted = sorted(camera_ids)
+        queries = [
+            select(table).where(table.c.camera_id.in_(wanted[first : first + IDS_PER_QUERY]))
+            for first in range(0, len(wanted), IDS_PER_QUERY)
+        ]
     try:
         with engine.connect() as connection:
-            rows = connection.execute(query).mappings().all()
+            rows = [
+                row
+                for query in queries
+                for row in connection.execute(query.order_by(table.c.camera_id)).mappings()
+            ]
     except SQLAlchemyError as error:
         raise store_error(error, "reading stored cameras") from None
-    return [
+    records = [
         CameraRecord(
             camera_id=row["camera_id"],
             settings=row["settings"],
@@ -75,6 +92,88 @@ def load_records(engine: Engine) -> list[CameraRecord]:
         )
         for row in rows
     ]
+    if len(queries) > 1:
+        records.sort(key=lambda record: record.camera_id)
+    return records
+
+
+def record_stamps(engine: Engine) -> dict[str, float]:
+    """camera id -> ``updated_at`` of every stored record: which records changed, read
+    without their settings."""
+    table = camera_records
+    query = select(table.c.camera_id, table.c.updated_at)
+    try:
+        with engine.connect() as connection:
+            return {camera_id: at for camera_id, at in connection.execute(query)}
+    except SQLAlchemyError as error:
+        raise store_error(error, "reading stored cameras") from None
+
+
+class StoredRecords:
+    """The stored records, read again by a caller that reads them often (the Ray
+    coordinator, every round), loading in full only the records that changed.
+
+    Each :meth:`read` asks for every record's ``updated_at`` (:func:`record_stamps`) and
+    loads only the records whose stamp differs from the one held, or that are new; a record
+    gone from the table is gone from the answer. The stamp is compared for equality, never
+    used as a cursor (``updated_at > last read`` would miss a write stamped by a machine
+    whose clock is behind, or committed after a later-stamped one, and a deleted record
+    leaves no row to find), so clocks that differ between the machines that write records
+    do not matter: every write (:func:`save_record`) stores a new row stamped with its
+    writer's ``time.time()``, and two writes of one camera with the very same stamp would
+    need the same microsecond. A record changed without a new stamp (edited by hand in the database)
+    is still seen: every ``full_read_s`` the read loads every record.
+
+    >>> from feedtag.store.engine import create_store_engine
+    >>> from feedtag.store.migrations import upgrade
+    >>> engine = create_store_engine("sqlite://"); upgrade(engine)
+    >>> save_record(engine, CameraRecord("gate", {"id": "gate", "url": "rtsp://c/s"}, {},
+    ...                                  False, False, 1.0))
+    >>> stored = StoredRecords(engine); [r.camera_id for r in stored.read()], stored.loaded
+    (['gate'], 1)
+    >>> [r.camera_id for r in stored.read()], stored.loaded  # unchanged: not loaded again
+    (['gate'], 1)
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        full_read_s: float = FULL_READ_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._engine = engine
+        self._full_read_s = full_read_s
+        self._clock = clock
+        self._records: dict[str, CameraRecord] = {}
+        self._full_read_at: float | None = None
+        #: how many records were loaded in full so far
+        self.loaded = 0
+
+    def read(self) -> list[CameraRecord]:
+        """Every stored record, ordered by camera id (:class:`StoreError` when the store
+        cannot be read; then what is held stays as it was)."""
+        now = self._clock()
+        if self._full_read_at is None or now - self._full_read_at >= self._full_read_s:
+            records = load_records(self._engine)
+            self._full_read_at = now
+            self.loaded += len(records)
+        else:
+            records = self._read_changed()
+        self._records = {record.camera_id: record for record in records}
+        return records
+
+    def _read_changed(self) -> list[CameraRecord]:
+        stamps = record_stamps(self._engine)
+        held = self._records
+        changed = {c for c, at in stamps.items() if c not in held or held[c].updated_at != at}
+        fresh = {r.camera_id: r for r in load_records(self._engine, changed)} if changed else {}
+        self.loaded += len(fresh)
+        # a changed record that did not load was deleted between the two reads: it is gone
+        return [
+            fresh[camera_id] if camera_id in changed else held[camera_id]
+            for camera_id in sorted(stamps)
+            if camera_id not in changed or camera_id in fresh
+        ]
 
 
 def save_record(engine: Engine, record: CameraRecord) -> None:
