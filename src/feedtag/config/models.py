@@ -12,7 +12,7 @@ import ipaddress
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal, Self
+from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from feedtag.config.adaptive import AdaptiveRateConfig
 from feedtag.config.alerts import AlertsConfig
 from feedtag.config.analytics import CameraAnalytics
 from feedtag.config.base import StrictModel
@@ -90,57 +91,6 @@ class ClipsConfig(StrictModel):
     )
     ring_s: float = Field(
         default=30.0, gt=0, le=600, description="Seconds of compressed video kept per camera."
-    )
-
-
-#: the floor rate when ``adaptive.floor_fps`` is not given (at most analysis_fps): one frame
-#: every 2 s still sees anyone who stays in view for 2 s, and the first frame that shows them
-#: raises the rate again
-DEFAULT_FLOOR_FPS: Final = 0.5
-#: the tracking rate when ``adaptive.tracking_fps`` is not given (at least analysis_fps): at
-#: 5 fps a walker moves about 0.3 m between frames, which the tracker follows across a line
-DEFAULT_TRACKING_FPS: Final = 5.0
-
-
-class AdaptiveRateConfig(StrictModel):
-    """How a camera's analysis rate adapts to what it sees (docs/ingest.md).
-
-    Quiet (no object appeared and no track moved for ``quiet_after_s``): the floor rate;
-    activity:
-    ``analysis_fps``; a moving track near a line, direction or speed rule (line_cross,
-    wrong_way, stopped_vehicle, collision_candidate): the tracking rate, until no such
-    track has moved for ``quiet_after_s``.
-    """
-
-    enabled: bool = Field(
-        default=True, description="Set false to analyse at analysis_fps all the time."
-    )
-    floor_fps: float | None = Field(
-        default=None,
-        gt=0,
-        le=30,
-        description=f"Rate of a quiet scene; at most analysis_fps. Default: "
-        f"{DEFAULT_FLOOR_FPS:g}, or analysis_fps if that is lower.",
-    )
-    tracking_fps: float | None = Field(
-        default=None,
-        gt=0,
-        le=30,
-        description=f"Rate while a track moves near a motion rule; at least analysis_fps. "
-        f"Default: {DEFAULT_TRACKING_FPS:g}, or analysis_fps if that is higher.",
-    )
-    quiet_after_s: float = Field(
-        default=10.0,
-        gt=0,
-        le=3600,
-        description="Seconds of stream time in which no object appeared and no track moved "
-        "(for the tracking rate: no track moved near a motion rule) before the rate drops.",
-    )
-    rule_margin: float = Field(
-        default=0.05,
-        ge=0,
-        le=1,
-        description="Normalized distance from a rule's line (or zone edge) that counts as near it.",
     )
 
 
@@ -248,17 +198,7 @@ class CameraConfig(StrictModel):
             raise ValueError("loop applies to local files only")
         if self.origin is not None and (self.loop or not self.url.is_file):
             raise ValueError("origin applies to local files that do not loop only")
-        floor, tracking = self.adaptive.floor_fps, self.adaptive.tracking_fps
-        if floor is not None and floor > self.analysis_fps:
-            raise ValueError(
-                f"adaptive.floor_fps ({floor:g}) must be at most analysis_fps "
-                f"({self.analysis_fps:g})"
-            )
-        if tracking is not None and tracking < self.analysis_fps:
-            raise ValueError(
-                f"adaptive.tracking_fps ({tracking:g}) must be at least analysis_fps "
-                f"({self.analysis_fps:g})"
-            )
+        self.adaptive.check_against(self.analysis_fps)
         return self
 
     @property
@@ -269,13 +209,7 @@ class CameraConfig(StrictModel):
         >>> CameraConfig(id="a", url="rtsp://cam/x", analysis_fps=2).analysis_rates
         (0.5, 2.0, 5.0)
         """
-        normal = self.analysis_fps
-        adaptive = self.adaptive
-        if not adaptive.enabled:
-            return normal, normal, normal
-        floor = adaptive.floor_fps or min(DEFAULT_FLOOR_FPS, normal)
-        tracking = adaptive.tracking_fps or max(DEFAULT_TRACKING_FPS, normal)
-        return floor, normal, tracking
+        return self.adaptive.rates(self.analysis_fps)
 
     @property
     def lossless(self) -> bool:
