@@ -24,7 +24,8 @@ def test_the_reference_against_itself_finds_everything_and_sampling_costs_recall
 ) -> None:
     itself = Variant("itself", input_size=416, precision="fp32", gate=False, analysis_fps=25.0)
     sparse = Variant("sparse", analysis_fps=1.0)
-    present, (same, cheap) = run(vtest_clip, [itself, sparse], models_dir)
+    adaptive = Variant("adaptive", analysis_fps=1.0, adaptive=True)
+    present, (same, cheap, adapted) = run(vtest_clip, [itself, sparse, adaptive], models_dir)
     # people in the whole frame and two or three grid cells in each of 4 seconds: 14 items
     # measured on the 16:9 cut (2026-12-05). The stretched clip gave 21, 13 of them people
     # and 8 the car parked at the top edge, which the cut halves and the detector then misses.
@@ -37,3 +38,7 @@ def test_the_reference_against_itself_finds_everything_and_sampling_costs_recall
     assert cheap.analysed_frames == 4
     assert 0.3 <= cheap.recall < same.recall
     assert cheap.estimated_feeds_per_core > same.estimated_feeds_per_core
+    # the adaptive rate on busy footage: people move in every second, so it stays at 1 fps
+    # and tags what the fixed rate tags
+    assert adapted.analysed_frames == cheap.analysed_frames
+    assert adapted.recall == cheap.recall
