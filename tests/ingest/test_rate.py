@@ -65,9 +65,16 @@ def controller(quiet_after_s: float = 10.0) -> AdaptiveRate:
             [NORMAL, FLOOR, TRACKING],
         ),
         (
-            "stream time going back (a looping file) starts the quiet count again",
-            [(0, False, False, False), (20, False, False, False), (1, False, False, False)],
+            "stream time going far back (the clock restarted) starts the quiet count again",
+            [(0, False, False, False), (40, False, False, False), (1, False, False, False)],
             [NORMAL, FLOOR, NORMAL],
+        ),
+        (
+            "a late detection result neither resets nor moves the clock back",
+            [(0, True, True, True), (2, False, False, False), (1.9, False, True, False),
+             (9.9, False, False, False), (10, False, False, False), (11.8, False, False, False),
+             (11.9, False, False, False)],
+            [TRACKING, TRACKING, TRACKING, TRACKING, NORMAL, NORMAL, FLOOR],
         ),
     ],
 )  # fmt: skip

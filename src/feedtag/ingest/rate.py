@@ -24,11 +24,16 @@ the decoder is what it steers, and the vision stage (``runtime``) may import it.
 from __future__ import annotations
 
 import threading
+from typing import Final
 
 from feedtag.config.models import CameraConfig
 from feedtag.core import AnalysisLevel
 
 __all__ = ["AdaptiveRate", "AnalysisRates"]
+
+#: stream time going back by more than this is a restart of the stream's clock; less is a
+#: result that arrived after a later frame's (detection takes longer than the gate)
+RESTART_BACKWARD_S: Final = 30.0
 
 
 class AdaptiveRate:
@@ -94,17 +99,20 @@ class AdaptiveRate:
         result before did not have, whether a track moved since the detection before, whether
         one moved near a motion rule. Returns the level now in force."""
         with self._lock:
-            if self._last_t is None or t_s < self._last_t:
-                # first frame, or the stream restarted (a looping file, a reconnect): quiet
-                # is measured from here
-                self._last_active = t_s
+            last = self._last_t
+            if last is None or t_s < last - RESTART_BACKWARD_S:
+                # first frame, or the stream's clock restarted: quiet is measured from here
+                last = self._last_active = t_s
                 self._last_rule_motion = None
-            self._last_t = t_s
+            # Results arrive slightly out of order (a gated frame is handed on while the
+            # frame before it is still in the detector): an earlier time only adds what it
+            # saw, it never moves the clock back.
+            now = self._last_t = max(last, t_s)
             if appeared or moving_tracks:
-                self._last_active = t_s
+                self._last_active = max(self._last_active or t_s, t_s)
             if near_rule_motion:
-                self._last_rule_motion = t_s
-            level = self._level_at(t_s)
+                self._last_rule_motion = max(self._last_rule_motion or t_s, t_s)
+            level = self._level_at(now)
             self.level = level
             self.target_fps = self._fps[level]
             return level
