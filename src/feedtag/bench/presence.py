@@ -190,8 +190,6 @@ class VariantRun:
     cpu_s: float
     #: wall time of each frame's analysis (gate, detector, tracker, rules)
     latencies_s: list[float]
-    #: stream time of the last analysed frame
-    video_s: float = 0.0
 
 
 def variant_presence(path: Path, detector: Detector, variant: Variant) -> VariantRun:
@@ -247,7 +245,16 @@ def variant_presence(path: Path, detector: Detector, variant: Variant) -> Varian
         end = (segment.ended_at if segment.ended_at is not None else WALL0 + end_s) - WALL0
         for second in range(int(start), int(end) + 1):
             tagged.add((segment.label, segment.zone or "all", second))
-    return VariantRun(tagged, analysed, gated, cpu, latencies, end_s)
+    return VariantRun(tagged, analysed, gated, cpu, latencies)
+
+
+def video_duration_s(path: Path) -> float:
+    """The length of the clip's video stream in seconds."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        if stream.duration is not None and stream.time_base is not None:
+            return max(float(stream.duration * stream.time_base), 1.0)
+        return max((container.duration or 0) / av.time_base, 1.0)
 
 
 def decode_ms_per_video_s(path: Path) -> float:
@@ -293,11 +300,10 @@ def run(
         analysis_ms = measured.cpu_s * 1000 / max(analysed, 1)
         per_feed_s = decode_ms + analysis_ms * variant.analysis_fps
         if variant.adaptive:
-            # the rate varies: analysis CPU per second of video as measured, and one keyframe
-            # decode per analysed frame (presence rules only: never the tracking rate, so
-            # keyframes only on a 1 s GOP)
-            video_s = max(measured.video_s, 1.0)
-            per_feed_s = (decode_ms * analysed + measured.cpu_s * 1000) / video_s
+            # the rate varies: the frames analysed per second of video as measured, each one
+            # keyframe decode (presence rules only: never the tracking rate, so keyframes
+            # only on a 1 s GOP) and one analysis
+            per_feed_s = (decode_ms + analysis_ms) * analysed / video_duration_s(path)
         p99 = percentile(measured.latencies_s, 99)
         kept_up = p99 is not None and p99 < MAX_P99_LATENCY_S
         results.append(
