@@ -32,10 +32,11 @@ def test_a_thousand_camera_add_remove_cycles_leak_nothing(
     a reconnect: a real FFmpeg open, refused at once, and the backoff wait begun);
     then ``DELETE /api/v1/cameras/churn`` stops and forgets it. Meanwhile a camera on the
     looping RTSP server keeps streaming and being detected, untouched. Proves: no growth of
-    open files (``/proc/self/fd``), threads (Python and OS) or child processes between
-    cycle 0 and cycle 1,000, resident memory flat (the median slope between samples every
-    100 cycles, after the first 100: a one-off step, such as the allocator mapping one more
-    32 MiB block, is not a leak), and nothing of the removed camera left in the API or metrics."""
+    open files (``/proc/self/fd``), Python threads or child processes between cycle 0 and
+    cycle 1,000, nor of OS threads between cycle 100 and 1,000, resident memory flat (the
+    median slope between samples every 100 cycles, after the first 100: a one-off step, such
+    as the allocator mapping one more 32 MiB block, is not a leak), and nothing of the
+    removed camera left in the API or metrics."""
     # Each cycle logs the refused open; pytest keeps every captured record (about 2 KiB a
     # cycle), which would read as the engine's growth. Measured outside pytest, with the
     # warnings logged: flat (+0.2 KiB/cycle after cycle 200).
@@ -98,7 +99,9 @@ def test_a_thousand_camera_add_remove_cycles_leak_nothing(
     # test left may end during the run, so fewer is possible).
     for earlier in (first, samples[1][1]):
         assert all(n <= m for n, m in zip(last.counts(), earlier.counts(), strict=True)), table
-        assert last.os_threads <= earlier.os_threads, table
+    # Threads below Python (native pools a library starts on first use: +2 between cycles 50
+    # and 100 with two detector workers, none after) are compared after that warm-up.
+    assert last.os_threads <= samples[1][1].os_threads, table
     # steady growth is what a leak looks like; a one-off step up (in the full suite: +17 MiB
     # once, as glibc mapped one more 32 MiB block, then flat) or down (the allocator handing
     # memory back: seen -45 MiB at once) is not
