@@ -198,8 +198,10 @@ def test_demo_runs_real_footage(tmp_path: Path, models_dir: Path) -> None:
     lines = done.stdout.strip().splitlines()
     final = [line for line in lines[-8:] if " stopped " in line]
     assert len(final) == 4, lines[-8:]
-    assert sum("keyframes" in line for line in final) == 3
-    assert sum("sampled" in line for line in final) == 1
+    # each camera says its decode mode; the one at 5 fps always samples, the others
+    # switch between keyframes and sampled as their analysis rate adapts
+    assert all("keyframes" in line or "sampled" in line for line in final), final
+    assert sum("sampled" in line for line in final) >= 1
     assert "events, tags and media are in" in lines[-1]
     assert "person:" in done.stdout  # people were detected while it ran
 

@@ -85,8 +85,9 @@ def detected_fps(
             # batch's worker is the only one and its replacement carries the others
             "detector": {"hang_timeout_s": HANG_TIMEOUT_S, "max_batch": 2, "workers": 1},
             "cameras": [
+                # a fixed rate (no gate, no adaptation): every camera's rate is what is compared
                 {"id": f"cam{i}", "url": clip.name, "loop": True, "analysis_fps": ANALYSIS_FPS,
-                 "gate": {"enabled": False}}
+                 "gate": {"enabled": False}, "adaptive": {"enabled": False}}
                 for i in range(CAMERAS)
             ],
         }
