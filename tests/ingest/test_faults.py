@@ -4,6 +4,7 @@ garbage, 401 — each must end in the right state within its bound."""
 from __future__ import annotations
 
 import os
+import random
 import socket
 import threading
 import time
@@ -56,10 +57,15 @@ def unauthorized(conn: socket.socket) -> None:
 
 
 def garbage(conn: socket.socket) -> None:
+    """4 MiB of fixed random bytes, then the end of the body. Without the end, FFmpeg's probe
+    (up to 5 MB) waited for more and the open ended at the read timeout instead, whenever no
+    format happened to claim the bytes first (os.urandom made that a matter of luck)."""
     read_request(conn)
     conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n")
+    noise = random.Random(7)
     for _ in range(64):
-        conn.sendall(os.urandom(64 * 1024))
+        conn.sendall(noise.randbytes(64 * 1024))
+    conn.shutdown(socket.SHUT_WR)
 
 
 def null_ts_packets(count: int) -> bytes:
