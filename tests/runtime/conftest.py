@@ -17,7 +17,8 @@ from sqlalchemy import Engine, func, select
 
 from feedtag.bench.footage import encode_h264, vtest_path
 from feedtag.config import validate_config
-from feedtag.config.models import FeedtagConfig
+from feedtag.config.models import CameraConfig, FeedtagConfig
+from feedtag.runtime import catalog as catalog_module
 from feedtag.store.pgcluster import PgCluster
 from feedtag.store.schema import events
 
@@ -93,3 +94,18 @@ def event_totals(database: Engine) -> tuple[int, int]:
         total = connection.execute(select(func.count()).select_from(events)).scalar_one()
         unique = connection.execute(select(func.count(events.c.event_id.distinct()))).scalar_one()
     return int(total), int(unique)
+
+
+@pytest.fixture
+def validated(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The ids of the stored cameras validated (``catalog._held``, the costly step of a
+    merge), in order, from now on."""
+    calls: list[str] = []
+    held = catalog_module._held
+
+    def counting(settings: dict[str, Any], *args: Any) -> CameraConfig:
+        calls.append(settings["id"])
+        return held(settings, *args)
+
+    monkeypatch.setattr(catalog_module, "_held", counting)
+    return calls

@@ -13,7 +13,6 @@ from cryptography.fernet import Fernet
 from feedtag.config import validate_config
 from feedtag.config.models import CameraConfig
 from feedtag.errors import ConfigError
-from feedtag.runtime import catalog as catalog_module
 from feedtag.runtime.catalog import (
     CameraCatalog,
     CameraMerger,
@@ -156,20 +155,6 @@ def test_resolution_reads_references_and_keeps_the_held_form() -> None:
     assert sealed_secrets(held, None, SecretBox(None))["query"] == [
         ["sig", "${FEEDTAG_CAMERA_SIG}"]
     ]
-
-
-@pytest.fixture
-def validated(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The ids of the stored cameras validated (``_held``), in order, from now on."""
-    calls: list[str] = []
-    held = catalog_module._held
-
-    def counting(settings: dict[str, Any], *args: Any) -> CameraConfig:
-        calls.append(settings["id"])
-        return held(settings, *args)
-
-    monkeypatch.setattr(catalog_module, "_held", counting)
-    return calls
 
 
 def test_the_merger_validates_a_stored_camera_again_only_when_it_changed(

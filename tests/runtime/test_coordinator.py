@@ -16,7 +16,6 @@ import pytest
 from feedtag.bench.simulated import SimulatedCameras, simulated_camera
 from feedtag.config import validate_config
 from feedtag.config.models import CameraConfig, FeedtagConfig
-from feedtag.runtime import catalog as catalog_module
 from feedtag.runtime import ray_coordinator
 from feedtag.runtime.catalog import CameraCatalog
 from feedtag.runtime.database import open_database
@@ -84,20 +83,6 @@ class InProcessRay:
 
 SHARDS = {"shard-a": 1.0, "shard-b": 1.0}
 COUNT = 12
-
-
-@pytest.fixture
-def validated(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The ids of the stored cameras validated (``catalog._held``), in order."""
-    calls: list[str] = []
-    held = catalog_module._held
-
-    def counting(settings: dict[str, Any], *args: Any) -> CameraConfig:
-        calls.append(settings["id"])
-        return held(settings, *args)
-
-    monkeypatch.setattr(catalog_module, "_held", counting)
-    return calls
 
 
 @pytest.fixture
