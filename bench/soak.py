@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import ctypes
 import os
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from sqlalchemy import func, select
 
 from feedtag.bench.demo import VTEST_ANALYTICS
 from feedtag.bench.footage import sample_h264
+from feedtag.bench.heap import c_heap
 from feedtag.config import validate_config
 from feedtag.runtime.node import NodeEngine
 from feedtag.store.engine import create_store_engine
@@ -44,31 +44,18 @@ COLUMNS = [
 ]  # fmt: skip
 
 
-class _MallInfo2(ctypes.Structure):
-    """glibc's ``struct mallinfo2`` (malloc.h): where the C heap's memory is."""
-
-    _fields_ = [
-        (name, ctypes.c_size_t)
-        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
-                     "uordblks", "fordblks", "keepcost")
-    ]  # fmt: skip
-
-
 def heap() -> dict[str, float | None]:
     """The C heap split three ways, so that a rising RSS reads as memory in use (a leak
     somewhere below Python: FFmpeg, ONNX Runtime, SQLite), memory freed but kept by the
     allocator (fragmentation), or large blocks mapped on their own. Empty where the C
     library is not glibc."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallinfo2.restype = _MallInfo2
-        info = libc.mallinfo2()
-    except (OSError, AttributeError):
+    now = c_heap()
+    if now is None:
         return {"heap_in_use_mb": None, "heap_free_mb": None, "heap_mapped_mb": None}
     return {
-        "heap_in_use_mb": round(info.uordblks / 2**20, 1),
-        "heap_free_mb": round(info.fordblks / 2**20, 1),
-        "heap_mapped_mb": round(info.hblkhd / 2**20, 1),
+        "heap_in_use_mb": round(now.in_use / 2**20, 1),
+        "heap_free_mb": round(now.free / 2**20, 1),
+        "heap_mapped_mb": round(now.mapped / 2**20, 1),
     }
 
 

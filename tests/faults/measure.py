@@ -1,16 +1,20 @@
 """What the long-running fault tests measure about this process: resident memory and its
-trend, open file descriptors, threads and child processes."""
+trend, the C heap and Python's blocks (what a leak raises, unlike fragmentation), open file
+descriptors, threads and child processes."""
 
 from __future__ import annotations
 
 import gc
 import os
+import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import psutil
+
+from feedtag.bench.heap import c_heap
 
 MIB = 1024 * 1024
 
@@ -24,6 +28,8 @@ class Resources:
     threads: int  # Python threads
     os_threads: int  # every thread of the process (FFmpeg's, ONNX Runtime's, uvicorn's ...)
     children: int  # child processes, recursively
+    heap: int | None  # C heap allocated and not freed (glibc), None elsewhere
+    blocks: int  # Python's allocated memory blocks
 
     def counts(self) -> tuple[int, int, int]:
         """What must not grow: (fds, threads, children)."""
@@ -41,6 +47,8 @@ def sample(collect: bool = True) -> Resources:
         threads=threading.active_count(),
         os_threads=process.num_threads(),
         children=len(process.children(recursive=True)),
+        heap=None if (now := c_heap()) is None else now.allocated,
+        blocks=sys.getallocatedblocks(),
     )
 
 
