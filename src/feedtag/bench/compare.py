@@ -100,7 +100,26 @@ def presence_analytics() -> dict[str, Any]:
     return {"zones": presence.grid_zones(), "rules": rules}
 
 
-def build_runner(kind: Kind, paths: list[Path], data_dir: Path, adaptive: bool = True) -> Runner:
+@dataclass(frozen=True, slots=True)
+class Savings:
+    """Which of feedtag's ways to skip inference the feedtag variant runs with (both by
+    default, as ``feedtag run`` does): the adaptive analysis rate and active regions."""
+
+    adaptive: bool = True
+    regions: bool = True
+
+    def argv(self) -> list[str]:
+        return [*([] if self.adaptive else ["--fixed-rate"]),
+                *([] if self.regions else ["--whole-frames"])]  # fmt: skip
+
+    def variant(self) -> presence.Variant:
+        """The presence benchmark's variant with the same settings."""
+        return presence.Variant("416-int8", adaptive=self.adaptive, regions=self.regions)
+
+
+def build_runner(
+    kind: Kind, paths: list[Path], data_dir: Path, savings: Savings = Savings()
+) -> Runner:
     if kind == "feedtag":
         return EngineRun(
             paths,
@@ -108,7 +127,8 @@ def build_runner(kind: Kind, paths: list[Path], data_dir: Path, adaptive: bool =
             pipeline=True,
             analytics=presence_analytics(),
             extra={"store": {"data_dir": str(data_dir)}},
-            adaptive=adaptive,
+            adaptive=savings.adaptive,
+            regions=savings.regions,
         )
     if kind == "peer":
         return PeerRun(paths, default_model_info(DetectorConfig(input_size=PEER_INPUT_SIZE)).path)
@@ -116,12 +136,12 @@ def build_runner(kind: Kind, paths: list[Path], data_dir: Path, adaptive: bool =
 
 
 def run_child_kind(
-    kind: Kind, name: str, seconds: float, quick: bool, fixed_rate: bool = False
+    kind: Kind, name: str, seconds: float, quick: bool, savings: Savings = Savings()
 ) -> dict[str, Any]:
     """Measure one variant of one workload in this process (the child)."""
     load = workload(name, quick)
     with tempfile.TemporaryDirectory(prefix="feedtag-compare-") as data_dir:
-        runner = build_runner(kind, sources(load, quick), Path(data_dir), not fixed_rate)
+        runner = build_runner(kind, sources(load, quick), Path(data_dir), savings)
         measured = measure(runner, load.feeds, seconds)
     return {
         **measured.capacity.to_dict(),
@@ -131,12 +151,12 @@ def run_child_kind(
 
 
 def run_in_child(
-    kind: Kind, name: str, seconds: float, quick: bool, fixed_rate: bool = False
+    kind: Kind, name: str, seconds: float, quick: bool, savings: Savings = Savings()
 ) -> dict[str, Any]:
     command = [
         sys.executable, "-m", "feedtag.bench.compare", "--child", kind, "--workloads", name,
         "--seconds", str(seconds), *(["--quick"] if quick else []),
-        *(["--fixed-rate"] if fixed_rate else []),
+        *savings.argv(),
     ]  # fmt: skip
     done = subprocess.run(
         command,
@@ -152,10 +172,12 @@ def run_in_child(
 
 
 class PresenceRecall:
-    """Recall of the default cheap path on a workload's busy footage, pooled over its clips;
-    each clip is scored once (W1 and the fleet share vtest at 640x360)."""
+    """Recall of the cheap path on a workload's busy footage, pooled over its clips, with
+    the feedtag variant's settings (``variant``); each clip is scored once (W1 and the fleet
+    share vtest at 640x360)."""
 
-    def __init__(self, quick: bool) -> None:
+    def __init__(self, quick: bool, variant: presence.Variant) -> None:
+        self.variant = variant
         self.seconds = QUICK_PRESENCE_SECONDS if quick else PRESENCE_SECONDS
         self.reference = build_detector(DetectorConfig(input_size=416, precision="fp32"))
         self.detector = build_detector(DetectorConfig())
@@ -173,8 +195,7 @@ class PresenceRecall:
     def _score(self, path: Path) -> tuple[int, int]:
         if path not in self._scored:
             present = presence.reference_presence(path, self.reference)
-            default = presence.Variant("416-int8")
-            tagged = presence.variant_presence(path, self.detector, default).tagged
+            tagged = presence.variant_presence(path, self.detector, self.variant).tagged
             self._scored[path] = (len(present & tagged), len(present))
         return self._scored[path]
 
@@ -184,17 +205,17 @@ def compare(
     seconds: float,
     quick: bool,
     say: Callable[[str], None],
-    fixed_rate: bool = False,
+    savings: Savings = Savings(),
 ) -> list[dict[str, Any]]:
     """One row per workload: each variant measured in its own child, and presence recall."""
-    recall = PresenceRecall(quick)
+    recall = PresenceRecall(quick, savings.variant())
     rows = []
     for name in names:
         load = workload(name, quick)
         runs = {}
         for kind in KINDS:
             say(f"{name}: {kind}, {load.feeds} feeds, {seconds:g} s ...")
-            runs[kind] = run_in_child(kind, name, seconds, quick, fixed_rate)
+            runs[kind] = run_in_child(kind, name, seconds, quick, savings)
         say(f"{name}: presence recall ...")
         ours = runs["feedtag"]
         rows.append(
@@ -243,6 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--fixed-rate", action="store_true", help="adaptive analysis rate off")
+    parser.add_argument("--whole-frames", action="store_true", help="active regions off")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--child", choices=KINDS, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -250,15 +272,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [name for name in names if name not in WORKLOADS]
     if unknown:
         parser.error(f"unknown workload(s): {', '.join(unknown)}; known: {', '.join(WORKLOADS)}")
+    savings = Savings(adaptive=not args.fixed_rate, regions=not args.whole_frames)
     if args.child is not None:
-        result = run_child_kind(args.child, names[0], args.seconds, args.quick, args.fixed_rate)
+        result = run_child_kind(args.child, names[0], args.seconds, args.quick, savings)
         print(json.dumps(result))  # noqa: T201 - the child's output channel
         return 0
 
     def say(text: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {text}", file=sys.stderr, flush=True)  # noqa: T201
 
-    rows = compare(names, args.seconds, args.quick, say, args.fixed_rate)
+    rows = compare(names, args.seconds, args.quick, say, savings)
     if args.json:
         for row in rows:
             print(json.dumps(row))  # noqa: T201

@@ -238,6 +238,7 @@ class EngineRun:
         analytics: dict[str, Any] | None = None,
         extra: dict[str, Any] | None = None,
         adaptive: bool = True,
+        regions: bool = True,
     ) -> None:
         cameras = [
             {
@@ -247,6 +248,7 @@ class EngineRun:
                 "realtime": True,
                 "analysis_fps": 1.0,
                 "adaptive": {"enabled": adaptive},
+                "gate": {"regions": {"enabled": regions}},
                 "decode": "auto" if mode == "keyframes" else "all",
                 **({"analytics": analytics} if analytics else {}),
             }

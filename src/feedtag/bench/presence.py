@@ -46,7 +46,7 @@ from feedtag.bench.capacity import MAX_P99_LATENCY_S, percentile
 from feedtag.bench.footage import quiet_h264, sample_h264
 from feedtag.config import validate_config
 from feedtag.config.analytics import CameraAnalytics
-from feedtag.config.models import DetectorConfig, FeedtagConfig
+from feedtag.config.models import DetectorConfig, FeedtagConfig, RegionsConfig
 from feedtag.core import Detections, Frame
 from feedtag.ingest.rate import AdaptiveRate
 from feedtag.runtime.detect import detect_stream, frames_of
@@ -72,6 +72,8 @@ class Variant:
     analysis_fps: float = 1.0
     #: the adaptive analysis rate (floor when quiet); the other variants keep analysis_fps
     adaptive: bool = False
+    #: active-region inference (the detector on the changed part of the frame)
+    regions: bool = False
 
 
 VARIANTS: Final = {
@@ -84,6 +86,8 @@ VARIANTS: Final = {
         Variant("416-int8-0.5fps", analysis_fps=0.5),
         Variant("320-int8-0.5fps", input_size=320, analysis_fps=0.5),
         Variant("416-int8-adaptive", adaptive=True),
+        Variant("416-int8-regions", regions=True),
+        Variant("416-int8-adaptive-regions", adaptive=True, regions=True),
     )
 }
 
@@ -217,6 +221,7 @@ def variant_presence(path: Path, detector: Detector, variant: Variant) -> Varian
         gate=ChangeGate() if variant.gate else None,
         track_lost_s=DetectorConfig().track_lost_s,
         feedback=feedback,
+        regions=RegionsConfig() if variant.regions else None,
     )
     segments = []
     analysed = gated = 0
@@ -341,9 +346,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--models-dir", type=Path, default=None)
     parser.add_argument(
         "--footage",
-        choices=("vtest", "quiet"),
+        choices=("vtest", "bikes", "quiet"),
         default="vtest",
-        help="vtest (busy, the default) or the quiet still-frame feed (bench/footage.py)",
+        help="vtest (busy, the default), bikes.mp4, or the quiet still-frame feed "
+        "(bench/footage.py)",
     )
     parser.add_argument(
         "--seconds", type=int, default=None, help="only the first seconds of the footage"
@@ -357,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.footage == "quiet":
         path = quiet_h264(640, 360, seconds=args.seconds or 60)
     else:
-        path = sample_h264("vtest", 640, 360, seconds=args.seconds)
+        path = sample_h264(args.footage, 640, 360, seconds=args.seconds)
 
     def say(text: str) -> None:
         if not args.json:
@@ -367,12 +373,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         print(json.dumps({"present": present, "results": [asdict(r) for r in results]}))  # noqa: T201
         return 0
-    header = f"{'variant':<18}{'recall':>7}{'prec':>7}{'gated':>7}{'ms/frame':>9}"
+    header = f"{'variant':<26}{'recall':>7}{'prec':>7}{'gated':>7}{'ms/frame':>9}"
     header += f"{'decode ms/s':>12}{'CPU ms/feed-s':>14}{'est feeds/core':>15}"
     print(header)  # noqa: T201
     for r in results:
         print(  # noqa: T201
-            f"{r.variant:<18}{r.recall:>7.3f}{r.precision:>7.3f}{r.gated_fraction:>7.0%}"
+            f"{r.variant:<26}{r.recall:>7.3f}{r.precision:>7.3f}{r.gated_fraction:>7.0%}"
             f"{r.analysis_ms_per_frame:>9.1f}{r.decode_ms_per_video_s:>12.1f}"
             f"{r.cpu_ms_per_feed_s:>14.1f}{_figure(r.estimated_feeds_per_core):>15}"
         )

@@ -95,6 +95,7 @@ def cmd_bench_compare(args: argparse.Namespace) -> int:
     argv += ["--json"] if args.json else []
     argv += ["--quick"] if args.quick else []
     argv += ["--fixed-rate"] if args.fixed_rate else []
+    argv += ["--whole-frames"] if args.whole_frames else []
     if args.workloads:
         argv += ["--workloads", args.workloads]
     return compare.main(argv)
@@ -210,6 +211,11 @@ def add_bench_commands(commands: Any) -> None:
         "--fixed-rate",
         action="store_true",
         help="feedtag's cameras analyse at analysis_fps all the time (adaptive rate off)",
+    )
+    compare.add_argument(
+        "--whole-frames",
+        action="store_true",
+        help="feedtag's detector always runs on whole frames (active regions off)",
     )
     compare.set_defaults(func=cmd_bench_compare)
     plane = bench_kinds.add_parser(

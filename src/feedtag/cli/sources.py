@@ -132,6 +132,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         track_lost_s=settings.track_lost_s,
         max_frames=args.max_frames,
         save_dir=args.save_annotated,
+        regions=config.cameras[0].gate.regions,
     )
     try:
         _print_results(results, args.json)

@@ -66,6 +66,35 @@ CameraUrlField = Annotated[
 ]
 
 
+class RegionsConfig(StrictModel):
+    """Active-region inference: when what changed is confined to part of the frame, the
+    detector runs on a crop around it and the rest of the result is carried forward."""
+
+    enabled: bool = Field(
+        default=True, description="Set false to run the detector on the whole frame every time."
+    )
+    full_every_s: float = Field(
+        default=4.0,
+        gt=0,
+        le=3600,
+        description="Analyse the whole frame at least this often (seconds of stream time).",
+    )
+    max_area: float = Field(
+        default=0.6,
+        gt=0,
+        le=1,
+        description="Use a crop only when its model input is at most this share of the "
+        "whole frame's; a larger one runs the whole frame.",
+    )
+    margin: float = Field(
+        default=0.04,
+        ge=0,
+        le=0.5,
+        description="Room added around the active area on each side, as a share of the "
+        "frame's width.",
+    )
+
+
 class GateConfig(StrictModel):
     """The change test that decides whether a frame needs the detector."""
 
@@ -78,6 +107,10 @@ class GateConfig(StrictModel):
     )
     refresh_s: float = Field(
         default=10.0, gt=0, le=3600, description="Run the detector at least this often."
+    )
+    regions: RegionsConfig = Field(
+        default_factory=RegionsConfig,
+        description="Run the detector on the active part of the frame only (docs/vision.md).",
     )
 
 

@@ -13,12 +13,12 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from feedtag.config.models import CameraConfig, FeedtagConfig
+from feedtag.config.models import CameraConfig, FeedtagConfig, RegionsConfig
 from feedtag.core import CameraState, CameraStatus, Detections, Frame
 from feedtag.errors import SourceError
 from feedtag.files import write_atomic
@@ -27,8 +27,10 @@ from feedtag.ingest.handoff import FrameQueue
 from feedtag.ingest.rate import AdaptiveRate
 from feedtag.runtime.step import CameraStep, RateFeedback
 from feedtag.vision.anonymize import Anonymized, Anonymizer, RecentPersons, person_boxes
-from feedtag.vision.detector import Detector
+from feedtag.vision.detector import Detector, RegionDetector
+from feedtag.vision.detector import Image as FrameImage
 from feedtag.vision.gate import ChangeGate
+from feedtag.vision.regions import RegionPlanner
 from feedtag.vision.tracker import ByteTracker
 
 #: colours per class id, cycled (RGB)
@@ -121,20 +123,37 @@ def detect_stream(
     save_dir: Path | None = None,
     anonymizer: Anonymizer | None = None,
     feedback: RateFeedback | None = None,
+    regions: RegionsConfig | None = None,
 ) -> Iterator[FrameResult]:
     """Run each frame through the engine's per-frame step (:class:`CameraStep`: gate,
     detector, tracker, moving hint) with the detector called directly; optionally save
     anonymized annotated JPEGs (without an ``anonymizer`` that can find people, they are
     blurred whole). ``feedback``: the adaptive rate the step feeds (the one its frames'
-    ingest samples by)."""
-    step = CameraStep(gate, ByteTracker(lost_s=track_lost_s), feedback=feedback)
+    ingest samples by). ``regions``: with a gate and a detector that can, run active regions
+    only (:mod:`feedtag.vision.regions`); None: whole frames."""
+    planner = detect_region = None
+    grid = detector.region_grid() if isinstance(detector, RegionDetector) else None
+    if regions is not None and regions.enabled and grid is not None:
+        region_detector = cast(RegionDetector, detector)
+        planner = RegionPlanner(
+            grid,
+            full_every_s=regions.full_every_s,
+            max_area=regions.max_area,
+            margin=regions.margin,
+        )
+
+        def detect_region(image: FrameImage, scale: float) -> Detections:
+            return region_detector.detect([image], scales=[scale])[0]
+
+    tracker = ByteTracker(lost_s=track_lost_s)
+    step = CameraStep(gate, tracker, feedback=feedback, regions=planner)
     names = list(detector.class_names)
     cover = anonymizer if anonymizer is not None else Anonymizer(None)
     recent = RecentPersons()
     for count, frame in enumerate(frames):
         if max_frames is not None and count >= max_frames:
             return
-        latest, gated = step.run(frame, lambda image: detector.detect([image])[0])
+        latest, gated = step.run(frame, lambda image: detector.detect([image])[0], detect_region)
         if not gated:
             recent.observe(latest, names, frame.pts_s)
         if save_dir is not None:

@@ -39,7 +39,8 @@ from feedtag.config.models import CameraConfig
 from feedtag.core import Detections, Frame
 from feedtag.ingest.rate import AdaptiveRate
 from feedtag.vision.detector import Image
-from feedtag.vision.gate import ChangeGate
+from feedtag.vision.gate import ChangeGate, GateDecision
+from feedtag.vision.regions import Crop, RegionPlanner, heading
 from feedtag.vision.tracker import Tracker
 
 #: a detection that overlaps no detection of its class in the result before by at least this
@@ -145,8 +146,12 @@ class CameraStep:
         tracker: Tracker,
         keep: npt.NDArray[np.intp] | None = None,
         feedback: RateFeedback | None = None,
+        regions: RegionPlanner | None = None,
     ) -> None:
         self._gate = gate
+        self._regions = regions if gate is not None else None
+        self._decision: GateDecision | None = None
+        self._moved = Detections.empty()  # tracks that moved, grown to where they head
         self._feedback = feedback
         self._tracker = tracker
         self._keep = keep
@@ -161,18 +166,29 @@ class CameraStep:
         class_names: Sequence[str],
         tracker: Tracker,
         rate: AdaptiveRate | None = None,
+        region_grid: tuple[int, int] | None = None,
     ) -> CameraStep:
-        """The step a camera's settings ask for (its gate and its classes), feeding
-        ``rate`` when given."""
-        gate = None
-        if camera.gate.enabled:
+        """The step a camera's settings ask for (its gate, active regions and classes),
+        feeding ``rate`` when given. ``region_grid``: the detector's
+        (:meth:`~feedtag.vision.detector.RegionDetector.region_grid`); None: whole frames."""
+        settings = camera.gate
+        gate = regions = None
+        if settings.enabled:
             gate = ChangeGate(
-                camera.gate.pixel_threshold, camera.gate.min_changed_fraction, camera.gate.refresh_s
+                settings.pixel_threshold, settings.min_changed_fraction, settings.refresh_s
             )
+            if region_grid is not None and settings.regions.enabled:
+                regions = RegionPlanner(
+                    region_grid,
+                    full_every_s=settings.regions.full_every_s,
+                    max_area=settings.regions.max_area,
+                    margin=settings.regions.margin,
+                )
         feedback = None
         if rate is not None and rate.adapts:
             feedback = RateFeedback.for_camera(camera, rate, class_names)
-        return cls(gate, tracker, class_filter(camera.id, camera.classes, class_names), feedback)
+        keep = class_filter(camera.id, camera.classes, class_names)
+        return cls(gate, tracker, keep, feedback, regions)
 
     @property
     def latest(self) -> Detections:
@@ -185,21 +201,46 @@ class CameraStep:
         with self._lock:
             if self._gate is None:
                 return None
-            if self._gate.decide(frame.image, frame.pts_s, self._moving).run:
+            self._decision = self._gate.decide(frame.image, frame.pts_s, self._moving)
+            if self._decision.run:
                 return None
             if self._feedback is not None:
                 # carried forward: nothing changed and no track moved
                 self._feedback.rate.observe(frame.pts_s, appeared=False, moving_tracks=False)
             return self._latest
 
-    def detected(self, frame: Frame, detections: Detections) -> Detections:
-        """The detector's result for ``frame``, filtered to the camera's classes and tracked;
+    def region(self, frame: Frame) -> Crop | None:
+        """The part of ``frame`` the detector runs on, after :meth:`gate` let it through:
+        an active region (:mod:`feedtag.vision.regions`), or None for the whole frame."""
+        with self._lock:
+            decision, self._decision = self._decision, None
+            if self._regions is None or decision is None:
+                return None
+            return self._regions.plan(
+                frame.pts_s,
+                decision.reason,
+                decision.changed,
+                frame.size,
+                before=self._latest,
+                moved=self._moved,
+            )
+
+    def detected(
+        self, frame: Frame, detections: Detections, crop: Crop | None = None
+    ) -> Detections:
+        """The detector's result for ``frame`` (for ``crop`` of it, when given: what lies
+        outside the crop is carried forward), filtered to the camera's classes and tracked;
         it becomes the result carried forward."""
         if self._keep is not None:
             detections = detections.select(np.isin(detections.class_id, self._keep))
         with self._lock:
+            if crop is not None:
+                detections = crop.merge(crop.to_frame(detections), self._latest)
             tracked = self._tracker.update(detections, frame.pts_s)
-            self._moving = tracks_moved(self._latest, tracked, frame.size[0] * MOVING_FRACTION)
+            shift = frame.size[0] * MOVING_FRACTION
+            self._moving = tracks_moved(self._latest, tracked, shift)
+            if self._regions is not None:
+                self._moved = heading(self._latest, tracked, shift)
             feedback = self._feedback
             if feedback is not None:
                 feedback.rate.observe(
@@ -212,9 +253,18 @@ class CameraStep:
             self._latest = tracked
         return tracked
 
-    def run(self, frame: Frame, detect: Callable[[Image], Detections]) -> tuple[Detections, bool]:
-        """The whole step with a synchronous ``detect``: (tracked result, whether gated)."""
+    def run(
+        self,
+        frame: Frame,
+        detect: Callable[[Image], Detections],
+        detect_region: Callable[[Image, float], Detections] | None = None,
+    ) -> tuple[Detections, bool]:
+        """The whole step with a synchronous ``detect``: (tracked result, whether gated).
+        ``detect_region`` runs an active region at its scale; without it, whole frames."""
         carried = self.gate(frame)
         if carried is not None:
             return carried, True
-        return self.detected(frame, detect(frame.image)), False
+        crop = self.region(frame) if detect_region is not None else None
+        if detect_region is None or crop is None:
+            return self.detected(frame, detect(frame.image)), False
+        return self.detected(frame, detect_region(crop.cut(frame.image), crop.scale), crop), False

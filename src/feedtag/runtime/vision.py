@@ -29,7 +29,8 @@ from feedtag.runtime.cores import detector_workers
 from feedtag.runtime.postprocess import PostProcessStage, ResultHandler
 from feedtag.runtime.step import MOVING_FRACTION, CameraStep, tracks_moved
 from feedtag.vision.batching import BatchScheduler
-from feedtag.vision.detector import Detector
+from feedtag.vision.detector import Detector, RegionDetector
+from feedtag.vision.regions import Crop
 from feedtag.vision.tracker import ByteTracker, Tracker
 
 log = logging.getLogger(__name__)
@@ -99,8 +100,9 @@ class VisionConsumer:
 
     def add_camera(self, camera: CameraConfig) -> None:
         rate = None if self.rates is None else self.rates.for_camera(camera)
+        grid = self.detector.region_grid() if isinstance(self.detector, RegionDetector) else None
         step = CameraStep.for_camera(
-            camera, self.detector.class_names, self._tracker_factory(self.settings), rate
+            camera, self.detector.class_names, self._tracker_factory(self.settings), rate, grid
         )
         state = _CameraVision(camera, step)
         with self._lock:
@@ -135,9 +137,15 @@ class VisionConsumer:
             return
         submitted = time.monotonic()
         handled = threading.Event()
-        future = self._scheduler.submit(frame.camera_id, frame.image)
+        crop = state.step.region(frame)
+        if crop is None:
+            future = self._scheduler.submit(frame.camera_id, frame.image)
+        else:
+            future = self._scheduler.submit(frame.camera_id, crop.cut(frame.image), crop.scale)
         future.add_done_callback(
-            lambda done: self._on_detected(state, frame, done, submitted, handled)
+            lambda done: self._on_detected(
+                state, frame, crop, done, submitted=submitted, handled=handled
+            )
         )
         if state.camera.lossless:
             # a file analysed as fast as possible: wait until the result is handed on, so
@@ -149,17 +157,24 @@ class VisionConsumer:
         self,
         state: _CameraVision,
         frame: Frame,
+        crop: Crop | None,
         done: Future[Detections],
+        *,
         submitted: float,
         handled: threading.Event,
     ) -> None:
         try:
-            self._detected(state, frame, done, submitted)
+            self._detected(state, frame, crop, done, submitted)
         finally:
             handled.set()
 
     def _detected(
-        self, state: _CameraVision, frame: Frame, done: Future[Detections], submitted: float
+        self,
+        state: _CameraVision,
+        frame: Frame,
+        crop: Crop | None,
+        done: Future[Detections],
+        submitted: float,
     ) -> None:
         if done.cancelled():
             # The scheduler dropped this frame for a newer one of the same camera (or it was
@@ -175,7 +190,7 @@ class VisionConsumer:
                 state.failed += 1
                 state.hung += isinstance(error, DetectorHangError)
             return
-        tracked = state.step.detected(frame, done.result())
+        tracked = state.step.detected(frame, done.result(), crop)
         latency = (time.monotonic() - submitted) * 1000
         with state.lock:
             state.detected += 1

@@ -44,14 +44,14 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Final
+from typing import Final, cast
 
 import numpy as np
 
 from feedtag.core import Detections
 from feedtag.errors import DetectorError, DetectorHangError
 from feedtag.ingest.policies import RestartBudget
-from feedtag.vision.detector import Detector, Image
+from feedtag.vision.detector import Detector, Image, RegionDetector
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,7 @@ class _Waiting:
     image: Image
     future: Future[Detections]
     submitted: float
+    scale: float | None = None  # an active region's scale (RegionDetector); None: whole frame
 
 
 @dataclass(slots=True)
@@ -180,8 +181,12 @@ class BatchScheduler:
 
     # -- the submitters' side ----------------------------------------------------------------
 
-    def submit(self, camera_id: str, image: Image) -> Future[Detections]:
+    def submit(
+        self, camera_id: str, image: Image, scale: float | None = None
+    ) -> Future[Detections]:
         """Queue one frame of ``camera_id``; the future resolves to its detections.
+        ``scale``: the image is an active region of a frame, to be run at this scale (the
+        detector must be a :class:`~feedtag.vision.detector.RegionDetector`).
 
         Raises :class:`DetectorError` once the scheduler is stopping.
         """
@@ -189,7 +194,7 @@ class BatchScheduler:
             got = getattr(image, "shape", type(image).__name__)
             raise ValueError(f"camera {camera_id}: expected image uint8 (H, W, 3), got {got}")
         future: Future[Detections] = Future()
-        waiting = _Waiting(camera_id, image, future, time.monotonic())
+        waiting = _Waiting(camera_id, image, future, time.monotonic(), scale)
         dropped: _Waiting | None = None
         with self._condition:
             if self._stopping:
@@ -429,7 +434,12 @@ class BatchScheduler:
 
     def _checked_detect(self, call: _Call, batch: Sequence[_Waiting]) -> list[Detections]:
         started = call.started = time.monotonic()  # each call has the whole bound
-        results = self._detector.detect([item.image for item in batch])
+        images = [item.image for item in batch]
+        scales = [item.scale for item in batch]
+        if any(scale is not None for scale in scales):
+            results = cast(RegionDetector, self._detector).detect(images, scales=scales)
+        else:
+            results = self._detector.detect(images)
         with self._condition:
             self._latencies.append(time.monotonic() - started)
         if len(results) != len(batch):

@@ -4,12 +4,16 @@ A detector takes a batch of RGB ``uint8`` images of any size (the analysed frame
 cameras) and returns one :class:`~feedtag.core.Detections` per image, with boxes in that
 image's own pixel coordinates. Letterboxing to the model's input and mapping back are the
 backend's business.
+
+A :class:`RegionDetector` can also run part of a frame (an active region,
+:mod:`feedtag.vision.regions`) at the scale its whole frame would get: the region's own
+stride-aligned input, smaller than the frame's, instead of being scaled up to fill the model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -26,3 +30,22 @@ class Detector(Protocol):
     def class_names(self) -> Sequence[str]: ...
 
     def detect(self, images: Sequence[Image]) -> list[Detections]: ...
+
+
+@runtime_checkable
+class RegionDetector(Protocol):
+    """A detector whose input follows the image's shape, so that part of a frame costs less
+    than the whole. ``region_grid()`` is ``(long_side, stride)``: a frame is analysed with its
+    long side at ``long_side`` model pixels, in inputs of multiples of ``stride``; None when
+    the model's input is fixed (a region would be scaled up into the same input).
+    ``detect(images, scales=...)`` runs each image at its given scale (model pixels per image
+    pixel; None: the whole-frame rule)."""
+
+    @property
+    def class_names(self) -> Sequence[str]: ...
+
+    def region_grid(self) -> tuple[int, int] | None: ...
+
+    def detect(
+        self, images: Sequence[Image], *, scales: Sequence[float | None] | None = None
+    ) -> list[Detections]: ...

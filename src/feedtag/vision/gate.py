@@ -10,7 +10,7 @@ changes (a person walking slowly, light drifting) add up until they trigger.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 import numpy as np
@@ -48,6 +48,9 @@ class GateDecision:
     run: bool
     reason: str  # "first", "changed", "tracks", "refresh", "unchanged"
     changed_fraction: float
+    #: which cells changed, one per ``GATE_STEP`` x ``GATE_STEP`` pixels of the frame (None
+    #: without a reference to compare with): where the active region is
+    changed: npt.NDArray[np.bool_] | None = field(default=None, compare=False, repr=False)
 
 
 class ChangeGate:
@@ -91,7 +94,8 @@ class ChangeGate:
     ) -> GateDecision:
         """Decide for one frame; a "run" decision makes this frame the new reference."""
         grey = tiny_grey(image)
-        fraction = self._changed_fraction(grey)
+        changed = self._changed(grey)
+        fraction = 1.0 if changed is None else float(np.count_nonzero(changed)) / changed.size
         if self._reference is None or self._last_run_s is None or t_s < self._last_run_s:
             reason = "first"
         elif fraction >= self.min_changed_fraction:
@@ -102,19 +106,19 @@ class ChangeGate:
             reason = "refresh"
         else:
             self.gated += 1
-            return GateDecision(False, "unchanged", fraction)
+            return GateDecision(False, "unchanged", fraction, changed)
         self._reference = grey
         self._last_run_s = t_s
         self.detected += 1
-        return GateDecision(True, reason, fraction)
+        return GateDecision(True, reason, fraction, changed)
 
     def reset(self) -> None:
         """Forget the reference (after a reconnect the view may have changed)."""
         self._reference = None
         self._last_run_s = None
 
-    def _changed_fraction(self, grey: npt.NDArray[np.int16]) -> float:
+    def _changed(self, grey: npt.NDArray[np.int16]) -> npt.NDArray[np.bool_] | None:
         if self._reference is None or self._reference.shape != grey.shape:
-            return 1.0
-        changed = np.abs(grey - self._reference) >= self.pixel_threshold
-        return float(np.count_nonzero(changed)) / float(changed.size)
+            return None
+        changed: npt.NDArray[np.bool_] = np.abs(grey - self._reference) >= self.pixel_threshold
+        return changed

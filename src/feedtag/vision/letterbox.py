@@ -83,6 +83,28 @@ def input_shape(width: int, height: int, long_side: int, stride: int = 32) -> tu
     return side(width), side(height)
 
 
+def scaled_shape(
+    width: int, height: int, scale: float, long_side: int, stride: int = 32
+) -> tuple[int, int]:
+    """The smallest ``(width, height)`` model input, both multiples of ``stride`` and at most
+    ``long_side``, that holds a ``width`` x ``height`` image scaled by ``scale``: part of a
+    frame (an active region) analysed at the scale its whole frame would get.
+
+    >>> scaled_shape(320, 200, 0.65, 416), scaled_shape(640, 360, 0.65, 416)
+    ((224, 160), (416, 256))
+    """
+    if width < 1 or height < 1:
+        raise ValueError(f"expected an image of at least 1 x 1, got {width} x {height}")
+    if not 0 < scale <= 64:
+        raise ValueError(f"expected 0 < scale <= 64, got {scale}")
+
+    def side(length: int) -> int:
+        scaled = min(long_side, max(1, round(length * scale)))
+        return -(-scaled // stride) * stride
+
+    return side(width), side(height)
+
+
 def letterbox(image: npt.NDArray[np.uint8], size: int | tuple[int, int]) -> Letterbox:
     """Scale ``image`` (``uint8 (H, W, 3)`` RGB) to fit ``size`` x ``size`` (or ``size =
     (width, height)``), centred on grey.

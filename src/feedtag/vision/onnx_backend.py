@@ -45,6 +45,7 @@ from feedtag.vision.letterbox import (
     Placement,
     input_shape,
     letterbox_into,
+    scaled_shape,
     unletterbox_boxes,
 )
 
@@ -217,28 +218,46 @@ class LetterboxDetector:
         cost of inference from that of everything around it."""
         return self._runtime
 
-    def input_shape(self, image: Image) -> tuple[int, int]:
-        """The ``(width, height)`` of the model input ``image`` goes into."""
+    def input_shape(self, image: Image, scale: float | None = None) -> tuple[int, int]:
+        """The ``(width, height)`` of the model input ``image`` goes into; with ``scale``
+        (model pixels per image pixel), the input that holds it at that scale."""
         size = self._input.size
         if self._stride is None:
             return size, size
         height, width = image.shape[:2]
+        if scale is not None:
+            return scaled_shape(int(width), int(height), scale, size, self._stride)
         return input_shape(int(width), int(height), size, self._stride)
 
+    def region_grid(self) -> tuple[int, int] | None:
+        """``(long_side, stride)`` of the inputs frames go into, or None for a fixed input
+        (see :class:`~feedtag.vision.detector.RegionDetector`)."""
+        return None if self._stride is None else (self._input.size, self._stride)
+
     def detect(
-        self, images: Sequence[Image], *, classes: Iterable[int] | None = None
+        self,
+        images: Sequence[Image],
+        *,
+        classes: Iterable[int] | None = None,
+        scales: Sequence[float | None] | None = None,
     ) -> list[Detections]:
         """One :class:`~feedtag.core.Detections` per image, boxes in that image's pixels.
 
         ``classes`` keeps only those class ids for this call (None: the detector's default).
+        ``scales``: per image, the scale to run it at (model pixels per image pixel: an active
+        region runs at its frame's scale); None, or a None entry, fits the image's long side
+        to the model's size.
         """
         options = self._options
         if classes is not None:
             options = dataclasses.replace(options, classes=self._class_filter(classes))
+        if scales is not None and len(scales) != len(images):
+            raise ValueError(f"expected {len(images)} scales, got {len(scales)}")
         groups: dict[tuple[int, int], list[int]] = {}
         for index, image in enumerate(images):
             _check_image(index, image)
-            groups.setdefault(self.input_shape(image), []).append(index)
+            scale = None if scales is None else scales[index]
+            groups.setdefault(self.input_shape(image, scale), []).append(index)
         results: list[Detections | None] = [None] * len(images)
         for shape, indices in groups.items():
             for start in range(0, len(indices), self._chunk):
