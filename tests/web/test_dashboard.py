@@ -225,6 +225,100 @@ def test_a_camera_opens_large_with_its_latest_events(
     expect(dialog).to_be_hidden()
 
 
+def level_of(badge: Any) -> tuple[str, str, str]:
+    """A level badge's text, classes and tooltip, read at one moment (the level can change
+    at the next refresh)."""
+    text, classes, title = badge.evaluate(
+        "b => [b.textContent, b.className, b.getAttribute('title') || '']"
+    )
+    return text, classes, title
+
+
+def test_a_running_camera_shows_its_analysis_level(
+    page: Any, admin_api: httpx.Client, served: Served, screenshots: Path
+) -> None:
+    from feedtag.config.adaptive import AdaptiveRateConfig
+
+    cameras = api_cameras(admin_api)
+    sign_in(page, served.admin_token)
+    # The live feeds: each card shows the level the engine is at and that level's rate, one
+    # of the camera's three (docs/ingest.md: floor 0.5, normal analysis_fps, tracking 5).
+    for camera_id in served.feed_cameras:
+        rates = dict(zip(("floor", "normal", "tracking"),
+                         AdaptiveRateConfig().rates(cameras[camera_id]["analysis_fps"]), strict=True))  # fmt: skip
+        badge = page.locator(f'#grid .card[data-camera-id="{camera_id}"] .badge.level')
+        expect(badge).to_be_visible(timeout=FEED_TIMEOUT_S * 1000)
+        text, classes, title = level_of(badge)
+        level, _, rate = text.partition(" · ")
+        assert level in rates and rate == f"{rates[level]:g} fps", text
+        assert f"level-{level}" in classes.split() and title.startswith(f"Analysis level {level}")
+    shot(page, screenshots, "grid-levels")
+
+    # Each level as the server reports it, and nothing where the camera does not run or the
+    # server does not report one (the camera list and one camera, both patched on the way).
+    patches: dict[str, dict[str, Any]] = {}
+
+    def patched(route: Any) -> None:
+        answer = route.fetch()
+        data = answer.json()
+        for item in data.get("items", [data]):
+            patch = patches.get(item["id"], {})
+            item["enabled"] = patch.get("enabled", item["enabled"])
+            if item["status"] is not None:
+                item["status"].update(patch.get("status", {}))
+                for name in patch.get("absent", ()):
+                    item["status"].pop(name, None)
+        route.fulfill(response=answer, json=data)
+
+    page.route(re.compile(r".*/api/v1/cameras(/[^/?]+)?(\?.*)?$"), patched)
+    first, second = served.feed_cameras
+    online = {"state": "online"}
+    stages: list[tuple[dict[str, dict[str, Any]], dict[str, str | None]]] = [
+        ({first: {"status": {**online, "analysis_level": "tracking", "target_fps": 5.0}},
+          second: {"status": {**online, "analysis_level": "floor", "target_fps": 0.5}}},
+         {first: "tracking · 5 fps", second: "floor · 0.5 fps"}),
+        ({first: {"status": {**online, "analysis_level": "normal", "target_fps": 2.0}},
+          second: {"status": online, "absent": ("analysis_level", "target_fps")}},  # older server
+         {first: "normal · 2 fps", second: None}),
+        ({first: {"status": {"state": "offline", "analysis_level": "normal", "target_fps": 2.0}},
+          second: {"enabled": False, "status": {**online, "analysis_level": "normal"}}},
+         {first: None, second: None}),
+        ({first: {"status": {**online, "analysis_level": HOSTILE_NAMES[1], "target_fps": 2.0}}},
+         {first: None}),
+    ]  # fmt: skip
+    for patch, shown in stages:
+        patches.clear()
+        patches.update(patch)
+        for camera_id, text in shown.items():
+            badge = page.locator(f'#grid .card[data-camera-id="{camera_id}"] .badge.level')
+            if text is None:
+                expect(badge).to_be_hidden(timeout=UI_TIMEOUT_MS)
+                continue
+            expect(badge).to_have_text(text, timeout=UI_TIMEOUT_MS)
+            level = text.partition(" ")[0]
+            expect(badge).to_have_class(re.compile(rf"\blevel-{level}\b"))
+            expect(badge).to_have_attribute("title", re.compile(rf"^Analysis level {level}, "))
+    assert page.evaluate("typeof window.__xss") == "undefined"
+
+    # The camera large shows it beside its name, and drops it when the camera goes offline.
+    patches.clear()
+    patches[first] = {"status": {**online, "analysis_level": "tracking", "target_fps": 5.0}}
+    card = page.locator(f'#grid .card[data-camera-id="{first}"]')
+    expect(card.locator(".badge.level")).to_have_text("tracking · 5 fps", timeout=UI_TIMEOUT_MS)
+    card.focus()
+    page.keyboard.press("Enter")
+    dialog_badge = page.locator("#camera-dialog #camera-level")
+    expect(dialog_badge).to_have_text("tracking · 5 fps")
+    expect(dialog_badge).to_have_attribute("title", re.compile("tracking rate"))
+    shot(page, screenshots, "camera-level")
+    patches[first] = {"status": {**online, "analysis_level": "floor", "target_fps": 0.5}}
+    expect(dialog_badge).to_have_text("floor · 0.5 fps", timeout=UI_TIMEOUT_MS)  # its own refresh
+    patches[first] = {"status": {"state": "stalled"}}
+    expect(dialog_badge).to_be_hidden(timeout=UI_TIMEOUT_MS)
+    page.keyboard.press("Escape")
+    expect(page.locator("#camera-dialog")).to_be_hidden()
+
+
 # -- events -------------------------------------------------------------------------------------
 
 

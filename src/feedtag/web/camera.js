@@ -6,7 +6,7 @@ import { $, el, svg, clear, formatTime, formatNumber, isoUtc } from "./dom.js";
 import { drawOverlay } from "./overlay.js";
 import { openEvent } from "./events.js";
 import { colorOf } from "./charts.js";
-import { cameraState, normalizeCamera } from "./state.js";
+import { cameraState, normalizeCamera, showAnalysisLevel } from "./state.js";
 
 const REFRESH_MS = 3000;
 const RECENT = 12;
@@ -35,6 +35,7 @@ function fields(camera) {
     ["Lines", (camera.lines || []).map((l) => l.name).join(", ") || "—"],
     ["Source", camera.url || "—"],
   ];
+  showAnalysisLevel($("#camera-level"), camera);
   const list = $("#camera-fields");
   clear(list);
   for (const [term, value] of rows) list.append(el("dt", { text: term }), el("dd", { text: value }));

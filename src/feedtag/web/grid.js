@@ -5,7 +5,7 @@ import { api, ApiError, freshUrl } from "./api.js";
 import { $, el, svg, clear, formatNumber, formatAge, token } from "./dom.js";
 import { drawOverlay } from "./overlay.js";
 import { openCamera } from "./camera.js";
-import { setCameras, notify, hasRole, cameraState, normalizeCamera, CAMERA_STATES } from "./state.js";
+import { setCameras, notify, hasRole, cameraState, normalizeCamera, showAnalysisLevel, CAMERA_STATES } from "./state.js";
 
 const REFRESH_MS = 3000;        // camera status
 const THUMBNAIL_MS = 5000;      // the engine renews thumbnails every 5 s by default
@@ -29,6 +29,8 @@ function makeCard(camera) {
   const overlay = svg("svg", { class: "overlay", "aria-hidden": "true", preserveAspectRatio: "xMidYMid meet" });
   const placeholder = el("span", { class: "placeholder", text: "waiting for the first frame…" });
   const badge = el("span", { class: "badge state" });
+  const level = el("span", { class: "badge level" });
+  level.hidden = true;
   const name = el("h3", { class: "cam-name" });
   const id = el("span", { class: "cam-id" });
   const shard = el("p", { class: "cam-shard" });
@@ -40,7 +42,7 @@ function makeCard(camera) {
   const restart = el("button", { type: "button", class: "ghost small", text: "Restart", title: "Reconnect this camera (operators)" });
   restart.hidden = true;
   const root = el("article", { class: "card", dataset: { cameraId: camera.id }, tabindex: "0" }, [
-    el("div", { class: "frame" }, [img, overlay, placeholder, badge]),
+    el("div", { class: "frame" }, [img, overlay, placeholder, badge, level]),
     el("div", { class: "card-body" }, [
       el("div", { class: "card-title" }, [name, id]),
       shard, counts, metrics, eventCounts, reason,
@@ -48,7 +50,7 @@ function makeCard(camera) {
     ]),
   ]);
   const card = {
-    root, img, overlay, placeholder, badge, name, id, shard, counts, metrics, eventCounts, reason, events, restart,
+    root, img, overlay, placeholder, badge, level, name, id, shard, counts, metrics, eventCounts, reason, events, restart,
     camera, loading: false, loaded: false, size: DEFAULT_SIZE.slice(), overlayKey: "",
   };
   root.addEventListener("keydown", (event) => {
@@ -90,6 +92,7 @@ function updateCard(card, camera) {
   card.shard.hidden = !camera.shard;
   card.badge.textContent = stateName;
   card.badge.className = `badge state ${stateName}`;
+  showAnalysisLevel(card.level, camera);
   card.events.setAttribute("href", `#/events?camera=${encodeURIComponent(camera.id)}`);
   card.restart.hidden = !hasRole("operator");
   card.restart.setAttribute("aria-label", `Restart camera ${label}`);

@@ -70,3 +70,39 @@ export function normalizeCamera(raw) {
     thumbnail_url: raw.thumbnail_url || `/api/v1/cameras/${encodeURIComponent(raw.id)}/thumbnail.jpg`,
   };
 }
+
+/** The adaptive analysis levels of the engine (core.AnalysisLevel, docs/ingest.md), with
+ * what each means for the tooltip. */
+export const ANALYSIS_LEVELS = {
+  floor: "Quiet scene: nothing appeared and no track moved for a while, so the camera is analysed at its floor rate (adaptive.floor_fps).",
+  normal: "Activity in view, or adaptation off: the camera is analysed at its analysis_fps.",
+  tracking: "A track is moving near a line or motion rule: the camera is analysed at its tracking rate (adaptive.tracking_fps) until that has been quiet for a while.",
+};
+
+/** A rate for people: 0.5, 2, 5 (at most two decimals, no trailing zeros). */
+function formatRate(fps) {
+  return String(Number(fps.toFixed(2)));
+}
+
+/** A running camera's adaptive analysis level and target rate for display,
+ * {level, text: "tracking · 5 fps", title}, or null: not online, or a server that does not
+ * report the level (older servers) or reports one this page does not know. */
+export function analysisLevel(camera) {
+  if (cameraState(camera) !== "online") return null;
+  const status = camera.status || {};
+  const level = status.analysis_level;
+  const fps = status.target_fps;
+  if (!Object.hasOwn(ANALYSIS_LEVELS, level) || typeof fps !== "number" || !Number.isFinite(fps) || fps <= 0) return null;
+  const rate = `${formatRate(fps)} fps`;
+  return { level, text: `${level} · ${rate}`, title: `Analysis level ${level}, ${rate} now. ${ANALYSIS_LEVELS[level]}` };
+}
+
+/** The adaptive analysis level badge ("tracking · 5 fps"); hidden when there is none. */
+export function showAnalysisLevel(badge, camera) {
+  const level = analysisLevel(camera);
+  badge.hidden = !level;
+  badge.textContent = level ? level.text : "";
+  badge.className = level ? `badge level level-${level.level}` : "badge level";
+  if (level) badge.setAttribute("title", level.title);
+  else badge.removeAttribute("title");
+}
