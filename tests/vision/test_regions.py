@@ -89,7 +89,7 @@ def test_merge_carries_forward_what_lies_outside_the_crop_only() -> None:
     crop = Crop(200, 0, 400, 200, SCALE)
     before = boxes((10, 10, 60, 40), (250, 50, 280, 120), (190, 50, 230, 100), ids=[1, 2, 3])
     found = boxes((20, 60, 50, 130))  # in crop pixels: the walker, moved
-    merged = crop.merge(crop.to_frame(found), before)
+    merged = crop.merge(crop.to_frame(found), before, FRAME)
     assert merged.tracker_id is None  # ids come from the tracker again
     assert merged.xyxy.tolist() == [
         [220, 60, 250, 130],  # found, in frame pixels
@@ -97,6 +97,20 @@ def test_merge_carries_forward_what_lies_outside_the_crop_only() -> None:
         # (250, 50, 280, 120) lay inside the crop and was not found again: gone;
         # (190, 50, 230, 100) is three quarters inside: looked for, so gone too
     ]
+
+
+def test_a_box_cut_by_the_crop_edge_gives_way_to_the_carried_object() -> None:
+    """A parked car reaching 20 px into a crop made for someone beside it: the crop's run sees
+    part of the car, cut at the crop's edge; the car's whole box, carried, stands for it."""
+    crop = Crop(200, 0, 400, 200, SCALE)
+    before = boxes((120, 100, 220, 160))  # mostly outside: carried
+    found = crop.to_frame(boxes((0, 100, 20, 160), (100, 20, 130, 90)))  # cut part, walker
+    merged = crop.merge(found, before, FRAME)
+    assert merged.xyxy.tolist() == [[300, 20, 330, 90], [120, 100, 220, 160]]
+    # at the frame's own edge nothing is cut: a box there is kept
+    edge = Crop(0, 0, 200, 200, SCALE)
+    kept = edge.merge(edge.to_frame(boxes((0, 100, 20, 160))), boxes((0, 90, 30, 170)), FRAME)
+    assert len(kept) == 1 and kept.xyxy[0].tolist() == [0, 100, 20, 160]
 
 
 def test_the_planner_runs_whole_frames_first_on_refresh_when_due_and_when_too_large() -> None:

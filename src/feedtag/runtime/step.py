@@ -235,7 +235,7 @@ class CameraStep:
             detections = detections.select(np.isin(detections.class_id, self._keep))
         with self._lock:
             if crop is not None:
-                detections = crop.merge(crop.to_frame(detections), self._latest)
+                detections = crop.merge(crop.to_frame(detections), self._latest, frame.size)
             tracked = self._tracker.update(detections, frame.pts_s)
             shift = frame.size[0] * MOVING_FRACTION
             self._moving = tracks_moved(self._latest, tracked, shift)

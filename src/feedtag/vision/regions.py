@@ -40,6 +40,11 @@ from feedtag.vision.gate import GATE_STEP
 #: a box carried forward from before lies mostly outside the crop: less than this share of
 #: its area inside it (one mostly inside was looked for again, and is gone if not found)
 CARRY_MAX_INSIDE: Final = 0.5
+#: a box found at the crop's edge that lies at least this much inside a box carried forward
+#: is that object cut by the edge
+CUT_MIN_INSIDE: Final = 0.5
+#: how close to the crop's inner edge (frame pixels) a box is cut by it
+EDGE_PX: Final = 2.0
 #: the smallest crop input side, in strides (capped by the frame's): a few strides of context
 #: around an object, and fewer tiny shapes for the batch scheduler to run apart
 MIN_SIDE_STRIDES: Final = 4
@@ -77,15 +82,43 @@ class Crop:
         share: npt.NDArray[np.float64] = (width * height / area).astype(np.float64)
         return share
 
-    def merge(self, found: Detections, before: Detections) -> Detections:
+    def merge(
+        self, found: Detections, before: Detections, frame_size: tuple[int, int]
+    ) -> Detections:
         """The frame's result: ``found`` in the crop (frame pixels) and what ``before`` held
-        outside it, carried forward without track ids (the tracker matches them again)."""
+        outside it, carried forward without track ids (the tracker matches them again). A
+        box found at the crop's inner edge that lies mostly inside a carried box of its class
+        is that carried object seen in part (a parked car reaching into the crop): the
+        carried box stands for it."""
         kept = before.select(self.inside_share(before.xyxy) < CARRY_MAX_INSIDE)
+        if len(kept) and len(found):
+            found = found.select(~self._cut_parts(found, kept, frame_size))
         return Detections(
             np.concatenate([found.xyxy, kept.xyxy]),
             np.concatenate([found.confidence, kept.confidence]),
             np.concatenate([found.class_id, kept.class_id]),
         )
+
+    def _cut_parts(
+        self, found: Detections, kept: Detections, frame_size: tuple[int, int]
+    ) -> npt.NDArray[np.bool_]:
+        width, height = frame_size
+        xyxy = found.xyxy
+        at_edge = (
+            ((xyxy[:, 0] <= self.x0 + EDGE_PX) & (self.x0 > 0))
+            | ((xyxy[:, 1] <= self.y0 + EDGE_PX) & (self.y0 > 0))
+            | ((xyxy[:, 2] >= self.x1 - EDGE_PX) & (self.x1 < width))
+            | ((xyxy[:, 3] >= self.y1 - EDGE_PX) & (self.y1 < height))
+        )
+        cut = np.zeros(len(found), bool)
+        for index in np.flatnonzero(at_edge):
+            for other in kept.xyxy[kept.class_id == found.class_id[index]]:
+                x0, y0, x1, y1 = (float(v) for v in other)
+                part = Crop(int(x0), int(y0), int(np.ceil(x1)), int(np.ceil(y1)), self.scale)
+                if part.inside_share(xyxy[index : index + 1])[0] >= CUT_MIN_INSIDE:
+                    cut[index] = True
+                    break
+        return cut
 
 
 def active_box(
