@@ -12,6 +12,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -162,11 +163,14 @@ def run_variant(
     the detector and the tracker to the engine variant; the model loads before the memory
     baseline is taken."""
     runner: Runner
-    if variant == "engine":
-        runner = EngineRun([source] * feeds, mode, pipeline=pipeline)
-    else:
-        runner = _BareRun(source, feeds, mode)
-    measured = measure(runner, feeds, seconds)
+    # the engine's store goes to a directory of its own, never the user's data_dir
+    with tempfile.TemporaryDirectory(prefix="feedtag-bench-ingest-") as data_dir:
+        if variant == "engine":
+            store = {"store": {"data_dir": data_dir}}
+            runner = EngineRun([source] * feeds, mode, pipeline=pipeline, extra=store)
+        else:
+            runner = _BareRun(source, feeds, mode)
+        measured = measure(runner, feeds, seconds)
     capacity = measured.capacity
     detector = runner.recorder is not None
     return IngestBenchResult(
