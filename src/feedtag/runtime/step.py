@@ -238,9 +238,12 @@ class CameraStep:
                 detections = crop.merge(crop.to_frame(detections), self._latest, frame.size)
             tracked = self._tracker.update(detections, frame.pts_s)
             shift = frame.size[0] * MOVING_FRACTION
-            self._moving = tracks_moved(self._latest, tracked, shift)
-            if self._regions is not None:
+            if self._regions is None:
+                self._moving = tracks_moved(self._latest, tracked, shift)
+            else:
+                # the tracks that moved, where they head: the same test, done once
                 self._moved = heading(self._latest, tracked, shift)
+                self._moving = len(self._moved) > 0
             feedback = self._feedback
             if feedback is not None:
                 feedback.rate.observe(

@@ -62,6 +62,17 @@ class _CameraVision:
     latency_ms: float | None = None
 
 
+@dataclass
+class _Pending:
+    """A frame handed to the detector: what its result needs when it comes back."""
+
+    state: _CameraVision
+    frame: Frame
+    crop: Crop | None  # the active region it runs on (None: the whole frame)
+    submitted: float  # time.monotonic() at submission
+    handled: threading.Event = field(default_factory=threading.Event)
+
+
 class VisionConsumer:
     """Frames in, tracked detections out; thread-safe; one per node."""
 
@@ -135,47 +146,27 @@ class VisionConsumer:
         if carried is not None:
             self._postprocess.put(frame, carried)
             return
-        submitted = time.monotonic()
-        handled = threading.Event()
         crop = state.step.region(frame)
+        pending = _Pending(state, frame, crop, time.monotonic())
         if crop is None:
             future = self._scheduler.submit(frame.camera_id, frame.image)
         else:
             future = self._scheduler.submit(frame.camera_id, crop.cut(frame.image), crop.scale)
-        future.add_done_callback(
-            lambda done: self._on_detected(
-                state, frame, crop, done, submitted=submitted, handled=handled
-            )
-        )
+        future.add_done_callback(lambda done: self._on_detected(pending, done))
         if state.camera.lossless:
             # a file analysed as fast as possible: wait until the result is handed on, so
             # that the back-pressure reaches its ingest thread instead of the scheduler
             # dropping frames, and the next frame's gate sees this frame's tracks
-            handled.wait(LOSSLESS_WAIT_S)
+            pending.handled.wait(LOSSLESS_WAIT_S)
 
-    def _on_detected(
-        self,
-        state: _CameraVision,
-        frame: Frame,
-        crop: Crop | None,
-        done: Future[Detections],
-        *,
-        submitted: float,
-        handled: threading.Event,
-    ) -> None:
+    def _on_detected(self, pending: _Pending, done: Future[Detections]) -> None:
         try:
-            self._detected(state, frame, crop, done, submitted)
+            self._detected(pending, done)
         finally:
-            handled.set()
+            pending.handled.set()
 
-    def _detected(
-        self,
-        state: _CameraVision,
-        frame: Frame,
-        crop: Crop | None,
-        done: Future[Detections],
-        submitted: float,
-    ) -> None:
+    def _detected(self, pending: _Pending, done: Future[Detections]) -> None:
+        state, frame = pending.state, pending.frame
         if done.cancelled():
             # The scheduler dropped this frame for a newer one of the same camera (or it was
             # still waiting at stop): counted, so that every frame is accounted for.
@@ -190,8 +181,8 @@ class VisionConsumer:
                 state.failed += 1
                 state.hung += isinstance(error, DetectorHangError)
             return
-        tracked = state.step.detected(frame, done.result(), crop)
-        latency = (time.monotonic() - submitted) * 1000
+        tracked = state.step.detected(frame, done.result(), pending.crop)
+        latency = (time.monotonic() - pending.submitted) * 1000
         with state.lock:
             state.detected += 1
             state.latency_ms = (

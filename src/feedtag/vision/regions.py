@@ -76,11 +76,8 @@ class Crop:
 
     def inside_share(self, xyxy: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
         """For each ``(N, 4)`` box, the share of its area inside the crop."""
-        width = np.clip(np.minimum(xyxy[:, 2], self.x1) - np.maximum(xyxy[:, 0], self.x0), 0, None)
-        height = np.clip(np.minimum(xyxy[:, 3], self.y1) - np.maximum(xyxy[:, 1], self.y0), 0, None)
-        area = np.maximum((xyxy[:, 2] - xyxy[:, 0]) * (xyxy[:, 3] - xyxy[:, 1]), 1e-6)
-        share: npt.NDArray[np.float64] = (width * height / area).astype(np.float64)
-        return share
+        rect = np.array([[self.x0, self.y0, self.x1, self.y1]], np.float32)
+        return share_inside(xyxy, rect)[:, 0]
 
     def merge(
         self, found: Detections, before: Detections, frame_size: tuple[int, int]
@@ -110,15 +107,31 @@ class Crop:
             | ((xyxy[:, 2] >= self.x1 - EDGE_PX) & (self.x1 < width))
             | ((xyxy[:, 3] >= self.y1 - EDGE_PX) & (self.y1 < height))
         )
-        cut = np.zeros(len(found), bool)
-        for index in np.flatnonzero(at_edge):
-            for other in kept.xyxy[kept.class_id == found.class_id[index]]:
-                x0, y0, x1, y1 = (float(v) for v in other)
-                part = Crop(int(x0), int(y0), int(np.ceil(x1)), int(np.ceil(y1)), self.scale)
-                if part.inside_share(xyxy[index : index + 1])[0] >= CUT_MIN_INSIDE:
-                    cut[index] = True
-                    break
+        same_class = found.class_id[:, None] == kept.class_id[None, :]
+        inside = (share_inside(xyxy, kept.xyxy) >= CUT_MIN_INSIDE) & same_class
+        cut: npt.NDArray[np.bool_] = at_edge & inside.any(axis=1)
         return cut
+
+
+def share_inside(
+    boxes: npt.NDArray[np.float32], regions: npt.NDArray[np.float32]
+) -> npt.NDArray[np.float64]:
+    """``(M, N)``: the share of each of ``boxes``' area (``(M, 4)`` xyxy) inside each of
+    ``regions`` (``(N, 4)``); a box with no area counts as outside.
+
+    >>> share_inside(np.array([[0, 0, 4, 2]], np.float32), np.array([[2, 0, 9, 9]], np.float32))
+    array([[0.5]])
+    """
+    width = np.minimum(boxes[:, None, 2], regions[None, :, 2]) - np.maximum(
+        boxes[:, None, 0], regions[None, :, 0]
+    )
+    height = np.minimum(boxes[:, None, 3], regions[None, :, 3]) - np.maximum(
+        boxes[:, None, 1], regions[None, :, 1]
+    )
+    inter = np.clip(width, 0, None) * np.clip(height, 0, None)
+    area = np.maximum((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), 1e-6)
+    share: npt.NDArray[np.float64] = (inter / area[:, None]).astype(np.float64)
+    return share
 
 
 def active_box(
