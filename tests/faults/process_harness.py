@@ -441,15 +441,32 @@ class Tmpfs:
             _run("mount", "-t", "tmpfs", "-o", f"size={size_kib}k", "tmpfs", str(folder))
         except subprocess.CalledProcessError as error:
             require_service(False, f"cannot mount a tmpfs: {error.stderr.decode().strip()}")
+        # The filler exists (empty) from the start, so filling never has to create a file
+        # on a disk that may be nearly full by then.
+        self.filler = folder / "filler"
+        self.filler.touch()
 
     def fill(self, leave_bytes: int = 0) -> Path:
-        """Take all free space but ``leave_bytes`` with a filler file (another program's)."""
-        filler = self.folder / "filler"
+        """Take all free space but ``leave_bytes`` with the filler file (another program's)."""
         free = shutil.disk_usage(self.folder).free - leave_bytes
-        with filler.open("wb") as file, contextlib.suppress(OSError):
+        try:
+            file = self.filler.open("r+b")
+        except OSError as error:
+            raise AssertionError(f"cannot open the filler: {error}; {self.usage()}") from error
+        with file, contextlib.suppress(OSError):
             while free > 0:
                 free -= file.write(b"\0" * min(free, 65536))
-        return filler
+        return self.filler
+
+    def usage(self) -> str:
+        """What takes this filesystem's space, largest first, for a failure's message."""
+        total = shutil.disk_usage(self.folder)
+        sizes = sorted(
+            ((path.stat().st_size, path) for path in self.folder.rglob("*") if path.is_file()),
+            reverse=True,
+        )
+        largest = ", ".join(f"{path.relative_to(self.folder)} {size} B" for size, path in sizes[:5])
+        return f"used {total.used} of {total.total} B; {len(sizes)} files; largest: {largest}"
 
     def resize(self, size_kib: int) -> None:
         _run("mount", "-o", f"remount,size={size_kib}k", str(self.folder))
