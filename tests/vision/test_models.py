@@ -9,6 +9,7 @@ import importlib.util
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -21,6 +22,7 @@ from feedtag.vision import decoders, registry
 from feedtag.vision.decoders import ModelDetections
 from feedtag.vision.letterbox import input_shape, letterbox, unletterbox_boxes
 from feedtag.vision.modelbuild import calibration, darknet, default_model, quantize
+from feedtag.vision.openvino_backend import OpenVinoRuntime
 
 from ..conftest import Built, require_service
 
@@ -42,7 +44,7 @@ def session(info_or_path: registry.ModelInfo | Path) -> ort.InferenceSession:
 
 
 def detect(
-    model: ort.InferenceSession,
+    model: ort.InferenceSession | OpenVinoSession,
     image: npt.NDArray[np.uint8],
     size: int | tuple[int, int],
     conf: float = 0.25,
@@ -327,7 +329,7 @@ def match_centres(a: ModelDetections, b: ModelDetections) -> list[tuple[int, int
 
 def agreement(
     fp32: ort.InferenceSession,
-    int8: ort.InferenceSession,
+    int8: ort.InferenceSession | OpenVinoSession,
     frames: Sequence[npt.NDArray[np.uint8]],
     size: int | tuple[int, int],
 ) -> tuple[float, float, int, int]:
@@ -380,6 +382,42 @@ def test_int8_agrees_with_fp32_on_unseen_frames(
             " boxes)"
         )
         assert recall >= bound and precision >= bound, (clip, recall, precision)
+
+
+class OpenVinoSession:
+    """An OpenVINO runtime behind the ONNX Runtime call :func:`detect` makes."""
+
+    def __init__(self, path: Path) -> None:
+        self.runtime = OpenVinoRuntime(path, input_size=416)
+
+    def run(
+        self, _names: None, feeds: dict[str, npt.NDArray[np.float32]]
+    ) -> list[npt.NDArray[Any]]:
+        return self.runtime.run(feeds["images"])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    importlib.util.find_spec("openvino") is None, reason="openvino is not installed"
+)
+def test_openvino_agrees_with_onnx_runtime_on_unseen_frames(
+    built: Built, agreement_frames: dict[str, list[npt.NDArray[np.uint8]]]
+) -> None:
+    """Where OpenVINO is the default backend it runs the FP32 model, in bf16 on CPUs with
+    AMX: its boxes must agree with ONNX Runtime's FP32 as INT8's must (95%), in the 16:9
+    rectangle most cameras run at."""
+    path = built.folder / f"{registry.model_name(416, 'fp32')}.onnx"
+    reference, candidate = session(path), OpenVinoSession(path)
+    computed = candidate.runtime.inference_precision
+    for clip, frames in agreement_frames.items():
+        recall, precision, ref_boxes, got_boxes = agreement(
+            reference, candidate, frames, (416, 256)
+        )
+        report(
+            f"\nOpenVINO ({computed}) vs ONNX Runtime FP32, 416x256, {clip}: recall {recall:.3f}"
+            f" precision {precision:.3f} ({ref_boxes} and {got_boxes} boxes)"
+        )
+        assert recall >= 0.95 and precision >= 0.95, (clip, recall, precision)
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -353,6 +354,22 @@ def test_openvino_agrees_with_onnx_runtime(tmp_path: Path, layout: str) -> None:
     expected = OnnxDetector(model, CLASSES, layout=layout).detect(images())
     detector = OpenVinoDetector(model, CLASSES, layout=layout, max_batch=2)
     assert_same(detector.detect(images()), expected)
+
+
+@needs_openvino
+def test_openvino_gives_each_calling_thread_its_own_request(tmp_path: Path) -> None:
+    """The batch scheduler's workers call one detector at once: with a stream per worker,
+    each thread's request runs beside the others and every result is its own frame's."""
+    model = square_finder(tmp_path / "m.onnx", "yolo-decoded")
+    expected = OnnxDetector(model, CLASSES).detect(images())
+    detector = OpenVinoDetector(model, CLASSES, streams=2)
+    assert detector.streams == 2
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: detector.detect(images()), range(12)))
+    for result in results:
+        assert_same(result, expected)
+    with pytest.raises(ValueError, match="streams >= 1"):
+        OpenVinoDetector(model, CLASSES, streams=0)
 
 
 @needs_openvino

@@ -37,7 +37,7 @@ from feedtag.bench.footage import quiet_h264, sample_h264
 from feedtag.bench.ingest import CHILD_TIMEOUT_MARGIN_S, WARMUP_S, EngineRun, Runner, measure
 from feedtag.bench.peer import PEER_INPUT_SIZE, LimitRun, PeerRun
 from feedtag.config.models import DetectorConfig
-from feedtag.runtime.detection import build_detector, default_model_info
+from feedtag.runtime.detection import build_detector, default_model_info, resolve_runtime
 
 Kind = Literal["feedtag", "peer", "limit"]
 KINDS: Final[tuple[Kind, ...]] = ("feedtag", "peer", "limit")
@@ -114,7 +114,13 @@ class Savings:
 
     def variant(self) -> presence.Variant:
         """The presence benchmark's variant with the same settings."""
-        return presence.Variant("416-int8", adaptive=self.adaptive, regions=self.regions)
+        return presence.Variant(
+            "416-default",
+            precision="auto",
+            backend="auto",
+            adaptive=self.adaptive,
+            regions=self.regions,
+        )
 
 
 def build_runner(
@@ -132,7 +138,9 @@ def build_runner(
         )
     if kind == "peer":
         return PeerRun(paths, default_model_info(DetectorConfig(input_size=PEER_INPUT_SIZE)).path)
-    return LimitRun(paths, default_model_info(DetectorConfig()))
+    runtime = resolve_runtime(DetectorConfig())
+    model = default_model_info(DetectorConfig(precision=runtime.precision))
+    return LimitRun(paths, model, runtime.backend)
 
 
 def run_child_kind(
@@ -179,7 +187,9 @@ class PresenceRecall:
     def __init__(self, quick: bool, variant: presence.Variant) -> None:
         self.variant = variant
         self.seconds = QUICK_PRESENCE_SECONDS if quick else PRESENCE_SECONDS
-        self.reference = build_detector(DetectorConfig(input_size=416, precision="fp32"))
+        self.reference = build_detector(
+            DetectorConfig(input_size=416, precision="fp32", backend="onnxruntime")
+        )
         self.detector = build_detector(DetectorConfig())
         self._scored: dict[Path, tuple[int, int]] = {}
 

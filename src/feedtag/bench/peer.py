@@ -30,7 +30,9 @@ import numpy as np
 import onnxruntime  # type: ignore[import-untyped,unused-ignore]
 
 from feedtag.bench.capacity import ResultRecorder
+from feedtag.runtime.cores import available_cores
 from feedtag.vision.letterbox import input_shape
+from feedtag.vision.openvino_backend import OpenVinoRuntime
 from feedtag.vision.registry import ModelInfo
 
 #: onnxruntime's exports are not declared for type checkers
@@ -153,10 +155,16 @@ class LimitRun(_PacedFeeds):
 
     keyframes_only = True
 
-    def __init__(self, sources: list[Path], model: ModelInfo) -> None:
+    def __init__(self, sources: list[Path], model: ModelInfo, backend: str = "onnxruntime") -> None:
         super().__init__(sources, model.path)
         self.long_side = model.input_size
         self.stride = model.input_stride
+        # feedtag's runtime: the bare inference of whichever backend feedtag runs on
+        self._openvino = (
+            OpenVinoRuntime(model.path, input_size=model.input_size, streams=available_cores())
+            if backend == "openvino"
+            else None
+        )
 
     def analyse(self, frame: av.video.frame.VideoFrame) -> None:
         if self.stride is None:
@@ -165,4 +173,7 @@ class LimitRun(_PacedFeeds):
             width, height = input_shape(frame.width, frame.height, self.long_side, self.stride)
         image = frame.to_ndarray(width=width, height=height, format="rgb24")
         tensor = image.transpose(2, 0, 1)[np.newaxis].astype(np.float32) / 255.0
-        self.session.run(None, {self.input_name: tensor})
+        if self._openvino is not None:
+            self._openvino.run(tensor)
+        else:
+            self.session.run(None, {self.input_name: tensor})

@@ -68,6 +68,8 @@ class Variant:
     name: str
     input_size: int = 416
     precision: str = "int8"
+    #: the inference runtime (``detector.backend``); ``auto`` is what ``feedtag run`` picks
+    backend: str = "onnxruntime"
     gate: bool = True
     analysis_fps: float = 1.0
     #: the adaptive analysis rate (floor when quiet); the other variants keep analysis_fps
@@ -88,6 +90,14 @@ VARIANTS: Final = {
         Variant("416-int8-adaptive", adaptive=True),
         Variant("416-int8-regions", regions=True),
         Variant("416-int8-adaptive-regions", adaptive=True, regions=True),
+        Variant("416-openvino", precision="auto", backend="openvino"),
+        Variant(
+            "416-openvino-adaptive-regions",
+            precision="auto",
+            backend="openvino",
+            adaptive=True,
+            regions=True,
+        ),
     )
 }
 
@@ -286,7 +296,9 @@ def run(
     say = progress or (lambda text: None)
     say("reference: every frame through 416 FP32, no gate ...")
     reference_detector = build_detector(
-        DetectorConfig(input_size=416, precision="fp32", models_dir=models_dir)
+        DetectorConfig(
+            input_size=416, precision="fp32", backend="onnxruntime", models_dir=models_dir
+        )
     )
     present = reference_presence(path, reference_detector)
     decode_ms = decode_ms_per_video_s(path)
@@ -296,6 +308,7 @@ def run(
         settings = DetectorConfig(
             input_size=variant.input_size,
             precision=variant.precision,
+            backend=variant.backend,
             models_dir=models_dir,
         )
         detector = build_detector(settings)

@@ -14,6 +14,7 @@ so feedtag imports and runs without it.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import threading
 from collections.abc import Sequence
@@ -32,6 +33,8 @@ from feedtag.vision.onnx_backend import (
     image_input,
 )
 
+log = logging.getLogger(__name__)
+
 INSTALL_HINT: Final = "pip install 'feedtag[openvino]'"
 
 # OpenVINO element types by name, as ONNX type strings (what image_input reads)
@@ -43,8 +46,9 @@ class OpenVinoDetector(LetterboxDetector):
 
     ``device`` is an OpenVINO device name (``CPU``, ``GPU``, ``NPU``, ``AUTO``);
     ``num_threads`` bounds the CPU threads of one inference, 1 by default for the same reason
-    as ONNX Runtime's ``intra_op_num_threads``. The other arguments are
-    :class:`~feedtag.vision.onnx_backend.OnnxDetector`'s.
+    as ONNX Runtime's ``intra_op_num_threads``; ``streams`` is how many inferences run at
+    once, one per thread that calls :meth:`detect` (the batch scheduler's workers). The other
+    arguments are :class:`~feedtag.vision.onnx_backend.OnnxDetector`'s.
     """
 
     def __init__(
@@ -55,17 +59,23 @@ class OpenVinoDetector(LetterboxDetector):
         input_size: int | None = None,
         device: str = "CPU",
         num_threads: int = DEFAULT_INTRA_OP_THREADS,
+        streams: int = 1,
         warm_up: bool = True,
         **options: Unpack[DetectorOptions],
     ) -> None:
         if num_threads < 1:
             raise ValueError(f"expected num_threads >= 1, got {num_threads!r}")
+        if streams < 1:
+            raise ValueError(f"expected streams >= 1, got {streams!r}")
         self.model_path = Path(model_path)
-        runtime = OpenVinoRuntime(self.model_path, device, num_threads, input_size)
+        runtime = OpenVinoRuntime(self.model_path, device, num_threads, input_size, streams)
         super().__init__(
             runtime, runtime.model_input, class_names, description=str(self.model_path), **options
         )
         self.device = device
+        self.streams = runtime.streams
+        #: the precision OpenVINO computes in (``bf16`` for an FP32 model on a CPU with AMX)
+        self.inference_precision = runtime.inference_precision
         if warm_up:
             self.warm_up()
 
@@ -73,9 +83,9 @@ class OpenVinoDetector(LetterboxDetector):
 class OpenVinoRuntime:
     """A compiled OpenVINO model with one image input; errors come out as DetectorError.
 
-    One infer request serves every call, under a lock: OpenVINO's requests are not safe to
-    share between threads, and with ``num_threads=1`` a second request would only queue for
-    the same core anyway.
+    An infer request must not be shared between threads, so each calling thread gets its own.
+    On a CPU the model is compiled with ``streams`` streams of ``num_threads`` threads each:
+    with one stream, requests from two threads would queue for the same core.
     """
 
     def __init__(
@@ -84,6 +94,7 @@ class OpenVinoRuntime:
         device: str = "CPU",
         num_threads: int = DEFAULT_INTRA_OP_THREADS,
         input_size: int | None = None,
+        streams: int = 1,
     ) -> None:
         ov = import_openvino()
         self._path = path
@@ -96,29 +107,60 @@ class OpenVinoRuntime:
         except Exception as exc:
             raise DetectorError(f"load {path} failed: {_detail(exc)}") from exc
         self.model_input = image_input(specs, input_size, str(path))
-        config = {"INFERENCE_NUM_THREADS": num_threads, "PERFORMANCE_HINT": "LATENCY"}
+        config: dict[str, Any]
+        if device == "CPU":
+            config = {"NUM_STREAMS": streams, "INFERENCE_NUM_THREADS": streams * num_threads}
+        else:
+            config = {"PERFORMANCE_HINT": "LATENCY" if streams == 1 else "THROUGHPUT"}
         try:
-            compiled = core.compile_model(model, device, config)
-            self._request = compiled.create_infer_request()
+            self._compiled = core.compile_model(model, device, config)
+            self.inference_precision = _precision_name(
+                self._compiled.get_property("INFERENCE_PRECISION_HINT")
+            )
+            self._compiled.create_infer_request()  # fails here, at load, if it cannot
         except Exception as exc:
             raise DetectorError(f"compile {path} for {device} failed: {_detail(exc)}") from exc
-        self._outputs = len(compiled.outputs)
-        self._lock = threading.Lock()
+        self._outputs = len(self._compiled.outputs)
+        self._local = threading.local()
+        #: inferences that run at once (a device other than the CPU decides for itself)
+        self.streams = (
+            streams if device != "CPU" else int(self._compiled.get_property("NUM_STREAMS"))
+        )
 
     def run(self, batch: npt.NDArray[Any]) -> list[npt.NDArray[Any]]:
-        with self._lock:
-            try:
-                self._request.infer({0: batch})
-                # copies: the request reuses its output buffers on the next call
-                return [
-                    np.array(self._request.get_output_tensor(index).data)
-                    for index in range(self._outputs)
-                ]
-            except Exception as exc:
-                raise DetectorError(
-                    f"inference with {self._path} on input {list(batch.shape)} failed:"
-                    f" {_detail(exc)} (model input {self.model_input.describe()})"
-                ) from exc
+        try:
+            request = getattr(self._local, "request", None)
+            if request is None:
+                request = self._local.request = self._compiled.create_infer_request()
+            request.infer({0: batch})
+            # copies: the request reuses its output buffers on the next call
+            return [
+                np.array(request.get_output_tensor(index).data) for index in range(self._outputs)
+            ]
+        except Exception as exc:
+            raise DetectorError(
+                f"inference with {self._path} on input {list(batch.shape)} failed:"
+                f" {_detail(exc)} (model input {self.model_input.describe()})"
+            ) from exc
+
+
+def default_cpu_precision() -> str | None:
+    """The precision OpenVINO computes an FP32 model in on this machine's CPU (``bf16`` where
+    the CPU has AMX, ``f32`` otherwise), or None when OpenVINO is not installed or has no CPU
+    device. Where it is ``bf16``, OpenVINO runs the FP32 model faster than ONNX Runtime runs
+    the INT8 one (docs/performance.md), which is what ``detector.backend: auto`` goes by."""
+    try:
+        ov = importlib.import_module("openvino")
+        return _precision_name(ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT"))
+    except (ImportError, RuntimeError) as error:  # not installed, or no CPU plugin
+        log.debug("OpenVINO does not serve this CPU: %s", error)
+        return None
+
+
+def _precision_name(element_type: Any) -> str:
+    """``bf16``, ``f32``, ... from an OpenVINO element type."""
+    name = getattr(element_type, "get_type_name", None)
+    return str(name() if callable(name) else element_type)
 
 
 def import_openvino() -> Any:
