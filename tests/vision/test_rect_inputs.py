@@ -187,6 +187,15 @@ def crops(frame: np.ndarray) -> list[np.ndarray]:
     return [frame, wide, tall]
 
 
+#: a detection this sure is not borderline (the detector's threshold is 0.3)
+SURE = 0.45
+
+
+def sure_only(found: Detections) -> Detections:
+    keep = found.confidence >= SURE
+    return Detections(found.xyxy[keep], found.confidence[keep], found.class_id[keep])
+
+
 def matched_ious(reference: Detections, candidate: Detections) -> tuple[int, list[float]]:
     """Greedy one-to-one pairs of same-class boxes at IoU >= 0.5: (count, their IoUs)."""
     if len(reference) == 0 or len(candidate) == 0:
@@ -221,19 +230,23 @@ def test_rectangles_find_what_the_square_finds(models_dir: Any, precision: str) 
     frames = real_frames()
     shapes = {rect.input_shape(frame) for frame in frames}
     assert len(shapes) >= 3 and (416, 256) in shapes, shapes
-    matched = reference = candidate = 0
+    # A sure box (score >= SURE) of one run must be among all the boxes of the other: a
+    # borderline box near the 0.3 threshold comes and goes between any two inputs, as it does
+    # between two frames, and says nothing about the rectangle.
+    found = sure = found_back = sure_back = 0
     ious: list[float] = []
     for frame in frames:
         (ref,), (got,) = square.detect([frame]), rect.detect([frame])
-        count, pair_ious = matched_ious(ref, got)
-        matched, reference, candidate = matched + count, reference + len(ref), candidate + len(got)
-        ious += pair_ious
-    recall, precision_ = matched / reference, matched / candidate
+        count, pair_ious = matched_ious(sure_only(ref), got)
+        found, sure, ious = found + count, sure + len(sure_only(ref)), ious + pair_ious
+        count, _ = matched_ious(sure_only(got), ref)
+        found_back, sure_back = found_back + count, sure_back + len(sure_only(got))
+    recall, precision_ = found / sure, found_back / sure_back
     print(
         f"\n{precision}: rectangles {sorted(shapes)} vs square over {len(frames)} frames:"
-        f" recall {recall:.3f}, precision {precision_:.3f} ({reference} square boxes,"
-        f" {candidate} rectangle boxes), median IoU {np.median(ious):.3f}"
+        f" recall {recall:.3f}, precision {precision_:.3f} ({sure} sure square boxes,"
+        f" {sure_back} sure rectangle boxes), median IoU {np.median(ious):.3f}"
     )
-    assert reference >= 40
-    assert recall >= 0.9 and precision_ >= 0.9, (recall, precision_)
+    assert sure >= 40
+    assert recall >= 0.95 and precision_ >= 0.95, (recall, precision_)
     assert np.median(ious) > 0.9
