@@ -128,6 +128,9 @@ class VisionStatus:
     dropped: int = 0
     #: frames failed because the detect() call they were in hung (counted in ``failed`` too)
     hung: int = 0
+    #: detector runs on an active region of the frame (counted in ``detected`` too; the
+    #: rest of ``detected`` were whole frames)
+    cropped: int = 0
 
     @property
     def gate_ratio(self) -> float:
@@ -147,6 +150,7 @@ class VisionStatus:
             "counts": dict(self.counts),
             "tracks": self.tracks,
             "hung": self.hung,
+            "cropped": self.cropped,
         }
 
 

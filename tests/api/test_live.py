@@ -124,8 +124,14 @@ def test_thumbnails_are_anonymized_jpegs(live: RunningServer) -> None:
 
 def test_metrics_report_the_live_engine(live: RunningServer) -> None:
     admin = live.auth(live.admin_token)
-    wait_for(lambda: httpx.get(f"{live.base_url}/api/v1/cameras/lobby", headers=admin)
-             .json()["status"]["state"] == "online", 30, what="lobby online")  # fmt: skip
+
+    def mode(camera: str) -> str:
+        status = httpx.get(f"{live.base_url}/api/v1/cameras/{camera}", headers=admin).json()
+        return str(status["status"]["mode"])
+
+    # a camera measures its keyframe interval for a few seconds after it comes online
+    wait_for(lambda: mode("lobby") == "sampled" and mode("street") == "keyframes", 30,
+             what="both cameras past measuring their keyframe interval")  # fmt: skip
     text = httpx.get(live.base_url + "/metrics", headers=admin).text
     for name in (
         'feedtag_camera_analysed_fps{camera="lobby"}',

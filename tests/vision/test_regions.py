@@ -283,6 +283,9 @@ def test_the_engines_vision_stage_submits_crops_and_merges_them() -> None:
     shapes = [shape[2:] for shape in runtime.shapes]
     assert shapes.count((256, 416)) == 2  # frames 0 and 4
     assert len(shapes) == 6 and all(h * w < 256 * 416 * 0.6 for h, w in shapes if h != 256)
+    (status,) = consumer.statuses()  # what status and /metrics show
+    assert (status.detected, status.cropped) == (6, 4)
+    assert status.to_dict()["cropped"] == 4
     off = validate_config(
         {
             "cameras": [

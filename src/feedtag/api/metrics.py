@@ -176,6 +176,10 @@ class EngineCollector(Collector):
         hung = CounterMetricFamily(f"{PREFIX}_camera_frames_hung",
                                    "Frames failed in a detect() call that hung.",
                                    labels=camera)  # fmt: skip
+        cropped = CounterMetricFamily(f"{PREFIX}_camera_frames_cropped",
+                                      "Detector runs on an active region of the frame (part of "
+                                      "frames_detected; the rest were whole frames).",
+                                      labels=camera)  # fmt: skip
         for camera_snapshot in sorted(snapshot.cameras, key=lambda c: c.camera_id):
             cid, seen = camera_snapshot.camera_id, camera_snapshot.vision
             if seen is None or not self._shown(cid):
@@ -187,7 +191,8 @@ class EngineCollector(Collector):
             detected.add_metric(values, seen.detected)
             tracks.add_metric(values, seen.tracks)
             hung.add_metric(values, seen.hung)
-        yield from (gate, latency, detected, tracks, hung)
+            cropped.add_metric(values, seen.cropped)
+        yield from (gate, latency, detected, tracks, hung, cropped)
         if snapshot.vision_stage is not None:
             yield from stage_metrics(snapshot.vision_stage)
 

@@ -191,6 +191,11 @@ class CameraStep:
         return cls(gate, tracker, keep, feedback, regions)
 
     @property
+    def cropped(self) -> int:
+        """Detector runs on an active region rather than the whole frame, so far."""
+        return 0 if self._regions is None else self._regions.crops
+
+    @property
     def latest(self) -> Detections:
         """The latest tracked result (what a gated frame carries forward)."""
         return self._latest

@@ -234,6 +234,7 @@ class VisionConsumer:
                         tracks=tracks,
                         dropped=state.dropped,
                         hung=state.hung,
+                        cropped=state.step.cropped,
                     )
                 )
         return out
