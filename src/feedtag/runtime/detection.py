@@ -14,7 +14,7 @@ from feedtag.errors import ModelError
 from feedtag.runtime.cores import detector_workers
 from feedtag.vision import registry
 from feedtag.vision.anonymize import FINDER_CONFIDENCE, PERSON_LABELS, Anonymizer, PersonFinder
-from feedtag.vision.onnx_backend import LetterboxDetector, OnnxDetector
+from feedtag.vision.onnx_backend import DetectorOptions, LetterboxDetector, OnnxDetector
 from feedtag.vision.openvino_backend import OpenVinoDetector, default_cpu_precision
 
 log = logging.getLogger(__name__)
@@ -108,30 +108,21 @@ def build_detector(settings: DetectorConfig, progress: Progress | None = None) -
         if settings.class_names is None:
             raise ModelError("detector.class_names is required for a user model")
         names, layout = list(settings.class_names), settings.layout
+    options: DetectorOptions = {
+        "input_stride": stride,
+        "layout": layout,
+        "confidence_threshold": settings.confidence,
+        "iou_threshold": settings.iou,
+        "max_batch": settings.max_batch,
+    }
     if runtime.backend == "openvino":
+        streams = detector_workers(settings)  # one per worker thread, so they run side by side
         return OpenVinoDetector(
-            path,
-            names,
-            input_size=size,
-            input_stride=stride,
-            layout=layout,
-            confidence_threshold=settings.confidence,
-            iou_threshold=settings.iou,
-            max_batch=settings.max_batch,
-            device=settings.device,
-            num_threads=settings.threads,
-            streams=detector_workers(settings),
-        )
+            path, names, input_size=size, device=settings.device, num_threads=settings.threads,
+            streams=streams, **options,
+        )  # fmt: skip
     return OnnxDetector(
-        path,
-        names,
-        input_size=size,
-        input_stride=stride,
-        layout=layout,
-        confidence_threshold=settings.confidence,
-        iou_threshold=settings.iou,
-        max_batch=settings.max_batch,
-        intra_op_num_threads=settings.threads,
+        path, names, input_size=size, intra_op_num_threads=settings.threads, **options
     )
 
 
