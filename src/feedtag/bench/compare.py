@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -166,13 +167,15 @@ def run_in_child(
         "--seconds", str(seconds), *(["--quick"] if quick else []),
         *savings.argv(),
     ]  # fmt: skip
-    done = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        timeout=seconds + WARMUP_S + CHILD_TIMEOUT_MARGIN_S,
-        check=False,
-    )
+    timeout = seconds + WARMUP_S + CHILD_TIMEOUT_MARGIN_S
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as expired:
+        said = expired.stderr or b""
+        tail = (said.decode(errors="replace") if isinstance(said, bytes) else said)[-2000:]
+        raise RuntimeError(
+            f"bench compare child ({kind}, {name}) did not finish in {timeout:.0f} s: {tail}"
+        ) from None
     if done.returncode != 0:
         raise RuntimeError(f"bench compare child ({kind}, {name}) failed: {done.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -285,8 +288,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     savings = Savings(adaptive=not args.fixed_rate, regions=not args.whole_frames)
     if args.child is not None:
         result = run_child_kind(args.child, names[0], args.seconds, args.quick, savings)
-        print(json.dumps(result))  # noqa: T201 - the child's output channel
-        return 0
+        print(json.dumps(result), flush=True)  # noqa: T201 - the child's output channel
+        # The result is out. Leave without the interpreter's teardown: once (of dozens of
+        # runs) a child whose paced feed threads had run OpenVINO inference did not exit
+        # after its result, and the parent waited for it until its timeout.
+        os._exit(0)
 
     def say(text: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {text}", file=sys.stderr, flush=True)  # noqa: T201
