@@ -127,13 +127,19 @@ def build_detector(settings: DetectorConfig, progress: Progress | None = None) -
 
 
 def build_anonymizer(settings: DetectorConfig) -> Anonymizer:
-    """The anonymizer for every image written: a person finder on its own ONNX Runtime
-    session of the detector's model (the default model at 416, whatever size analysis runs
-    at), at the finder's low threshold. A model without a person class gets no finder, so
-    every image is blurred whole (fail closed), and that is logged."""
+    """The anonymizer for every image written: a person finder on its own session of the
+    detector's model (the default model at 416, whatever size analysis runs at, on the
+    runtime :func:`resolve_runtime` picks), at the finder's low threshold. A model without a
+    person class gets no finder, so every image is blurred whole (fail closed), and that is
+    logged."""
+    runtime = resolve_runtime(settings)
     size: int | None = None
     if settings.model == "default":
-        info = default_model_info(settings.model_copy(update={"input_size": FINDER_INPUT_SIZE}))
+        info = default_model_info(
+            settings.model_copy(
+                update={"input_size": FINDER_INPUT_SIZE, "precision": runtime.precision}
+            )
+        )
         path, names, layout = info.path, list(info.class_names), info.layout
         size = info.input_size  # square tiles, so no input_stride
     else:
@@ -148,15 +154,21 @@ def build_anonymizer(settings: DetectorConfig) -> Anonymizer:
             " since people cannot be found to cover them"
         )
         return Anonymizer(None)
-    finder = OnnxDetector(
-        path,
-        names,
-        input_size=size,
-        layout=layout,
-        confidence_threshold=FINDER_CONFIDENCE,
-        iou_threshold=settings.iou,
-        max_batch=settings.max_batch,
-        classes=[index for index, name in enumerate(names) if name in PERSON_LABELS],
-        intra_op_num_threads=settings.threads,
-    )
+    options: DetectorOptions = {
+        "layout": layout,
+        "confidence_threshold": FINDER_CONFIDENCE,
+        "iou_threshold": settings.iou,
+        "max_batch": settings.max_batch,
+        "classes": [index for index, name in enumerate(names) if name in PERSON_LABELS],
+    }
+    finder: LetterboxDetector
+    if runtime.backend == "openvino":
+        finder = OpenVinoDetector(
+            path, names, input_size=size, device=settings.device, num_threads=settings.threads,
+            **options,
+        )  # fmt: skip
+    else:
+        finder = OnnxDetector(
+            path, names, input_size=size, intra_op_num_threads=settings.threads, **options
+        )
     return Anonymizer(PersonFinder(finder, tile=finder.model_input.size))
