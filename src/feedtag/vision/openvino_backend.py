@@ -114,12 +114,14 @@ class OpenVinoRuntime:
             config = {"PERFORMANCE_HINT": "LATENCY" if streams == 1 else "THROUGHPUT"}
         try:
             self._compiled = core.compile_model(model, device, config)
-            self.inference_precision = _precision_name(
-                self._compiled.get_property("INFERENCE_PRECISION_HINT")
-            )
             self._compiled.create_infer_request()  # fails here, at load, if it cannot
         except Exception as exc:
             raise DetectorError(f"compile {path} for {device} failed: {_detail(exc)}") from exc
+        try:
+            hint = self._compiled.get_property("INFERENCE_PRECISION_HINT")
+            self.inference_precision = _precision_name(hint)
+        except RuntimeError:  # a device (AUTO, say) that does not tell
+            self.inference_precision = "unknown"
         self._outputs = len(self._compiled.outputs)
         self._local = threading.local()
         #: inferences that run at once (a device other than the CPU decides for itself)
