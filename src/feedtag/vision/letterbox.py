@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from typing import Final
 
 import av
-import cv2
 import numpy as np
 import numpy.typing as npt
 from av.video.reformatter import VideoReformatter
@@ -201,21 +200,11 @@ def unletterbox_boxes(
 #: same, where ``VideoFrame.reformat`` on a new frame sets one up every time (about 1.5 ms of
 #: the 2.6 ms a 640 x 360 frame took to shrink to 416 x 234)
 _reformatters = threading.local()
-#: down to this scale OpenCV's bilinear filter resizes (0.2 ms for 640x360 to 416x234 against
-#: 1.5 ms for swscale's area filter, the pictures 0.7 grey levels apart on average); below it
-#: bilinear would skip source pixels (aliasing), and swscale's area filter averages them
-BILINEAR_DOWN_TO: Final = 0.5
-
-# feedtag runs one detector worker per core; OpenCV's own thread pool would oversubscribe them
-cv2.setNumThreads(1)
 
 
 def _resize(image: npt.NDArray[np.uint8], width: int, height: int) -> npt.NDArray[np.uint8]:
     if (image.shape[1], image.shape[0]) == (width, height):
         return image
-    if width >= image.shape[1] * BILINEAR_DOWN_TO and height >= image.shape[0] * BILINEAR_DOWN_TO:
-        resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
-        return np.asarray(resized, dtype=np.uint8)  # uint8 in, uint8 out
     shrinking = width < image.shape[1]
     reformatter = getattr(_reformatters, "current", None)
     if reformatter is None:
