@@ -128,13 +128,18 @@ class OpenVinoRuntime:
         self.streams = (
             streams if device != "CPU" else int(self._compiled.get_property("NUM_STREAMS"))
         )
+        # never more requests in infer() than streams: `bench compare`'s limit loop (16 feed
+        # threads on 2 streams) twice stopped for good inside a run; with the calls bounded to
+        # the streams it has not (the engine's workers are one per stream anyway)
+        self._slots = threading.BoundedSemaphore(self.streams)
 
     def run(self, batch: npt.NDArray[Any]) -> list[npt.NDArray[Any]]:
         try:
             request = getattr(self._local, "request", None)
             if request is None:
                 request = self._local.request = self._compiled.create_infer_request()
-            request.infer({0: batch})
+            with self._slots:
+                request.infer({0: batch})
             # copies: the request reuses its output buffers on the next call
             return [
                 np.array(request.get_output_tensor(index).data) for index in range(self._outputs)
