@@ -31,7 +31,10 @@ from .measure import MIB, sample, slope
 
 SLOWDOWN = 10
 CAMERAS = 4
-ANALYSIS_FPS = 4.0  # 16 frames/s offered; the slowed detector takes about 4
+ANALYSIS_FPS = 4.0  # 16 frames/s offered; the slowed detector takes at most 4 per worker
+#: what a slowed call adds per frame on top of its factor, so that the detector cannot keep up
+#: however fast the real one is (OpenVINO in bf16 runs a frame in about 5 ms)
+PER_FRAME_S = 0.25
 RUN_S = 55.0
 WARM_UP_S = 15.0  # start-up allocations (models, arenas, pools) end by about 12 s
 SAMPLE_EVERY_S = 0.5
@@ -44,12 +47,14 @@ SHUTDOWN_BOUND_S = 5.0
 
 
 class SlowDetector:
-    """A detector ``factor`` times slower than ``inner``: each call runs the real detection,
-    then sleeps (``factor`` - 1) times as long as it took. Results are the real ones."""
+    """A detector ``factor`` times slower than ``inner`` and ``per_frame_s`` more per frame:
+    each call runs the real detection, then sleeps (``factor`` - 1) times as long as it took
+    plus ``per_frame_s`` for each image. Results are the real ones."""
 
-    def __init__(self, inner: Detector, factor: float) -> None:
+    def __init__(self, inner: Detector, factor: float, per_frame_s: float = PER_FRAME_S) -> None:
         self.inner = inner
         self.factor = factor
+        self.per_frame_s = per_frame_s
         self.lock = threading.Lock()
         self.frames = 0
         self.real_s = 0.0
@@ -63,7 +68,7 @@ class SlowDetector:
         started = time.monotonic()
         results = self.inner.detect(images)
         took = time.monotonic() - started
-        time.sleep(took * (self.factor - 1))
+        time.sleep(took * (self.factor - 1) + self.per_frame_s * len(images))
         with self.lock:
             self.frames += len(images)
             self.real_s += took
@@ -87,8 +92,8 @@ def test_slow_detector_keeps_queues_bounded_memory_flat_and_counts_every_frame(
     default_detector: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """With a detector 10x slower than the real one and four cameras offering four times
-    what it can take: every decoded-frame queue stays within ``engine.queue_size`` and each
+    """With a detector 10x slower than the real one and 0.25 s more per frame, and four
+    cameras offering twice what its two workers can take (four times what one can): every decoded-frame queue stays within ``engine.queue_size`` and each
     camera's frames waiting for the detector within the scheduler's bound; resident memory
     is flat after warm-up (least-squares slope); and the drops are exact per camera: every
     frame handed to analysis is gated, detected, failed, dropped from the frame queue

@@ -357,9 +357,10 @@ def test_openvino_agrees_with_onnx_runtime(tmp_path: Path, layout: str) -> None:
 
 
 @needs_openvino
-def test_openvino_gives_each_calling_thread_its_own_request(tmp_path: Path) -> None:
-    """The batch scheduler's workers call one detector at once: with a stream per worker,
-    each thread's request runs beside the others and every result is its own frame's."""
+def test_openvino_serves_several_threads_at_once_from_its_requests(tmp_path: Path) -> None:
+    """The batch scheduler's workers call one detector at once: with a stream (and a request)
+    per worker, calls run beside each other, more callers than streams wait for a free
+    request, and every result is its own frame's."""
     model = square_finder(tmp_path / "m.onnx", "yolo-decoded")
     expected = OnnxDetector(model, CLASSES).detect(images())
     detector = OpenVinoDetector(model, CLASSES, streams=2)

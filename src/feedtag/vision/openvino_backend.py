@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import threading
+import queue
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final, Unpack
@@ -77,15 +77,19 @@ class OpenVinoDetector(LetterboxDetector):
         #: the precision OpenVINO computes in (``bf16`` for an FP32 model on a CPU with AMX)
         self.inference_precision = runtime.inference_precision
         if warm_up:
-            self.warm_up()
+            for _ in range(self.streams):  # each request once (the runtime's pool is FIFO)
+                self.warm_up()
 
 
 class OpenVinoRuntime:
     """A compiled OpenVINO model with one image input; errors come out as DetectorError.
 
-    An infer request must not be shared between threads, so each calling thread gets its own.
-    On a CPU the model is compiled with ``streams`` streams of ``num_threads`` threads each:
-    with one stream, requests from two threads would queue for the same core.
+    An infer request serves one call at a time, so the runtime holds one request per stream,
+    all made (and, through the detector's warm-up, run once) at load, and a call takes a free
+    one and gives it back: memory is taken at start, not whenever a new thread first calls, and
+    no more calls run at once than there are streams. On a CPU the model is compiled with
+    ``streams`` streams of ``num_threads`` threads each: with one stream, requests from two
+    threads would queue for the same core.
     """
 
     def __init__(
@@ -114,7 +118,7 @@ class OpenVinoRuntime:
             config = {"PERFORMANCE_HINT": "LATENCY" if streams == 1 else "THROUGHPUT"}
         try:
             self._compiled = core.compile_model(model, device, config)
-            self._compiled.create_infer_request()  # fails here, at load, if it cannot
+            first = self._compiled.create_infer_request()  # fails here, at load, if it cannot
         except Exception as exc:
             raise DetectorError(f"compile {path} for {device} failed: {_detail(exc)}") from exc
         try:
@@ -123,23 +127,21 @@ class OpenVinoRuntime:
         except RuntimeError:  # a device (AUTO, say) that does not tell
             self.inference_precision = "unknown"
         self._outputs = len(self._compiled.outputs)
-        self._local = threading.local()
         #: inferences that run at once (a device other than the CPU decides for itself)
         self.streams = (
             streams if device != "CPU" else int(self._compiled.get_property("NUM_STREAMS"))
         )
-        # never more requests in infer() than streams: `bench compare`'s limit loop (16 feed
-        # threads on 2 streams) twice stopped for good inside a run; with the calls bounded to
-        # the streams it has not (the engine's workers are one per stream anyway)
-        self._slots = threading.BoundedSemaphore(self.streams)
+        # first in, first out: calls one after another go round every request, so the
+        # detector's warm-up (one call per stream) runs each once
+        self._free: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._free.put(first)
+        for _ in range(self.streams - 1):
+            self._free.put(self._compiled.create_infer_request())
 
     def run(self, batch: npt.NDArray[Any]) -> list[npt.NDArray[Any]]:
+        request = self._free.get()  # waits while every stream is busy
         try:
-            request = getattr(self._local, "request", None)
-            if request is None:
-                request = self._local.request = self._compiled.create_infer_request()
-            with self._slots:
-                request.infer({0: batch})
+            request.infer({0: batch})
             # copies: the request reuses its output buffers on the next call
             return [
                 np.array(request.get_output_tensor(index).data) for index in range(self._outputs)
@@ -149,6 +151,8 @@ class OpenVinoRuntime:
                 f"inference with {self._path} on input {list(batch.shape)} failed:"
                 f" {_detail(exc)} (model input {self.model_input.describe()})"
             ) from exc
+        finally:
+            self._free.put(request)
 
 
 def default_cpu_precision() -> str | None:
