@@ -26,7 +26,7 @@ def test_frames_are_16_by_9_analysis_frames() -> None:
 def test_a_row_splits_the_call_into_model_and_outside(
     models_dir: Path, stride: int | None, shape: str
 ) -> None:
-    info = default_model_info(DetectorConfig(models_dir=models_dir))
+    info = default_model_info(DetectorConfig(models_dir=models_dir, precision="int8"))
     detector = OnnxDetector(
         info.path, list(info.class_names), input_size=416, input_stride=stride, max_batch=2
     )

@@ -206,7 +206,7 @@ def test_the_default_model_finds_in_a_region_what_it_finds_there_in_the_whole_fr
     detection, confidence near the threshold, may come and go between the two runs, as it
     does between consecutive frames: 6 of 50 checked on five vtest frames. The presence
     benchmark measures what that costs: docs/performance.md.)"""
-    info = default_model_info(DetectorConfig(models_dir=models_dir))
+    info = default_model_info(DetectorConfig(models_dir=models_dir, precision="int8"))
     detector = OnnxDetector(
         info.path,
         list(info.class_names),

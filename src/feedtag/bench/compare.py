@@ -138,10 +138,10 @@ def build_runner(
             regions=savings.regions,
         )
     if kind == "peer":
-        return PeerRun(paths, default_model_info(DetectorConfig(input_size=PEER_INPUT_SIZE)).path)
-    runtime = resolve_runtime(DetectorConfig())
-    model = default_model_info(DetectorConfig(precision=runtime.precision))
-    return LimitRun(paths, model, runtime.backend)
+        peer_model = DetectorConfig(input_size=PEER_INPUT_SIZE, precision="int8")
+        return PeerRun(paths, default_model_info(peer_model).path)
+    feedtags = DetectorConfig()
+    return LimitRun(paths, default_model_info(feedtags), resolve_runtime(feedtags).backend)
 
 
 def run_child_kind(

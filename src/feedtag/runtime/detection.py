@@ -76,10 +76,11 @@ def resolve_runtime(settings: DetectorConfig, cpu_precision: str | None = None) 
 def default_model_info(
     settings: DetectorConfig, progress: Progress | None = None
 ) -> registry.ModelInfo:
-    """The default model at the configured size and precision, built if missing or stale."""
+    """The default model at the configured size and precision (``auto`` resolved as
+    :func:`resolve_runtime` resolves it), built if missing or stale."""
     folder = settings.models_dir or registry.default_models_dir()
     registry.ensure_default_model(folder, progress)
-    precision = settings.precision if settings.precision != "auto" else "int8"
+    precision = resolve_runtime(settings).precision
     manifest = folder / f"{registry.model_name(settings.input_size, precision)}.json"
     if not manifest.is_file():
         registry.build_default(folder, progress)
@@ -91,15 +92,13 @@ def default_model_info(
 
 def build_detector(settings: DetectorConfig, progress: Progress | None = None) -> LetterboxDetector:
     """The detector ``settings`` describe, loaded and warmed up, on the runtime
-    :func:`resolve_runtime` picks (logged, with the reason)."""
+    :func:`resolve_runtime` picks (logged)."""
     runtime = resolve_runtime(settings)
     log.info("detector: %s", runtime.describe(settings.device))
     size: int | None = None
     stride: int | None = None
     if settings.model == "default":
-        info = default_model_info(
-            settings.model_copy(update={"precision": runtime.precision}), progress
-        )
+        info = default_model_info(settings, progress)
         path, names, layout = info.path, list(info.class_names), info.layout
         # dynamic height and width: each camera's frames run in their own rectangle
         size, stride = info.input_size, info.input_stride
@@ -115,14 +114,15 @@ def build_detector(settings: DetectorConfig, progress: Progress | None = None) -
         "iou_threshold": settings.iou,
         "max_batch": settings.max_batch,
     }
-    if runtime.backend == "openvino":
-        streams = detector_workers(settings)  # one per worker thread, so they run side by side
-        return OpenVinoDetector(
-            path, names, input_size=size, device=settings.device, num_threads=settings.threads,
-            streams=streams, **options,
-        )  # fmt: skip
-    return OnnxDetector(
-        path, names, input_size=size, intra_op_num_threads=settings.threads, **options
+    # one OpenVINO stream per worker thread, so that they run side by side
+    return _on_runtime(
+        runtime,
+        settings,
+        path,
+        names,
+        size=size,
+        options=options,
+        streams=detector_workers(settings),
     )
 
 
@@ -132,14 +132,9 @@ def build_anonymizer(settings: DetectorConfig) -> Anonymizer:
     runtime :func:`resolve_runtime` picks), at the finder's low threshold. A model without a
     person class gets no finder, so every image is blurred whole (fail closed), and that is
     logged."""
-    runtime = resolve_runtime(settings)
     size: int | None = None
     if settings.model == "default":
-        info = default_model_info(
-            settings.model_copy(
-                update={"input_size": FINDER_INPUT_SIZE, "precision": runtime.precision}
-            )
-        )
+        info = default_model_info(settings.model_copy(update={"input_size": FINDER_INPUT_SIZE}))
         path, names, layout = info.path, list(info.class_names), info.layout
         size = info.input_size  # square tiles, so no input_stride
     else:
@@ -161,14 +156,29 @@ def build_anonymizer(settings: DetectorConfig) -> Anonymizer:
         "max_batch": settings.max_batch,
         "classes": [index for index, name in enumerate(names) if name in PERSON_LABELS],
     }
-    finder: LetterboxDetector
-    if runtime.backend == "openvino":
-        finder = OpenVinoDetector(
-            path, names, input_size=size, device=settings.device, num_threads=settings.threads,
-            **options,
-        )  # fmt: skip
-    else:
-        finder = OnnxDetector(
-            path, names, input_size=size, intra_op_num_threads=settings.threads, **options
-        )
+    finder = _on_runtime(
+        resolve_runtime(settings), settings, path, names, size=size, options=options
+    )
     return Anonymizer(PersonFinder(finder, tile=finder.model_input.size))
+
+
+def _on_runtime(
+    runtime: Runtime,
+    settings: DetectorConfig,
+    path: Path,
+    names: list[str],
+    *,
+    size: int | None,
+    options: DetectorOptions,
+    streams: int = 1,
+) -> LetterboxDetector:
+    """The detector of ``path`` on ``runtime``'s backend, with ``settings``' threads (and
+    OpenVINO device); ``streams`` OpenVINO calls may run at once."""
+    if runtime.backend == "openvino":
+        return OpenVinoDetector(
+            path, names, input_size=size, device=settings.device, num_threads=settings.threads,
+            streams=streams, **options,
+        )  # fmt: skip
+    return OnnxDetector(
+        path, names, input_size=size, intra_op_num_threads=settings.threads, **options
+    )
