@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -288,11 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     savings = Savings(adaptive=not args.fixed_rate, regions=not args.whole_frames)
     if args.child is not None:
         result = run_child_kind(args.child, names[0], args.seconds, args.quick, savings)
-        print(json.dumps(result), flush=True)  # noqa: T201 - the child's output channel
-        # The result is out. Leave without the interpreter's teardown: once (of dozens of
-        # runs) a child whose paced feed threads had run OpenVINO inference did not exit
-        # after its result, and the parent waited for it until its timeout.
-        os._exit(0)
+        print(json.dumps(result))  # noqa: T201 - the child's output channel
+        return 0
 
     def say(text: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {text}", file=sys.stderr, flush=True)  # noqa: T201
