@@ -6,6 +6,7 @@ instead of three stages later.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hashlib
 from dataclasses import dataclass, field
@@ -27,6 +28,11 @@ class Frame:
     ``pts_s`` is stream time in seconds (monotonic within a connection, continuing across
     loops of a file); ``wall_time`` is ``time.time()`` when it was decoded.
 
+    ``model_image``, when ingest made it, is the same picture at the scale the detector runs
+    whole frames at (smaller than ``image``), converted from the decoded picture in the same
+    pass: the detector takes :attr:`detector_image` and places it without resizing, and
+    :meth:`to_image_pixels` maps its boxes back onto ``image``.
+
     >>> import numpy as np
     >>> Frame("door", 0, 0.0, 1.7e9, np.zeros((2, 4, 3), np.uint8), keyframe=True).size
     (4, 2)
@@ -38,14 +44,44 @@ class Frame:
     wall_time: float
     image: npt.NDArray[np.uint8]
     keyframe: bool = False
+    model_image: npt.NDArray[np.uint8] | None = None
 
     def __post_init__(self) -> None:
         _expect(bool(self.camera_id), "a non-empty camera_id", self.camera_id)
         _expect(self.index >= 0, "index >= 0", self.index)
-        image = self.image
-        _expect(isinstance(image, np.ndarray), "image as numpy.ndarray", type(image).__name__)
-        _expect(image.dtype == np.uint8, "image dtype uint8", str(image.dtype))
-        _expect(image.ndim == 3 and image.shape[2] == 3, "image shape (H, W, 3)", image.shape)
+        for name in ("image", "model_image"):
+            image = getattr(self, name)
+            if image is None and name == "model_image":
+                continue
+            _expect(isinstance(image, np.ndarray), f"{name} as numpy.ndarray", type(image).__name__)
+            _expect(image.dtype == np.uint8, f"{name} dtype uint8", str(image.dtype))
+            _expect(image.ndim == 3 and image.shape[2] == 3, f"{name} shape (H, W, 3)", image.shape)
+
+    @property
+    def detector_image(self) -> npt.NDArray[np.uint8]:
+        """What the detector runs on for the whole frame: ``model_image`` when ingest made
+        one, else ``image``."""
+        return self.image if self.model_image is None else self.model_image
+
+    def to_image_pixels(self, detections: Detections) -> Detections:
+        """``detections`` found in :attr:`detector_image`, with boxes in ``image``'s pixels.
+
+        >>> import numpy as np
+        >>> frame = Frame("door", 0, 0.0, 1.7e9, np.zeros((360, 640, 3), np.uint8),
+        ...               model_image=np.zeros((234, 416, 3), np.uint8))
+        >>> found = Detections(np.array([[0, 0, 416, 117]], np.float32),
+        ...                    np.array([0.9], np.float32), np.array([0], np.int32))
+        >>> frame.to_image_pixels(found).xyxy.tolist()
+        [[0.0, 0.0, 640.0, 180.0]]
+        """
+        if self.model_image is None:
+            return detections
+        (height, width), (small_height, small_width) = (
+            self.image.shape[:2],
+            self.model_image.shape[:2],
+        )
+        factors = np.array([width / small_width, height / small_height] * 2, np.float32)
+        return dataclasses.replace(detections, xyxy=detections.xyxy * factors)
 
     @property
     def size(self) -> tuple[int, int]:

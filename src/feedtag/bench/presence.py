@@ -48,11 +48,12 @@ from feedtag.config import validate_config
 from feedtag.config.analytics import CameraAnalytics
 from feedtag.config.models import DetectorConfig, FeedtagConfig, RegionsConfig
 from feedtag.core import Detections, Frame
+from feedtag.ingest.camera import ModelSize
 from feedtag.ingest.rate import AdaptiveRate
 from feedtag.runtime.detect import detect_stream, frames_of
 from feedtag.runtime.detection import build_detector
 from feedtag.runtime.step import RateFeedback
-from feedtag.vision.detector import Detector
+from feedtag.vision.detector import Detector, picture_size_of
 from feedtag.vision.gate import ChangeGate
 
 GRID: Final = 3
@@ -154,11 +155,16 @@ def bench_camera(path: Path, analysis_fps: float, *, adaptive: bool = False) -> 
     )  # fmt: skip
 
 
-def frames(path: Path, analysis_fps: float, rate: AdaptiveRate | None = None) -> Iterator[Frame]:
+def frames(
+    path: Path,
+    analysis_fps: float,
+    rate: AdaptiveRate | None = None,
+    model_size: ModelSize | None = None,
+) -> Iterator[Frame]:
     """The analysed frames of a file as the ingest produces them, every one of them
-    (sampled by ``rate`` when given)."""
+    (sampled by ``rate`` when given; also at the detector's scale with ``model_size``)."""
     config = bench_camera(path, analysis_fps, adaptive=rate is not None)
-    return frames_of(config.cameras[0], config, threading.Event(), rate)
+    return frames_of(config.cameras[0], config, threading.Event(), rate, model_size)
 
 
 def _keys(
@@ -226,7 +232,7 @@ def variant_presence(path: Path, detector: Detector, variant: Variant) -> Varian
         rate = AdaptiveRate.for_camera(camera)
         feedback = RateFeedback.for_camera(camera, rate, names)
     results = detect_stream(
-        frames(path, variant.analysis_fps, rate),
+        frames(path, variant.analysis_fps, rate, picture_size_of(detector)),
         detector,
         gate=ChangeGate() if variant.gate else None,
         track_lost_s=DetectorConfig().track_lost_s,

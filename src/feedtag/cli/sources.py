@@ -116,6 +116,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     # Imported only now: numpy, PyAV and ONNX Runtime take seconds; a typo should not.
     from feedtag.runtime.detect import detect_stream, frames_of
     from feedtag.runtime.detection import build_detector
+    from feedtag.vision.detector import picture_size_of
     from feedtag.vision.gate import ChangeGate
 
     settings = config.detector
@@ -126,7 +127,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
     results = detect_stream(
-        frames_of(config.cameras[0], config, stop),
+        frames_of(config.cameras[0], config, stop, model_size=picture_size_of(detector)),
         detector,
         gate=gate,
         track_lost_s=settings.track_lost_s,

@@ -22,7 +22,7 @@ from feedtag.config.models import CameraConfig, FeedtagConfig, RegionsConfig
 from feedtag.core import CameraState, CameraStatus, Detections, Frame
 from feedtag.errors import SourceError
 from feedtag.files import write_atomic
-from feedtag.ingest.camera import CameraIngest
+from feedtag.ingest.camera import CameraIngest, ModelSize
 from feedtag.ingest.handoff import FrameQueue
 from feedtag.ingest.rate import AdaptiveRate
 from feedtag.runtime.step import CameraStep, RateFeedback
@@ -76,6 +76,7 @@ def frames_of(
     config: FeedtagConfig,
     stop: threading.Event,
     rate: AdaptiveRate | None = None,
+    model_size: ModelSize | None = None,
 ) -> Iterator[Frame]:
     """Every analysed frame of one camera, in order, until the source ends or ``stop``. A
     file read as fast as possible (``realtime: false``) loses none: its ingest waits for the
@@ -84,12 +85,14 @@ def frames_of(
     A file that fails to open or read raises :class:`SourceError` instead of being retried:
     it fails the same way again (``feedtag detect`` on a broken file used to retry forever).
     ``rate``: the adaptive analysis rate the ingest samples by (None: ``analysis_fps``).
+    ``model_size``: frames also come at the detector's scale (``Frame.model_image``, see
+    :class:`~feedtag.ingest.camera.CameraIngest`).
     """
     # With an adaptive rate the ingest may not run ahead: its rate follows what analysis saw
     # of the frame before, and 32 frames queued at 1 fps are half a minute of stale rate.
     size = 1 if rate is not None else 32 if camera.lossless else 4
     queue = FrameQueue(maxsize=size, lossless=camera.lossless)
-    ingest = CameraIngest(camera, config.reconnect, queue, rate=rate)
+    ingest = CameraIngest(camera, config.reconnect, queue, rate=rate, model_size=model_size)
     ingest.start()
     try:
         while not stop.is_set():

@@ -197,6 +197,9 @@ class NodeEngine:
             ring=ring,
             network=self._network(camera),
             rate=rate,
+            model_size=(
+                self.consumer.model_size() if isinstance(self.consumer, VisionConsumer) else None
+            ),
         )
 
     def _network(self, camera: CameraConfig) -> NetworkPolicy:

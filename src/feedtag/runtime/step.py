@@ -233,9 +233,12 @@ class CameraStep:
     def detected(
         self, frame: Frame, detections: Detections, crop: Crop | None = None
     ) -> Detections:
-        """The detector's result for ``frame`` (for ``crop`` of it, when given: what lies
-        outside the crop is carried forward), filtered to the camera's classes and tracked;
-        it becomes the result carried forward."""
+        """The detector's result for ``frame`` (found in ``frame.detector_image``; or in
+        ``crop`` of ``frame.image`` when given, and what lies outside the crop is carried
+        forward), filtered to the camera's classes and tracked; it becomes the result
+        carried forward."""
+        if crop is None:
+            detections = frame.to_image_pixels(detections)
         if self._keep is not None:
             detections = detections.select(np.isin(detections.class_id, self._keep))
         with self._lock:
@@ -274,5 +277,5 @@ class CameraStep:
             return carried, True
         crop = self.region(frame) if detect_region is not None else None
         if detect_region is None or crop is None:
-            return self.detected(frame, detect(frame.image)), False
+            return self.detected(frame, detect(frame.detector_image)), False
         return self.detected(frame, detect_region(crop.cut(frame.image), crop.scale), crop), False

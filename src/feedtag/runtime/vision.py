@@ -24,12 +24,13 @@ from dataclasses import dataclass, field
 from feedtag.config.models import CameraConfig, DetectorConfig
 from feedtag.core import Detections, Frame, VisionStageStatus, VisionStatus
 from feedtag.errors import DetectorHangError
+from feedtag.ingest.camera import ModelSize
 from feedtag.ingest.rate import AnalysisRates
 from feedtag.runtime.cores import detector_workers
 from feedtag.runtime.postprocess import PostProcessStage, ResultHandler
 from feedtag.runtime.step import MOVING_FRACTION, CameraStep, tracks_moved
 from feedtag.vision.batching import BatchScheduler
-from feedtag.vision.detector import Detector, RegionDetector
+from feedtag.vision.detector import Detector, RegionDetector, picture_size_of
 from feedtag.vision.regions import Crop
 from feedtag.vision.tracker import ByteTracker, Tracker
 
@@ -134,6 +135,11 @@ class VisionConsumer:
         self._scheduler.stop(timeout * SCHEDULER_STOP_SHARE)
         self._postprocess.stop(max(0.0, deadline - time.monotonic()))
 
+    def model_size(self) -> ModelSize | None:
+        """How the detector scales a whole frame, for ingest to deliver frames at that size
+        too (``Frame.model_image``); None when the detector does not say."""
+        return picture_size_of(self.detector)
+
     def consume(self, frame: Frame) -> None:
         state = self._cameras.get(frame.camera_id)
         if state is None:
@@ -149,7 +155,7 @@ class VisionConsumer:
         crop = state.step.region(frame)
         pending = _Pending(state, frame, crop, time.monotonic())
         if crop is None:
-            future = self._scheduler.submit(frame.camera_id, frame.image)
+            future = self._scheduler.submit(frame.camera_id, frame.detector_image)
         else:
             future = self._scheduler.submit(frame.camera_id, crop.cut(frame.image), crop.scale)
         future.add_done_callback(lambda done: self._on_detected(pending, done))

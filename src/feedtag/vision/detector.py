@@ -8,11 +8,16 @@ backend's business.
 A :class:`RegionDetector` can also run part of a frame (an active region,
 :mod:`feedtag.vision.regions`) at the scale its whole frame would get: the region's own
 stride-aligned input, smaller than the frame's, instead of being scaled up to fill the model.
+
+A :class:`ScaledInputDetector` tells the size it scales a whole frame to, so that ingest can
+deliver each analysed frame at that size too (:attr:`feedtag.core.Frame.model_image`), made
+from the decoded picture in the same pass as the analysed frame: the detector then only
+places it in its input, instead of resizing the RGB frame a second time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -49,3 +54,24 @@ class RegionDetector(Protocol):
     def detect(
         self, images: Sequence[Image], *, scales: Sequence[float | None] | None = None
     ) -> list[Detections]: ...
+
+
+@runtime_checkable
+class ScaledInputDetector(Protocol):
+    """A detector that scales whole frames by one known rule (letterboxing):
+    ``picture_size(width, height)`` is the ``(width, height)`` a whole frame of that size
+    becomes inside the model's input. Given an image of exactly that size, it only places it
+    (no resize), and its boxes are in that image's pixels."""
+
+    @property
+    def class_names(self) -> Sequence[str]: ...
+
+    def picture_size(self, width: int, height: int) -> tuple[int, int]: ...
+
+    def detect(self, images: Sequence[Image]) -> list[Detections]: ...
+
+
+def picture_size_of(detector: object) -> Callable[[int, int], tuple[int, int]] | None:
+    """``detector.picture_size`` of a :class:`ScaledInputDetector`, for ingest to deliver
+    frames at that size (``CameraIngest(model_size=...)``); None for any other detector."""
+    return detector.picture_size if isinstance(detector, ScaledInputDetector) else None

@@ -105,6 +105,22 @@ def scaled_shape(
     return side(width), side(height)
 
 
+def picture_size(width: int, height: int, input_width: int, input_height: int) -> tuple[int, int]:
+    """The ``(width, height)`` a ``width`` x ``height`` frame is scaled to inside a model
+    input of ``input_width`` x ``input_height``: one factor for both sides, rounded to whole
+    pixels. A frame that already has this size is placed without resizing, which is what
+    ingest's frames at the model's scale rely on.
+
+    >>> picture_size(640, 360, 416, 256), picture_size(1280, 720, 416, 416)
+    ((416, 234), (416, 234))
+    """
+    scale = min(input_width / width, input_height / height)
+    return (
+        min(input_width, max(1, round(width * scale))),
+        min(input_height, max(1, round(height * scale))),
+    )
+
+
 def letterbox(image: npt.NDArray[np.uint8], size: int | tuple[int, int]) -> Letterbox:
     """Scale ``image`` (``uint8 (H, W, 3)`` RGB) to fit ``size`` x ``size`` (or ``size =
     (width, height)``), centred on grey.
@@ -155,8 +171,7 @@ def letterbox_into(
     _, size_y, size_x = out.shape
     height, width = int(image.shape[0]), int(image.shape[1])
     scale = min(size_x / width, size_y / height)
-    new_width = min(size_x, max(1, round(width * scale)))
-    new_height = min(size_y, max(1, round(height * scale)))
+    new_width, new_height = picture_size(width, height, size_x, size_y)
     resized = _resize(image, new_width, new_height)
     pad_x = (size_x - new_width) // 2
     pad_y = (size_y - new_height) // 2

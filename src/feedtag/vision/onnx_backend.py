@@ -45,6 +45,7 @@ from feedtag.vision.letterbox import (
     Placement,
     input_shape,
     letterbox_into,
+    picture_size,
     scaled_shape,
     unletterbox_boxes,
 )
@@ -228,6 +229,14 @@ class LetterboxDetector:
         if scale is not None:
             return scaled_shape(int(width), int(height), scale, size, self._stride)
         return input_shape(int(width), int(height), size, self._stride)
+
+    def picture_size(self, width: int, height: int) -> tuple[int, int]:
+        """The ``(width, height)`` a whole ``width`` x ``height`` frame is scaled to inside
+        its input (see :class:`~feedtag.vision.detector.ScaledInputDetector`)."""
+        size = self._input.size
+        if self._stride is None:
+            return picture_size(width, height, size, size)
+        return picture_size(width, height, *input_shape(width, height, size, self._stride))
 
     def region_grid(self) -> tuple[int, int] | None:
         """``(long_side, stride)`` of the inputs frames go into, or None for a fixed input
