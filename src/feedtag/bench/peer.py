@@ -59,10 +59,8 @@ class _PacedFeeds(abc.ABC):
 
     keyframes_only = False
 
-    def __init__(self, sources: list[Path], model: Path) -> None:
+    def __init__(self, sources: list[Path]) -> None:
         self.sources = sources
-        self.session = open_session(model)
-        self.input_name = self.session.get_inputs()[0].name
         self.recorder: ResultRecorder | None = ResultRecorder(marks_due=True)
         self.expected_fps = float(len(sources))
         self._stop = threading.Event()
@@ -135,6 +133,11 @@ class _PacedFeeds(abc.ABC):
 class PeerRun(_PacedFeeds):
     """Decode every frame; detect one frame a second at 320, batch 1, no gate."""
 
+    def __init__(self, sources: list[Path], model: Path) -> None:
+        super().__init__(sources)
+        self.session = open_session(model)
+        self.input_name = self.session.get_inputs()[0].name
+
     def analyse(self, frame: av.video.frame.VideoFrame) -> None:
         size = PEER_INPUT_SIZE
         image = frame.to_ndarray(width=size, height=size, format="rgb24")
@@ -156,15 +159,18 @@ class LimitRun(_PacedFeeds):
     keyframes_only = True
 
     def __init__(self, sources: list[Path], model: ModelInfo, backend: str = "onnxruntime") -> None:
-        super().__init__(sources, model.path)
+        super().__init__(sources)
         self.long_side = model.input_size
         self.stride = model.input_stride
         # feedtag's runtime: the bare inference of whichever backend feedtag runs on
-        self._openvino = (
-            OpenVinoRuntime(model.path, input_size=model.input_size, streams=available_cores())
-            if backend == "openvino"
-            else None
-        )
+        self._openvino: OpenVinoRuntime | None = None
+        if backend == "openvino":
+            self._openvino = OpenVinoRuntime(
+                model.path, input_size=model.input_size, streams=available_cores()
+            )
+        else:
+            self.session = open_session(model.path)
+            self.input_name = self.session.get_inputs()[0].name
 
     def analyse(self, frame: av.video.frame.VideoFrame) -> None:
         if self.stride is None:
