@@ -4,8 +4,8 @@ For each workload, on the same footage, three child processes run in turn, each 
 CPU per feed-second over the same window (as ``feedtag bench ingest`` does):
 
 - **feedtag**: the whole path, ``NodeEngine`` with the change gate, the default detector
-  (416 INT8), the tracker, presence rules for the whole frame and a 3x3 grid, and the store
-  (SQLite in a temporary folder);
+  (416, on the runtime ``detector.backend: auto`` picks), the tracker, presence rules for the
+  whole frame and a 3x3 grid, and the store (SQLite in a temporary folder);
 - **peer**: :class:`~feedtag.bench.peer.PeerRun`, decode every frame, detect one a second at
   320 with the same default model, batch 1, no gate;
 - **limit**: :class:`~feedtag.bench.peer.LimitRun`, keyframe decode plus the bare session
@@ -16,7 +16,9 @@ and the **fleet**, 16 feeds at 640x360: 4 busy (vtest), 4 bikes and 8 quiet feed
 (:func:`~feedtag.bench.footage.quiet_h264`). Each variant's feeds-per-core figure is given
 only when it kept up (:mod:`feedtag.bench.capacity`). Presence recall is the
 ``feedtag bench presence`` method (default variant against ungated 25 fps 416 FP32) on the
-workload's footage; for the fleet, over its busy feeds.
+workload's footage; for the fleet, over its busy feeds. With the adaptive rate on, the
+measured window starts once a quiet feed has had time to settle at its floor rate
+(:attr:`Savings.warmup_s`), for every variant alike.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from feedtag.bench import presence
 from feedtag.bench.footage import quiet_h264, sample_h264
 from feedtag.bench.ingest import CHILD_TIMEOUT_MARGIN_S, WARMUP_S, EngineRun, Runner, measure
 from feedtag.bench.peer import PEER_INPUT_SIZE, LimitRun, PeerRun
+from feedtag.config.adaptive import AdaptiveRateConfig
 from feedtag.config.models import DetectorConfig
 from feedtag.runtime.detection import build_detector, default_model_info, resolve_runtime
 
@@ -112,6 +115,14 @@ class Savings:
         return [*([] if self.adaptive else ["--fixed-rate"]),
                 *([] if self.regions else ["--whole-frames"])]  # fmt: skip
 
+    @property
+    def warmup_s(self) -> float:
+        """Seconds before the measured window: with the adaptive rate on, long enough for a
+        quiet feed to have settled at its floor rate (``adaptive.quiet_after_s`` after the
+        start). A fleet runs for hours; its first seconds at the normal rate are start-up,
+        not its cost per feed. (``--quick``, a smoke run, keeps the short warm-up.)"""
+        return WARMUP_S + (AdaptiveRateConfig().quiet_after_s if self.adaptive else 0.0)
+
     def variant(self) -> presence.Variant:
         """The presence benchmark's variant with the same settings."""
         return presence.Variant(
@@ -150,7 +161,7 @@ def run_child_kind(
     load = workload(name, quick)
     with tempfile.TemporaryDirectory(prefix="feedtag-compare-") as data_dir:
         runner = build_runner(kind, sources(load, quick), Path(data_dir), savings)
-        measured = measure(runner, load.feeds, seconds)
+        measured = measure(runner, load.feeds, seconds, WARMUP_S if quick else savings.warmup_s)
     return {
         **measured.capacity.to_dict(),
         "rss_mb_per_feed": measured.rss_mb_per_feed,
@@ -166,7 +177,7 @@ def run_in_child(
         "--seconds", str(seconds), *(["--quick"] if quick else []),
         *savings.argv(),
     ]  # fmt: skip
-    timeout = seconds + WARMUP_S + CHILD_TIMEOUT_MARGIN_S
+    timeout = seconds + (WARMUP_S if quick else savings.warmup_s) + CHILD_TIMEOUT_MARGIN_S
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as expired:

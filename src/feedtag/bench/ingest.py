@@ -109,8 +109,8 @@ def _expected_over(runner: Runner, until: float) -> float:
     return sum(samples) / len(samples)
 
 
-def measure(runner: Runner, feeds: int, seconds: float) -> Measured:
-    """Start ``runner``, measure a window of ``seconds`` after the warm-up, stop it.
+def measure(runner: Runner, feeds: int, seconds: float, warmup_s: float = WARMUP_S) -> Measured:
+    """Start ``runner``, measure a window of ``seconds`` after ``warmup_s``, stop it.
 
     CPU covers the window only; results of frames of the window are collected for a further
     :data:`~feedtag.bench.capacity.MAX_P99_LATENCY_S` (a later one is late anyway)."""
@@ -118,7 +118,7 @@ def measure(runner: Runner, feeds: int, seconds: float) -> Measured:
     rss_before = process.memory_info().rss
     runner.start()
     try:
-        time.sleep(WARMUP_S)
+        time.sleep(warmup_s)
         cpu_start = _cpu(process)
         decoded_start, due_start, dropped_start = runner.counts()
         wall_start, clock_start = time.monotonic(), time.time()
