@@ -11,8 +11,9 @@ import numpy.typing as npt
 import pytest
 
 from feedtag.config import validate_config
-from feedtag.config.models import DetectorConfig
+from feedtag.config.models import DetectorConfig, RegionsConfig
 from feedtag.core import Detections, Frame
+from feedtag.runtime.detect import detect_stream
 from feedtag.runtime.detection import default_model_info
 from feedtag.runtime.step import CameraStep
 from feedtag.runtime.vision import VisionConsumer
@@ -299,3 +300,61 @@ def test_the_engines_vision_stage_submits_crops_and_merges_them() -> None:
         [scene_frame(0, 400), scene_frame(1, 412)],
     )
     assert [shape[2:] for shape in runtime.shapes] == [(256, 416)] * 2
+
+
+class CostlyCrops(LetterboxDetector):
+    """A detector whose runtime does not make regions pay (as OpenVINO's)."""
+
+    @property
+    def regions_pay(self) -> bool:
+        return False
+
+
+def test_auto_regions_follow_the_runtime_and_an_explicit_setting_wins() -> None:
+    runtime = BlobFinder()
+    model_input = ModelInput("images", None, 416, np.dtype(np.float32), dynamic_size=True)
+    detector = CostlyCrops(runtime, model_input, ("person", "car"), input_stride=32)
+    frames = [scene_frame(i, 400 + 12 * i) for i in range(6)]
+
+    def shapes_run(enabled: object) -> list[tuple[int, ...]]:
+        runtime.shapes.clear()
+        gate = {} if enabled is None else {"regions": {"enabled": enabled}}
+        camera = validate_config(
+            {"cameras": [{"id": "yard", "url": "rtsp://cam/x", "gate": gate}]}
+        ).cameras[0]
+        run(VisionConsumer(detector, validate_config({}).detector, [camera]), frames)
+        return [shape[2:] for shape in runtime.shapes]
+
+    assert shapes_run(None) == [(256, 416)] * 6  # auto, the default: whole frames here
+    assert shapes_run("auto") == [(256, 416)] * 6
+    assert shapes_run(True).count((256, 416)) == 2  # crops on, as the camera says
+    # the same for feedtag detect's synchronous step
+    runtime.shapes.clear()
+    list(
+        detect_stream(
+            iter(frames), detector, gate=ChangeGate(), track_lost_s=4.0, regions=RegionsConfig()
+        )
+    )
+    assert [shape[2:] for shape in runtime.shapes] == [(256, 416)] * 6
+    runtime.shapes.clear()
+    list(
+        detect_stream(
+            iter(frames), blob_detector(runtime), gate=ChangeGate(), track_lost_s=4.0,
+            regions=RegionsConfig(),
+        )
+    )  # fmt: skip
+    assert [shape[2:] for shape in runtime.shapes].count((256, 416)) == 2
+
+
+def test_which_runtimes_make_regions_pay(models_dir: Any) -> None:
+    """ONNX Runtime's time follows the input's area, OpenVINO's does not
+    (docs/performance.md): auto runs regions on the first only."""
+    from feedtag.vision.openvino_backend import OpenVinoDetector
+
+    info = default_model_info(DetectorConfig(models_dir=models_dir, precision="int8"))
+    onnx = OnnxDetector(info.path, list(info.class_names), input_size=info.input_size,
+                        input_stride=info.input_stride)  # fmt: skip
+    openvino = OpenVinoDetector(info.path, list(info.class_names), input_size=info.input_size,
+                                input_stride=info.input_stride, warm_up=False)  # fmt: skip
+    assert onnx.regions_pay is True
+    assert openvino.regions_pay is False

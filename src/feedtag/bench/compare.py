@@ -105,11 +105,18 @@ def presence_analytics() -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class Savings:
-    """Which of feedtag's ways to skip inference the feedtag variant runs with (both by
-    default, as ``feedtag run`` does): the adaptive analysis rate and active regions."""
+    """Which of feedtag's ways to skip inference the feedtag variant runs with, as
+    ``feedtag run`` does by default: the adaptive analysis rate, and active regions where the
+    runtime makes them pay (``gate.regions.enabled: auto``; ``regions=False`` turns them off
+    everywhere)."""
 
     adaptive: bool = True
     regions: bool = True
+
+    @property
+    def regions_setting(self) -> bool | Literal["auto"]:
+        """``gate.regions.enabled`` for the feedtag variant."""
+        return "auto" if self.regions else False
 
     def argv(self) -> list[str]:
         return [*([] if self.adaptive else ["--fixed-rate"]),
@@ -130,7 +137,7 @@ class Savings:
             precision="auto",
             backend="auto",
             adaptive=self.adaptive,
-            regions=self.regions,
+            regions=self.regions_setting,
         )
 
 
@@ -145,7 +152,7 @@ def build_runner(
             analytics=presence_analytics(),
             extra={"store": {"data_dir": str(data_dir)}},
             adaptive=savings.adaptive,
-            regions=savings.regions,
+            regions=savings.regions_setting,
         )
     if kind == "peer":
         peer_model = DetectorConfig(input_size=PEER_INPUT_SIZE, precision="int8")
@@ -287,7 +294,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--fixed-rate", action="store_true", help="adaptive analysis rate off")
-    parser.add_argument("--whole-frames", action="store_true", help="active regions off")
+    parser.add_argument(
+        "--whole-frames",
+        action="store_true",
+        help="active regions off (by default as feedtag run: on where the runtime makes them pay)",
+    )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--child", choices=KINDS, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -242,7 +242,7 @@ class EngineRun:
         analytics: dict[str, Any] | None = None,
         extra: dict[str, Any] | None = None,
         adaptive: bool = True,
-        regions: bool = True,
+        regions: bool | Literal["auto"] = "auto",
     ) -> None:
         cameras = [
             {

@@ -35,7 +35,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import av
 
@@ -75,8 +75,9 @@ class Variant:
     analysis_fps: float = 1.0
     #: the adaptive analysis rate (floor when quiet); the other variants keep analysis_fps
     adaptive: bool = False
-    #: active-region inference (the detector on the changed part of the frame)
-    regions: bool = False
+    #: active-region inference (the detector on the changed part of the frame); ``auto``
+    #: where the runtime makes them pay, as ``feedtag run`` decides
+    regions: bool | Literal["auto"] = False
 
 
 VARIANTS: Final = {
@@ -237,7 +238,7 @@ def variant_presence(path: Path, detector: Detector, variant: Variant) -> Varian
         gate=ChangeGate() if variant.gate else None,
         track_lost_s=DetectorConfig().track_lost_s,
         feedback=feedback,
-        regions=RegionsConfig() if variant.regions else None,
+        regions=RegionsConfig(enabled=variant.regions) if variant.regions else None,
     )
     segments = []
     analysed = gated = 0

@@ -70,8 +70,11 @@ class RegionsConfig(StrictModel):
     """Active-region inference: when what changed is confined to part of the frame, the
     detector runs on a crop around it and the rest of the result is carried forward."""
 
-    enabled: bool = Field(
-        default=True, description="Set false to run the detector on the whole frame every time."
+    enabled: bool | Literal["auto"] = Field(
+        default="auto",
+        description="auto: on where the detector's runtime spends time in proportion to its "
+        "input's area (ONNX Runtime), off where a crop costs more than its share (OpenVINO); "
+        "true or false to choose. False runs the detector on the whole frame every time.",
     )
     full_every_s: float = Field(
         default=4.0,

@@ -25,7 +25,7 @@ from feedtag.files import write_atomic
 from feedtag.ingest.camera import CameraIngest, ModelSize
 from feedtag.ingest.handoff import FrameQueue
 from feedtag.ingest.rate import AdaptiveRate
-from feedtag.runtime.step import CameraStep, RateFeedback
+from feedtag.runtime.step import CameraStep, RateFeedback, regions_wanted
 from feedtag.vision.anonymize import Anonymized, Anonymizer, RecentPersons, person_boxes
 from feedtag.vision.detector import Detector, RegionDetector
 from feedtag.vision.detector import Image as FrameImage
@@ -133,10 +133,12 @@ def detect_stream(
     anonymized annotated JPEGs (without an ``anonymizer`` that can find people, they are
     blurred whole). ``feedback``: the adaptive rate the step feeds (the one its frames'
     ingest samples by). ``regions``: with a gate and a detector that can, run active regions
-    only (:mod:`feedtag.vision.regions`); None: whole frames."""
+    as these settings say (:mod:`feedtag.vision.regions`; ``enabled: auto`` where the
+    detector's runtime makes them pay); None: whole frames."""
     planner = detect_region = None
     grid = detector.region_grid() if isinstance(detector, RegionDetector) else None
-    if regions is not None and regions.enabled and grid is not None:
+    pays = isinstance(detector, RegionDetector) and detector.regions_pay
+    if regions is not None and grid is not None and regions_wanted(regions, pays):
         region_detector = cast(RegionDetector, detector)
         planner = RegionPlanner(
             grid,

@@ -35,7 +35,7 @@ import numpy.typing as npt
 
 from feedtag.analytics.geometry import box_iou
 from feedtag.analytics.motion import MotionRegions
-from feedtag.config.models import CameraConfig
+from feedtag.config.models import CameraConfig, RegionsConfig
 from feedtag.core import Detections, Frame
 from feedtag.ingest.rate import AdaptiveRate
 from feedtag.vision.detector import Image
@@ -137,6 +137,18 @@ def class_filter(
     return np.array([list(names).index(name) for name in wanted], np.intp)
 
 
+def regions_wanted(settings: RegionsConfig, regions_pay: bool) -> bool:
+    """Whether a camera runs active regions: as its ``gate.regions.enabled`` says, or for
+    ``auto`` where the detector's runtime makes them pay.
+
+    >>> regions_wanted(RegionsConfig(), True), regions_wanted(RegionsConfig(), False)
+    (True, False)
+    >>> regions_wanted(RegionsConfig(enabled=True), False)
+    True
+    """
+    return regions_pay if settings.enabled == "auto" else settings.enabled
+
+
 class CameraStep:
     """One camera's gate, class filter, tracker and moving hint; thread-safe."""
 
@@ -167,17 +179,20 @@ class CameraStep:
         tracker: Tracker,
         rate: AdaptiveRate | None = None,
         region_grid: tuple[int, int] | None = None,
+        *,
+        regions_pay: bool = True,
     ) -> CameraStep:
         """The step a camera's settings ask for (its gate, active regions and classes),
         feeding ``rate`` when given. ``region_grid``: the detector's
-        (:meth:`~feedtag.vision.detector.RegionDetector.region_grid`); None: whole frames."""
+        (:meth:`~feedtag.vision.detector.RegionDetector.region_grid`); None: whole frames.
+        ``regions_pay``: the detector's, what ``gate.regions.enabled: auto`` means."""
         settings = camera.gate
         gate = regions = None
         if settings.enabled:
             gate = ChangeGate(
                 settings.pixel_threshold, settings.min_changed_fraction, settings.refresh_s
             )
-            if region_grid is not None and settings.regions.enabled:
+            if region_grid is not None and regions_wanted(settings.regions, regions_pay):
                 regions = RegionPlanner(
                     region_grid,
                     full_every_s=settings.regions.full_every_s,

@@ -112,9 +112,13 @@ class VisionConsumer:
 
     def add_camera(self, camera: CameraConfig) -> None:
         rate = None if self.rates is None else self.rates.for_camera(camera)
-        grid = self.detector.region_grid() if isinstance(self.detector, RegionDetector) else None
+        detector = self.detector
+        grid, pays = None, False
+        if isinstance(detector, RegionDetector):
+            grid, pays = detector.region_grid(), detector.regions_pay
+        tracker = self._tracker_factory(self.settings)
         step = CameraStep.for_camera(
-            camera, self.detector.class_names, self._tracker_factory(self.settings), rate, grid
+            camera, detector.class_names, tracker, rate, grid, regions_pay=pays
         )
         state = _CameraVision(camera, step)
         with self._lock:

@@ -44,10 +44,15 @@ class RegionDetector(Protocol):
     long side at ``long_side`` model pixels, in inputs of multiples of ``stride``; None when
     the model's input is fixed (a region would be scaled up into the same input).
     ``detect(images, scales=...)`` runs each image at its given scale (model pixels per image
-    pixel; None: the whole-frame rule)."""
+    pixel; None: the whole-frame rule). ``regions_pay`` says whether a region costs about its
+    share of the whole frame's input on this detector's runtime: what
+    ``gate.regions.enabled: auto`` follows."""
 
     @property
     def class_names(self) -> Sequence[str]: ...
+
+    @property
+    def regions_pay(self) -> bool: ...
 
     def region_grid(self) -> tuple[int, int] | None: ...
 

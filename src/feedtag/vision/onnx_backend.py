@@ -238,6 +238,13 @@ class LetterboxDetector:
             return picture_size(width, height, size, size)
         return picture_size(width, height, *input_shape(width, height, size, self._stride))
 
+    @property
+    def regions_pay(self) -> bool:
+        """Whether an active region costs about its share of the whole frame's input here
+        (``gate.regions.enabled: auto`` follows it): true for ONNX Runtime on CPU, whose time
+        follows the input's area (docs/performance.md, "Active regions")."""
+        return True
+
     def region_grid(self) -> tuple[int, int] | None:
         """``(long_side, stride)`` of the inputs frames go into, or None for a fixed input
         (see :class:`~feedtag.vision.detector.RegionDetector`)."""
