@@ -24,6 +24,7 @@ measured window starts once a quiet feed has had time to settle at its floor rat
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import subprocess
 import sys
@@ -189,7 +190,7 @@ def run_in_child(
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as expired:
         said = expired.stderr or b""
-        tail = (said.decode(errors="replace") if isinstance(said, bytes) else said)[-2000:]
+        tail = (said.decode(errors="replace") if isinstance(said, bytes) else said)[-6000:]
         raise RuntimeError(
             f"bench compare child ({kind}, {name}) did not finish in {timeout:.0f} s: {tail}"
         ) from None
@@ -308,7 +309,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown workload(s): {', '.join(unknown)}; known: {', '.join(WORKLOADS)}")
     savings = Savings(adaptive=not args.fixed_rate, regions=not args.whole_frames)
     if args.child is not None:
+        # A child that stalls writes every thread's stack to stderr shortly before the parent
+        # gives up on it, so that its error says where it stood.
+        warmup = WARMUP_S if args.quick else savings.warmup_s
+        faulthandler.dump_traceback_later(args.seconds + warmup + CHILD_TIMEOUT_MARGIN_S / 2)
         result = run_child_kind(args.child, names[0], args.seconds, args.quick, savings)
+        faulthandler.cancel_dump_traceback_later()
         print(json.dumps(result))  # noqa: T201 - the child's output channel
         return 0
 
