@@ -18,7 +18,7 @@ only when it kept up (:mod:`feedtag.bench.capacity`). Presence recall is the
 ``feedtag bench presence`` method (default variant against ungated 25 fps 416 FP32) on the
 workload's footage; for the fleet, over its busy feeds. With the adaptive rate on, the
 measured window starts once a quiet feed has had time to settle at its floor rate
-(:attr:`Savings.warmup_s`), for every variant alike.
+(:meth:`Savings.warmup_s`), for every variant alike.
 """
 
 from __future__ import annotations
@@ -123,13 +123,13 @@ class Savings:
         return [*([] if self.adaptive else ["--fixed-rate"]),
                 *([] if self.regions else ["--whole-frames"])]  # fmt: skip
 
-    @property
-    def warmup_s(self) -> float:
+    def warmup_s(self, quick: bool) -> float:
         """Seconds before the measured window: with the adaptive rate on, long enough for a
         quiet feed to have settled at its floor rate (``adaptive.quiet_after_s`` after the
         start). A fleet runs for hours; its first seconds at the normal rate are start-up,
-        not its cost per feed. (``--quick``, a smoke run, keeps the short warm-up.)"""
-        return WARMUP_S + (AdaptiveRateConfig().quiet_after_s if self.adaptive else 0.0)
+        not its cost per feed. ``quick``, a smoke run, keeps the short warm-up."""
+        settle = AdaptiveRateConfig().quiet_after_s if self.adaptive and not quick else 0.0
+        return WARMUP_S + settle
 
     def variant(self) -> presence.Variant:
         """The presence benchmark's variant with the same settings."""
@@ -169,7 +169,7 @@ def run_child_kind(
     load = workload(name, quick)
     with tempfile.TemporaryDirectory(prefix="feedtag-compare-") as data_dir:
         runner = build_runner(kind, sources(load, quick), Path(data_dir), savings)
-        measured = measure(runner, load.feeds, seconds, WARMUP_S if quick else savings.warmup_s)
+        measured = measure(runner, load.feeds, seconds, savings.warmup_s(quick))
     return {
         **measured.capacity.to_dict(),
         "rss_mb_per_feed": measured.rss_mb_per_feed,
@@ -185,7 +185,7 @@ def run_in_child(
         "--seconds", str(seconds), *(["--quick"] if quick else []),
         *savings.argv(),
     ]  # fmt: skip
-    timeout = seconds + (WARMUP_S if quick else savings.warmup_s) + CHILD_TIMEOUT_MARGIN_S
+    timeout = seconds + savings.warmup_s(quick) + CHILD_TIMEOUT_MARGIN_S
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as expired:
@@ -311,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.child is not None:
         # A child that stalls writes every thread's stack to stderr shortly before the parent
         # gives up on it, so that its error says where it stood.
-        warmup = WARMUP_S if args.quick else savings.warmup_s
+        warmup = savings.warmup_s(args.quick)
         faulthandler.dump_traceback_later(args.seconds + warmup + CHILD_TIMEOUT_MARGIN_S / 2)
         result = run_child_kind(args.child, names[0], args.seconds, args.quick, savings)
         faulthandler.cancel_dump_traceback_later()
