@@ -23,7 +23,12 @@ from feedtag.vision.onnx_backend import (
     choose_providers,
     detector_error_from_ort,
 )
-from feedtag.vision.openvino_backend import INSTALL_HINT, OpenVinoDetector, import_openvino
+from feedtag.vision.openvino_backend import (
+    INSTALL_HINT,
+    OpenVinoDetector,
+    OpenVinoRuntime,
+    import_openvino,
+)
 
 from .test_decoders import CLASSES, SQUARE, SQUARE_CLASS, frame_with_square, square_finder
 
@@ -371,6 +376,33 @@ def test_openvino_serves_several_threads_at_once_from_its_requests(tmp_path: Pat
         assert_same(result, expected)
     with pytest.raises(ValueError, match="streams >= 1"):
         OpenVinoDetector(model, CLASSES, streams=0)
+
+
+@needs_openvino
+def test_openvino_prepares_every_request_for_a_new_shape_before_sharing_them(
+    tmp_path: Path,
+) -> None:
+    """The first call with an input shape runs each request on it, alone; calls from many
+    threads with shapes none of the requests has seen all finish, with their own results."""
+    model = square_finder(tmp_path / "m.onnx", "yolo-decoded")
+    detector = OpenVinoDetector(model, CLASSES, streams=2, warm_up=False)
+    runtime = detector.runtime
+    assert isinstance(runtime, OpenVinoRuntime)
+    assert runtime.streams == 2
+    batch = np.zeros((2, 3, 128, 128), np.float32)
+    runtime.run(batch)
+    requests = [runtime._free.get() for _ in range(runtime.streams)]  # the whole pool
+    assert [tuple(r.get_input_tensor(0).shape) for r in requests] == [batch.shape] * 2
+    for request in requests:
+        runtime._free.put(request)
+
+    expected = OnnxDetector(model, CLASSES).detect(images())
+    # batches of 1, 3, 4 and 5 images are shapes no request has run; threads start together
+    sizes = [1, 3, 4, 5] * 4
+    with ThreadPoolExecutor(len(sizes)) as pool:
+        results = list(pool.map(lambda n: detector.detect(images()[:n]), sizes, timeout=60))
+    for got, size in zip(results, sizes, strict=True):
+        assert_same(got, expected[:size])
 
 
 @needs_openvino

@@ -27,7 +27,6 @@ import av
 import av.video.frame
 import cv2
 import numpy as np
-import numpy.typing as npt
 import onnxruntime  # type: ignore[import-untyped,unused-ignore]
 
 from feedtag.bench.capacity import ResultRecorder
@@ -172,21 +171,6 @@ class LimitRun(_PacedFeeds):
         else:
             self.session = open_session(model.path)
             self.input_name = self.session.get_inputs()[0].name
-        self._warmed: set[tuple[int, ...]] = set()
-        self._warming = threading.Lock()
-
-    def _warm(self, runtime: OpenVinoRuntime, tensor: npt.NDArray[np.float32]) -> None:
-        """Run each of the runtime's requests once on a new input shape, one after another,
-        before the feed threads use it at once (as feedtag's detector warms its requests at
-        load): the feeds' first keyframes arrive together, and this bench's child twice
-        stalled when all of them met fresh requests and a new shape together."""
-        if tensor.shape in self._warmed:
-            return
-        with self._warming:
-            if tensor.shape not in self._warmed:
-                for _ in range(runtime.streams):
-                    runtime.run(tensor)
-                self._warmed.add(tensor.shape)
 
     def analyse(self, frame: av.video.frame.VideoFrame) -> None:
         if self.stride is None:
@@ -196,7 +180,6 @@ class LimitRun(_PacedFeeds):
         image = frame.to_ndarray(width=width, height=height, format="rgb24")
         tensor = image.transpose(2, 0, 1)[np.newaxis].astype(np.float32) / 255.0
         if self._openvino is not None:
-            self._warm(self._openvino, tensor)
             self._openvino.run(tensor)
         else:
             self.session.run(None, {self.input_name: tensor})

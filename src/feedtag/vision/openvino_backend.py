@@ -17,6 +17,7 @@ import importlib
 import logging
 import os
 import queue
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final, Unpack
@@ -77,8 +78,7 @@ class OpenVinoDetector(LetterboxDetector):
         #: the precision OpenVINO computes in (``bf16`` for an FP32 model on a CPU with AMX)
         self.inference_precision = runtime.inference_precision
         if warm_up:
-            for _ in range(self.streams):  # each request once (the runtime's pool is FIFO)
-                self.warm_up()
+            self.warm_up()  # the runtime runs each of its requests on the new shape
 
     @property
     def regions_pay(self) -> bool:
@@ -93,11 +93,17 @@ class OpenVinoRuntime:
     """A compiled OpenVINO model with one image input; errors come out as DetectorError.
 
     An infer request serves one call at a time, so the runtime holds one request per stream,
-    all made (and, through the detector's warm-up, run once) at load, and a call takes a free
-    one and gives it back: memory is taken at start, not whenever a new thread first calls, and
-    no more calls run at once than there are streams. On a CPU the model is compiled with
-    ``streams`` streams of ``num_threads`` threads each: with one stream, requests from two
-    threads would queue for the same core.
+    all made at load, and a call takes a free one and gives it back: memory is taken at start,
+    not whenever a new thread first calls, and no more calls run at once than there are
+    streams. On a CPU the model is compiled with ``streams`` streams of ``num_threads`` threads
+    each: with one stream, requests from two threads would queue for the same core.
+
+    Each request prepares itself for an input shape it has not run before (about 10 ms on a
+    CPU). The first call with a new shape runs every request on it, one after another, while
+    no other call runs; only then do concurrent callers get them. Calls with a new shape come
+    together in practice (every camera's first frame, a detector's first batches of 2, 3, ...,
+    an active region's new crop), and a process whose threads met fresh requests on a new
+    shape all at once was seen to stall; this keeps preparation off the concurrent path.
     """
 
     def __init__(
@@ -145,9 +151,34 @@ class OpenVinoRuntime:
         self._free.put(first)
         for _ in range(self.streams - 1):
             self._free.put(self._compiled.create_infer_request())
+        self._shapes: set[tuple[int, ...]] = set()  # every request has run on these
+        self._preparing = threading.Lock()
 
     def run(self, batch: npt.NDArray[Any]) -> list[npt.NDArray[Any]]:
+        if batch.shape not in self._shapes:
+            self._prepare(batch)
         request = self._free.get()  # waits while every stream is busy
+        try:
+            return self._infer(request, batch)
+        finally:
+            self._free.put(request)
+
+    def _prepare(self, batch: npt.NDArray[Any]) -> None:
+        """Run every request once on ``batch``'s shape, alone: it takes them all (waiting for
+        the calls in flight), so no other call runs meanwhile. One shape at a time."""
+        with self._preparing:
+            if batch.shape in self._shapes:
+                return  # another thread prepared it while this one waited
+            requests = [self._free.get() for _ in range(self.streams)]
+            try:
+                for request in requests:
+                    self._infer(request, batch)
+            finally:
+                for request in requests:
+                    self._free.put(request)
+            self._shapes.add(batch.shape)
+
+    def _infer(self, request: Any, batch: npt.NDArray[Any]) -> list[npt.NDArray[Any]]:
         try:
             request.infer({0: batch})
             # copies: the request reuses its output buffers on the next call
@@ -159,8 +190,6 @@ class OpenVinoRuntime:
                 f"inference with {self._path} on input {list(batch.shape)} failed:"
                 f" {_detail(exc)} (model input {self.model_input.describe()})"
             ) from exc
-        finally:
-            self._free.put(request)
 
 
 def default_cpu_precision() -> str | None:
