@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import itertools
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from feedtag.core import AnalysisLevel, CameraState, DecodeMode
 from feedtag.ingest.camera import CameraIngest
 from feedtag.ingest.handoff import FrameQueue
 from feedtag.ingest.rate import AdaptiveRate
+from feedtag.ingest.ring import PacketRing, RingPacket
 from feedtag.ingest.source import OpenOptions, open_source
 from feedtag.urls import CameraUrl
 
@@ -101,6 +103,60 @@ def test_realtime_loop_paces_and_continues_time(vtest_clip: Path) -> None:
     times = [f.pts_s for f in iter(ingest.queue.get_nowait, None)]
     assert times[:6] == pytest.approx([0, 1, 2, 3, 4, 5], abs=0.05)  # across the 4 s loop
     assert ingest.status().counters.reconnects == 0  # looping is not a reconnect
+
+
+class ReadLog(PacketRing):
+    """A ring that also keeps every packet ingest read, with when it read it, across the
+    reconnects and loops that reset a ring."""
+
+    def __init__(self) -> None:
+        super().__init__(seconds=2.0)
+        self.read: list[RingPacket] = []
+
+    def append(self, packet: RingPacket) -> None:
+        self.read.append(packet)
+        super().append(packet)
+
+
+def assert_reads_held(ingest: CameraIngest, log: ReadLog, seconds: float = 5.0) -> None:
+    """Run ``ingest`` (a live or live-paced camera at 1 fps, a keyframe a second) until it
+    decodes keyframes only, then ``seconds`` more; between keyframes its reads are held:
+    packets are read in a few bursts a second, not one wake per packet, and each keyframe
+    is read when it is due (its arrival against its stream time as steady as the source's)."""
+    ingest.start()
+    try:
+        wait_for(lambda: ingest.status().mode is DecodeMode.KEYFRAMES, 15, what="keyframe mode")
+        time.sleep(1.5)  # a whole group of pictures measured in keyframe mode
+        since = time.time()
+        time.sleep(seconds)
+        status = ingest.status()
+    finally:
+        ingest.stop()
+        assert ingest.join(5)
+    packets = [packet for packet in log.read if packet.wall >= since]
+    stream_s, offset = [], 0.0  # a looping file's timestamps restart with each pass
+    for before, packet in zip([None, *packets], packets, strict=False):
+        if before is not None and packet.t_s + offset <= stream_s[-1]:
+            offset = stream_s[-1] + 0.04 - packet.t_s
+        stream_s.append(packet.t_s + offset)
+    span_s = stream_s[-1] - stream_s[0]
+    assert len(packets) >= 20 * span_s >= 20 * (seconds - 1)  # 25 fps arrived
+    wakes = 1 + sum(b.wall - a.wall > 0.005 for a, b in itertools.pairwise(packets))
+    assert wakes <= 12 * span_s, f"{wakes} separate reads in {span_s:.1f} s of stream"
+    lateness = [packet.wall - t_s for packet, t_s in zip(packets, stream_s, strict=True)]
+    keyframes = [late for late, packet in zip(lateness, packets, strict=True) if packet.keyframe]
+    assert len(keyframes) >= seconds - 1
+    assert max(keyframes) - min(keyframes) <= 0.1, "a keyframe was read late"
+    assert max(lateness) - min(lateness) >= 0.4, "no read was held"
+    assert status.state is CameraState.ONLINE and 0.7 <= status.analysed_fps <= 1.3
+
+
+def test_a_live_paced_file_is_read_in_bursts_between_keyframes(vtest_clip: Path) -> None:
+    config = make_config(vtest_clip.parent, url=vtest_clip.name, loop=True)
+    log = ReadLog()
+    assert_reads_held(
+        CameraIngest(config.cameras[0], config.reconnect, FrameQueue(100), ring=log), log
+    )
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ from feedtag.urls import CameraUrl
 
 from ..conftest import RtspServer, free_port, resource_counts, wait_for
 from ..test_urls import PASSWORD, assert_no_password
-from .test_camera import make_config
+from .test_camera import ReadLog, assert_reads_held, make_config
 from .test_faults import MakeServer, garbage
 
 pytestmark = pytest.mark.system
@@ -58,6 +58,19 @@ def test_live_keyframe_mode_decodes_only_keyframes(rtsp_server: RtspServer, tran
     assert status.state is CameraState.ONLINE and status.codec == "h264"
     assert status.keyframe_interval_s == pytest.approx(1.0, abs=0.05)
     assert 0.7 <= status.analysed_fps <= 1.3
+
+
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+def test_live_reads_are_held_between_the_keyframes_it_decodes(
+    rtsp_server: RtspServer, transport: str
+) -> None:
+    """The socket holds what arrives while the camera sleeps: nothing is lost (every frame
+    of 25 fps is read), the keyframes arrive on time."""
+    config = make_config(None, url=rtsp_server.url("vtest"), rtsp_transport=transport)
+    log = ReadLog()
+    ingest = CameraIngest(config.cameras[0], config.reconnect, FrameQueue(8), ring=log)
+    assert_reads_held(ingest, log)
+    assert ingest.status().counters.decode_errors == 0
 
 
 def test_server_killed_and_restarted(make_rtsp_server: Callable[..., RtspServer]) -> None:

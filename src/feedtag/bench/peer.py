@@ -30,6 +30,8 @@ import numpy as np
 import onnxruntime  # type: ignore[import-untyped,unused-ignore]
 
 from feedtag.bench.capacity import ResultRecorder
+from feedtag.ingest.decode import KeyframeIntervalMeter
+from feedtag.ingest.policies import ReadHold
 from feedtag.runtime.cores import available_cores
 from feedtag.vision.letterbox import input_shape
 from feedtag.vision.openvino_backend import OpenVinoRuntime
@@ -112,6 +114,8 @@ class _PacedFeeds(abc.ABC):
                 if self.keyframes_only:
                     stream.codec_context.skip_frame = "NONKEY"
                 last = 0.0
+                # between keyframes, leave the file unread as feedtag's ingest does
+                hold, keyframes = ReadHold(), KeyframeIntervalMeter()
                 for packet in container.demux(stream):
                     if self._stop.is_set():
                         return
@@ -121,13 +125,27 @@ class _PacedFeeds(abc.ABC):
                     delay = start + offset + last - time.time()
                     if delay > 0 and self._stop.wait(delay):
                         return
-                    if self.keyframes_only and not packet.is_keyframe:
-                        continue
+                    if self.keyframes_only:
+                        hold.observe(offset + last, packet.size, packet.is_keyframe)
+                        if packet.is_keyframe:
+                            keyframes.observe_keyframe(offset + last)
+                        elif delay > 0 and self._hold(hold, keyframes, offset + last):
+                            return
+                        if not packet.is_keyframe:
+                            continue
                     for frame in packet.decode():
                         if isinstance(frame, av.video.frame.VideoFrame):
                             yield frame, offset + float(frame.time or 0.0), start
 
                 offset += last + 1 / 25
+
+    def _hold(self, hold: ReadHold, keyframes: KeyframeIntervalMeter, now_s: float) -> bool:
+        """Sleep as :class:`ReadHold` says; True if asked to stop meanwhile."""
+        interval, last = keyframes.interval_s, keyframes.last_s
+        if interval is None or last is None:
+            return False
+        held = hold.hold_s(now_s, last + interval)
+        return bool(held) and self._stop.wait(held)
 
 
 class PeerRun(_PacedFeeds):

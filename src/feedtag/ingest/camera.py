@@ -20,7 +20,14 @@ import av.container
 import av.video
 
 from feedtag.config.models import CameraConfig, ReconnectConfig
-from feedtag.core import AnalysisLevel, CameraState, CameraStatus, DecodeMode, Frame, IngestCounters
+from feedtag.core import (
+    AnalysisLevel,
+    CameraState,
+    CameraStatus,
+    DecodeMode,
+    Frame,
+    IngestCounters,
+)
 from feedtag.errors import (
     SourceEnded,
     SourceError,
@@ -32,7 +39,7 @@ from feedtag.ingest.decode import MAX_FRAME_PIXELS, DecodePolicy, FrameConverter
 from feedtag.ingest.handoff import FrameQueue
 from feedtag.ingest.netpolicy import NetworkPolicy
 from feedtag.ingest.pacing import Pacer
-from feedtag.ingest.policies import Backoff, RateMeter, RestartBudget, StallDetector
+from feedtag.ingest.policies import Backoff, RateMeter, ReadHold, RestartBudget, StallDetector
 from feedtag.ingest.rate import AdaptiveRate
 from feedtag.ingest.ring import PacketRing, RingRecorder
 from feedtag.ingest.source import OpenOptions, open_source, status_reason, translate_read_error
@@ -49,6 +56,8 @@ DECODE_ERROR = "decode_error"
 JOIN_TIMEOUT_S: Final = 5.0
 #: a looping file whose stream time did not advance over a pass waits this long to reopen
 UNTIMED_LOOP_WAIT_S: Final = 1.0
+#: a read (with its pacing) that took this long waited for its source: the camera has caught up
+CAUGHT_UP_S: Final = 0.002
 
 
 class CameraIngest:
@@ -220,7 +229,10 @@ class CameraIngest:
         time_base = float(stream.time_base) if stream.time_base else 1 / 90_000
         demuxer = container.demux(stream)
         rate = self.rate
+        hold = ReadHold()
+        clock = self._clock
         while not self._stop.is_set():
+            read_at = clock()
             try:
                 packet = next(demuxer)
             except StopIteration:
@@ -238,8 +250,10 @@ class CameraIngest:
             t_s = pacer.stream_time(stamp * time_base) if stamp is not None else None
             if t_s is not None and not pacer.wait_until(t_s):
                 return
+            caught_up = clock() - read_at > CAUGHT_UP_S
             if rate is not None and rate.target_fps != self._policy.analysis_fps:
                 self._policy.set_analysis_fps(rate.target_fps)
+            hold.observe(t_s, size, is_keyframe)
             if size and self._policy.admit_packet(t_s, is_keyframe):
                 self._decode(stream, packet, time_base, pacer)
             if recorder is not None:
@@ -250,9 +264,20 @@ class CameraIngest:
                     "while data still arrives",
                     self.camera.url.masked(),
                 )
+            if caught_up and t_s is not None and self._policy.mode is DecodeMode.KEYFRAMES:
+                held = hold.hold_s(t_s, self._policy.next_keyframe_s())
+                if held and not self._hold(pacer, t_s, held):
+                    return
         else:
             return
         self._flush(stream, time_base, pacer)
+
+    def _hold(self, pacer: Pacer, t_s: float, held_s: float) -> bool:
+        """Leave the source unread for ``held_s`` (:class:`ReadHold`); False if asked to stop.
+        A file read as a live feed holds on its own timeline."""
+        if pacer.realtime:
+            return pacer.hold_until(t_s + held_s)
+        return not self._stop.wait(held_s)
 
     def _flush(self, stream: av.video.VideoStream, time_base: float, pacer: Pacer) -> None:
         """At the end of a file, take the frames the decoder still holds."""

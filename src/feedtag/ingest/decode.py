@@ -15,6 +15,7 @@ GOP on, and a return to a slower rate goes back to keyframes only.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import deque
 from typing import TYPE_CHECKING, Final, Literal
@@ -63,6 +64,11 @@ class KeyframeIntervalMeter:
         if not self._intervals:
             return None
         return float(statistics.median(self._intervals))
+
+    @property
+    def last_s(self) -> float | None:
+        """Stream time of the last keyframe seen."""
+        return self._last
 
 
 class DecodePolicy:
@@ -123,6 +129,25 @@ class DecodePolicy:
             return False
         self._last_sample = t_s
         return True
+
+    def next_keyframe_s(self) -> float | None:
+        """Stream time of the next keyframe this policy will decode, from the keyframe
+        interval; None unless it decodes keyframes only.
+
+        >>> policy = DecodePolicy(analysis_fps=0.5)  # every other keyframe of a 1 s GOP
+        >>> for t in (0, 1, 2):
+        ...     if policy.admit_packet(t, True): _ = policy.take_frame(t)
+        >>> policy.mode.value, policy.next_keyframe_s()
+        ('keyframes', 4.0)
+        """
+        interval, last = self.meter.interval_s, self.meter.last_s
+        if self.mode is not DecodeMode.KEYFRAMES or interval is None or last is None:
+            return None
+        steps = 1
+        if self._last_sample is not None:
+            due = self._last_sample + self.period_s - SAMPLE_TOLERANCE_S
+            steps = max(1, math.ceil((due - last) / interval - 1e-9))
+        return last + steps * interval
 
     @property
     def skip_frame(self) -> Literal["NONKEY", "DEFAULT"]:

@@ -54,6 +54,7 @@ class Pacer:
         self._fixed = start_in_s is not None
         # (clock, stream time)
         self._anchor = None if start_in_s is None else (clock() + start_in_s, 0.0)
+        self._held_to = float("-inf")  # packets up to this stream time may be read late
 
     def stream_time(self, raw_s: float) -> float:
         if self._loop_pending:
@@ -78,12 +79,31 @@ class Pacer:
         if self._anchor is None:
             self._anchor = (now, t_s)
         delay = self._anchor[0] + (t_s - self._anchor[1]) - now
-        if delay < -MAX_LAG_S and not self._fixed:
+        if delay < -MAX_LAG_S and not self._fixed and t_s > self._held_to:
             self._anchor = (now, t_s)
             delay = 0.0
         if delay > 0:
             return not self._stop.wait(delay)
         return not self._stop.is_set()
+
+    def hold_until(self, t_s: float) -> bool:
+        """Sleep until stream time ``t_s`` is due (False if asked to stop meanwhile), and read
+        the packets before it late without taking that for an overloaded machine: a camera
+        that leaves its source unread for a while (:class:`~feedtag.ingest.policies.ReadHold`)
+        reads them in one go afterwards, as from a live camera's socket.
+
+        >>> now = [0.0]
+        >>> pacer = Pacer(threading.Event(), realtime=True, clock=lambda: now[0])
+        >>> pacer.wait_until(0.0)
+        True
+        >>> now[0] = 2.0  # held from stream time 0 on, now 2.0 s later
+        >>> pacer.hold_until(1.9)
+        True
+        >>> pacer.wait_until(0.04), pacer._anchor  # 1.96 s late, not re-anchored
+        (True, (0.0, 0.0))
+        """
+        self._held_to = max(self._held_to, t_s)
+        return self.wait_until(t_s)
 
     def next_loop(self) -> None:
         """Called at every (re)open: the next raw timestamps continue stream time."""

@@ -1,6 +1,7 @@
 """Small policy objects the ingest loop asks: when to retry, whether the restart budget is
-spent, whether the stream has stalled, how fast frames arrive. Each takes an injected
-clock so that tests run them without sleeping.
+spent, whether the stream has stalled, how fast frames arrive, how long to leave a source
+unread. Each takes an injected clock (or stream times) so that tests run them without
+sleeping.
 """
 
 from __future__ import annotations
@@ -9,8 +10,18 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Final
 
 Clock = Callable[[], float]
+
+#: a hold ends this long before the keyframe it waits for is due (timestamp jitter, and the
+#: packets that arrived meanwhile take a moment to read)
+HOLD_MARGIN_S: Final = 0.15
+#: a hold is never longer than the source takes to send this much: what waits meanwhile in
+#: the socket's receive buffer (a UDP socket's default is 208 KiB, overhead included)
+HOLD_MAX_BYTES: Final = 96_000
+#: shorter holds are not worth a sleep
+HOLD_MIN_S: Final = 0.05
 
 
 class Backoff:
@@ -118,6 +129,65 @@ class StallDetector:
 
     def is_stalled(self) -> bool:
         return self.silent_for() > self.timeout_s
+
+
+class ReadHold:
+    """How long a camera may leave its source unread while it decodes keyframes only.
+
+    Between two keyframes it decodes, a camera reads packets only to skip them, and every
+    read that has to wait for the network (or, for a file read as a live feed, for its
+    timestamp) wakes the camera's thread: about 55 µs of CPU a packet on the machine in
+    docs/performance.md, 1.3 ms per feed-second at 25 fps, more than demuxing them. Once a
+    read had to wait (the camera has caught up with its source), the camera may instead sleep
+    until ``margin_s`` before the next keyframe it decodes and then read what arrived
+    meanwhile in one go, from the socket's buffer: one wake for many packets, and the
+    keyframe is still read when it arrives. A hold lasts at most as long as the source takes
+    to send ``max_bytes`` (its byte rate is measured over each group of pictures), so that the
+    receive buffer never overflows.
+
+    >>> hold = ReadHold()
+    >>> for t in (0.0, 0.04, 0.08, 1.0): hold.observe(t, 12_000, t in (0.0, 1.0))
+    >>> hold.byte_rate
+    36000.0
+    >>> round(hold.hold_s(1.0, next_keyframe_s=2.0), 2)  # until 0.15 s before it
+    0.85
+    >>> hold.hold_s(1.9, next_keyframe_s=2.0)  # too close to be worth a sleep
+    0.0
+    >>> ReadHold(max_bytes=18_000).hold_s(1.0, 2.0)  # unmeasured: no hold
+    0.0
+    """
+
+    def __init__(
+        self,
+        margin_s: float = HOLD_MARGIN_S,
+        max_bytes: int = HOLD_MAX_BYTES,
+        min_s: float = HOLD_MIN_S,
+    ) -> None:
+        self.margin_s = margin_s
+        self.max_bytes = max_bytes
+        self.min_s = min_s
+        #: bytes a second over the last whole group of pictures (None until one was seen)
+        self.byte_rate: float | None = None
+        self._keyframe_s: float | None = None
+        self._bytes = 0
+
+    def observe(self, t_s: float | None, size: int, is_keyframe: bool) -> None:
+        """Every packet read, before it is decoded or skipped."""
+        if is_keyframe and t_s is not None:
+            if self._keyframe_s is not None and t_s > self._keyframe_s:
+                self.byte_rate = self._bytes / (t_s - self._keyframe_s)
+            self._keyframe_s, self._bytes = t_s, 0
+        self._bytes += size
+
+    def hold_s(self, now_s: float, next_keyframe_s: float | None) -> float:
+        """Seconds to leave the source unread after the packet at stream time ``now_s``;
+        0 when the next keyframe is unknown or too close, or the byte rate unmeasured."""
+        if next_keyframe_s is None or self.byte_rate is None:
+            return 0.0
+        hold = next_keyframe_s - now_s - self.margin_s
+        if self.byte_rate > 0:
+            hold = min(hold, self.max_bytes / self.byte_rate)
+        return hold if hold >= self.min_s else 0.0
 
 
 class RateMeter:
