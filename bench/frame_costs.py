@@ -7,6 +7,9 @@ sample footage (vtest.avi cut to 16:9, H.264, a keyframe every second):
 - **paced demux**: one thread per feed reading packets at the stream's own pace, as ingest
   reads a camera, without decoding; then the same with keyframes decoded. Process CPU per
   feed-second and per packet.
+- **ingest, reads held or not**: feedtag's own camera ingest on the same clip, live-paced,
+  decoding keyframes and converting each analysed frame, with its reads held between
+  keyframes (docs/ingest.md) and, for comparison, with every packet waited for.
 - **keyframe decode**: milliseconds per keyframe at 640x360 and 1280x720.
 - **conversion and detection** with the default detector, per analysed frame: the analysed
   frame at 640 wide resized by the detector (what happened before ingest made
@@ -30,8 +33,12 @@ import av.video.frame
 import psutil
 
 from feedtag.bench.footage import sample_h264
+from feedtag.config import validate_config
 from feedtag.config.models import DetectorConfig
+from feedtag.ingest.camera import CameraIngest
 from feedtag.ingest.decode import FrameConverter
+from feedtag.ingest.handoff import FrameQueue
+from feedtag.ingest.policies import ReadHold
 from feedtag.runtime.detection import build_detector
 from feedtag.vision.detector import picture_size_of
 
@@ -77,6 +84,36 @@ def paced_demux(path: Path, feeds: int, seconds: float, decode: bool) -> tuple[f
     for thread in threads:
         thread.join(5)
     return cpu / feeds / wall * 1000, cpu / max(1, count) * 1e6
+
+
+def ingest_cost(path: Path, feeds: int, seconds: float, *, held: bool) -> float:
+    """CPU ms per feed-second of ``feeds`` cameras of feedtag's ingest on ``path``."""
+    config = validate_config(
+        {
+            "media_root": str(path.parent),
+            "cameras": [{"id": f"c{i}", "url": path.name, "loop": True} for i in range(feeds)],
+        }
+    )
+    hold_s = ReadHold.hold_s
+    if not held:
+        ReadHold.hold_s = lambda self, now_s, next_keyframe_s: 0.0  # type: ignore[method-assign]
+    cameras = [CameraIngest(c, config.reconnect, FrameQueue(4)) for c in config.cameras]
+    try:
+        for camera in cameras:
+            camera.start()
+            time.sleep(1 / feeds)  # spread over a second, as independent cameras are
+        process = psutil.Process()
+        time.sleep(WARMUP_S)
+        cpu_start, wall_start = sum(process.cpu_times()[:2]), time.time()
+        time.sleep(seconds)
+        cpu, wall = sum(process.cpu_times()[:2]) - cpu_start, time.time() - wall_start
+    finally:
+        for camera in cameras:
+            camera.stop()
+        for camera in cameras:
+            camera.join()
+        ReadHold.hold_s = hold_s  # type: ignore[method-assign]
+    return cpu / feeds / wall * 1000
 
 
 def keyframe_decode_ms(path: Path, rounds: int = 3) -> float:
@@ -142,6 +179,11 @@ def main() -> None:
             what = "demux + keyframe decode" if decode else "demux only"
             print(f"paced {what}, {feeds} feeds at 640x360: {per_feed:.2f} ms CPU per "
                   f"feed-second, {per_packet:.0f} us per packet")  # fmt: skip
+    for feeds in (int(n) for n in args.feeds.split(",")):
+        for held in (True, False):
+            cost = ingest_cost(clips[640, 360], feeds, args.seconds, held=held)
+            what = "reads held between keyframes" if held else "every packet waited for"
+            print(f"ingest, {what}, {feeds} feeds at 640x360: {cost:.2f} ms CPU per feed-second")
     for (width, height), path in clips.items():
         print(f"keyframe decode {width}x{height}: {keyframe_decode_ms(path):.2f} ms")
     for (width, height), path in clips.items():
