@@ -22,6 +22,9 @@ HOLD_MARGIN_S: Final = 0.15
 HOLD_MAX_BYTES: Final = 96_000
 #: shorter holds are not worth a sleep
 HOLD_MIN_S: Final = 0.05
+#: nor are longer ones worth the risk of a server or a network box taking a silent
+#: connection for a dead one: under one wake a second saves nothing more that shows
+HOLD_MAX_S: Final = 2.0
 
 
 class Backoff:
@@ -143,7 +146,7 @@ class ReadHold:
     meanwhile in one go, from the socket's buffer: one wake for many packets, and the
     keyframe is still read when it arrives. A hold lasts at most as long as the source takes
     to send ``max_bytes`` (its byte rate is measured over each group of pictures), so that the
-    receive buffer never overflows.
+    receive buffer never overflows, and never longer than ``HOLD_MAX_S``.
 
     >>> hold = ReadHold()
     >>> for t in (0.0, 0.04, 0.08, 1.0): hold.observe(t, 12_000, t in (0.0, 1.0))
@@ -153,6 +156,8 @@ class ReadHold:
     0.85
     >>> hold.hold_s(1.9, next_keyframe_s=2.0)  # too close to be worth a sleep
     0.0
+    >>> hold.hold_s(1.0, next_keyframe_s=10.0)  # a long way off: 2 s at most
+    2.0
     >>> ReadHold(max_bytes=18_000).hold_s(1.0, 2.0)  # unmeasured: no hold
     0.0
     """
@@ -184,7 +189,7 @@ class ReadHold:
         0 when the next keyframe is unknown or too close, or the byte rate unmeasured."""
         if next_keyframe_s is None or self.byte_rate is None:
             return 0.0
-        hold = next_keyframe_s - now_s - self.margin_s
+        hold = min(next_keyframe_s - now_s - self.margin_s, HOLD_MAX_S)
         if self.byte_rate > 0:
             hold = min(hold, self.max_bytes / self.byte_rate)
         return hold if hold >= self.min_s else 0.0
