@@ -127,12 +127,11 @@ class _PacedFeeds(abc.ABC):
                         return
                     if self.keyframes_only:
                         hold.observe(offset + last, packet.size, packet.is_keyframe)
-                        if packet.is_keyframe:
-                            keyframes.observe_keyframe(offset + last)
-                        elif delay > 0 and self._hold(hold, keyframes, offset + last):
-                            return
                         if not packet.is_keyframe:
+                            if delay > 0 and self._hold(hold, keyframes, offset + last):
+                                return
                             continue
+                        keyframes.observe_keyframe(offset + last)
                     for frame in packet.decode():
                         if isinstance(frame, av.video.frame.VideoFrame):
                             yield frame, offset + float(frame.time or 0.0), start
