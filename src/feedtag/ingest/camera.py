@@ -20,14 +20,7 @@ import av.container
 import av.video
 
 from feedtag.config.models import CameraConfig, ReconnectConfig
-from feedtag.core import (
-    AnalysisLevel,
-    CameraState,
-    CameraStatus,
-    DecodeMode,
-    Frame,
-    IngestCounters,
-)
+from feedtag.core import AnalysisLevel, CameraState, CameraStatus, DecodeMode, Frame, IngestCounters
 from feedtag.errors import (
     SourceEnded,
     SourceError,

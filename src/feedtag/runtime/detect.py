@@ -25,12 +25,11 @@ from feedtag.files import write_atomic
 from feedtag.ingest.camera import CameraIngest, ModelSize
 from feedtag.ingest.handoff import FrameQueue
 from feedtag.ingest.rate import AdaptiveRate
-from feedtag.runtime.step import CameraStep, RateFeedback, regions_wanted
+from feedtag.runtime.step import CameraStep, RateFeedback, region_planner
 from feedtag.vision.anonymize import Anonymized, Anonymizer, RecentPersons, person_boxes
 from feedtag.vision.detector import Detector, RegionDetector
 from feedtag.vision.detector import Image as FrameImage
 from feedtag.vision.gate import ChangeGate
-from feedtag.vision.regions import RegionPlanner
 from feedtag.vision.tracker import ByteTracker
 
 #: colours per class id, cycled (RGB)
@@ -135,17 +134,10 @@ def detect_stream(
     ingest samples by). ``regions``: with a gate and a detector that can, run active regions
     as these settings say (:mod:`feedtag.vision.regions`; ``enabled: auto`` where the
     detector's runtime makes them pay); None: whole frames."""
-    planner = detect_region = None
-    grid = detector.region_grid() if isinstance(detector, RegionDetector) else None
-    pays = isinstance(detector, RegionDetector) and detector.regions_pay
-    if regions is not None and grid is not None and regions_wanted(regions, pays):
+    detect_region = None
+    planner = None if regions is None else region_planner(regions, detector)
+    if planner is not None:
         region_detector = cast(RegionDetector, detector)
-        planner = RegionPlanner(
-            grid,
-            full_every_s=regions.full_every_s,
-            max_area=regions.max_area,
-            margin=regions.margin,
-        )
 
         def detect_region(image: FrameImage, scale: float) -> Detections:
             return region_detector.detect([image], scales=[scale])[0]

@@ -38,7 +38,7 @@ from feedtag.analytics.motion import MotionRegions
 from feedtag.config.models import CameraConfig, RegionsConfig
 from feedtag.core import Detections, Frame
 from feedtag.ingest.rate import AdaptiveRate
-from feedtag.vision.detector import Image
+from feedtag.vision.detector import Image, RegionDetector
 from feedtag.vision.gate import ChangeGate, GateDecision
 from feedtag.vision.regions import Crop, RegionPlanner, heading
 from feedtag.vision.tracker import Tracker
@@ -149,6 +149,20 @@ def regions_wanted(settings: RegionsConfig, regions_pay: bool) -> bool:
     return regions_pay if settings.enabled == "auto" else settings.enabled
 
 
+def region_planner(settings: RegionsConfig, detector: object) -> RegionPlanner | None:
+    """The active-region planner ``settings`` ask for on ``detector``, or None (whole
+    frames): the detector cannot run regions (no :class:`RegionDetector`, or a fixed input),
+    or the settings turn them off (:func:`regions_wanted`)."""
+    if not isinstance(detector, RegionDetector):
+        return None
+    grid = detector.region_grid()
+    if grid is None or not regions_wanted(settings, detector.regions_pay):
+        return None
+    return RegionPlanner(
+        grid, full_every_s=settings.full_every_s, max_area=settings.max_area, margin=settings.margin
+    )
+
+
 class CameraStep:
     """One camera's gate, class filter, tracker and moving hint; thread-safe."""
 
@@ -178,27 +192,19 @@ class CameraStep:
         class_names: Sequence[str],
         tracker: Tracker,
         rate: AdaptiveRate | None = None,
-        region_grid: tuple[int, int] | None = None,
-        *,
-        regions_pay: bool = True,
+        detector: object = None,
     ) -> CameraStep:
         """The step a camera's settings ask for (its gate, active regions and classes),
-        feeding ``rate`` when given. ``region_grid``: the detector's
-        (:meth:`~feedtag.vision.detector.RegionDetector.region_grid`); None: whole frames.
-        ``regions_pay``: the detector's, what ``gate.regions.enabled: auto`` means."""
+        feeding ``rate`` when given. ``detector``: the one its frames go to, which decides
+        with the settings whether active regions run (:func:`region_planner`); None: whole
+        frames."""
         settings = camera.gate
         gate = regions = None
         if settings.enabled:
             gate = ChangeGate(
                 settings.pixel_threshold, settings.min_changed_fraction, settings.refresh_s
             )
-            if region_grid is not None and regions_wanted(settings.regions, regions_pay):
-                regions = RegionPlanner(
-                    region_grid,
-                    full_every_s=settings.regions.full_every_s,
-                    max_area=settings.regions.max_area,
-                    margin=settings.regions.margin,
-                )
+            regions = region_planner(settings.regions, detector)
         feedback = None
         if rate is not None and rate.adapts:
             feedback = RateFeedback.for_camera(camera, rate, class_names)

@@ -30,7 +30,7 @@ from feedtag.runtime.cores import detector_workers
 from feedtag.runtime.postprocess import PostProcessStage, ResultHandler
 from feedtag.runtime.step import MOVING_FRACTION, CameraStep, tracks_moved
 from feedtag.vision.batching import BatchScheduler
-from feedtag.vision.detector import Detector, RegionDetector, picture_size_of
+from feedtag.vision.detector import Detector, picture_size_of
 from feedtag.vision.regions import Crop
 from feedtag.vision.tracker import ByteTracker, Tracker
 
@@ -112,13 +112,9 @@ class VisionConsumer:
 
     def add_camera(self, camera: CameraConfig) -> None:
         rate = None if self.rates is None else self.rates.for_camera(camera)
-        detector = self.detector
-        grid, pays = None, False
-        if isinstance(detector, RegionDetector):
-            grid, pays = detector.region_grid(), detector.regions_pay
         tracker = self._tracker_factory(self.settings)
         step = CameraStep.for_camera(
-            camera, detector.class_names, tracker, rate, grid, regions_pay=pays
+            camera, self.detector.class_names, tracker, rate, self.detector
         )
         state = _CameraVision(camera, step)
         with self._lock:
