@@ -450,7 +450,9 @@ class Tmpfs:
         """Take all free space but ``leave_bytes`` with the filler file (another program's)."""
         free = shutil.disk_usage(self.folder).free - leave_bytes
         try:
-            file = self.filler.open("r+b")
+            # unbuffered: a write the disk refuses fails inside the suppress below, never
+            # later in close()'s flush (the store under test takes space meanwhile)
+            file = self.filler.open("r+b", buffering=0)
         except OSError as error:
             raise AssertionError(f"cannot open the filler: {error}; {self.usage()}") from error
         with file, contextlib.suppress(OSError):
