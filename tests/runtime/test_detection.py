@@ -1,7 +1,7 @@
 """Which runtime ``feedtag run`` builds its detector on (``detector.backend``,
-``detector.precision``): the default model on OpenVINO where OpenVINO computes FP32 in bf16,
-on ONNX Runtime with INT8 elsewhere, and a clear error where OpenVINO is asked for but
-missing."""
+``detector.precision``): the default model on OpenVINO where OpenVINO computes FP32 in bf16
+(as FP32 with AMX, as INT8 without), on ONNX Runtime with INT8 elsewhere, and a clear error
+where OpenVINO is asked for but missing."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from feedtag.config.models import DetectorConfig
 from feedtag.errors import DetectorError
 from feedtag.runtime import detection
 from feedtag.vision.onnx_backend import OnnxDetector
-from feedtag.vision.openvino_backend import OpenVinoDetector, default_cpu_precision
+from feedtag.vision.openvino_backend import OpenVinoDetector, cpu_has_amx, default_cpu_precision
 
 needs_openvino = pytest.mark.skipif(
     importlib.util.find_spec("openvino") is None, reason="openvino is not installed"
@@ -24,16 +24,54 @@ needs_openvino = pytest.mark.skipif(
 
 
 @needs_openvino
-def test_auto_takes_openvino_with_fp32_where_it_computes_bf16(
+def test_auto_takes_openvino_with_fp32_where_it_computes_bf16_on_amx(
     models_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(detection, "default_cpu_precision", lambda: "bf16")
+    monkeypatch.setattr(detection, "cpu_has_amx", lambda: True)
     with caplog.at_level(logging.INFO, logger="feedtag.runtime.detection"):
         detector = detection.build_detector(DetectorConfig(models_dir=models_dir, workers=2))
     assert isinstance(detector, OpenVinoDetector)
     assert detector.model_path.name.endswith("-416-fp32.onnx")
     assert detector.streams == 2  # one per detector worker
     assert "detector: OpenVINO on CPU, FP32 default model" in caplog.text
+
+
+@needs_openvino
+def test_auto_takes_openvino_with_int8_where_bf16_has_no_amx(
+    models_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """AVX-512 BF16 without AMX (AMD Zen 4 and later): OpenVINO's INT8 is the cheapest."""
+    monkeypatch.setattr(detection, "default_cpu_precision", lambda: "bf16")
+    monkeypatch.setattr(detection, "cpu_has_amx", lambda: False)
+    with caplog.at_level(logging.INFO, logger="feedtag.runtime.detection"):
+        detector = detection.build_detector(DetectorConfig(models_dir=models_dir))
+    assert isinstance(detector, OpenVinoDetector)
+    assert detector.model_path.name.endswith("-416-int8.onnx")
+    assert "detector: OpenVINO on CPU, INT8 default model" in caplog.text
+    # an explicit FP32 is kept, and computed in bf16
+    fp32 = detection.build_detector(DetectorConfig(models_dir=models_dir, precision="fp32"))
+    assert fp32.model_path.name.endswith("-416-fp32.onnx")  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ("fpu sse2 avx512f avx512_bf16 avx512_vnni", False),  # AMD Zen 4/5
+        ("fpu sse2 avx512_bf16 amx_bf16 amx_tile amx_int8", True),  # Xeon Sapphire Rapids
+        ("fpu sse2 xamx_bf16x", False),  # a flag is matched whole
+    ],
+)
+def test_amx_is_read_from_the_cpu_flags(tmp_path: Path, flags: str, expected: bool) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: some CPU\nflags\t\t: {flags}\n\n")
+    assert cpu_has_amx(cpuinfo) is expected
+
+
+def test_amx_is_false_where_the_flags_cannot_be_read(tmp_path: Path) -> None:
+    assert cpu_has_amx(tmp_path / "missing") is False
+    (tmp_path / "no-flags").write_text("processor\t: 0\nFeatures\t: fp asimd\n")  # ARM
+    assert cpu_has_amx(tmp_path / "no-flags") is False
 
 
 def test_auto_takes_onnx_runtime_with_int8_elsewhere(

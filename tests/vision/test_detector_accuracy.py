@@ -24,8 +24,9 @@ FLOORS = {"person": (0.78, 0.88), "car": (0.95, 0.95)}
 
 @pytest.fixture(params=["auto", "onnxruntime"])
 def detector(request: pytest.FixtureRequest, models_dir: Path, default_detector: Any) -> Any:
-    """The default (``backend: auto``: OpenVINO with the FP32 model where the CPU has AMX)
-    and ONNX Runtime with INT8, which serves everywhere else: both must pass."""
+    """The default (``backend: auto``: OpenVINO with the FP32 model where the CPU has AMX, with
+    the INT8 one where it has AVX-512 BF16 alone) and ONNX Runtime with INT8, which serves
+    everywhere else: both must pass."""
     if request.param == "auto":
         return default_detector
     return build_detector(DetectorConfig(models_dir=models_dir, backend="onnxruntime"))

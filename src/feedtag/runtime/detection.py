@@ -15,7 +15,11 @@ from feedtag.runtime.cores import detector_workers
 from feedtag.vision import registry
 from feedtag.vision.anonymize import FINDER_CONFIDENCE, PERSON_LABELS, Anonymizer, PersonFinder
 from feedtag.vision.onnx_backend import DetectorOptions, LetterboxDetector, OnnxDetector
-from feedtag.vision.openvino_backend import OpenVinoDetector, default_cpu_precision
+from feedtag.vision.openvino_backend import (
+    OpenVinoDetector,
+    cpu_has_amx,
+    default_cpu_precision,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,21 +43,27 @@ class Runtime:
         return f"{name}{where}, {self.precision.upper()} default model"
 
 
-def resolve_runtime(settings: DetectorConfig, cpu_precision: str | None = None) -> Runtime:
+def resolve_runtime(
+    settings: DetectorConfig, cpu_precision: str | None = None, amx: bool | None = None
+) -> Runtime:
     """What ``backend: auto`` and ``precision: auto`` mean here. OpenVINO is chosen when it
     is installed and computes FP32 models in bf16 on this CPU (``cpu_precision``, asked of
-    OpenVINO when not given): there it runs the FP32 model about 2.5x cheaper than ONNX
-    Runtime runs the INT8 one (docs/performance.md). Elsewhere the two cost about the same and
-    ONNX Runtime with INT8 serves. ``precision: auto`` is FP32 under OpenVINO on such a CPU (no
-    faster as INT8 there, and more accurate), INT8 otherwise.
+    OpenVINO when not given), i.e. on CPUs with AMX or AVX-512 BF16: there it runs the default
+    model 1.7-2.4x cheaper than ONNX Runtime runs the INT8 one (docs/performance.md).
+    Elsewhere the two cost about the same and ONNX Runtime with INT8 serves. ``precision:
+    auto`` under OpenVINO on the CPU is FP32, computed in bf16, where the CPU has AMX (``amx``,
+    read from the CPU's flags when not given; INT8 is no faster there, and less exact), and
+    INT8 otherwise (with AVX-512 BF16 alone, INT8 costs 0.7x bf16).
 
-    >>> resolve_runtime(DetectorConfig(), cpu_precision="bf16")
+    >>> resolve_runtime(DetectorConfig(), cpu_precision="bf16", amx=True)
     Runtime(backend='openvino', precision='fp32')
-    >>> resolve_runtime(DetectorConfig(), cpu_precision="f32")
-    Runtime(backend='onnxruntime', precision='int8')
-    >>> resolve_runtime(DetectorConfig(backend="openvino"), cpu_precision="f32")
+    >>> resolve_runtime(DetectorConfig(), cpu_precision="bf16", amx=False)
     Runtime(backend='openvino', precision='int8')
-    >>> resolve_runtime(DetectorConfig(precision="int8"), cpu_precision="bf16")
+    >>> resolve_runtime(DetectorConfig(), cpu_precision="f32", amx=False)
+    Runtime(backend='onnxruntime', precision='int8')
+    >>> resolve_runtime(DetectorConfig(backend="openvino"), cpu_precision="f32", amx=False)
+    Runtime(backend='openvino', precision='int8')
+    >>> resolve_runtime(DetectorConfig(precision="int8"), cpu_precision="bf16", amx=True)
     Runtime(backend='openvino', precision='int8')
     """
     backend = settings.backend
@@ -67,9 +77,14 @@ def resolve_runtime(settings: DetectorConfig, cpu_precision: str | None = None) 
         backend = "openvino" if bf16 else "onnxruntime"
     precision = settings.precision
     if precision == "auto":
-        precision = (
-            "fp32" if backend == "openvino" and (bf16 or settings.device != "CPU") else "int8"
-        )
+        if backend != "openvino":
+            precision = "int8"
+        elif settings.device != "CPU":
+            precision = "fp32"  # GPUs and NPUs take the FP32 file in their own precision
+        else:
+            if amx is None and bf16:
+                amx = cpu_has_amx()
+            precision = "fp32" if bf16 and amx else "int8"
     return Runtime(backend, precision)
 
 

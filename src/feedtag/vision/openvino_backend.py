@@ -205,6 +205,21 @@ def default_cpu_precision() -> str | None:
         return None
 
 
+def cpu_has_amx(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether this CPU has AMX tile units (``amx_bf16`` among the flags Linux lists; False
+    where the list cannot be read). Both AMX and AVX-512 BF16 CPUs make OpenVINO compute FP32
+    in bf16, but only AMX makes bf16 the faster precision: on AVX-512 BF16 alone (AMD Zen 4
+    and later, Intel Cooper Lake) OpenVINO runs the INT8 model cheaper (docs/performance.md)."""
+    try:
+        with cpuinfo.open(encoding="ascii", errors="replace") as lines:
+            for line in lines:
+                if line.startswith("flags"):
+                    return "amx_bf16" in line.split(":", 1)[-1].split()
+    except OSError as error:
+        log.debug("the CPU's flags cannot be read from %s: %s", cpuinfo, error)
+    return False
+
+
 def _precision_name(element_type: Any) -> str:
     """``bf16``, ``f32``, ... from an OpenVINO element type."""
     name = getattr(element_type, "get_type_name", None)
