@@ -82,10 +82,11 @@ class OpenVinoDetector(LetterboxDetector):
 
     @property
     def regions_pay(self) -> bool:
-        """False: on OpenVINO an active region costs well over its share of the whole frame
+        """False. With AMX an active region costs well over its share of the whole frame
         (a 128x192 crop, 23% of 416x256's area, took about 60% of its time), each new crop
-        shape is prepared once (about 10 ms), and crops never share a batch with whole
-        frames; W1 cost 1.5-14% more with regions on (docs/performance.md)."""
+        shape is prepared once (about 10 ms), crops never share a batch with whole frames,
+        and W1 cost 1.5-14% more with regions on. Without AMX a crop's time follows its area,
+        but two W1 pairs showed no whole-path saving either (docs/performance.md)."""
         return False
 
 
