@@ -347,8 +347,9 @@ def test_auto_regions_follow_the_runtime_and_an_explicit_setting_wins() -> None:
 
 
 def test_which_runtimes_make_regions_pay(models_dir: Any) -> None:
-    """ONNX Runtime's time follows the input's area, OpenVINO's does not
-    (docs/performance.md): auto runs regions on the first only."""
+    """ONNX Runtime's time follows the input's area; OpenVINO's does not with AMX, and
+    without AMX the whole path showed no saving (docs/performance.md): auto runs regions on
+    the first only."""
     from feedtag.vision.openvino_backend import OpenVinoDetector
 
     info = default_model_info(DetectorConfig(models_dir=models_dir, precision="int8"))
