@@ -24,34 +24,24 @@ needs_openvino = pytest.mark.skipif(
 
 
 @needs_openvino
-def test_auto_takes_openvino_with_fp32_where_it_computes_bf16_on_amx(
-    models_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(("amx", "precision"), [(True, "fp32"), (False, "int8")])
+def test_auto_takes_openvino_where_it_computes_bf16(
+    models_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    amx: bool,
+    precision: str,
 ) -> None:
+    """With AMX the FP32 model, computed in bf16; with AVX-512 BF16 alone (AMD Zen 4 and
+    later) the INT8 one, the cheapest there."""
     monkeypatch.setattr(detection, "default_cpu_precision", lambda: "bf16")
-    monkeypatch.setattr(detection, "cpu_has_amx", lambda: True)
+    monkeypatch.setattr(detection, "cpu_has_amx", lambda: amx)
     with caplog.at_level(logging.INFO, logger="feedtag.runtime.detection"):
         detector = detection.build_detector(DetectorConfig(models_dir=models_dir, workers=2))
     assert isinstance(detector, OpenVinoDetector)
-    assert detector.model_path.name.endswith("-416-fp32.onnx")
+    assert detector.model_path.name.endswith(f"-416-{precision}.onnx")
     assert detector.streams == 2  # one per detector worker
-    assert "detector: OpenVINO on CPU, FP32 default model" in caplog.text
-
-
-@needs_openvino
-def test_auto_takes_openvino_with_int8_where_bf16_has_no_amx(
-    models_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    """AVX-512 BF16 without AMX (AMD Zen 4 and later): OpenVINO's INT8 is the cheapest."""
-    monkeypatch.setattr(detection, "default_cpu_precision", lambda: "bf16")
-    monkeypatch.setattr(detection, "cpu_has_amx", lambda: False)
-    with caplog.at_level(logging.INFO, logger="feedtag.runtime.detection"):
-        detector = detection.build_detector(DetectorConfig(models_dir=models_dir))
-    assert isinstance(detector, OpenVinoDetector)
-    assert detector.model_path.name.endswith("-416-int8.onnx")
-    assert "detector: OpenVINO on CPU, INT8 default model" in caplog.text
-    # an explicit FP32 is kept, and computed in bf16
-    fp32 = detection.build_detector(DetectorConfig(models_dir=models_dir, precision="fp32"))
-    assert fp32.model_path.name.endswith("-416-fp32.onnx")  # type: ignore[attr-defined]
+    assert f"detector: OpenVINO on CPU, {precision.upper()} default model" in caplog.text
 
 
 @pytest.mark.parametrize(
@@ -83,6 +73,17 @@ def test_auto_takes_onnx_runtime_with_int8_elsewhere(
     assert detector.model_path.name.endswith("-416-int8.onnx")
     monkeypatch.setattr(detection, "default_cpu_precision", lambda: None)  # not installed
     assert isinstance(detection.build_detector(DetectorConfig(models_dir=models_dir)), OnnxDetector)
+
+
+@needs_openvino
+def test_an_explicit_fp32_is_kept_on_openvino_without_amx(
+    models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(detection, "default_cpu_precision", lambda: "bf16")
+    monkeypatch.setattr(detection, "cpu_has_amx", lambda: False)
+    detector = detection.build_detector(DetectorConfig(models_dir=models_dir, precision="fp32"))
+    assert isinstance(detector, OpenVinoDetector)
+    assert detector.model_path.name.endswith("-416-fp32.onnx")  # computed in bf16
 
 
 def test_explicit_settings_override_either_half(

@@ -77,14 +77,12 @@ def resolve_runtime(
         backend = "openvino" if bf16 else "onnxruntime"
     precision = settings.precision
     if precision == "auto":
-        if backend != "openvino":
-            precision = "int8"
-        elif settings.device != "CPU":
+        if backend == "openvino" and settings.device != "CPU":
             precision = "fp32"  # GPUs and NPUs take the FP32 file in their own precision
+        elif backend == "openvino" and bf16 and (cpu_has_amx() if amx is None else amx):
+            precision = "fp32"
         else:
-            if amx is None and bf16:
-                amx = cpu_has_amx()
-            precision = "fp32" if bf16 and amx else "int8"
+            precision = "int8"
     return Runtime(backend, precision)
 
 
