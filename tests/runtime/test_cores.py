@@ -111,3 +111,30 @@ def test_a_shard_runs_its_share_of_cores_not_the_machine(
     assert len(shards) == 2
     assert all(call[1].detector.workers == workers for call in shards)
     assert coordinator[0][0] is config  # the coordinator runs no detector
+
+
+class GpuBoxDetector(MovingBoxDetector):
+    """The fake detector, reporting ONNX Runtime providers as an OnnxDetector on a GPU does."""
+
+    providers = ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def test_on_a_gpu_two_workers_take_batches_of_32(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cores decode and the GPU detects: two workers and larger batches, unless set."""
+    monkeypatch.setattr(cores, "available_cores", lambda: 16)
+    for detector, workers, batch in ((GpuBoxDetector(), 2, 32), (MovingBoxDetector(), 16, 8)):
+        consumer = VisionConsumer(detector, validate_config({}).detector, [])
+        consumer.start()
+        try:
+            assert consumer.stage_status().detector_workers == workers
+            assert consumer._scheduler.max_batch == batch
+        finally:
+            consumer.stop()
+    chosen = validate_config({"detector": {"workers": 5, "max_batch": 4}}).detector
+    consumer = VisionConsumer(GpuBoxDetector(), chosen, [])
+    consumer.start()
+    try:
+        assert consumer.stage_status().detector_workers == 5
+        assert consumer._scheduler.max_batch == 4
+    finally:
+        consumer.stop()

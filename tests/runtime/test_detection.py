@@ -107,3 +107,27 @@ def test_openvino_asked_for_but_missing_says_how_to_install(
         detection.build_detector(DetectorConfig(models_dir=models_dir, backend="openvino"))
     # auto falls back to ONNX Runtime without a word of error
     assert isinstance(detection.build_detector(DetectorConfig(models_dir=models_dir)), OnnxDetector)
+
+
+def test_auto_takes_onnx_runtime_in_fp32_where_a_gpu_provider_works(
+    models_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A working CUDA provider wins over OpenVINO on the CPU, even with AMX; an explicit
+    backend still wins over the GPU."""
+    monkeypatch.setattr(detection, "working_gpu_providers", lambda: ("CUDAExecutionProvider",))
+    monkeypatch.setattr(detection, "default_cpu_precision", lambda: "bf16")
+    monkeypatch.setattr(detection, "cpu_has_amx", lambda: True)
+    with caplog.at_level(logging.INFO, logger="feedtag.runtime.detection"):
+        detector = detection.build_detector(DetectorConfig(models_dir=models_dir))
+    assert isinstance(detector, OnnxDetector)
+    assert detector.model_path.name.endswith("-416-fp32.onnx")
+    assert "detector: ONNX Runtime on a GPU, FP32 default model" in caplog.text
+    assert detection.resolve_runtime(DetectorConfig(backend="openvino")).gpu is False
+    int8 = detection.resolve_runtime(DetectorConfig(precision="int8"))
+    assert (int8.backend, int8.precision, int8.gpu) == ("onnxruntime", "int8", True)
+
+
+def test_without_a_gpu_provider_nothing_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CPU build of ONNX Runtime (what the tests run on) has no GPU provider to try."""
+    monkeypatch.setattr(detection, "default_cpu_precision", lambda: "f32")
+    assert detection.resolve_runtime(DetectorConfig()) == detection.Runtime("onnxruntime", "int8")

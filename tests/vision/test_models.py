@@ -22,7 +22,7 @@ from feedtag.vision import decoders, registry
 from feedtag.vision.decoders import ModelDetections
 from feedtag.vision.letterbox import input_shape, letterbox, unletterbox_boxes
 from feedtag.vision.modelbuild import calibration, darknet, default_model, quantize
-from feedtag.vision.openvino_backend import OpenVinoRuntime
+from feedtag.vision.openvino_backend import OpenVinoRuntime, cpu_has_amx
 
 from ..conftest import Built, require_service
 
@@ -407,7 +407,10 @@ def test_openvino_agrees_with_onnx_runtime_on_unseen_frames(
     """Where OpenVINO is the default backend it runs the FP32 model (in bf16, on CPUs with
     AMX) or the INT8 one (AVX-512 BF16 without AMX): either's boxes must agree with ONNX
     Runtime's FP32 as ONNX Runtime's INT8 must (95%), in the 16:9 rectangle most cameras run
-    at."""
+    at. INT8 is checked where it is the default: with AMX, OpenVINO computes it with other
+    kernels (AMX-INT8) that no default uses."""
+    if precision == "int8" and cpu_has_amx():
+        pytest.skip("with AMX OpenVINO runs the FP32 model by default; INT8 only without it")
     reference = session(built.folder / f"{registry.model_name(416, 'fp32')}.onnx")
     candidate = OpenVinoSession(built.folder / f"{registry.model_name(416, precision)}.onnx")
     computed = candidate.runtime.inference_precision

@@ -7,15 +7,23 @@ the bare inference call of the same loaded model; the difference is the cost out
 model. Inputs: the square letterbox (``416x416``, what a model with a fixed square input
 gets) and the stride-aligned rectangle the default model runs a 16:9 frame in
 (``416x256``). "Frames per second per core" is frames divided by the process CPU time of
-the whole calls, so it does not depend on how many cores the runtime's threads spread over.
+the whole calls, so it does not depend on how many cores the runtime's threads spread over;
+"frames per second" is frames divided by the wall time of the whole calls.
+
+With ``--gpu``, each GPU execution provider that works here (:mod:`feedtag.vision.gpu`) runs
+the default model as ``feedtag run`` runs it there (FP32, 416x256 rectangles, frames
+already at the model's scale) at batches 1 to 64: a GPU's throughput is set by the batch,
+and its frames per second by the wall clock are what one GPU serves.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Final
 
 import av
@@ -24,14 +32,18 @@ import psutil
 
 from feedtag.bench.footage import bikes_path, fit_frame, vtest_path
 from feedtag.config.models import DetectorConfig
-from feedtag.runtime.detection import default_model_info
+from feedtag.errors import DetectorError
+from feedtag.runtime.detection import TENSORRT_CACHE, default_model_info
+from feedtag.vision import registry
 from feedtag.vision.detector import Image
+from feedtag.vision.gpu import tensorrt_options, working_gpu_providers
 from feedtag.vision.letterbox import letterbox
 from feedtag.vision.onnx_backend import LetterboxDetector, OnnxDetector
 from feedtag.vision.openvino_backend import OpenVinoDetector  # imports openvino lazily
 
 FRAMES_PER_CLIP: Final = 16
 BATCHES: Final = (1, 8)
+GPU_BATCHES: Final = (1, 2, 4, 8, 16, 32, 64)
 #: the analysed frame size of a 16:9 camera
 FRAME_WIDTH, FRAME_HEIGHT = 640, 360
 
@@ -49,6 +61,7 @@ class DetectBenchRow:
     model_ms_per_frame: float  # the bare inference call on the same inputs
     outside_model_ms_per_frame: float  # the difference: letterbox, conversion, decode, NMS
     frames_per_s_per_core: float
+    frames_per_s: float  # by the wall clock
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,7 +105,7 @@ def _sixteen_by_nine(frame: av.VideoFrame) -> Image:
 
 
 def backends() -> Iterator[tuple[str, Callable[..., LetterboxDetector]]]:
-    yield "onnxruntime-cpu", OnnxDetector
+    yield "onnxruntime-cpu", functools.partial(OnnxDetector, providers=["CPUExecutionProvider"])
     if importlib.util.find_spec("openvino") is not None:
         yield "openvino-cpu", OpenVinoDetector
 
@@ -138,12 +151,14 @@ def measure_row(
         name, precision, detector.model_input.size, f"{shape[0]}x{shape[1]}",
         f"{width}x{height}", batch, count,
         round(whole_ms, 2), round(model_ms, 2), round(whole_ms - model_ms, 2),
-        round(count / cpu, 1),
+        round(count / cpu, 1), round(count / wall, 1),
     )  # fmt: skip
 
 
 def run_bench(
-    seconds: float = 5.0, progress: Callable[[str], None] | None = None
+    seconds: float = 5.0,
+    progress: Callable[[str], None] | None = None,
+    batches: Sequence[int] = BATCHES,
 ) -> list[DetectBenchRow]:
     frames = real_frames()
     rows = []
@@ -158,7 +173,7 @@ def run_bench(
                         info.path, list(info.class_names), layout=info.layout, max_batch=8,
                         input_size=info.input_size, input_stride=stride,
                     )  # fmt: skip
-                    for batch in BATCHES:
+                    for batch in batches:
                         shape = "x".join(map(str, detector.input_shape(images[0])))
                         if progress is not None:
                             progress(f"{name} {precision} {shape} batch {batch}")
@@ -168,4 +183,48 @@ def run_bench(
                                 seconds=seconds,
                             )
                         )  # fmt: skip
+    return rows
+
+
+def run_gpu_bench(
+    seconds: float = 5.0,
+    progress: Callable[[str], None] | None = None,
+    batches: Sequence[int] = GPU_BATCHES,
+    providers: Sequence[str] | None = None,
+    models_dir: Path | None = None,
+) -> list[DetectBenchRow]:
+    """The default model on each GPU execution provider that works here (``providers``
+    overrides the list), at each batch size. Raises :class:`DetectorError` where none works."""
+    chosen = list(working_gpu_providers() if providers is None else providers)
+    if not chosen:
+        raise DetectorError(
+            "no GPU execution provider works here: ONNX Runtime's CPU build, no GPU, or the "
+            "CUDA/cuDNN libraries missing (scripts/setup.sh --gpu; docs/vision.md, 'On a GPU')"
+        )
+    settings = DetectorConfig(backend="onnxruntime", precision="fp32", models_dir=models_dir)
+    info = default_model_info(settings)
+    stride = info.input_stride
+    frames = at_model_scale(real_frames(), info.input_size)
+    frames *= -(-max(batches) // len(frames))  # enough frames for the largest batch
+    engines = (settings.models_dir or registry.default_models_dir()) / TENSORRT_CACHE
+    rows = []
+    for provider in chosen:
+        options = tensorrt_options(
+            engines, registry.INPUT_NAME, info.input_size, stride, max(batches)
+        )
+        detector = OnnxDetector(
+            info.path, list(info.class_names), layout=info.layout, max_batch=max(batches),
+            input_size=info.input_size, input_stride=stride,
+            providers=[provider, *([] if provider.startswith("CPU") else ["CPUExecutionProvider"])],
+            provider_options={"TensorrtExecutionProvider": options},
+        )  # fmt: skip
+        name = "onnxruntime-" + provider.removesuffix("ExecutionProvider").lower()
+        for batch in batches:
+            if progress is not None:
+                progress(f"{name} fp32 batch {batch}")
+            whole = frames[: len(frames) // batch * batch]  # full batches only
+            detector.detect(whole[:batch])  # a new batch size may build or tune kernels
+            rows.append(
+                measure_row(name, "fp32", detector, frames=whole, batch=batch, seconds=seconds)
+            )
     return rows

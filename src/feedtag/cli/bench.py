@@ -112,26 +112,47 @@ def cmd_bench_control_plane(args: argparse.Namespace) -> int:
     return control_plane.main(argv)
 
 
+def batch_list(text: str) -> tuple[int, ...]:
+    """``--batches``: comma-separated batch sizes, 1 to 256 each.
+
+    >>> batch_list("1, 8,64")
+    (1, 8, 64)
+    """
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    if not sizes or not all(1 <= size <= 256 for size in sizes):
+        raise argparse.ArgumentTypeError(f"batch sizes must be 1 to 256, got {text!r}")
+    return sizes
+
+
 def cmd_bench_detect(args: argparse.Namespace) -> int:
-    from feedtag.bench.detect import run_bench
+    from feedtag.bench.detect import BATCHES, GPU_BATCHES, run_bench, run_gpu_bench
 
     def say(step: str) -> None:
         if not args.json:
             print(f"measuring {step} ...", file=sys.stderr, flush=True)
 
-    rows = run_bench(args.seconds, say)
+    if args.gpu:
+        rows = run_gpu_bench(args.seconds, say, args.batches or GPU_BATCHES)
+    else:
+        rows = run_bench(args.seconds, say, args.batches or BATCHES)
     if args.json:
         print(json.dumps([row.to_dict() for row in rows]))
         return EXIT_OK
     print(
         f"{'backend':<16}{'precision':<10}{'frame':>8}{'input':>8}{'batch':>6}{'ms/frame':>10}"
-        f"{'model ms':>10}{'outside ms':>11}{'frames/s/core':>15}"
+        f"{'model ms':>10}{'outside ms':>11}{'frames/s/core':>15}{'frames/s':>10}"
     )
     for row in rows:
         print(
             f"{row.backend:<16}{row.precision:<10}{row.frame:>8}{row.input_shape:>8}{row.batch:>6}"
             f"{row.ms_per_frame:>10}{row.model_ms_per_frame:>10}"
             f"{row.outside_model_ms_per_frame:>11}{row.frames_per_s_per_core:>15}"
+            f"{row.frames_per_s:>10}"
         )
     return EXIT_OK
 
@@ -231,6 +252,16 @@ def add_bench_commands(commands: Any) -> None:
     plane.set_defaults(func=cmd_bench_control_plane)
     detect = bench_kinds.add_parser("detect", help="detector cost per backend, precision, size")
     detect.add_argument("--seconds", type=positive(float), default=5.0, help="per measurement")
+    detect.add_argument(
+        "--batches",
+        type=batch_list,
+        help="comma-separated frames per call (default: 1,8; with --gpu 1,2,4,8,16,32,64)",
+    )
+    detect.add_argument(
+        "--gpu",
+        action="store_true",
+        help="the default model on each GPU execution provider that works here",
+    )
     detect.add_argument("--json", action="store_true")
     detect.set_defaults(func=cmd_bench_detect)
     presence = bench_kinds.add_parser(

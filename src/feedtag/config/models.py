@@ -344,12 +344,15 @@ class DetectorConfig(StrictModel):
     )
     precision: Literal["auto", "int8", "fp32"] = Field(
         default="auto",
-        description="Default model precision. 'auto': FP32 where OpenVINO computes it in bf16 "
-        "with AMX, INT8 otherwise (on OpenVINO without AMX, and on ONNX Runtime).",
+        description="Default model precision. 'auto': FP32 on a GPU and where OpenVINO computes "
+        "it in bf16 "
+        "with AMX, INT8 otherwise (on OpenVINO without AMX, and on ONNX Runtime on a CPU).",
     )
     backend: Literal["auto", "onnxruntime", "openvino"] = Field(
         default="auto",
-        description="Inference runtime. 'auto': OpenVINO where it is installed "
+        description="Inference runtime. 'auto': ONNX Runtime on the GPU where its GPU build "
+        "starts a session on a CUDA or TensorRT provider (scripts/setup.sh --gpu); otherwise "
+        "OpenVINO where it is installed "
         "(feedtag[openvino]) and computes FP32 models in bf16 on this CPU (AMX or AVX-512 "
         "BF16), where it runs the model 1.7-2.4x cheaper than ONNX Runtime's INT8; ONNX "
         "Runtime otherwise.",
@@ -370,11 +373,17 @@ class DetectorConfig(StrictModel):
         description="Inference calls running at once (default: one per core this process may "
         "use, divided by `threads`; CPU affinity and a cgroup CPU quota count, and on the Ray "
         "engine a shard's `engine.cores_per_shard`). One worker with one thread uses one "
-        "core: 416 INT8 serves about 40 frames/s per worker on a 2.6 GHz EPYC core.",
+        "core: 416 INT8 serves about 40 frames/s per worker on a 2.6 GHz EPYC core. On a GPU: "
+        "2.",
     )
     confidence: float = Field(default=0.3, gt=0, lt=1, description="Minimum detection score.")
     iou: float = Field(default=0.45, gt=0, lt=1, description="NMS overlap threshold.")
-    max_batch: int = Field(default=8, ge=1, le=256, description="Frames per inference call.")
+    max_batch: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="Frames per inference call (default: 8 on a CPU, 32 on a GPU).",
+    )
     max_wait_s: float = Field(
         default=0.05, ge=0, le=5, description="Longest a frame waits for a batch to fill."
     )

@@ -4,7 +4,9 @@
 cpuset) or given a CPU quota (a container's ``--cpus``, a Kubernetes CPU limit) may use
 fewer. One detector worker with one inference thread keeps one core busy, so
 ``detector.workers`` unset means one worker per core this process may use, divided by the
-threads each inference call takes (``detector.threads``).
+threads each inference call takes (``detector.threads``). On a GPU the cores decode and the
+GPU detects: two workers keep it busy (one batch runs while the next is prepared), with
+batches of up to 32 frames instead of 8.
 """
 
 from __future__ import annotations
@@ -23,6 +25,13 @@ log = logging.getLogger(__name__)
 CGROUP_ROOT: Final = Path("/sys/fs/cgroup")
 #: the most workers the default gives (the bound of ``detector.workers``)
 WORKERS_LIMIT: Final = 64
+#: workers on a GPU: one batch on the GPU while the other's frames are letterboxed and its
+#: results decoded
+GPU_WORKERS: Final = 2
+#: frames per inference call by default: a CPU gains nothing from more (docs/performance.md),
+#: a GPU does its work per call, so larger batches serve more frames per second
+CPU_MAX_BATCH: Final = 8
+GPU_MAX_BATCH: Final = 32
 
 
 def available_cores(cgroup_root: Path = CGROUP_ROOT) -> int:
@@ -55,9 +64,12 @@ def cgroup_cpu_quota(cgroup_root: Path = CGROUP_ROOT) -> float | None:
     return None
 
 
-def detector_workers(settings: DetectorConfig, cores: float | None = None) -> int:
+def detector_workers(
+    settings: DetectorConfig, cores: float | None = None, *, gpu: bool = False
+) -> int:
     """``detector.workers`` when set; otherwise one per ``cores`` (default: the cores this
-    process may use, :func:`available_cores`) for each ``detector.threads``, at least 1.
+    process may use, :func:`available_cores`) for each ``detector.threads``, at least 1; on a
+    GPU (``gpu``), :data:`GPU_WORKERS`.
 
     >>> detector_workers(DetectorConfig(workers=3), cores=16)
     3
@@ -67,12 +79,30 @@ def detector_workers(settings: DetectorConfig, cores: float | None = None) -> in
     4
     >>> detector_workers(DetectorConfig(), cores=0.5)  # a shard of half a core
     1
+    >>> detector_workers(DetectorConfig(), cores=16, gpu=True)
+    2
     """
     if settings.workers is not None:
         return settings.workers
+    if gpu:
+        return GPU_WORKERS
     if cores is None:
         cores = available_cores()
     return max(1, min(WORKERS_LIMIT, math.floor(cores) // settings.threads))
+
+
+def detector_batch(settings: DetectorConfig, *, gpu: bool = False) -> int:
+    """``detector.max_batch`` when set; otherwise :data:`CPU_MAX_BATCH`, or
+    :data:`GPU_MAX_BATCH` on a GPU.
+
+    >>> detector_batch(DetectorConfig()), detector_batch(DetectorConfig(), gpu=True)
+    (8, 32)
+    >>> detector_batch(DetectorConfig(max_batch=4), gpu=True)
+    4
+    """
+    if settings.max_batch is not None:
+        return settings.max_batch
+    return GPU_MAX_BATCH if gpu else CPU_MAX_BATCH
 
 
 def shard_config(config: FeedtagConfig, shard_cpus: float) -> FeedtagConfig:

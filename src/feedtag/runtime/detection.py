@@ -11,10 +11,16 @@ from typing import Final
 
 from feedtag.config.models import DetectorConfig
 from feedtag.errors import ModelError
-from feedtag.runtime.cores import detector_workers
+from feedtag.runtime.cores import detector_batch, detector_workers
 from feedtag.vision import registry
 from feedtag.vision.anonymize import FINDER_CONFIDENCE, PERSON_LABELS, Anonymizer, PersonFinder
-from feedtag.vision.onnx_backend import DetectorOptions, LetterboxDetector, OnnxDetector
+from feedtag.vision.gpu import runtime_clash, tensorrt_options, working_gpu_providers
+from feedtag.vision.onnx_backend import (
+    DEFAULT_MAX_BATCH,
+    DetectorOptions,
+    LetterboxDetector,
+    OnnxDetector,
+)
 from feedtag.vision.openvino_backend import (
     OpenVinoDetector,
     cpu_has_amx,
@@ -27,6 +33,8 @@ Progress = Callable[[str, int, int], None]
 #: the person finder runs the default model at this input size: tiles of 416 at native
 #: scale find people the 320 model misses
 FINDER_INPUT_SIZE: Final = 416
+#: TensorRT's engine cache, in the models folder
+TENSORRT_CACHE: Final = "tensorrt-engines"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,37 +44,56 @@ class Runtime:
 
     backend: str  # "onnxruntime" or "openvino"
     precision: str  # "int8" or "fp32"
+    #: ONNX Runtime on a GPU (a CUDA or TensorRT provider works here)
+    gpu: bool = False
 
     def describe(self, device: str = "CPU") -> str:
-        where = f" on {device}" if self.backend == "openvino" else ""
+        where = f" on {device}" if self.backend == "openvino" else " on a GPU" if self.gpu else ""
         name = "OpenVINO" if self.backend == "openvino" else "ONNX Runtime"
         return f"{name}{where}, {self.precision.upper()} default model"
 
 
 def resolve_runtime(
-    settings: DetectorConfig, cpu_precision: str | None = None, amx: bool | None = None
+    settings: DetectorConfig,
+    cpu_precision: str | None = None,
+    amx: bool | None = None,
+    gpu: bool | None = None,
 ) -> Runtime:
-    """What ``backend: auto`` and ``precision: auto`` mean here. OpenVINO is chosen when it
-    is installed and computes FP32 models in bf16 on this CPU (``cpu_precision``, asked of
-    OpenVINO when not given), i.e. on CPUs with AMX or AVX-512 BF16: there it runs the default
-    model 1.7-2.4x cheaper than ONNX Runtime runs the INT8 one (docs/performance.md).
-    Elsewhere the two cost about the same and ONNX Runtime with INT8 serves. ``precision:
-    auto`` under OpenVINO on the CPU is FP32, computed in bf16, where the CPU has AMX (``amx``,
-    read from the CPU's flags when not given; INT8 is no faster there, and less exact), and
-    INT8 otherwise (with AVX-512 BF16 alone, INT8 costs 0.7x bf16).
+    """What ``backend: auto`` and ``precision: auto`` mean here.
 
-    >>> resolve_runtime(DetectorConfig(), cpu_precision="bf16", amx=True)
-    Runtime(backend='openvino', precision='fp32')
-    >>> resolve_runtime(DetectorConfig(), cpu_precision="bf16", amx=False)
-    Runtime(backend='openvino', precision='int8')
-    >>> resolve_runtime(DetectorConfig(), cpu_precision="f32", amx=False)
-    Runtime(backend='onnxruntime', precision='int8')
+    Where ONNX Runtime has a GPU provider that works (``gpu``, probed by
+    :func:`~feedtag.vision.gpu.working_gpu_providers` when not given: the ``onnxruntime-gpu``
+    build on a machine with a GPU), ``auto`` is ONNX Runtime on that GPU with the FP32 model
+    (the INT8 file's quantize/dequantize pairs are for CPU kernels). Otherwise OpenVINO is
+    chosen when it is installed and computes FP32 models in bf16 on this CPU
+    (``cpu_precision``, asked of OpenVINO when not given), i.e. on CPUs with AMX or AVX-512
+    BF16: there it runs the default model 1.7-2.4x cheaper than ONNX Runtime runs the INT8
+    one (docs/performance.md). Elsewhere the two cost about the same and ONNX Runtime with
+    INT8 serves. ``precision: auto`` under OpenVINO on the CPU is FP32, computed in bf16,
+    where the CPU has AMX (``amx``, read from the CPU's flags when not given; INT8 is no
+    faster there, and less exact), and INT8 otherwise (with AVX-512 BF16 alone, INT8 costs
+    0.7x bf16).
+
+    >>> resolve_runtime(DetectorConfig(), cpu_precision="bf16", amx=True, gpu=False)
+    Runtime(backend='openvino', precision='fp32', gpu=False)
+    >>> resolve_runtime(DetectorConfig(), cpu_precision="bf16", amx=False, gpu=False)
+    Runtime(backend='openvino', precision='int8', gpu=False)
+    >>> resolve_runtime(DetectorConfig(), cpu_precision="f32", amx=False, gpu=False)
+    Runtime(backend='onnxruntime', precision='int8', gpu=False)
     >>> resolve_runtime(DetectorConfig(backend="openvino"), cpu_precision="f32", amx=False)
-    Runtime(backend='openvino', precision='int8')
-    >>> resolve_runtime(DetectorConfig(precision="int8"), cpu_precision="bf16", amx=True)
-    Runtime(backend='openvino', precision='int8')
+    Runtime(backend='openvino', precision='int8', gpu=False)
+    >>> resolve_runtime(DetectorConfig(precision="int8"), cpu_precision="bf16", amx=True,
+    ...                 gpu=False)
+    Runtime(backend='openvino', precision='int8', gpu=False)
+    >>> resolve_runtime(DetectorConfig(), cpu_precision="bf16", amx=True, gpu=True)
+    Runtime(backend='onnxruntime', precision='fp32', gpu=True)
     """
     backend = settings.backend
+    if gpu is None:
+        gpu = backend in ("auto", "onnxruntime") and bool(working_gpu_providers())
+    if backend == "auto" and gpu:
+        backend = "onnxruntime"
+    gpu = gpu and backend == "onnxruntime"
     needs_cpu_answer = backend == "auto" or (
         backend == "openvino" and settings.device == "CPU" and settings.precision == "auto"
     )
@@ -77,13 +104,13 @@ def resolve_runtime(
         backend = "openvino" if bf16 else "onnxruntime"
     precision = settings.precision
     if precision == "auto":
-        if backend == "openvino" and settings.device != "CPU":
+        if gpu or (backend == "openvino" and settings.device != "CPU"):
             precision = "fp32"  # GPUs and NPUs take the FP32 file in their own precision
         elif backend == "openvino" and bf16 and (cpu_has_amx() if amx is None else amx):
             precision = "fp32"
         else:
             precision = "int8"
-    return Runtime(backend, precision)
+    return Runtime(backend, precision, gpu)
 
 
 def default_model_info(
@@ -106,6 +133,9 @@ def default_model_info(
 def build_detector(settings: DetectorConfig, progress: Progress | None = None) -> LetterboxDetector:
     """The detector ``settings`` describe, loaded and warmed up, on the runtime
     :func:`resolve_runtime` picks (logged)."""
+    clash = runtime_clash()
+    if clash:
+        log.warning("%s", clash)
     runtime = resolve_runtime(settings)
     log.info("detector: %s", runtime.describe(settings.device))
     size: int | None = None
@@ -125,7 +155,7 @@ def build_detector(settings: DetectorConfig, progress: Progress | None = None) -
         "layout": layout,
         "confidence_threshold": settings.confidence,
         "iou_threshold": settings.iou,
-        "max_batch": settings.max_batch,
+        "max_batch": detector_batch(settings, gpu=runtime.gpu),
     }
     # one OpenVINO stream per worker thread, so that they run side by side
     return _on_runtime(
@@ -135,7 +165,7 @@ def build_detector(settings: DetectorConfig, progress: Progress | None = None) -
         names,
         size=size,
         options=options,
-        streams=detector_workers(settings),
+        streams=detector_workers(settings, gpu=runtime.gpu),
     )
 
 
@@ -145,6 +175,7 @@ def build_anonymizer(settings: DetectorConfig) -> Anonymizer:
     runtime :func:`resolve_runtime` picks), at the finder's low threshold. A model without a
     person class gets no finder, so every image is blurred whole (fail closed), and that is
     logged."""
+    runtime = resolve_runtime(settings)
     size: int | None = None
     if settings.model == "default":
         info = default_model_info(settings.model_copy(update={"input_size": FINDER_INPUT_SIZE}))
@@ -166,12 +197,10 @@ def build_anonymizer(settings: DetectorConfig) -> Anonymizer:
         "layout": layout,
         "confidence_threshold": FINDER_CONFIDENCE,
         "iou_threshold": settings.iou,
-        "max_batch": settings.max_batch,
+        "max_batch": detector_batch(settings, gpu=runtime.gpu),
         "classes": [index for index, name in enumerate(names) if name in PERSON_LABELS],
     }
-    finder = _on_runtime(
-        resolve_runtime(settings), settings, path, names, size=size, options=options
-    )
+    finder = _on_runtime(runtime, settings, path, names, size=size, options=options)
     return Anonymizer(PersonFinder(finder, tile=finder.model_input.size))
 
 
@@ -186,12 +215,23 @@ def _on_runtime(
     streams: int = 1,
 ) -> LetterboxDetector:
     """The detector of ``path`` on ``runtime``'s backend, with ``settings``' threads (and
-    OpenVINO device); ``streams`` OpenVINO calls may run at once."""
+    OpenVINO device); ``streams`` OpenVINO calls may run at once. On a GPU, TensorRT (when
+    ONNX Runtime runs on it) keeps its engines beside the models
+    (:func:`~feedtag.vision.gpu.tensorrt_options`)."""
     if runtime.backend == "openvino":
         return OpenVinoDetector(
             path, names, input_size=size, device=settings.device, num_threads=settings.threads,
             streams=streams, **options,
         )  # fmt: skip
+    engines = (settings.models_dir or registry.default_models_dir()) / TENSORRT_CACHE
+    stride = options.get("input_stride")
+    tensorrt = {
+        "TensorrtExecutionProvider": tensorrt_options(
+            engines, registry.INPUT_NAME if stride else None, size, stride,
+            options.get("max_batch") or DEFAULT_MAX_BATCH,
+        )
+    }  # fmt: skip
     return OnnxDetector(
-        path, names, input_size=size, intra_op_num_threads=settings.threads, **options
-    )
+        path, names, input_size=size, intra_op_num_threads=settings.threads,
+        provider_options=tensorrt if runtime.gpu else None, **options,
+    )  # fmt: skip

@@ -26,11 +26,12 @@ from feedtag.core import Detections, Frame, VisionStageStatus, VisionStatus
 from feedtag.errors import DetectorHangError
 from feedtag.ingest.camera import ModelSize
 from feedtag.ingest.rate import AnalysisRates
-from feedtag.runtime.cores import detector_workers
+from feedtag.runtime.cores import detector_batch, detector_workers
 from feedtag.runtime.postprocess import PostProcessStage, ResultHandler
 from feedtag.runtime.step import MOVING_FRACTION, CameraStep, tracks_moved
 from feedtag.vision.batching import BatchScheduler
 from feedtag.vision.detector import Detector, picture_size_of
+from feedtag.vision.gpu import on_gpu
 from feedtag.vision.regions import Crop
 from feedtag.vision.tracker import ByteTracker, Tracker
 
@@ -95,11 +96,12 @@ class VisionConsumer:
         #: called from the post-processing thread with every result, in order per camera
         self.on_result = on_result
         self._tracker_factory = tracker_factory or (lambda s: ByteTracker(lost_s=s.track_lost_s))
+        gpu = on_gpu(getattr(detector, "providers", ()))
         self._scheduler = BatchScheduler(
             detector,
-            max_batch=settings.max_batch,
+            max_batch=detector_batch(settings, gpu=gpu),
             max_wait_s=settings.max_wait_s,
-            workers=detector_workers(settings),
+            workers=detector_workers(settings, gpu=gpu),
             hang_timeout_s=settings.hang_timeout_s,
         )
         self._postprocess = PostProcessStage(self._handle)

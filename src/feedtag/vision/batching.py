@@ -175,6 +175,11 @@ class BatchScheduler:
         }  # fmt: skip
         self._hung_cameras: tuple[str, ...] = ()
 
+    @property
+    def max_batch(self) -> int:
+        """The most frames one ``detect()`` call gets."""
+        return self._max_batch
+
     def _new_worker(self) -> threading.Thread:
         index, self._spawned = self._spawned, self._spawned + 1
         return threading.Thread(target=self._work, name=f"{self._name}-batch-{index}", daemon=True)

@@ -9,7 +9,8 @@ model's layout (:mod:`feedtag.vision.decoders`), and boxes are mapped back to ea
 A backend supplies only an :class:`InferenceRuntime`: :class:`OnnxDetector` here,
 :class:`~feedtag.vision.openvino_backend.OpenVinoDetector` beside it.
 
-ONNX Runtime picks the first execution provider it has among TensorRT, CUDA and CPU.
+The first execution provider that works here among TensorRT, CUDA and CPU is chosen (a GPU
+provider only when a session starts on it: :mod:`feedtag.vision.gpu`).
 ``intra_op_num_threads`` defaults to 1: feedtag scales with cameras, and one thread per
 detector keeps a core's worth of work per detector thread instead of several pools fighting
 over the cores the ingest threads need. Its errors are translated into
@@ -40,6 +41,7 @@ from feedtag.core import Detections
 from feedtag.errors import DetectorError
 from feedtag.vision.decoders import DecodeOptions, InputFormat, OutputDecoder, decoder_for
 from feedtag.vision.detector import Image
+from feedtag.vision.gpu import GPU_PROVIDERS, working_gpu_providers
 from feedtag.vision.letterbox import (
     PAD_VALUE,
     Placement,
@@ -446,7 +448,7 @@ class OnnxRuntime:
     def _providers(self, requested: Sequence[str] | None) -> list[str]:
         available = list(ort.get_available_providers())
         if requested is None:
-            return choose_providers(available)
+            return choose_providers(available, working_gpu_providers())
         missing = [name for name in requested if name not in available]
         if missing:
             raise DetectorError(
@@ -532,14 +534,24 @@ def _input_problem(specs: Sequence[InputSpec], input_size: int | None) -> str:
     return next((message for bad, message in problems if bad), "")
 
 
-def choose_providers(available: Sequence[str]) -> list[str]:
-    """The execution providers to ask for, best first, among those ONNX Runtime has.
+def choose_providers(
+    available: Sequence[str], working_gpu: Sequence[str] | None = None
+) -> list[str]:
+    """The execution providers to ask for, best first, among those ONNX Runtime has; a GPU
+    provider only when it is among ``working_gpu`` (when given: those a session starts on).
 
     >>> choose_providers(["AzureExecutionProvider", "CPUExecutionProvider",
     ...                   "CUDAExecutionProvider"])
     ['CUDAExecutionProvider', 'CPUExecutionProvider']
+    >>> choose_providers(["CUDAExecutionProvider", "CPUExecutionProvider"], working_gpu=[])
+    ['CPUExecutionProvider']
     """
-    chosen = [name for name in PREFERRED_PROVIDERS if name in available]
+    chosen = [
+        name
+        for name in PREFERRED_PROVIDERS
+        if name in available
+        and (working_gpu is None or name not in GPU_PROVIDERS or name in working_gpu)
+    ]
     return chosen or ["CPUExecutionProvider"]
 
 

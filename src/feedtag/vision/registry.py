@@ -35,6 +35,8 @@ MANIFEST_FORMAT: Final = 1
 CONVERTER_VERSION: Final = "2"
 #: the default model's height and width are dynamic: any multiples of this run
 INPUT_STRIDE: Final = 32
+#: the name of the default model's image input
+INPUT_NAME: Final = "images"
 
 #: ``progress(step, done, total)``; steps: "frames", "convert", "ranges", "calibrate",
 #: "quantize", "write"

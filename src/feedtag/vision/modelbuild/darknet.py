@@ -46,12 +46,11 @@ from feedtag.errors import ModelError
 
 # kept in the registry, which compares it without importing this module; raise it whenever
 # the graph this module emits changes, so cached models are rebuilt
-from feedtag.vision.registry import CONVERTER_VERSION
+from feedtag.vision.registry import CONVERTER_VERSION, INPUT_NAME
 
 #: opset 17 and IR version 8 load in every ONNX Runtime since 1.14, OpenVINO and TensorRT 8.6
 OPSET: Final = 17
 IR_VERSION: Final = 8
-INPUT_NAME: Final = "images"
 OUTPUT_NAME: Final = "detections"
 DECODE_NODE_PREFIX: Final = "yolo_decode"
 

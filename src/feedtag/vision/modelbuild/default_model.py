@@ -29,6 +29,7 @@ from feedtag.vision.modelbuild.quantize import QUANTIZATION_RECIPE, check_agreem
 from feedtag.vision.registry import (
     CONVERTER_VERSION,
     DEFAULT_PRECISION,
+    INPUT_NAME,
     INPUT_SIZES,
     INPUT_STRIDE,
     LAYOUT_YOLO_DECODED,
@@ -190,7 +191,7 @@ def _write_manifest(
         "sha256": file_sha256(path),
         "input_size": size,
         "input": {
-            "name": darknet.INPUT_NAME,
+            "name": INPUT_NAME,
             "shape": ["batch", 3, "height", "width"],
             "stride": INPUT_STRIDE,
             "long_side": size,

@@ -76,7 +76,13 @@ from feedtag.vision.decoders import DecodeOptions, ModelDetections, decoder_for,
 from feedtag.vision.letterbox import input_shape, letterbox
 from feedtag.vision.modelbuild import darknet
 from feedtag.vision.modelbuild.calibration import Image
-from feedtag.vision.registry import DEFAULT_INPUT_SIZE, INPUT_STRIDE, LAYOUT_YOLO_DECODED, Progress
+from feedtag.vision.registry import (
+    DEFAULT_INPUT_SIZE,
+    INPUT_NAME,
+    INPUT_STRIDE,
+    LAYOUT_YOLO_DECODED,
+    Progress,
+)
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +165,7 @@ class _LetterboxedFrames(CalibrationDataReader):
         tensor = self._inputs[self._next].tensor()
         self._next += 1
         self._progress("calibrate", self._next, len(self._inputs))
-        return {darknet.INPUT_NAME: tensor}
+        return {INPUT_NAME: tensor}
 
 
 def quantize(
@@ -246,7 +252,7 @@ def _preactivation_ranges(
     low = dict.fromkeys(names, np.inf)
     high = dict.fromkeys(names, -np.inf)
     for done, shaped in enumerate(inputs, start=1):
-        feed = {darknet.INPUT_NAME: shaped.tensor()}
+        feed = {INPUT_NAME: shaped.tensor()}
         for name, value in zip(names, session.run(names, feed), strict=True):
             flat = np.asarray(value, np.float32).ravel()
             low[name] = min(low[name], float(flat.min()))
@@ -311,7 +317,7 @@ def check_agreement(
     ]
     counts: dict[str, list[int]] = {}  # shape -> [frames, matched, reference, candidate]
     for shaped in letterboxed_inputs(frames, size):
-        feed = {darknet.INPUT_NAME: shaped.tensor()}
+        feed = {INPUT_NAME: shaped.tensor()}
         ref, got = (
             decode_yolo(np.asarray(s.run(None, feed)[0], np.float32), input_size=size)[0]
             for s in sessions
