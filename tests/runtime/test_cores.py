@@ -90,26 +90,48 @@ class _Recorder:
 
 
 @pytest.mark.parametrize(
-    ("detector", "shard_cpus", "workers"),
-    [({}, 2.0, 2), ({}, 0.5, 1), ({"threads": 2}, 4.0, 2), ({"workers": 3}, 1.0, 3)],
+    ("detector", "shard_cpus", "gpus", "workers"),
+    [
+        ({}, 2.0, 0.0, 2),
+        ({}, 0.5, 0.0, 1),
+        ({"threads": 2}, 4.0, 0.0, 2),
+        ({"workers": 3}, 1.0, 0.0, 3),
+        ({}, 6.0, 0.25, 2),  # a share of a GPU: the GPU's two workers, not six
+        ({"workers": 3}, 6.0, 0.25, 3),
+    ],
 )
 def test_a_shard_runs_its_share_of_cores_not_the_machine(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    *,
     detector: dict[str, Any],
     shard_cpus: float,
+    gpus: float,
     workers: int,
 ) -> None:
     monkeypatch.setattr(cores, "available_cores", lambda: 64)  # a big node under the shard
     shards: list[tuple[Any, ...]] = []
+    asked: list[tuple[str, float, float]] = []
     coordinator: list[tuple[Any, ...]] = []
-    monkeypatch.setattr(ray_engine, "shard_actor_class", lambda name, cpus: _Recorder(shards))
+
+    def shard_class(name: str, cpus: float, shard_gpus: float) -> _Recorder:
+        asked.append((name, cpus, shard_gpus))
+        return _Recorder(shards)
+
+    monkeypatch.setattr(ray_engine, "shard_actor_class", shard_class)
     monkeypatch.setattr(ray_engine, "coordinator_actor_class", lambda: _Recorder(coordinator))
-    config = validate_config({"detector": detector, "store": {"data_dir": str(tmp_path)}})
+    config = validate_config(
+        {
+            "detector": detector,
+            "store": {"data_dir": str(tmp_path)},
+            "engine": {"gpus_per_shard": gpus},
+        }
+    )
     control = ray_engine.RayEngineControl(config, database=None, shards=2, shard_cpus=shard_cpus)  # type: ignore[arg-type]
     control.start()
     assert len(shards) == 2
     assert all(call[1].detector.workers == workers for call in shards)
+    assert {(cpus, shard_gpus) for _, cpus, shard_gpus in asked} == {(shard_cpus, gpus)}
     assert coordinator[0][0] is config  # the coordinator runs no detector
 
 

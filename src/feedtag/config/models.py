@@ -317,6 +317,15 @@ class EngineConfig(StrictModel):
         description="The Ray engine: cores each shard takes; without `--shards`, one shard "
         "per this many of the cluster's cores.",
     )
+    gpus_per_shard: float = Field(
+        default=0.0,
+        ge=0,
+        le=8,
+        description="The Ray engine: GPUs each shard reserves (Ray's num_gpus; 0.25: four "
+        "shards share a GPU). Above 0, shards run only on machines with a GPU, their detector "
+        "gets the GPU defaults (2 workers, batches of 32), and without `--shards` the "
+        "cluster's GPUs bound the shard count too.",
+    )
 
 
 class DetectorConfig(StrictModel):

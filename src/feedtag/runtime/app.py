@@ -297,6 +297,7 @@ class NodeApp:
         from feedtag.runtime.ray_engine import (  # noqa: PLC0415
             RayEngineControl,
             cluster_cpus,
+            cluster_gpus,
             init_ray,
             shard_count,
         )
@@ -307,8 +308,14 @@ class NodeApp:
             self._alerts.start()
         connected = init_ray(options.address)
         shard_cpus = options.shard_cpus or config.engine.cores_per_shard
-        shards = options.shards or shard_count(cluster_cpus(), shard_cpus)
-        log.info("ray engine: %d shard(s) of %g core(s)", shards, shard_cpus)
+        shard_gpus = config.engine.gpus_per_shard
+        gpus = cluster_gpus() if shard_gpus > 0 else 0.0
+        if shard_gpus > 0 and gpus < shard_gpus:
+            problem = f"{shard_gpus:g} GPU per shard, but the Ray cluster has {gpus:g} GPU(s)"
+            raise ConfigError([("engine.gpus_per_shard", f"{problem}: no shard could be placed")])
+        shards = options.shards or shard_count(cluster_cpus(), shard_cpus, gpus, shard_gpus)
+        with_gpu = f" and {shard_gpus:g} GPU" if shard_gpus > 0 else ""
+        log.info("ray engine: %d shard(s) of %g core(s)%s", shards, shard_cpus, with_gpu)
         return RayEngineControl(
             config, database, shards=shards, shard_cpus=shard_cpus, disconnect=connected
         )

@@ -105,10 +105,13 @@ def detector_batch(settings: DetectorConfig, *, gpu: bool = False) -> int:
     return GPU_MAX_BATCH if gpu else CPU_MAX_BATCH
 
 
-def shard_config(config: FeedtagConfig, shard_cpus: float) -> FeedtagConfig:
+def shard_config(
+    config: FeedtagConfig, shard_cpus: float, shard_gpus: float = 0.0
+) -> FeedtagConfig:
     """The config a Ray shard of ``shard_cpus`` cores runs its node engine with: unset
     ``detector.workers`` becomes the shard's share of cores, not every core of the machine
-    it lands on (Ray reserves cores for an actor but does not pin it to them). A set value
+    it lands on (Ray reserves cores for an actor but does not pin it to them), or, for a
+    shard with a share of a GPU (``shard_gpus``), the GPU's :data:`GPU_WORKERS`. A set value
     stays.
 
     >>> from feedtag.config import validate_config
@@ -116,9 +119,11 @@ def shard_config(config: FeedtagConfig, shard_cpus: float) -> FeedtagConfig:
     2
     >>> shard_config(validate_config({"detector": {"workers": 5}}), 2.0).detector.workers
     5
+    >>> shard_config(validate_config({}), 6.0, shard_gpus=0.5).detector.workers
+    2
     """
     if config.detector.workers is not None:
         return config
-    workers = detector_workers(config.detector, cores=shard_cpus)
+    workers = detector_workers(config.detector, cores=shard_cpus, gpu=shard_gpus > 0)
     detector = config.detector.model_copy(update={"workers": workers})
     return config.model_copy(update={"detector": detector})

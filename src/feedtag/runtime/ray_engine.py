@@ -106,14 +106,30 @@ def cluster_cpus() -> float:
     return float(resources.get("CPU", 0.0))
 
 
-def shard_count(cores: float, cores_per_shard: float) -> int:
-    """How many shards of ``cores_per_shard`` the cluster's ``cores`` hold; at least one
-    (a shard Ray cannot place waits for cores).
+def cluster_gpus() -> float:
+    """The GPUs of the Ray cluster this process is connected to (Ray's ``GPU`` resource)."""
+    import ray  # noqa: PLC0415
+
+    resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
+    return float(resources.get("GPU", 0.0))
+
+
+def shard_count(
+    cores: float, cores_per_shard: float, gpus: float = 0.0, gpus_per_shard: float = 0.0
+) -> int:
+    """How many shards of ``cores_per_shard`` (and ``gpus_per_shard``, when above 0) the
+    cluster's ``cores`` (and ``gpus``) hold; at least one (a shard Ray cannot place waits
+    for cores).
 
     >>> shard_count(32, 4), shard_count(2, 1), shard_count(3, 2), shard_count(0, 1)
     (8, 2, 1, 1)
+    >>> shard_count(64, 4, gpus=2, gpus_per_shard=0.25)  # 16 by cores, 8 by GPUs
+    8
     """
-    return max(1, int(cores // cores_per_shard))
+    count = int(cores // cores_per_shard)
+    if gpus_per_shard > 0:
+        count = min(count, int(gpus // gpus_per_shard))
+    return max(1, count)
 
 
 class RayEngineControl:
@@ -139,6 +155,7 @@ class RayEngineControl:
         self._database = database
         self._shard_ids = [shard_name(index) for index in range(shards)]
         self._shard_cpus = shard_cpus
+        self._shard_gpus = config.engine.gpus_per_shard
         self._shards: dict[str, Any] = {}
         self._coordinator: Any = None
         self._listeners: list[EventListener] = []
@@ -160,9 +177,10 @@ class RayEngineControl:
         # writes to the same storage (the mark is there) and says so when it does not.
         media_root = self.config.store.resolved_data_dir() / MEDIA_FOLDER
         mark = MediaStore(media_root).mark()
-        config = shard_config(self.config, self._shard_cpus)  # detector workers: its share
+        # detector workers: its share
+        config = shard_config(self.config, self._shard_cpus, self._shard_gpus)
         for shard_id in self._shard_ids:
-            shard_class = shard_actor_class(shard_id, self._shard_cpus)
+            shard_class = shard_actor_class(shard_id, self._shard_cpus, self._shard_gpus)
             self._shards[shard_id] = shard_class.remote(
                 shard_id, config, COORDINATOR_NAME, mark, self._shard_engine
             )

@@ -244,12 +244,16 @@ class ShardActor(ShardWorker):
         self.adopt(cameras)
 
 
-def shard_actor_class(name: str, num_cpus: float) -> Any:
-    """:class:`ShardActor` as the Ray actor ``name``, restarted by Ray when its process
-    dies; call ``.remote(shard_id, config, coordinator_name, media_mark, engine)`` on it (a
-    restarted process gets the same arguments)."""
-    import ray  # noqa: PLC0415 - the ray extra is needed only by the Ray engine
+def shard_actor_options(name: str, num_cpus: float, num_gpus: float = 0.0) -> dict[str, Any]:
+    """The Ray actor options of shard ``name``: its cores, its share of a GPU when it has one
+    (Ray then places it on a machine with a GPU and sets ``CUDA_VISIBLE_DEVICES`` for it),
+    and restarts.
 
+    >>> shard_actor_options("s0", 2.0)["num_cpus"], "num_gpus" in shard_actor_options("s0", 2.0)
+    (2.0, False)
+    >>> shard_actor_options("s0", 2.0, 0.25)["num_gpus"]
+    0.25
+    """
     options: dict[str, Any] = {
         "name": name,
         "num_cpus": num_cpus,
@@ -257,4 +261,15 @@ def shard_actor_class(name: str, num_cpus: float) -> Any:
         "max_task_retries": SHARD_MAX_TASK_RETRIES,
         "max_concurrency": SHARD_MAX_CONCURRENCY,
     }
-    return ray.remote(ShardActor).options(**options)
+    if num_gpus > 0:
+        options["num_gpus"] = num_gpus
+    return options
+
+
+def shard_actor_class(name: str, num_cpus: float, num_gpus: float = 0.0) -> Any:
+    """:class:`ShardActor` as the Ray actor ``name`` (:func:`shard_actor_options`), restarted
+    by Ray when its process dies; call ``.remote(shard_id, config, coordinator_name,
+    media_mark, engine)`` on it (a restarted process gets the same arguments)."""
+    import ray  # noqa: PLC0415 - the ray extra is needed only by the Ray engine
+
+    return ray.remote(ShardActor).options(**shard_actor_options(name, num_cpus, num_gpus))
