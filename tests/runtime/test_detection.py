@@ -9,6 +9,7 @@ import importlib.util
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -131,3 +132,27 @@ def test_without_a_gpu_provider_nothing_changes(monkeypatch: pytest.MonkeyPatch)
     """The CPU build of ONNX Runtime (what the tests run on) has no GPU provider to try."""
     monkeypatch.setattr(detection, "default_cpu_precision", lambda: "f32")
     assert detection.resolve_runtime(DetectorConfig()) == detection.Runtime("onnxruntime", "int8")
+
+
+def test_on_a_gpu_tensorrt_keeps_its_engines_with_one_profile(
+    models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The detector and the anonymizer's finder both get TensorRT's engine cache in the
+    models folder and a profile over every batch (rectangles for the detector)."""
+    monkeypatch.setattr(detection, "working_gpu_providers", lambda: ("TensorrtExecutionProvider",))
+    given: list[dict[str, Any]] = []
+
+    class Recording(OnnxDetector):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            given.append(kwargs.get("provider_options") or {})
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(detection, "OnnxDetector", Recording)
+    detection.build_detector(DetectorConfig(models_dir=models_dir))
+    detection.build_anonymizer(DetectorConfig(models_dir=models_dir))
+    detector, finder = (options["TensorrtExecutionProvider"] for options in given)
+    for options in (detector, finder):
+        assert options["trt_engine_cache_path"] == str(models_dir / "tensorrt-engines")
+    assert detector["trt_profile_min_shapes"] == "images:1x3x32x32"
+    assert detector["trt_profile_max_shapes"] == "images:32x3x416x416"
+    assert finder["trt_profile_opt_shapes"] == "images:32x3x416x416"

@@ -227,7 +227,7 @@ def _on_runtime(
     stride = options.get("input_stride")
     tensorrt = {
         "TensorrtExecutionProvider": tensorrt_options(
-            engines, registry.INPUT_NAME if stride else None, size, stride,
+            engines, registry.INPUT_NAME if size else None, size, stride,
             options.get("max_batch") or DEFAULT_MAX_BATCH,
         )
     }  # fmt: skip

@@ -76,15 +76,18 @@ def tensorrt_options(
     cache: Path, input_name: str | None, long_side: int | None, stride: int | None, batch: int
 ) -> dict[str, str | bool]:
     """ONNX Runtime's TensorRT provider options: the engines it builds (tens of seconds each)
-    kept in ``cache``, so that a restart does not build them again; and, for a model with
-    dynamic batch, height and width run in stride-aligned rectangles (the default model),
-    one optimization profile for every batch up to ``batch`` and every rectangle up to the
-    square, tuned for a full batch of 16:9 frames. Without a profile TensorRT builds an
-    engine for each new input shape it meets, and the batcher forms batches of any size.
+    kept in ``cache``, so that a restart does not build them again; and, for the default
+    model (its input ``input_name`` run at ``long_side``), one optimization profile for every
+    batch up to ``batch``: in stride-aligned rectangles up to the square when ``stride`` is
+    given (tuned for a full batch of 16:9 frames), else in the square. Without a profile
+    TensorRT builds an engine for each new input shape it meets, and the batcher forms
+    batches of any size.
 
     >>> options = tensorrt_options(Path("/m/trt"), "images", 416, 32, 32)
     >>> options["trt_profile_opt_shapes"], options["trt_profile_max_shapes"]
     ('images:32x3x256x416', 'images:32x3x416x416')
+    >>> tensorrt_options(Path("/m/trt"), "images", 416, None, 8)["trt_profile_min_shapes"]
+    'images:1x3x416x416'
     >>> sorted(tensorrt_options(Path("/m/trt"), None, None, None, 8))
     ['trt_engine_cache_enable', 'trt_engine_cache_path']
     """
@@ -92,13 +95,18 @@ def tensorrt_options(
         "trt_engine_cache_enable": True,
         "trt_engine_cache_path": str(cache),
     }
-    if input_name and long_side and stride:
+    if not (input_name and long_side):
+        return options
+    square = f"{long_side}x{long_side}"
+    smallest, width, height = square, long_side, long_side
+    if stride:
+        smallest = f"{stride}x{stride}"
         width, height = input_shape(16, 9, long_side, stride)
-        options |= {
-            "trt_profile_min_shapes": f"{input_name}:1x3x{stride}x{stride}",
-            "trt_profile_opt_shapes": f"{input_name}:{batch}x3x{height}x{width}",
-            "trt_profile_max_shapes": f"{input_name}:{batch}x3x{long_side}x{long_side}",
-        }
+    options |= {
+        "trt_profile_min_shapes": f"{input_name}:1x3x{smallest}",
+        "trt_profile_opt_shapes": f"{input_name}:{batch}x3x{height}x{width}",
+        "trt_profile_max_shapes": f"{input_name}:{batch}x3x{square}",
+    }
     return options
 
 
