@@ -49,6 +49,67 @@ def _on_segment(p: Point, a: Point, b: Point) -> bool:
     )
 
 
+#: a polygon's bounding box, widened by EDGE_EPSILON: (left, top, right, bottom)
+Bounds = tuple[float, float, float, float]
+
+
+def polygon_bounds(polygon: Sequence[Point]) -> Bounds:
+    """The box outside of which nothing is inside ``polygon`` or on its edge; a rule computes
+    it once for its zone, so that the points and paths far from the zone (most of them, when
+    a frame has several zones) are ruled out by four comparisons.
+
+    >>> polygon_bounds([(0.2, 0.5), (0.4, 0.5), (0.3, 0.9)]) == (
+    ...     0.2 - EDGE_EPSILON, 0.5 - EDGE_EPSILON, 0.4 + EDGE_EPSILON, 0.9 + EDGE_EPSILON)
+    True
+    """
+    xs = [corner[0] for corner in polygon]
+    ys = [corner[1] for corner in polygon]
+    return (
+        min(xs) - EDGE_EPSILON,
+        min(ys) - EDGE_EPSILON,
+        max(xs) + EDGE_EPSILON,
+        max(ys) + EDGE_EPSILON,
+    )
+
+
+def within_bounds(point: Point, bounds: Bounds) -> bool:
+    """False when ``point`` cannot be inside the polygon of ``bounds`` (nor on its edge).
+
+    >>> box = polygon_bounds([(0, 0), (1, 0), (1, 1)])
+    >>> within_bounds((0.5, 0.5), box), within_bounds((1.5, 0.5), box)
+    (True, False)
+    """
+    return bounds[0] <= point[0] <= bounds[2] and bounds[1] <= point[1] <= bounds[3]
+
+
+def path_within_bounds(a: Point, b: Point, bounds: Bounds) -> bool:
+    """False when the path from ``a`` to ``b`` cannot touch the polygon of ``bounds``.
+
+    >>> box = polygon_bounds([(0.4, 0.4), (0.6, 0.4), (0.6, 0.6), (0.4, 0.6)])
+    >>> path_within_bounds((0.1, 0.5), (0.9, 0.5), box)  # its box overlaps the zone's
+    True
+    >>> path_within_bounds((0.1, 0.1), (0.9, 0.1), box)  # passes above
+    False
+    """
+    return (
+        min(a[0], b[0]) <= bounds[2]
+        and max(a[0], b[0]) >= bounds[0]
+        and min(a[1], b[1]) <= bounds[3]
+        and max(a[1], b[1]) >= bounds[1]
+    )
+
+
+def in_polygon(point: Point, polygon: Sequence[Point], bounds: Bounds) -> bool:
+    """:func:`point_in_polygon`, ruling out a point outside ``bounds`` (the polygon's
+    :func:`polygon_bounds`) first.
+
+    >>> square = [(0, 0), (1, 0), (1, 1), (0, 1)]
+    >>> in_polygon((0.5, 0.5), square, polygon_bounds(square))
+    True
+    """
+    return within_bounds(point, bounds) and point_in_polygon(point, polygon)
+
+
 def point_in_polygon(point: Point, polygon: Sequence[Point]) -> bool:
     """Whether ``point`` lies inside ``polygon`` or on its edge (even-odd rule).
 

@@ -20,7 +20,13 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from feedtag.analytics.geometry import Point, point_in_polygon, segment_meets_polygon
+from feedtag.analytics.geometry import (
+    Point,
+    path_within_bounds,
+    point_in_polygon,
+    polygon_bounds,
+    segment_meets_polygon,
+)
 from feedtag.analytics.rules import Finding, Observation, RuleContext, Seen, TrackTable, select
 from feedtag.config.analytics import PresenceRule as PresenceConfig
 from feedtag.core import TagSegment, stable_id
@@ -63,11 +69,12 @@ class PresenceRule:
         self._context = context
         self._config = config
         self._zone = None if config.zone is None else context.zones[config.zone]
+        self._bounds = None if self._zone is None else polygon_bounds(self._zone.polygon)
         self._open: dict[str, _Open] = {}
         self._steps: TrackTable[_Step] = TrackTable(context.lost_track_s, _Step)
 
     def update(self, observation: Observation) -> list[Finding]:
-        inside = list(select(observation, self._config.labels, self._zone))
+        inside = list(select(observation, self._config.labels, self._zone, self._bounds))
         counts = Counter(seen.label for seen in inside)
         t, wall = observation.t_s, observation.wall_time
         for label, count in counts.items():
@@ -98,8 +105,8 @@ class PresenceRule:
     ) -> dict[str, tuple[int, float, float]]:
         """Per label: tracks outside the zone at this frame and at their previous one whose
         path in between crossed it, and the halfway time (stream, wall) of the latest."""
-        zone = self._zone
-        if zone is None or not self._config.count_passing:
+        zone, bounds = self._zone, self._bounds
+        if zone is None or bounds is None or not self._config.count_passing:
             return {}
         t, wall = observation.t_s, observation.wall_time
         seen_inside = {seen.track_id for seen in inside}
@@ -112,6 +119,8 @@ class PresenceRule:
             before_s, before_wall, step.t_s, step.wall = step.t_s, step.wall, t, wall
             if before is None or seen.track_id in seen_inside:
                 continue
+            if not path_within_bounds(before, seen.point, bounds):
+                continue  # far from the zone: neither end in it, nor the path across it
             if not point_in_polygon(before, zone.polygon) and segment_meets_polygon(
                 before, seen.point, zone.polygon
             ):

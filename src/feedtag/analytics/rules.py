@@ -21,7 +21,13 @@ from typing import Any, Generic, Protocol, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from feedtag.analytics.geometry import Point, ground_points, point_in_polygon
+from feedtag.analytics.geometry import (
+    Bounds,
+    Point,
+    ground_points,
+    point_in_polygon,
+    within_bounds,
+)
 from feedtag.config.analytics import LineConfig, ZoneConfig
 from feedtag.core import CameraState, Detections, Event, EventEnd, EventKind, TagSegment, stable_id
 
@@ -158,15 +164,23 @@ class RuleContext:
 
 
 def select(
-    observation: Observation, labels: Sequence[str], zone: ZoneConfig | None
+    observation: Observation,
+    labels: Sequence[str],
+    zone: ZoneConfig | None,
+    bounds: Bounds | None = None,
 ) -> Iterator[Seen]:
     """The detections with one of ``labels`` (all when empty) whose ground point is in
-    ``zone`` (anywhere when None)."""
+    ``zone`` (anywhere when None); ``bounds``, the zone's :func:`polygon_bounds` when the
+    caller keeps them, rule out points far from it without the polygon test."""
     for seen in observation.seen:
         if labels and seen.label not in labels:
             continue
-        if zone is None or point_in_polygon(seen.point, zone.polygon):
-            yield seen
+        if zone is not None and not (
+            (bounds is None or within_bounds(seen.point, bounds))
+            and point_in_polygon(seen.point, zone.polygon)
+        ):
+            continue
+        yield seen
 
 
 S = TypeVar("S")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from feedtag.analytics.geometry import box_iou, point_in_polygon
+from feedtag.analytics.geometry import box_iou, point_in_polygon, polygon_bounds
 from feedtag.analytics.rules import Finding, Observation, RuleContext, Seen, TrackTable, select
 from feedtag.config.analytics import CollisionCandidateRule as CollisionConfig
 from feedtag.config.analytics import StoppedVehicleRule as StoppedVehicleConfig
@@ -59,6 +59,7 @@ class StoppedVehicleRule:
         self._context = context
         self._config = config
         self._zone = context.zones[config.zone]
+        self._bounds = polygon_bounds(self._zone.polygon)
         self._tracks: TrackTable[Stillness] = TrackTable(context.lost_track_s, Stillness)
         self._stopped: dict[int, tuple[Event, float]] = {}  # track -> (event, last still wall)
 
@@ -68,7 +69,7 @@ class StoppedVehicleRule:
         # too): a track back after a long gap is a new stop.
         expired = self._tracks.expire(t)
         found: list[Finding] = [self._end(i) for i, _, _ in expired if i in self._stopped]
-        for seen in select(observation, self._config.labels, self._zone):
+        for seen in select(observation, self._config.labels, self._zone, self._bounds):
             if not seen.confirmed:
                 continue
             track_id = seen.track_id

@@ -9,7 +9,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from feedtag.analytics.geometry import Point, angle_between_deg, heading_deg, point_in_polygon
+from feedtag.analytics.geometry import (
+    Point,
+    angle_between_deg,
+    heading_deg,
+    in_polygon,
+    polygon_bounds,
+)
 from feedtag.analytics.rules import Finding, Observation, RuleContext, Seen, TrackTable, select
 from feedtag.config.analytics import CrowdingRule as CrowdingConfig
 from feedtag.config.analytics import DwellRule as DwellConfig
@@ -44,6 +50,7 @@ class ZoneEnterExitRule:
         self._context = context
         self._config = config
         self._zone = context.zones[config.zone]
+        self._bounds = polygon_bounds(self._zone.polygon)
         self._tracks: TrackTable[_Membership] = TrackTable(context.lost_track_s, _Membership)
 
     def update(self, observation: Observation) -> list[Finding]:
@@ -52,7 +59,7 @@ class ZoneEnterExitRule:
         for seen in _labelled(observation, self._config.labels):
             state = self._tracks.touch(seen.track_id, t, wall)
             state.label, state.last_s, state.last_wall = seen.label, t, wall
-            inside = point_in_polygon(seen.point, self._zone.polygon)
+            inside = in_polygon(seen.point, self._zone.polygon, self._bounds)
             if inside == state.inside:
                 state.pending = None
                 continue
@@ -114,6 +121,7 @@ class DwellRule:
         self._context = context
         self._config = config
         self._zone = context.zones[config.zone]
+        self._bounds = polygon_bounds(self._zone.polygon)
         self._tracks: TrackTable[_Visit] = TrackTable(context.lost_track_s, _Visit)
 
     def update(self, observation: Observation) -> list[Finding]:
@@ -128,7 +136,7 @@ class DwellRule:
         found: list[Finding] = [end for visit in over if (end := visit.end()) is not None]
         for seen in _labelled(observation, self._config.labels):
             visit = self._tracks.touch(seen.track_id, t, wall)
-            if not point_in_polygon(seen.point, self._zone.polygon):
+            if not in_polygon(seen.point, self._zone.polygon, self._bounds):
                 continue
             if visit.since_s is None or t - visit.last_inside_s > self._context.lost_track_s:
                 visit.since_s, visit.since_wall, visit.fired = t, wall, False
@@ -161,6 +169,7 @@ class CrowdingRule:
         self._context = context
         self._config = config
         self._zone = None if config.zone is None else context.zones[config.zone]
+        self._bounds = None if self._zone is None else polygon_bounds(self._zone.polygon)
         self._since: tuple[float, float] | None = None  # (t_s, wall) the crowd began
         self._below_s: float | None = None
         self._last_wall = 0.0  # the last frame with a crowd
@@ -168,7 +177,7 @@ class CrowdingRule:
 
     def update(self, observation: Observation) -> list[Finding]:
         t = observation.t_s
-        count = sum(1 for _ in select(observation, self._config.labels, self._zone))
+        count = sum(1 for _ in select(observation, self._config.labels, self._zone, self._bounds))
         if count < self._config.min_count:
             self._below_s = t if self._below_s is None else self._below_s
             if t - self._below_s >= self._config.grace_s:
@@ -216,6 +225,7 @@ class WrongWayRule:
         self._context = context
         self._config = config
         self._zone = context.zones[config.zone]
+        self._bounds = polygon_bounds(self._zone.polygon)
         allowed = self._zone.direction_deg()
         if allowed is None:
             raise ValueError(f"zone {config.zone!r} has no allowed direction")
@@ -229,7 +239,7 @@ class WrongWayRule:
         found: list[Finding] = []
         for seen in _labelled(observation, self._config.labels):
             path = self._tracks.touch(seen.track_id, t, wall)
-            if not point_in_polygon(seen.point, self._zone.polygon):
+            if not in_polygon(seen.point, self._zone.polygon, self._bounds):
                 path.start = None  # left the zone: the next visit is judged afresh
                 path.fired = False
                 continue
