@@ -8,6 +8,7 @@ import gc
 import os
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -50,6 +51,24 @@ def sample(collect: bool = True) -> Resources:
         heap=None if (now := c_heap()) is None else now.allocated,
         blocks=sys.getallocatedblocks(),
     )
+
+
+def settled_sample(window_s: float = 1.2, every_s: float = 0.1) -> Resources:
+    """The sample with the least C heap (RSS where glibc gives none) among those taken every
+    ``every_s`` over ``window_s``, after one garbage collection. A camera that keeps running
+    holds one frame's buffers (its decoded picture, the RGB and model-scale copies, the
+    detector's input: about 1 MiB at 640x360) for part of each second; a single sample taken
+    while they are alive reads as that much growth, and the median of ten slopes can land on
+    it (seen in the full suite: +0.7 MiB in alternate samples, read as 7 KiB a cycle).
+    ``window_s`` longer than the frame interval (1 s at 1 fps) holds at least one moment
+    without a frame in flight."""
+    gc.collect()
+    taken = [sample(collect=False)]
+    deadline = time.monotonic() + window_s
+    while time.monotonic() < deadline:
+        time.sleep(every_s)
+        taken.append(sample(collect=False))
+    return min(taken, key=lambda s: s.rss if s.heap is None else s.heap)
 
 
 def slope(xs: Sequence[float], ys: Sequence[float]) -> float:

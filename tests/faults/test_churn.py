@@ -15,7 +15,7 @@ from feedtag.core import CameraState
 
 from ..api.server import start_api_server
 from ..conftest import RtspServer, free_port, wait_for
-from .measure import MIB, Resources, sample, slope, typical_slope
+from .measure import MIB, Resources, settled_sample, slope, typical_slope
 
 CYCLES = 1000
 SAMPLE_EVERY = 100
@@ -85,12 +85,12 @@ def test_a_thousand_camera_add_remove_cycles_leak_nothing(
         assert client.get("/api/v1/cameras").status_code == 200  # the keep-alive connection
         before = steady_frames()
         reconnects = engine.statuses()[0].counters.reconnects
-        samples: list[tuple[int, Resources]] = [(0, sample())]
+        samples: list[tuple[int, Resources]] = [(0, settled_sample())]
         started = time.monotonic()
         for done in range(1, CYCLES + 1):
             cycle()
             if done % SAMPLE_EVERY == 0:
-                samples.append((done, sample()))
+                samples.append((done, settled_sample()))
         took = time.monotonic() - started
         status = engine.statuses()[0]
         after = steady_frames()
@@ -129,11 +129,12 @@ def test_a_thousand_camera_add_remove_cycles_leak_nothing(
     # and 100 with two detector workers, none after) are compared after that warm-up.
     assert last.os_threads <= samples[1][1].os_threads, table
     # Memory: what a leak raises is memory allocated and not freed, in the C heap (glibc's
-    # count) and in Python's blocks; the median of the slopes between samples, so that a
-    # frame in flight at one sample is not read as growth. RSS also rises without a leak:
-    # in the full suite it climbed about 7 KiB a cycle while the C heap in use stayed flat
-    # (freed memory kept, fragmented), plus one-off steps of +17 to +19 MiB as glibc mapped
-    # one more block; it is only bounded.
+    # count) and in Python's blocks. Each sample is the least over a second and more
+    # (settled_sample: the steady camera's frame in flight is not read as growth), and the
+    # slope the median of those between samples (a one-off step is not read as growth
+    # either). RSS also rises without a leak: in the full suite it climbed about 7 KiB a
+    # cycle while the C heap in use stayed flat (freed memory kept, fragmented), plus one-off
+    # steps of +17 to +19 MiB as glibc mapped one more block; it is only bounded.
     if heap_slope is None:
         assert os.environ.get("CI") != "true", "glibc's mallinfo2 is missing"
     else:
