@@ -33,10 +33,9 @@ import psutil
 from feedtag.bench.footage import bikes_path, fit_frame, vtest_path
 from feedtag.config.models import DetectorConfig
 from feedtag.errors import DetectorError
-from feedtag.runtime.detection import TENSORRT_CACHE, default_model_info
-from feedtag.vision import registry
+from feedtag.runtime.detection import default_model_info, tensorrt_provider_options
 from feedtag.vision.detector import Image
-from feedtag.vision.gpu import tensorrt_options, working_gpu_providers
+from feedtag.vision.gpu import working_gpu_providers
 from feedtag.vision.letterbox import letterbox
 from feedtag.vision.onnx_backend import LetterboxDetector, OnnxDetector
 from feedtag.vision.openvino_backend import OpenVinoDetector  # imports openvino lazily
@@ -206,17 +205,14 @@ def run_gpu_bench(
     stride = info.input_stride
     frames = at_model_scale(real_frames(), info.input_size)
     frames *= -(-max(batches) // len(frames))  # enough frames for the largest batch
-    engines = (settings.models_dir or registry.default_models_dir()) / TENSORRT_CACHE
+    tensorrt = tensorrt_provider_options(settings, info.input_size, stride, max(batches))
     rows = []
     for provider in chosen:
-        options = tensorrt_options(
-            engines, registry.INPUT_NAME, info.input_size, stride, max(batches)
-        )
         detector = OnnxDetector(
             info.path, list(info.class_names), layout=info.layout, max_batch=max(batches),
             input_size=info.input_size, input_stride=stride,
             providers=[provider, *([] if provider.startswith("CPU") else ["CPUExecutionProvider"])],
-            provider_options={"TensorrtExecutionProvider": options},
+            provider_options=tensorrt,
         )  # fmt: skip
         name = "onnxruntime-" + provider.removesuffix("ExecutionProvider").lower()
         for batch in batches:

@@ -20,6 +20,7 @@ from feedtag.vision.onnx_backend import (
     DetectorOptions,
     LetterboxDetector,
     OnnxDetector,
+    ProviderOptions,
 )
 from feedtag.vision.openvino_backend import (
     OpenVinoDetector,
@@ -204,6 +205,19 @@ def build_anonymizer(settings: DetectorConfig) -> Anonymizer:
     return Anonymizer(PersonFinder(finder, tile=finder.model_input.size))
 
 
+def tensorrt_provider_options(
+    settings: DetectorConfig, size: int | None, stride: int | None, batch: int
+) -> ProviderOptions:
+    """TensorRT's options (:func:`~feedtag.vision.gpu.tensorrt_options`) for a model run with
+    ``settings``: its engines under the models folder; ``size`` is the default model's input
+    side (None for a user's model, whose input name and shapes are its own, so no profile),
+    ``stride`` its rectangles' stride (None for square tiles), ``batch`` the largest batch."""
+    engines = (settings.models_dir or registry.default_models_dir()) / TENSORRT_CACHE
+    input_name = registry.INPUT_NAME if size else None
+    options = tensorrt_options(engines, input_name, size, stride, batch)
+    return {"TensorrtExecutionProvider": options}
+
+
 def _on_runtime(
     runtime: Runtime,
     settings: DetectorConfig,
@@ -223,14 +237,8 @@ def _on_runtime(
             path, names, input_size=size, device=settings.device, num_threads=settings.threads,
             streams=streams, **options,
         )  # fmt: skip
-    engines = (settings.models_dir or registry.default_models_dir()) / TENSORRT_CACHE
-    stride = options.get("input_stride")
-    tensorrt = {
-        "TensorrtExecutionProvider": tensorrt_options(
-            engines, registry.INPUT_NAME if size else None, size, stride,
-            options.get("max_batch") or DEFAULT_MAX_BATCH,
-        )
-    }  # fmt: skip
+    batch = options.get("max_batch") or DEFAULT_MAX_BATCH
+    tensorrt = tensorrt_provider_options(settings, size, options.get("input_stride"), batch)
     return OnnxDetector(
         path, names, input_size=size, intra_op_num_threads=settings.threads,
         provider_options=tensorrt if runtime.gpu else None, **options,

@@ -100,18 +100,19 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> bool:
 def cluster_cpus() -> float:
     """The cores of the Ray cluster this process is connected to (Ray's ``CPU`` resource
     of every node; a KubeRay head started with ``num-cpus: "0"`` adds none)."""
-    import ray  # noqa: PLC0415
-
-    resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
-    return float(resources.get("CPU", 0.0))
+    return _cluster_resource("CPU")
 
 
 def cluster_gpus() -> float:
     """The GPUs of the Ray cluster this process is connected to (Ray's ``GPU`` resource)."""
+    return _cluster_resource("GPU")
+
+
+def _cluster_resource(name: str) -> float:
     import ray  # noqa: PLC0415
 
     resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
-    return float(resources.get("GPU", 0.0))
+    return float(resources.get(name, 0.0))
 
 
 def shard_count(
