@@ -6,6 +6,7 @@ invalid reach the assignment and the shards."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -187,3 +188,82 @@ def test_reconcile_now_waits_for_a_round_that_began_after_it(
     assert added.id in coordinator.assignment() and added.id in running(ray)
     assert coordinator.shard_of(added.id) == coordinator.assignment()[added.id]
     assert coordinator.shard_of("never-stored") is None
+
+
+def _answers_from(shard: ShardWorker, pid: int | None) -> Callable[[], dict[str, Any]]:
+    """A ping that times out (``pid`` None), or answers from process ``pid``."""
+
+    def ping() -> dict[str, Any]:
+        if pid is None:
+            raise TimeoutError("ping timed out")  # ray's GetTimeoutError is a TimeoutError
+        return ShardWorker.ping(shard) | {"pid": pid}
+
+    return ping
+
+
+def _fall_silent_and_answer(coordinator: Coordinator, shard: ShardWorker, pid: int) -> None:
+    """``shard`` stops answering past the grace (its cameras move), then answers from ``pid``
+    and takes its cameras back."""
+    shard.ping = _answers_from(shard, None)  # type: ignore[method-assign]
+    coordinator.reconcile_now()
+    assert not coordinator.status()["shards"][shard.shard_id]["live"]
+    shard.ping = _answers_from(shard, pid)  # type: ignore[method-assign]
+    coordinator.reconcile_now()
+    assert coordinator.status()["shards"][shard.shard_id]["live"]
+
+
+def test_a_shard_that_was_only_slow_gives_no_strike_and_one_that_restarted_does(
+    setup: tuple[Coordinator, InProcessRay, CameraCatalog], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Silence past the grace moves a shard's cameras but is no crash by itself: a shard that
+    answers again from the same process was slow (a busy machine), and blaming its cameras
+    would put healthy ones offline. Answering from a new process is a restart: a strike for
+    the cameras started on it shortly before."""
+    from feedtag.runtime.crashes import CRASH_BUDGET
+
+    coordinator, ray, _ = setup
+    monkeypatch.setattr(ray_coordinator, "SHARD_GRACE_S", 0.0)
+    shard = ray.shards["shard-a"]
+    on_a = {c for c, s in coordinator.assignment().items() if s == "shard-a"}
+    assert on_a
+    pid = os.getpid()
+    for _ in range(CRASH_BUDGET + 1):
+        _fall_silent_and_answer(coordinator, shard, pid)
+    status = coordinator.status()
+    assert (status["held"], status["offline"]) == ([], {})
+    assert {c for c, s in coordinator.assignment().items() if s == "shard-a"} == on_a
+
+    for restart in range(1, CRASH_BUDGET + 1):
+        _fall_silent_and_answer(coordinator, shard, pid + restart)
+    # the cameras started on it shared every strike: held back for their trials
+    assert set(coordinator.status()["held"]) == on_a
+
+
+@pytest.mark.parametrize("how", ["silent too long", "reported dead"])
+def test_a_shard_silent_for_good_or_reported_dead_after_its_silence_counts_as_a_crash(
+    setup: tuple[Coordinator, InProcessRay, CameraCatalog],
+    monkeypatch: pytest.MonkeyPatch,
+    how: str,
+) -> None:
+    from feedtag.runtime.crashes import CRASH_BUDGET
+
+    coordinator, ray, _ = setup
+    monkeypatch.setattr(ray_coordinator, "SHARD_GRACE_S", 0.0)
+    monkeypatch.setattr(ray_coordinator, "SILENT_CRASH_S", 0.0 if how == "silent too long" else 1e6)
+    shard = ray.shards["shard-a"]
+    on_a = {c for c, s in coordinator.assignment().items() if s == "shard-a"}
+
+    def died() -> dict[str, Any]:
+        raise ActorDied("the actor died")
+
+    pid = os.getpid()
+    for _ in range(CRASH_BUDGET):
+        shard.ping = _answers_from(shard, None)  # type: ignore[method-assign]
+        coordinator.reconcile_now()  # lost: silent, no strike yet
+        assert coordinator.status()["held"] == []
+        if how == "reported dead":
+            shard.ping = died  # type: ignore[method-assign]
+        coordinator.reconcile_now()  # the strike
+        shard.ping = _answers_from(shard, pid)  # type: ignore[method-assign]
+        coordinator.reconcile_now()  # back from the same process: no second strike
+    assert set(coordinator.status()["held"]) == on_a

@@ -4,7 +4,10 @@ One named Ray actor (:data:`COORDINATOR_NAME`). Every :data:`RECONCILE_INTERVAL_
 
 1. pings every shard (:data:`PING_TIMEOUT_S`); a shard whose process changed was restarted
    by Ray (its recently started cameras get a strike), a shard that has not answered for
-   :data:`SHARD_GRACE_S` or that Ray reports dead loses its cameras to the live shards;
+   :data:`SHARD_GRACE_S` or that Ray reports dead loses its cameras to the live shards. A
+   shard that only stopped answering is not yet counted as a crash: it is when it answers
+   again from a new process, when Ray reports it dead, or after :data:`SILENT_CRASH_S` of
+   silence; one that answers again from the same process was only slow;
 2. reads the cameras from the store: the config file's with the changes stored through the
    API laid over them (:class:`~feedtag.runtime.catalog.CameraMerger`), so a camera added,
    changed or removed through the API reaches a shard within one interval. Only records
@@ -59,6 +62,9 @@ SHARD_GRACE_S: Final = 6.0
 ADOPT_TIMEOUT_S: Final = 30.0
 #: cameras started on a shard this recently are suspects when it crashes
 SUSPECT_WINDOW_S: Final = 60.0
+#: a shard silent this long counts as crashed (hung) for the crash budget, even if Ray
+#: never reports it dead
+SILENT_CRASH_S: Final = 60.0
 #: reassignments kept for the status
 REASSIGNMENTS_KEPT: Final = 50
 
@@ -107,6 +113,8 @@ class Coordinator:
         #: what each shard runs (as told to it, or as it said when this coordinator started)
         self._running: dict[str, dict[str, CameraConfig]] = {shard: {} for shard in shard_ids}
         self._started_at: dict[tuple[str, str], float] = {}
+        #: shards that stopped answering: since when, and the suspects of a crash then
+        self._silent: dict[str, tuple[float, list[str]]] = {}
         self._assignment: dict[str, str] = {}
         self._wanted: dict[str, CameraConfig] = {}
         #: the timeline of each file camera played once (see :meth:`_as_run`)
@@ -364,7 +372,19 @@ class Coordinator:
                 if (dead or now - health.healthy_at > SHARD_GRACE_S) and health.live:
                     health.live, health.dead = False, dead
                     changes.append(f"shard {shard} lost ({type(error).__name__})")
-                    self._strike(shard)
+                    if dead:
+                        self._strike(self._suspects(shard, now))
+                    else:  # silent: a crash, or only slow (a busy machine)? see below
+                        self._silent[shard] = (now, self._suspects(shard, now))
+                elif shard in self._silent:
+                    since, suspects = self._silent[shard]
+                    if dead or now - since > SILENT_CRASH_S:
+                        del self._silent[shard]
+                        log.warning(
+                            "shard %s %s: counted as a crash", shard,
+                            "died" if dead else f"silent for {now - since:.0f} s",
+                        )  # fmt: skip
+                        self._strike(suspects)
                 continue
             self._note_process(shard, info["pid"])
             if not health.live:
@@ -375,25 +395,35 @@ class Coordinator:
         return "; ".join(changes)
 
     def _note_process(self, shard: str, pid: int) -> None:
-        """``shard`` answers from process ``pid``. Another process than before, while the
-        shard counted as live, is a restart Ray made within the grace: a crash."""
+        """``shard`` answers from process ``pid``. Another process than before is a restart
+        Ray made: a crash, whose suspects are those of when the shard fell silent if it did.
+        The same process after a silence was only slow (a busy machine): no strike."""
         with self._lock:
             health = self._health[shard]
-            if health.pid is not None and pid != health.pid and health.live:
-                self._strike(shard)
-                self._running[shard] = {}  # the new process runs what it adopts
+            silent = self._silent.pop(shard, None)
+            if health.pid is not None and pid != health.pid:
+                if health.live:  # restarted within the grace
+                    self._strike(self._suspects(shard, time.monotonic()))
+                    self._running[shard] = {}  # the new process runs what it adopts
+                elif silent is not None:
+                    self._strike(silent[1])
+            elif silent is not None:
+                log.info("shard %s answers again from the same process: it was slow", shard)
             health.pid = pid
 
-    def _strike(self, shard: str) -> None:
-        """A shard crashed: the cameras started on it within :data:`SUSPECT_WINDOW_S` are
-        the suspects (:meth:`CrashBudget.crashed`)."""
-        now = time.monotonic()
+    def _suspects(self, shard: str, now: float) -> list[str]:
+        """The cameras started on ``shard`` within :data:`SUSPECT_WINDOW_S` before ``now``."""
         with self._lock:
-            self._crashes.crashed([
+            return [
                 camera_id
                 for camera_id in self._running.get(shard, {})
                 if now - self._started_at.get((shard, camera_id), 0.0) <= SUSPECT_WINDOW_S
-            ])  # fmt: skip
+            ]
+
+    def _strike(self, suspects: list[str]) -> None:
+        """A shard crashed with ``suspects`` on it (:meth:`CrashBudget.crashed`)."""
+        with self._lock:
+            self._crashes.crashed(suspects)
 
 
 def coordinator_actor_class() -> Any:
