@@ -1,4 +1,5 @@
-"""The KubeRay manifest (``deploy/kuberay/feedtag.yaml``), checked without a Kubernetes cluster:
+"""The KubeRay manifests (``deploy/kuberay/feedtag.yaml``, and ``feedtag-gpu.yaml`` with its shards
+on GPUs), checked without a Kubernetes cluster:
 
 - every Kubernetes object (ConfigMap, PersistentVolumeClaim, Service, and the pod templates
   inside the RayCluster) is walked against the official Kubernetes Python client's models, so
@@ -7,6 +8,7 @@
   (``HeadGroupSpec``, ``WorkerGroupSpec``), restated below as strict models: KubeRay publishes
   its CRD only in its Go module, which no package registry here serves;
 - Ray's autoscaler reads it as KubeRay's operator hands it over (the resources it derives);
+- the GPU manifest's shards fit its GPUs, which the worker pods ask Kubernetes for;
 - the feedtag config inside is valid, runs the ray engine on PostgreSQL, and every pod mounts
   the one shared volume at ``store.data_dir`` (where shards write media the API serves).
 """
@@ -27,13 +29,18 @@ from feedtag.config.loading import load_config
 from ..conftest import REPO
 
 MANIFEST = REPO / "deploy" / "kuberay" / "feedtag.yaml"
+GPU_MANIFEST = MANIFEST.with_name("feedtag-gpu.yaml")
+#: each manifest with its worker group
+MANIFESTS = pytest.mark.parametrize(
+    ("manifest", "group"), [(MANIFEST, "shards"), (GPU_MANIFEST, "gpu-shards")], ids=["cpu", "gpu"]
+)
 #: types the Kubernetes client's models name that are plain JSON values
 _SCALARS = {"str": str, "int": int, "bool": bool, "float": float, "object": object,
             "datetime": str, "date": str}  # fmt: skip
 
 
-def _documents() -> dict[str, dict[str, Any]]:
-    documents = [d for d in yaml.safe_load_all(MANIFEST.read_text()) if d is not None]
+def _documents(manifest: Path = MANIFEST) -> dict[str, dict[str, Any]]:
+    documents = [d for d in yaml.safe_load_all(manifest.read_text()) if d is not None]
     by_kind = {document["kind"]: document for document in documents}
     assert len(by_kind) == len(documents), "one object of each kind"
     return by_kind
@@ -104,8 +111,9 @@ class RayClusterSpec(_Strict):
     suspend: bool | None = None
 
 
-def test_the_kubernetes_objects_fit_the_kubernetes_api() -> None:
-    documents = _documents()
+@MANIFESTS
+def test_the_kubernetes_objects_fit_the_kubernetes_api(manifest: Path, group: str) -> None:
+    documents = _documents(manifest)
     assert set(documents) == {"ConfigMap", "PersistentVolumeClaim", "RayCluster", "Service"}
     for kind, model in (("ConfigMap", "V1ConfigMap"), ("Service", "V1Service"),
                         ("PersistentVolumeClaim", "V1PersistentVolumeClaim")):  # fmt: skip
@@ -115,9 +123,10 @@ def test_the_kubernetes_objects_fit_the_kubernetes_api() -> None:
     cluster = documents["RayCluster"]
     check_kubernetes(cluster["metadata"], "V1ObjectMeta", "RayCluster.metadata")
     spec = RayClusterSpec.model_validate(cluster["spec"])
-    for where, group in [("head", spec.headGroupSpec), *(
+    assert [g.groupName for g in spec.workerGroupSpecs] == [group]
+    for where, pods in [("head", spec.headGroupSpec), *(
             (g.groupName, g) for g in spec.workerGroupSpecs)]:  # fmt: skip
-        check_kubernetes(group.template, "V1PodTemplateSpec", f"{where}.template")
+        check_kubernetes(pods.template, "V1PodTemplateSpec", f"{where}.template")
     assert documents["PersistentVolumeClaim"]["spec"]["accessModes"] == ["ReadWriteMany"]
 
 
@@ -133,18 +142,48 @@ def test_the_checks_catch_a_wrong_field() -> None:
         RayClusterSpec.model_validate(spec)
 
 
-def test_rays_autoscaler_reads_the_cluster() -> None:
+def _autoscaler_node_types(cluster: dict[str, Any]) -> dict[str, Any]:
     from ray.autoscaler._private.kuberay.autoscaling_config import (
         _derive_autoscaling_config_from_ray_cr,
     )
 
-    cluster = _documents()["RayCluster"]
     cluster["metadata"]["namespace"] = "default"  # set by the API server on `kubectl apply`
-    derived = _derive_autoscaling_config_from_ray_cr(cluster)
-    types = derived["available_node_types"]
+    types: dict[str, Any] = _derive_autoscaling_config_from_ray_cr(cluster)["available_node_types"]
+    return types
+
+
+@MANIFESTS
+def test_rays_autoscaler_reads_the_cluster(manifest: Path, group: str) -> None:
+    types = _autoscaler_node_types(_documents(manifest)["RayCluster"])
     assert types["headgroup"]["resources"]["CPU"] == 0  # no shard on the head
-    assert types["shards"]["resources"]["CPU"] == 8
-    assert types["shards"]["min_workers"] == 1 and types["shards"]["max_workers"] == 16
+    assert types["headgroup"]["resources"].get("GPU", 0) == 0
+    assert types[group]["resources"]["CPU"] == 8
+    assert types[group]["resources"].get("GPU", 0) == (1 if manifest == GPU_MANIFEST else 0)
+    assert types[group]["min_workers"] == 1 and types[group]["max_workers"] == 16
+
+
+def test_the_gpu_manifests_shards_fit_its_gpus(tmp_path: Path) -> None:
+    """Each worker pod asks Kubernetes for the GPU Ray is told it has, and the shards' GPU
+    shares fit the workers' GPUs (a shard Ray cannot place would wait for ever)."""
+    documents = _documents(GPU_MANIFEST)
+    path = tmp_path / "feedtag.yaml"
+    path.write_text(documents["ConfigMap"]["data"]["feedtag.yaml"])
+    environ = {"FEEDTAG_STORE_URL": "postgresql://feedtag@db/feedtag",
+               "FEEDTAG_ADMIN_TOKEN": "t" * 43}  # fmt: skip
+    config = load_config(path, environ)
+    assert config.engine.gpus_per_shard > 0
+    cluster = documents["RayCluster"]
+    workers = cluster["spec"]["workerGroupSpecs"][0]
+    gpus = int(workers["rayStartParams"]["num-gpus"])
+    (container,) = workers["template"]["spec"]["containers"]
+    for kind in ("requests", "limits"):
+        assert int(container["resources"][kind]["nvidia.com/gpu"]) == gpus, kind
+    driver = next(c for c in _containers(cluster) if c["name"] == "feedtag")
+    shards = int(driver["command"][driver["command"].index("--shards") + 1])
+    assert shards * config.engine.gpus_per_shard <= int(workers["replicas"]) * gpus
+    # the CPU manifest's shards need no GPU
+    cpu = _documents()["ConfigMap"]["data"]["feedtag.yaml"]
+    assert "gpus_per_shard" not in cpu
 
 
 def _containers(cluster: dict[str, Any]) -> list[dict[str, Any]]:
@@ -153,10 +192,11 @@ def _containers(cluster: dict[str, Any]) -> list[dict[str, Any]]:
     return [c for group in groups for c in group["template"]["spec"]["containers"]]
 
 
+@MANIFESTS
 def test_the_feedtag_config_inside_runs_the_ray_engine_on_shared_storage(
-    tmp_path: Path,
+    tmp_path: Path, manifest: Path, group: str
 ) -> None:
-    documents = _documents()
+    documents = _documents(manifest)
     path = tmp_path / "feedtag.yaml"  # where the pod mounts it, as feedtag reads it
     path.write_text(documents["ConfigMap"]["data"]["feedtag.yaml"])
     environ = {"FEEDTAG_STORE_URL": "postgresql://feedtag@db/feedtag",
@@ -190,6 +230,7 @@ def test_the_feedtag_config_inside_runs_the_ray_engine_on_shared_storage(
     assert probe["path"] == "/health" and config.api.port == 8080
 
 
-def test_the_manifest_is_where_the_docs_say() -> None:
+def test_the_manifests_are_where_the_docs_say() -> None:
     docs = (REPO / "docs" / "cluster.md").read_text()
     assert "deploy/kuberay/feedtag.yaml" in docs
+    assert "deploy/kuberay/feedtag-gpu.yaml" in docs
