@@ -64,13 +64,19 @@ class LoopingRtspServer:
 
     def start(self) -> None:
         command = [SYSTEM_PYTHON, str(SERVER_SCRIPT), "--port", str(self.port)]
+        command += ["--exit-with-parent"]
         for name, path in self.mounts.items():
             command += ["--mount", f"/{name}={path}"]
         if self.user is not None and self.password is not None:
             command += ["--user", self.user, "--password", self.password]
+        # A session of its own: Ctrl-C in a terminal goes to the whole foreground process
+        # group, and the server would close every stream while the cameras still read them
+        # (each logging a lost stream on the way out). It stops when stop() says so, or
+        # within a second of this process ending (--exit-with-parent).
         self.process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True,
+        )  # fmt: skip
         line = self._first_line()
         if not line.startswith("READY"):
             error = self.process.stderr.read() if self.process.stderr else ""

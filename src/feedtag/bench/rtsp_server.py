@@ -17,6 +17,7 @@ clip's first keyframe, with timestamps shifted by one clip duration per loop so 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from dataclasses import dataclass
@@ -191,6 +192,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--user", help="require RTSP basic auth with this user name")
     parser.add_argument("--password", help="password for --user")
+    parser.add_argument(
+        "--exit-with-parent",
+        action="store_true",
+        help="stop when the process that started this one ends (checked every second)",
+    )
     args = parser.parse_args(argv)
     if (args.user is None) != (args.password is None):
         parser.error("--user and --password go together")
@@ -239,6 +245,16 @@ def main(argv: list[str] | None = None) -> int:
     GLib.timeout_add_seconds(2, lambda: pool.cleanup() >= 0)
     for signum in (signal.SIGTERM, signal.SIGINT):
         GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, signum, loop.quit)
+    if args.exit_with_parent:
+        parent = os.getppid()
+
+        def parent_alive() -> bool:
+            if os.getppid() != parent:  # reparented: the starter is gone
+                loop.quit()
+                return False
+            return True
+
+        GLib.timeout_add_seconds(1, parent_alive)
     sys.stdout.write(f"READY rtsp://{args.host}:{server.get_bound_port()}\n")
     sys.stdout.flush()
     loop.run()
