@@ -10,7 +10,7 @@ import dataclasses
 import enum
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -18,7 +18,16 @@ import numpy.typing as npt
 
 def _expect(condition: bool, what: str, got: object) -> None:
     if not condition:
-        raise ValueError(f"expected {what}, got {got!r}")
+        # a dtype reads as its name ('float64'); turned into text only here, on failure, since
+        # these checks run for every frame and every detection result
+        raise ValueError(f"expected {what}, got {str(got) if isinstance(got, np.dtype) else got!r}")
+
+
+#: the arrays of :class:`Detections` beside ``xyxy``: one value per box, of this dtype
+_DETECTION_ARRAYS: Final = (
+    ("confidence", np.dtype(np.float32)), ("class_id", np.dtype(np.int32)),
+    ("tracker_id", np.dtype(np.int64)),
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +63,7 @@ class Frame:
             if image is None and name == "model_image":
                 continue
             _expect(isinstance(image, np.ndarray), f"{name} as numpy.ndarray", type(image).__name__)
-            _expect(image.dtype == np.uint8, f"{name} dtype uint8", str(image.dtype))
+            _expect(image.dtype == np.uint8, f"{name} dtype uint8", image.dtype)
             _expect(image.ndim == 3 and image.shape[2] == 3, f"{name} shape (H, W, 3)", image.shape)
 
     @property
@@ -113,19 +122,19 @@ class Detections:
     def __post_init__(self) -> None:
         xyxy = self.xyxy
         _expect(isinstance(xyxy, np.ndarray), "xyxy as numpy.ndarray", type(xyxy).__name__)
-        _expect(xyxy.dtype == np.float32, "xyxy dtype float32", str(xyxy.dtype))
+        _expect(xyxy.dtype == np.float32, "xyxy dtype float32", xyxy.dtype)
         _expect(xyxy.ndim == 2 and xyxy.shape[1] == 4, "xyxy shape (N, 4)", xyxy.shape)
         count = xyxy.shape[0]
-        for name, dtype in (("confidence", np.float32), ("class_id", np.int32)):
+        for name, dtype in _DETECTION_ARRAYS:
             array = getattr(self, name)
-            _expect(isinstance(array, np.ndarray), f"{name} as numpy.ndarray", type(array).__name__)
-            _expect(array.dtype == dtype, f"{name} dtype {np.dtype(dtype)}", str(array.dtype))
-            _expect(array.shape == (count,), f"{name} shape ({count},)", array.shape)
-        if self.tracker_id is not None:
-            ids = self.tracker_id
-            _expect(isinstance(ids, np.ndarray), "tracker_id as numpy.ndarray", type(ids).__name__)
-            _expect(ids.dtype == np.int64, "tracker_id dtype int64", str(ids.dtype))
-            _expect(ids.shape == (count,), f"tracker_id shape ({count},)", ids.shape)
+            if array is None and name == "tracker_id":  # before tracking
+                continue
+            if not (isinstance(array, np.ndarray) and array.dtype == dtype):
+                _expect(isinstance(array, np.ndarray), f"{name} as numpy.ndarray",
+                        type(array).__name__)  # fmt: skip
+                _expect(False, f"{name} dtype {dtype}", array.dtype)
+            if array.shape != (count,):
+                _expect(False, f"{name} shape ({count},)", array.shape)
 
     @classmethod
     def empty(cls) -> Detections:
