@@ -116,6 +116,7 @@ class OpenVinoRuntime:
         streams: int = 1,
     ) -> None:
         ov = import_openvino()
+        self._tensor = ov.Tensor
         self._path = path
         if not path.is_file():
             raise DetectorError(f"load {path} failed: model file not found")
@@ -181,7 +182,11 @@ class OpenVinoRuntime:
 
     def _infer(self, request: Any, batch: npt.NDArray[Any]) -> list[npt.NDArray[Any]]:
         try:
-            request.infer({0: batch})
+            # The batch as the request's input without a copy (the caller's buffer is not
+            # touched until this call returns): 0.19 ms less per call at 416x256 than
+            # infer({0: batch}), which copies it (docs/performance.md).
+            request.set_input_tensor(self._tensor(np.ascontiguousarray(batch), shared_memory=True))
+            request.infer()
             # copies: the request reuses its output buffers on the next call
             return [
                 np.array(request.get_output_tensor(index).data) for index in range(self._outputs)
