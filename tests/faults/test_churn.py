@@ -15,7 +15,15 @@ from feedtag.core import CameraState
 
 from ..api.server import start_api_server
 from ..conftest import RtspServer, free_port, wait_for
-from .measure import MIB, Resources, settled_sample, slope, typical_slope
+from .measure import (
+    MIB,
+    Resources,
+    new_threads,
+    pools_within_bounds,
+    settled_sample,
+    slope,
+    typical_slope,
+)
 
 CYCLES = 1000
 SAMPLE_EVERY = 100
@@ -39,7 +47,8 @@ def test_a_thousand_camera_add_remove_cycles_leak_nothing(
     then ``DELETE /api/v1/cameras/churn`` stops and forgets it. Meanwhile a camera on the
     looping RTSP server keeps streaming and being detected, untouched. Proves: no growth of
     open files (``/proc/self/fd``), Python threads or child processes between cycle 0 and
-    cycle 1,000, nor of OS threads between cycle 100 and 1,000, the C heap's allocated bytes and Python's blocks flat (the median slope between samples every
+    cycle 1,000, nor of OS threads between cycle 100 and 1,000 (workers of pools that start
+    them on demand are held to their pools' bounds instead: measure.POOL_BOUNDS), the C heap's allocated bytes and Python's blocks flat (the median slope between samples every
     100 cycles, after the first 100), resident memory bounded (fragmentation and the allocator
     mapping one more block raise it without a leak), and nothing of the removed camera left in
     the API or metrics."""
@@ -119,15 +128,19 @@ def test_a_thousand_camera_add_remove_cycles_leak_nothing(
         f"{SAMPLE_EVERY} (median slopes): C heap {heap_slope or 0:+.2f} KiB/cycle, Python blocks "
         f"{blocks_slope:+.1f}/cycle, RSS {rss_rise:+.1f} MiB (least squares "
         f"{slope(cycles, [s.rss for _, s in warm]) / 1024:+.2f} KiB/cycle); the steady camera "
-        f"detected {after - before} frames meanwhile\n{table}"
+        f"detected {after - before} frames meanwhile\n{table}\nPython threads at cycle 0: "
+        f"{', '.join(first.thread_names)}; new at the end: {new_threads(first, last)}"
     )
     # No growth: at the end, no more than at cycle 0 or at cycle 100 (a thread an earlier
     # test left may end during the run, so fewer is possible).
     for earlier in (first, samples[1][1]):
-        assert all(n <= m for n, m in zip(last.counts(), earlier.counts(), strict=True)), table
+        grown = f"{table}\nnew Python threads: {new_threads(earlier, last)}"
+        assert all(n <= m for n, m in zip(last.counts(), earlier.counts(), strict=True)), grown
     # Threads below Python (native pools a library starts on first use: +2 between cycles 50
     # and 100 with two detector workers, none after) are compared after that warm-up.
     assert last.os_threads <= samples[1][1].os_threads, table
+    # the workers of pools that grow on demand (counted apart above) stay within their bounds
+    assert pools_within_bounds(last), f"{table}\n{last.thread_names}"
     # Memory: what a leak raises is memory allocated and not freed, in the C heap (glibc's
     # count) and in Python's blocks. Each sample is the least over a second and more
     # (settled_sample: the steady camera's frame in flight is not read as growth), and the
