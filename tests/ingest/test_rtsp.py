@@ -149,7 +149,11 @@ def test_twenty_feeds_five_broken(
         analysed = (
             after[camera_id].counters.frames_analysed - before[camera_id].counters.frames_analysed
         )
-        assert analysed >= 7, f"{camera_id} analysed {analysed} frames in 8 s"
+        # 8 at 1 fps. A camera holds its reads until just before its next keyframe, so on a
+        # loaded machine (the full suite on 2 cores: 6 once in CI, 2026-12-06) a wake-up late
+        # at either end of the window moves a frame out of it; a camera the broken ones held
+        # up would be seconds behind.
+        assert analysed >= 6, f"{camera_id} analysed {analysed} frames in 8 s"
     expected_reason = {
         "refused": "unreachable",  # connection refused: shown no further than that
         "silent": "no answer within",
