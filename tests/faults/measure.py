@@ -23,8 +23,8 @@ MIB = 1024 * 1024
 #: connection), the network policy's resolver pool and AnyIO's pool (sync API routes).
 #: CPython's ThreadPoolExecutor sets a call's result before its worker counts as idle, so a
 #: caller that submits again at once can make the pool start one more worker: now and then
-#: over a thousand cycles (seen once in CI, +1 between cycles 800 and 900), never past the
-#: bound. They are counted apart and held to their bounds.
+#: over a thousand cycles (the likely +1 thread between cycles 800 and 900 of one CI run),
+#: never past the bound. They are counted apart and held to their bounds.
 POOL_BOUNDS = {
     "asyncio_": min(32, (os.cpu_count() or 1) + 4),
     "ThreadPoolExecutor-": min(32, (os.cpu_count() or 1) + 4),
