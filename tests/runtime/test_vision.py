@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,35 @@ def test_frames_of_many_cameras_share_batches() -> None:
         consumer.stop()
     assert sorted(seen) == [f"c{i}" for i in range(6)]
     assert max(detector.calls) > 1  # at least one inference call carried several cameras
+
+
+def test_a_lossless_file_does_not_wait_for_batch_companions(tmp_path: Path) -> None:
+    """A file analysed losslessly hands the detector one frame and waits for its result, so
+    the frame must not wait ``max_wait_s`` for companions that cannot come."""
+    detector = MovingBoxDetector()
+    config = validate_config(
+        {
+            "media_root": str(tmp_path),
+            "detector": {"max_wait_s": 5},
+            "cameras": [
+                {"id": "file", "url": "clip.mp4", "realtime": False, "gate": {"enabled": False}}
+            ],
+        }
+    )
+    assert config.cameras[0].lossless
+    consumer = VisionConsumer(detector, config.detector, config.cameras)
+    results: list[Frame] = []
+    consumer.on_result = lambda f, d: results.append(f)
+    consumer.start()
+    try:
+        started = time.monotonic()
+        for index in range(10):
+            consumer.consume(frame("file", index, 20 + 5 * index))
+        elapsed = time.monotonic() - started
+    finally:
+        consumer.stop()
+    assert [f.index for f in results] == list(range(10))
+    assert elapsed < 3.0  # ten frames; each would wait 5 s for company otherwise
 
 
 def test_tracks_moved() -> None:

@@ -207,6 +207,46 @@ def test_a_full_batch_does_not_wait() -> None:
         assert time.monotonic() - started < 1.0
 
 
+def test_an_urgent_frame_does_not_wait_for_companions() -> None:
+    detector = RecordingDetector()
+    with BatchScheduler(detector, max_batch=8, max_wait_s=30) as scheduler:
+        time.sleep(0.05)  # the worker is idle, waiting
+        started = time.monotonic()
+        assert answered(scheduler.submit("file", frame(1), urgent=True)) == (1, 0)
+        assert time.monotonic() - started < 1.0
+        # a frame that is not urgent still waits for company
+        plain = scheduler.submit("cam2", frame(2))
+        time.sleep(0.3)
+        assert not plain.done()
+        # ... until an urgent frame takes it along
+        assert answered(scheduler.submit("file", frame(1, 1), urgent=True)) == (1, 1)
+        assert answered(plain) == (2, 0)
+    assert detector.batches == [[(1, 0)], [(2, 0), (1, 1)]]
+
+
+def test_a_camera_about_to_lose_a_frame_does_not_wait() -> None:
+    """A camera at a high rate must not drop frames because its batch waits for companions:
+    when it has ``max_pending_per_camera`` frames waiting, the batch goes at once."""
+    detector = RecordingDetector()
+    with BatchScheduler(
+        detector, max_batch=8, max_wait_s=30, max_pending_per_camera=2
+    ) as scheduler:
+        time.sleep(0.05)
+        started = time.monotonic()
+        first = scheduler.submit("fast", frame(1, 0))
+        time.sleep(0.2)
+        assert not first.done()  # one frame waiting: it waits for company
+        second = scheduler.submit("fast", frame(1, 1))
+        assert [answered(first), answered(second)] == [(1, 0), (1, 1)]
+        assert time.monotonic() - started < 1.5
+        # the count of such cameras went back to zero: a lone frame waits again
+        third = scheduler.submit("fast", frame(1, 2))
+        time.sleep(0.3)
+        assert not third.done()
+    assert scheduler.stats().dropped == 0
+    assert detector.batches == [[(1, 0), (1, 1)]]
+
+
 def test_batch_size_is_bounded() -> None:
     detector = RecordingDetector()
     scheduler = BatchScheduler(detector, max_batch=8, max_wait_s=0)

@@ -9,6 +9,7 @@ the measured window divided by feeds * window. Feeds per core is its inverse.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from feedtag.bench.capacity import (
     ResultRecorder,
     ThroughputCounts,
     judge,
+    start_staggered,
 )
 from feedtag.config import validate_config
 from feedtag.ingest.handoff import QUEUE_FULL
@@ -267,8 +269,10 @@ class EngineRun:
             }
         )
         self._fixed_fps = float(len(cameras))
-        # the model is loaded before the measurement starts (and RSS baseline is taken)
-        self.engine = NodeEngine.from_config(config)
+        # the model is loaded before the measurement starts (and RSS baseline is taken); the
+        # cameras join in start(), one after another over a keyframe interval
+        self._cameras = [camera for camera in config.cameras if camera.enabled]
+        self.engine = NodeEngine.from_config(config, cameras=[])
         self.recorder: ResultRecorder | None = None
         consumer = self.engine.consumer
         if isinstance(consumer, VisionConsumer):
@@ -285,6 +289,9 @@ class EngineRun:
 
     def start(self) -> None:
         self.engine.start()
+        start_staggered(
+            [functools.partial(self.engine.add_camera, camera) for camera in self._cameras]
+        )
 
     def stop(self) -> None:
         self.engine.stop()
@@ -315,8 +322,7 @@ class _BareRun:
         self.expected_fps = float(feeds)
 
     def start(self) -> None:
-        for thread in self._threads:
-            thread.start()
+        start_staggered([thread.start for thread in self._threads])
 
     def stop(self) -> None:
         self._stop.set()

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 import onnxruntime  # type: ignore[import-untyped,unused-ignore]
 
-from feedtag.bench.capacity import ResultRecorder
+from feedtag.bench.capacity import ResultRecorder, start_staggered
 from feedtag.ingest.decode import KeyframeIntervalMeter
 from feedtag.ingest.policies import ReadHold
 from feedtag.runtime.cores import available_cores
@@ -73,8 +73,7 @@ class _PacedFeeds(abc.ABC):
         ]
 
     def start(self) -> None:
-        for thread in self._threads:
-            thread.start()
+        start_staggered([thread.start for thread in self._threads])
 
     def stop(self) -> None:
         self._stop.set()

@@ -394,7 +394,11 @@ class DetectorConfig(StrictModel):
         description="Frames per inference call (default: 8 on a CPU, 32 on a GPU).",
     )
     max_wait_s: float = Field(
-        default=0.05, ge=0, le=5, description="Longest a frame waits for a batch to fill."
+        default=0.5,  # vision.batching.DEFAULT_MAX_WAIT_S (why: its comment)
+        ge=0,
+        le=5,
+        description="Longest a frame waits for a batch to fill (a file analysed losslessly "
+        "does not wait, nor a camera whose next frame would push a waiting one out).",
     )
     hang_timeout_s: float | None = Field(
         default=None,

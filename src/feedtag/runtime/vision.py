@@ -156,10 +156,14 @@ class VisionConsumer:
             return
         crop = state.step.region(frame)
         pending = _Pending(state, frame, crop, time.monotonic())
+        # a lossless camera waits for this result below: its frame must not wait for others
+        urgent = state.camera.lossless
         if crop is None:
-            future = self._scheduler.submit(frame.camera_id, frame.detector_image)
+            future = self._scheduler.submit(frame.camera_id, frame.detector_image, urgent=urgent)
         else:
-            future = self._scheduler.submit(frame.camera_id, crop.cut(frame.image), crop.scale)
+            future = self._scheduler.submit(
+                frame.camera_id, crop.cut(frame.image), crop.scale, urgent=urgent
+            )
         future.add_done_callback(lambda done: self._on_detected(pending, done))
         if state.camera.lossless:
             # a file analysed as fast as possible: wait until the result is handed on, so

@@ -3,12 +3,15 @@
 A model runs several frames in one call for little more than the cost of one (weights are
 read once, the matrix products are larger), so the frames the cameras submit are gathered
 into batches: at most ``max_batch`` frames, and no frame waits more than ``max_wait_s`` for
-companions. Batches are fair: cameras take turns, round robin, and no camera gets a second
-slot in a batch while another camera with a waiting frame has none, so a camera that floods
-(a busy scene at a high analysis rate) cannot starve a quiet one. Each camera keeps at most
-``max_pending_per_camera`` frames waiting; when a newer frame arrives the oldest is dropped
-(its future is cancelled), because a late result for an old frame is worth less than a
-prompt one for the newest.
+companions. A batch goes before that when waiting longer would lose or stall a frame: when
+some camera already has ``max_pending_per_camera`` frames waiting (its next frame would push
+one out), or when a waiting frame is ``urgent`` (its submitter sends nothing more until this
+result is back: a file analysed losslessly). Batches are fair: cameras take turns, round
+robin, and no camera gets a second slot in a batch while another camera with a waiting frame
+has none, so a camera that floods (a busy scene at a high analysis rate) cannot starve a
+quiet one. Each camera keeps at most ``max_pending_per_camera`` frames waiting; when a
+newer frame arrives the oldest is dropped (its future is cancelled), because a late result
+for an old frame is worth less than a prompt one for the newest.
 
 Submitters get a :class:`concurrent.futures.Future` that resolves to the frame's
 :class:`~feedtag.core.Detections`, or to the detector's exception, or is cancelled when the
@@ -56,7 +59,13 @@ from feedtag.vision.detector import Detector, Image, RegionDetector
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH: Final = 8
-DEFAULT_MAX_WAIT_S: Final = 0.05
+#: A frame waits up to this long for companions. On a CPU a batch of 8 costs about 9% less
+#: inference per frame than single frames, and fewer calls mean fewer thread wake-ups: with
+#: 16 cameras whose keyframes are spread over the second, 0.5 s of waiting formed full
+#: batches and cut the whole path's CPU per feed by 13% against 0.05 s (0.25 s: batches of
+#: 4-5, 8%; docs/performance.md, "Cameras out of step"). At that load a result comes up to
+#: 0.5 s later; a busier detector fills its batches sooner.
+DEFAULT_MAX_WAIT_S: Final = 0.5
 DEFAULT_MAX_PENDING_PER_CAMERA: Final = 2
 DEFAULT_STOP_TIMEOUT_S: Final = 1.0
 #: the longest an idle worker sleeps before it looks at the stop flag again
@@ -102,6 +111,7 @@ class _Waiting:
     future: Future[Detections]
     submitted: float
     scale: float | None = None  # an active region's scale (RegionDetector); None: whole frame
+    urgent: bool = False  # the submitter waits for this result: the frame waits for no one
 
 
 @dataclass(slots=True)
@@ -160,6 +170,10 @@ class BatchScheduler:
         self._queues: dict[str, deque[_Waiting]] = {}
         self._ring: deque[str] = deque()
         self._waiting = 0
+        # waiting frames that are urgent, and cameras with max_pending frames waiting: while
+        # either is above 0, the next batch goes at once
+        self._urgent = 0
+        self._crowded = 0
         self._stopping = False
         self._stopped = threading.Event()  # wakes the watchdog at stop
         self._spawned = 0
@@ -187,11 +201,13 @@ class BatchScheduler:
     # -- the submitters' side ----------------------------------------------------------------
 
     def submit(
-        self, camera_id: str, image: Image, scale: float | None = None
+        self, camera_id: str, image: Image, scale: float | None = None, *, urgent: bool = False
     ) -> Future[Detections]:
         """Queue one frame of ``camera_id``; the future resolves to its detections.
         ``scale``: the image is an active region of a frame, to be run at this scale (the
-        detector must be a :class:`~feedtag.vision.detector.RegionDetector`).
+        detector must be a :class:`~feedtag.vision.detector.RegionDetector`). ``urgent``:
+        the caller submits nothing more until this result is back, so the frame goes with
+        the next batch instead of waiting up to ``max_wait_s`` for companions.
 
         Raises :class:`DetectorError` once the scheduler is stopping.
         """
@@ -199,7 +215,7 @@ class BatchScheduler:
             got = getattr(image, "shape", type(image).__name__)
             raise ValueError(f"camera {camera_id}: expected image uint8 (H, W, 3), got {got}")
         future: Future[Detections] = Future()
-        waiting = _Waiting(camera_id, image, future, time.monotonic(), scale)
+        waiting = _Waiting(camera_id, image, future, time.monotonic(), scale, urgent)
         dropped: _Waiting | None = None
         with self._condition:
             if self._stopping:
@@ -208,16 +224,22 @@ class BatchScheduler:
             if queue is None:
                 queue = self._queues[camera_id] = deque()
                 self._ring.append(camera_id)
+            crowded_before = self._crowded
             if len(queue) >= self._max_pending:
                 dropped = queue.popleft()
                 self._waiting -= 1
+                self._urgent -= dropped.urgent
+                self._crowded -= 1
                 self._counts["dropped"] += 1
             queue.append(waiting)
             self._waiting += 1
+            self._urgent += urgent
+            self._crowded += len(queue) == self._max_pending
             self._counts["submitted"] += 1
             # A waiting worker knows its deadline already; only the first frame (a new
-            # deadline) and a full batch change what it should do.
-            if self._waiting in (1, self._max_batch):
+            # deadline), a full batch, an urgent frame or a camera that would lose its next
+            # frame change what it should do.
+            if self._waiting in (1, self._max_batch) or urgent or self._crowded > crowded_before:
                 self._condition.notify()
         if dropped is not None:
             dropped.future.cancel()  # outside the lock: cancel() runs the submitter's callbacks
@@ -247,7 +269,7 @@ class BatchScheduler:
             waiting = [item for queue in self._queues.values() for item in queue]
             self._queues.clear()
             self._ring.clear()
-            self._waiting = 0
+            self._waiting = self._urgent = self._crowded = 0
             self._condition.notify_all()
             threads = list(self._threads)
         self._stopped.set()
@@ -377,11 +399,13 @@ class BatchScheduler:
                     item.future.set_result(outcome)
 
     def _next_batch(self) -> list[_Waiting] | None:
-        """The next batch once it is full or its oldest frame has waited ``max_wait_s``;
-        None when stopping. May be empty when every frame taken had been cancelled."""
+        """The next batch once it is full, its oldest frame has waited ``max_wait_s``, or it
+        must go at once (an urgent frame, a camera with ``max_pending_per_camera`` frames
+        waiting); None when stopping. May be empty when every frame taken had been
+        cancelled."""
         with self._condition:
             while not self._stopping:
-                if self._waiting >= self._max_batch:
+                if self._waiting >= self._max_batch or self._urgent or self._crowded:
                     return self._take()
                 if self._waiting:
                     oldest = min(queue[0].submitted for queue in self._queues.values())
@@ -399,8 +423,10 @@ class BatchScheduler:
         while len(batch) < self._max_batch and self._ring:
             camera_id = self._ring.popleft()
             queue = self._queues[camera_id]
+            self._crowded -= len(queue) == self._max_pending
             item = queue.popleft()
             self._waiting -= 1
+            self._urgent -= item.urgent
             if queue:
                 self._ring.append(camera_id)  # its next frame waits until the others had a turn
             else:
