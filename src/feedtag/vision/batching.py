@@ -62,8 +62,8 @@ DEFAULT_MAX_BATCH: Final = 8
 #: A frame waits up to this long for companions. On a CPU a batch of 8 costs about 9% less
 #: inference per frame than single frames, and fewer calls mean fewer thread wake-ups: with
 #: 16 cameras whose keyframes are spread over the second, 0.5 s of waiting formed full
-#: batches and cut the whole path's CPU per feed by 13% against 0.05 s (0.25 s: batches of
-#: 4-5, 8%; docs/performance.md, "Cameras out of step"). At that load a result comes up to
+#: batches and cut the whole path's CPU per feed by 15% against 0.05 s (0.25 s: batches of
+#: 4-5, 11%; docs/performance.md, "Cameras out of step"). At that load a result comes up to
 #: 0.5 s later; a busier detector fills its batches sooner.
 DEFAULT_MAX_WAIT_S: Final = 0.5
 DEFAULT_MAX_PENDING_PER_CAMERA: Final = 2
