@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import itertools
+import time
+from pathlib import Path
+
 import pytest
 
 from feedtag.bench.capacity import (
+    STAGGER_S,
     Capacity,
     ResultRecorder,
     ThroughputCounts,
     judge,
     search_capacity,
+    start_staggered,
 )
+from feedtag.bench.ingest import EngineRun
 
 
 def counts(*, due: int = 1000, handled: int = 1000, dropped: int = 0, wall: float = 10.0,
@@ -96,3 +103,31 @@ def test_the_search_finds_the_largest_feed_count_that_keeps_up(capacity: int, st
     assert capacity * 0.95 - 1 <= found <= capacity
     assert len(said) == len(tried) and all("feeds ->" in line for line in said)
     assert len(tried) <= 20
+
+
+# -- feeds out of step --------------------------------------------------------------------------
+
+
+def test_starts_are_spread_evenly_over_the_span() -> None:
+    times: list[float] = []
+    start_staggered([lambda: times.append(time.monotonic()) for _ in range(5)], span_s=0.5)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert len(times) == 5
+    assert all(0.09 <= gap <= 0.3 for gap in gaps), gaps  # 0.1 s apart, not together
+
+
+def test_the_engine_variant_starts_its_cameras_one_after_another(vtest_clip: Path) -> None:
+    """Feeds started together hand the detector their keyframes at the same instant (full
+    batches no real site gives); the benchmark's engine adds its cameras over a second."""
+    runner = EngineRun([vtest_clip] * 4, "keyframes", pipeline=False)
+    assert runner.engine.cameras() == []  # nothing runs before start()
+    started = time.monotonic()
+    runner.start()
+    try:
+        took = time.monotonic() - started
+        assert [camera.id for camera in runner.engine.cameras()] == [
+            f"feed{i:04d}" for i in range(4)
+        ]
+        assert took >= STAGGER_S * 3 / 4 * 0.9  # three gaps of a quarter of the span
+    finally:
+        runner.stop()
