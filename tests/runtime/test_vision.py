@@ -152,6 +152,30 @@ def test_a_lossless_file_does_not_wait_for_batch_companions(tmp_path: Path) -> N
     assert elapsed < 3.0  # ten frames; each would wait 5 s for company otherwise
 
 
+@pytest.mark.parametrize(("fps", "bound_s"), [(5.0, 1.0), (1.0, 2.0)])
+def test_a_frame_waits_for_companions_at_most_half_its_cameras_interval(
+    fps: float, bound_s: float
+) -> None:
+    """At 5 fps a frame may wait 0.1 s, so that its result is back before the next frame
+    (a frame the gate carries meanwhile would otherwise overtake it); at 1 fps, 0.5 s."""
+    detector = MovingBoxDetector()
+    settings = validate_config({"detector": {"max_wait_s": 5}}).detector
+    cam = camera("a", analysis_fps=fps, adaptive={"enabled": False}, gate={"enabled": False})
+    consumer = VisionConsumer(detector, settings, [cam])
+    results: list[Frame] = []
+    consumer.on_result = lambda f, d: results.append(f)
+    consumer.start()
+    try:
+        time.sleep(0.05)
+        started = time.monotonic()
+        consumer.consume(frame("a", 0, 20))
+        wait_for(lambda: len(results) == 1, 5, what="the result")
+        elapsed = time.monotonic() - started
+    finally:
+        consumer.stop()
+    assert 0.5 / fps * 0.8 <= elapsed < bound_s
+
+
 def test_tracks_moved() -> None:
     def one(x: float, track: int) -> Detections:
         return Detections(

@@ -207,21 +207,29 @@ def test_a_full_batch_does_not_wait() -> None:
         assert time.monotonic() - started < 1.0
 
 
-def test_an_urgent_frame_does_not_wait_for_companions() -> None:
+def test_a_frame_may_ask_to_wait_less_than_max_wait() -> None:
     detector = RecordingDetector()
     with BatchScheduler(detector, max_batch=8, max_wait_s=30) as scheduler:
         time.sleep(0.05)  # the worker is idle, waiting
         started = time.monotonic()
-        assert answered(scheduler.submit("file", frame(1), urgent=True)) == (1, 0)
+        assert answered(scheduler.submit("file", frame(1), wait_s=0)) == (1, 0)
         assert time.monotonic() - started < 1.0
-        # a frame that is not urgent still waits for company
+        # a frame that asks nothing waits for company ...
         plain = scheduler.submit("cam2", frame(2))
         time.sleep(0.3)
         assert not plain.done()
-        # ... until an urgent frame takes it along
-        assert answered(scheduler.submit("file", frame(1, 1), urgent=True)) == (1, 1)
+        # ... until a frame that may wait only 0.2 s takes it along
+        started = time.monotonic()
+        assert answered(scheduler.submit("cam3", frame(3), wait_s=0.2)) == (3, 0)
+        assert 0.15 <= time.monotonic() - started < 1.5
         assert answered(plain) == (2, 0)
-    assert detector.batches == [[(1, 0)], [(2, 0), (1, 1)]]
+        # a wait above max_wait_s is capped at it (checked with a short max_wait_s below)
+    assert detector.batches == [[(1, 0)], [(2, 0), (3, 0)]]
+    with BatchScheduler(RecordingDetector(), max_batch=8, max_wait_s=0.1) as scheduler:
+        time.sleep(0.05)
+        started = time.monotonic()
+        answered(scheduler.submit("cam1", frame(1), wait_s=30))
+        assert time.monotonic() - started < 1.0
 
 
 def test_a_camera_about_to_lose_a_frame_does_not_wait() -> None:

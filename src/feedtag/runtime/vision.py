@@ -25,7 +25,7 @@ from feedtag.config.models import CameraConfig, DetectorConfig
 from feedtag.core import Detections, Frame, VisionStageStatus, VisionStatus
 from feedtag.errors import DetectorHangError
 from feedtag.ingest.camera import ModelSize
-from feedtag.ingest.rate import AnalysisRates
+from feedtag.ingest.rate import AdaptiveRate, AnalysisRates
 from feedtag.runtime.cores import detector_batch, detector_workers
 from feedtag.runtime.postprocess import PostProcessStage, ResultHandler
 from feedtag.runtime.step import MOVING_FRACTION, CameraStep, tracks_moved
@@ -48,12 +48,20 @@ DETECTOR_BUSY = "detector_busy"
 #: of the consumer's stop time, the share the batch scheduler gets; post-processing drains
 #: in the rest
 SCHEDULER_STOP_SHARE = 0.5
+#: a frame waits for batch companions at most this share of its camera's frame interval, so
+#: that at light load its result is back before the camera's next frame: a frame the gate
+#: carries forward meanwhile would reach post-processing ahead of it (a 1 fps camera may
+#: wait 0.5 s, the default ``detector.max_wait_s``; one at the tracking rate, 5 fps, 0.1 s)
+WAIT_SHARE_OF_INTERVAL = 0.5
+#: a rate below this is taken as this when the wait is worked out (no division by zero)
+MIN_FPS = 0.01
 
 
 @dataclass
 class _CameraVision:
     camera: CameraConfig
     step: CameraStep
+    rate: AdaptiveRate | None = None  # its adaptive analysis rate (None: analysis_fps)
     lock: threading.Lock = field(default_factory=threading.Lock)
     frames: int = 0
     detected: int = 0
@@ -118,7 +126,7 @@ class VisionConsumer:
         step = CameraStep.for_camera(
             camera, self.detector.class_names, tracker, rate, self.detector
         )
-        state = _CameraVision(camera, step)
+        state = _CameraVision(camera, step, rate)
         with self._lock:
             self._cameras = {**self._cameras, camera.id: state}
 
@@ -156,13 +164,12 @@ class VisionConsumer:
             return
         crop = state.step.region(frame)
         pending = _Pending(state, frame, crop, time.monotonic())
-        # a lossless camera waits for this result below: its frame must not wait for others
-        urgent = state.camera.lossless
+        wait_s = _batch_wait_s(state)
         if crop is None:
-            future = self._scheduler.submit(frame.camera_id, frame.detector_image, urgent=urgent)
+            future = self._scheduler.submit(frame.camera_id, frame.detector_image, wait_s=wait_s)
         else:
             future = self._scheduler.submit(
-                frame.camera_id, crop.cut(frame.image), crop.scale, urgent=urgent
+                frame.camera_id, crop.cut(frame.image), crop.scale, wait_s=wait_s
             )
         future.add_done_callback(lambda done: self._on_detected(pending, done))
         if state.camera.lossless:
@@ -250,3 +257,14 @@ class VisionConsumer:
                     )
                 )
         return out
+
+
+def _batch_wait_s(state: _CameraVision) -> float:
+    """How long a frame of this camera may wait for batch companions (the scheduler caps it
+    at ``detector.max_wait_s``): none for a file analysed losslessly, whose reader waits for
+    each result before it sends the next frame; otherwise a share of the camera's current
+    frame interval (:data:`WAIT_SHARE_OF_INTERVAL`)."""
+    if state.camera.lossless:
+        return 0.0
+    fps = state.camera.analysis_fps if state.rate is None else state.rate.target_fps
+    return WAIT_SHARE_OF_INTERVAL / max(fps, MIN_FPS)

@@ -3,15 +3,15 @@
 A model runs several frames in one call for little more than the cost of one (weights are
 read once, the matrix products are larger), so the frames the cameras submit are gathered
 into batches: at most ``max_batch`` frames, and no frame waits more than ``max_wait_s`` for
-companions. A batch goes before that when waiting longer would lose or stall a frame: when
-some camera already has ``max_pending_per_camera`` frames waiting (its next frame would push
-one out), or when a waiting frame is ``urgent`` (its submitter sends nothing more until this
-result is back: a file analysed losslessly). Batches are fair: cameras take turns, round
-robin, and no camera gets a second slot in a batch while another camera with a waiting frame
-has none, so a camera that floods (a busy scene at a high analysis rate) cannot starve a
-quiet one. Each camera keeps at most ``max_pending_per_camera`` frames waiting; when a
-newer frame arrives the oldest is dropped (its future is cancelled), because a late result
-for an old frame is worth less than a prompt one for the newest.
+companions (a submitter may ask for less per frame: ``submit(..., wait_s=)``). A batch goes
+before that when waiting longer would lose a frame: when some camera already has
+``max_pending_per_camera`` frames waiting (its next frame would push one out). Batches are
+fair: cameras take turns, round robin, and no camera gets a second slot in a batch while
+another camera with a waiting frame has none, so a camera that floods (a busy scene at a
+high analysis rate) cannot starve a quiet one. Each camera keeps at most
+``max_pending_per_camera`` frames waiting; when a newer frame arrives the oldest is dropped
+(its future is cancelled), because a late result for an old frame is worth less than a
+prompt one for the newest.
 
 Submitters get a :class:`concurrent.futures.Future` that resolves to the frame's
 :class:`~feedtag.core.Detections`, or to the detector's exception, or is cancelled when the
@@ -111,7 +111,7 @@ class _Waiting:
     future: Future[Detections]
     submitted: float
     scale: float | None = None  # an active region's scale (RegionDetector); None: whole frame
-    urgent: bool = False  # the submitter waits for this result: the frame waits for no one
+    due: float = 0.0  # when its batch must go at the latest
 
 
 @dataclass(slots=True)
@@ -170,9 +170,7 @@ class BatchScheduler:
         self._queues: dict[str, deque[_Waiting]] = {}
         self._ring: deque[str] = deque()
         self._waiting = 0
-        # waiting frames that are urgent, and cameras with max_pending frames waiting: while
-        # either is above 0, the next batch goes at once
-        self._urgent = 0
+        # cameras with max_pending frames waiting: while above 0, the next batch goes at once
         self._crowded = 0
         self._stopping = False
         self._stopped = threading.Event()  # wakes the watchdog at stop
@@ -201,13 +199,19 @@ class BatchScheduler:
     # -- the submitters' side ----------------------------------------------------------------
 
     def submit(
-        self, camera_id: str, image: Image, scale: float | None = None, *, urgent: bool = False
+        self,
+        camera_id: str,
+        image: Image,
+        scale: float | None = None,
+        *,
+        wait_s: float | None = None,
     ) -> Future[Detections]:
         """Queue one frame of ``camera_id``; the future resolves to its detections.
         ``scale``: the image is an active region of a frame, to be run at this scale (the
-        detector must be a :class:`~feedtag.vision.detector.RegionDetector`). ``urgent``:
-        the caller submits nothing more until this result is back, so the frame goes with
-        the next batch instead of waiting up to ``max_wait_s`` for companions.
+        detector must be a :class:`~feedtag.vision.detector.RegionDetector`). ``wait_s``:
+        the longest this frame waits for companions when less than ``max_wait_s`` (0: it
+        goes with the next batch, for a caller that sends nothing more until this result is
+        back; or a camera whose next frame comes sooner than ``max_wait_s``).
 
         Raises :class:`DetectorError` once the scheduler is stopping.
         """
@@ -215,7 +219,9 @@ class BatchScheduler:
             got = getattr(image, "shape", type(image).__name__)
             raise ValueError(f"camera {camera_id}: expected image uint8 (H, W, 3), got {got}")
         future: Future[Detections] = Future()
-        waiting = _Waiting(camera_id, image, future, time.monotonic(), scale, urgent)
+        now = time.monotonic()
+        wait = self._max_wait_s if wait_s is None else max(0.0, min(wait_s, self._max_wait_s))
+        waiting = _Waiting(camera_id, image, future, now, scale, now + wait)
         dropped: _Waiting | None = None
         with self._condition:
             if self._stopping:
@@ -228,18 +234,21 @@ class BatchScheduler:
             if len(queue) >= self._max_pending:
                 dropped = queue.popleft()
                 self._waiting -= 1
-                self._urgent -= dropped.urgent
                 self._crowded -= 1
                 self._counts["dropped"] += 1
             queue.append(waiting)
             self._waiting += 1
-            self._urgent += urgent
             self._crowded += len(queue) == self._max_pending
             self._counts["submitted"] += 1
             # A waiting worker knows its deadline already; only the first frame (a new
-            # deadline), a full batch, an urgent frame or a camera that would lose its next
+            # deadline), a full batch, a frame that waits less than the others or a camera
+            # that would lose its next
             # frame change what it should do.
-            if self._waiting in (1, self._max_batch) or urgent or self._crowded > crowded_before:
+            if (
+                self._waiting in (1, self._max_batch)
+                or wait < self._max_wait_s
+                or self._crowded > crowded_before
+            ):
                 self._condition.notify()
         if dropped is not None:
             dropped.future.cancel()  # outside the lock: cancel() runs the submitter's callbacks
@@ -269,7 +278,7 @@ class BatchScheduler:
             waiting = [item for queue in self._queues.values() for item in queue]
             self._queues.clear()
             self._ring.clear()
-            self._waiting = self._urgent = self._crowded = 0
+            self._waiting = self._crowded = 0
             self._condition.notify_all()
             threads = list(self._threads)
         self._stopped.set()
@@ -399,17 +408,16 @@ class BatchScheduler:
                     item.future.set_result(outcome)
 
     def _next_batch(self) -> list[_Waiting] | None:
-        """The next batch once it is full, its oldest frame has waited ``max_wait_s``, or it
-        must go at once (an urgent frame, a camera with ``max_pending_per_camera`` frames
-        waiting); None when stopping. May be empty when every frame taken had been
-        cancelled."""
+        """The next batch once it is full, a frame has waited as long as it may (``max_wait_s``
+        or its own ``wait_s``), or a camera has ``max_pending_per_camera`` frames waiting;
+        None when stopping. May be empty when every frame taken had been cancelled."""
         with self._condition:
             while not self._stopping:
-                if self._waiting >= self._max_batch or self._urgent or self._crowded:
+                if self._waiting >= self._max_batch or self._crowded:
                     return self._take()
                 if self._waiting:
-                    oldest = min(queue[0].submitted for queue in self._queues.values())
-                    left = oldest + self._max_wait_s - time.monotonic()
+                    due = min(item.due for queue in self._queues.values() for item in queue)
+                    left = due - time.monotonic()
                     if left <= 0:
                         return self._take()
                     self._condition.wait(min(left, IDLE_POLL_S))
@@ -426,7 +434,6 @@ class BatchScheduler:
             self._crowded -= len(queue) == self._max_pending
             item = queue.popleft()
             self._waiting -= 1
-            self._urgent -= item.urgent
             if queue:
                 self._ring.append(camera_id)  # its next frame waits until the others had a turn
             else:
