@@ -5,6 +5,7 @@ that fails names the file, not where it lies on the server."""
 from __future__ import annotations
 
 import os
+import random
 import secrets
 import time
 from collections.abc import Iterator
@@ -27,7 +28,8 @@ def media_app(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str], Path
     (tmp_path / "secret.mp4").write_bytes(b"outside")
     os.symlink(tmp_path / "secret.mp4", media / "out-link.mp4")
     os.symlink(tmp_path, media / "out-dir")
-    (media / "garbage.mp4").write_bytes(os.urandom(2048))
+    # fixed bytes: fresh random ones now and then probe as an audio format
+    (media / "garbage.mp4").write_bytes(random.Random(0).randbytes(2048))
     admin = secrets.token_urlsafe(32)
     config = api_config(tmp_path / "data", admin).model_copy(update={"media_root": media})
     node = NodeEngine(config)
