@@ -271,7 +271,7 @@ class EngineRun:
         self._fixed_fps = float(len(cameras))
         # the model is loaded before the measurement starts (and RSS baseline is taken); the
         # cameras join in start(), one after another over a keyframe interval
-        self._cameras = [camera for camera in config.cameras if camera.enabled]
+        self._cameras = config.cameras
         self.engine = NodeEngine.from_config(config, cameras=[])
         self.recorder: ResultRecorder | None = None
         consumer = self.engine.consumer

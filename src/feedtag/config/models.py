@@ -397,8 +397,8 @@ class DetectorConfig(StrictModel):
         default=0.5,  # vision.batching.DEFAULT_MAX_WAIT_S (why: its comment)
         ge=0,
         le=5,
-        description="Longest a frame waits for a batch to fill (a file analysed losslessly "
-        "does not wait, nor a camera whose next frame would push a waiting one out).",
+        description="Longest a frame waits for a batch to fill; a frame also waits at most half "
+        "its camera's frame interval, and a file analysed losslessly not at all.",
     )
     hang_timeout_s: float | None = Field(
         default=None,

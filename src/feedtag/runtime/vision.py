@@ -53,8 +53,6 @@ SCHEDULER_STOP_SHARE = 0.5
 #: carries forward meanwhile would reach post-processing ahead of it (a 1 fps camera may
 #: wait 0.5 s, the default ``detector.max_wait_s``; one at the tracking rate, 5 fps, 0.1 s)
 WAIT_SHARE_OF_INTERVAL = 0.5
-#: a rate below this is taken as this when the wait is worked out (no division by zero)
-MIN_FPS = 0.01
 
 
 @dataclass
@@ -267,4 +265,4 @@ def _batch_wait_s(state: _CameraVision) -> float:
     if state.camera.lossless:
         return 0.0
     fps = state.camera.analysis_fps if state.rate is None else state.rate.target_fps
-    return WAIT_SHARE_OF_INTERVAL / max(fps, MIN_FPS)
+    return WAIT_SHARE_OF_INTERVAL / fps  # both rates are above 0 (validated)

@@ -109,9 +109,8 @@ class _Waiting:
     camera_id: str
     image: Image
     future: Future[Detections]
-    submitted: float
+    due: float  # time.monotonic() by which its batch must go
     scale: float | None = None  # an active region's scale (RegionDetector); None: whole frame
-    due: float = 0.0  # when its batch must go at the latest
 
 
 @dataclass(slots=True)
@@ -170,8 +169,6 @@ class BatchScheduler:
         self._queues: dict[str, deque[_Waiting]] = {}
         self._ring: deque[str] = deque()
         self._waiting = 0
-        # cameras with max_pending frames waiting: while above 0, the next batch goes at once
-        self._crowded = 0
         self._stopping = False
         self._stopped = threading.Event()  # wakes the watchdog at stop
         self._spawned = 0
@@ -221,7 +218,7 @@ class BatchScheduler:
         future: Future[Detections] = Future()
         now = time.monotonic()
         wait = self._max_wait_s if wait_s is None else max(0.0, min(wait_s, self._max_wait_s))
-        waiting = _Waiting(camera_id, image, future, now, scale, now + wait)
+        waiting = _Waiting(camera_id, image, future, now + wait, scale)
         dropped: _Waiting | None = None
         with self._condition:
             if self._stopping:
@@ -230,25 +227,20 @@ class BatchScheduler:
             if queue is None:
                 queue = self._queues[camera_id] = deque()
                 self._ring.append(camera_id)
-            crowded_before = self._crowded
             if len(queue) >= self._max_pending:
                 dropped = queue.popleft()
                 self._waiting -= 1
-                self._crowded -= 1
                 self._counts["dropped"] += 1
             queue.append(waiting)
             self._waiting += 1
-            self._crowded += len(queue) == self._max_pending
             self._counts["submitted"] += 1
+            crowded = len(queue) == self._max_pending
+            if crowded:
+                # its next frame would push one out: waiting longer would lose a frame
+                queue[0].due = now
             # A waiting worker knows its deadline already; only the first frame (a new
-            # deadline), a full batch, a frame that waits less than the others or a camera
-            # that would lose its next
-            # frame change what it should do.
-            if (
-                self._waiting in (1, self._max_batch)
-                or wait < self._max_wait_s
-                or self._crowded > crowded_before
-            ):
+            # deadline), a full batch and an earlier deadline change what it should do.
+            if self._waiting in (1, self._max_batch) or wait < self._max_wait_s or crowded:
                 self._condition.notify()
         if dropped is not None:
             dropped.future.cancel()  # outside the lock: cancel() runs the submitter's callbacks
@@ -278,7 +270,7 @@ class BatchScheduler:
             waiting = [item for queue in self._queues.values() for item in queue]
             self._queues.clear()
             self._ring.clear()
-            self._waiting = self._crowded = 0
+            self._waiting = 0
             self._condition.notify_all()
             threads = list(self._threads)
         self._stopped.set()
@@ -408,12 +400,12 @@ class BatchScheduler:
                     item.future.set_result(outcome)
 
     def _next_batch(self) -> list[_Waiting] | None:
-        """The next batch once it is full, a frame has waited as long as it may (``max_wait_s``
-        or its own ``wait_s``), or a camera has ``max_pending_per_camera`` frames waiting;
+        """The next batch once it is full or a frame is due (it has waited ``max_wait_s``, or
+        its own ``wait_s``, or its camera has ``max_pending_per_camera`` frames waiting);
         None when stopping. May be empty when every frame taken had been cancelled."""
         with self._condition:
             while not self._stopping:
-                if self._waiting >= self._max_batch or self._crowded:
+                if self._waiting >= self._max_batch:
                     return self._take()
                 if self._waiting:
                     due = min(item.due for queue in self._queues.values() for item in queue)
@@ -431,7 +423,6 @@ class BatchScheduler:
         while len(batch) < self._max_batch and self._ring:
             camera_id = self._ring.popleft()
             queue = self._queues[camera_id]
-            self._crowded -= len(queue) == self._max_pending
             item = queue.popleft()
             self._waiting -= 1
             if queue:
