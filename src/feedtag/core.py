@@ -166,7 +166,8 @@ class VisionStatus:
     counts: dict[str, int]
     tracks: int
     #: frames that waited for a busy detector and were dropped (a newer frame of the camera
-    #: replaced them, or the engine stopped): frames == gated + detected + failed + dropped
+    #: replaced them, or the engine stopped), or whose result came back after a newer
+    #: frame's: frames == gated + detected + failed + dropped
     #: once nothing is in flight
     dropped: int = 0
     #: frames failed because the detect() call they were in hung (counted in ``failed`` too)

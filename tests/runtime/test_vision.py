@@ -211,3 +211,43 @@ def test_engine_detects_people_in_real_footage(vtest_clip: Path, models_dir: Pat
     assert status.counts.get("person", 0) >= 2
     assert status.latency_ms is not None and status.latency_ms < 2000
     assert status.tracks >= 1
+
+
+def test_a_result_that_comes_back_after_a_newer_frames_is_dropped() -> None:
+    """Two workers: the camera's first frame is still in detection when its second one's
+    result comes back. The late result must not reach the tracker (its clock would run back
+    and drop the tracks) nor the rules after the newer frame."""
+    held, release, newer_done = threading.Event(), threading.Event(), threading.Event()
+
+    class HeldFirst(MovingBoxDetector):
+        def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
+            if int(images[0][0, 0, 0]) == 20:  # frame 0
+                held.set()
+                assert release.wait(5)
+            out = super().detect(images)
+            if int(images[0][0, 0, 0]) == 40:  # frame 1
+                newer_done.set()
+            return out
+
+    detector = HeldFirst()
+    settings = validate_config(
+        {"detector": {"workers": 2, "max_batch": 1, "max_wait_s": 0.01}}
+    ).detector
+    consumer = VisionConsumer(detector, settings, [camera("a", gate={"enabled": False})])
+    results: list[Frame] = []
+    consumer.on_result = lambda f, d: results.append(f)
+    consumer.start()
+    try:
+        consumer.consume(frame("a", 0, 20))
+        assert held.wait(5)  # one worker holds frame 0
+        consumer.consume(frame("a", 1, 40))
+        assert newer_done.wait(5)
+        wait_for(lambda: len(results) == 1, 5, what="frame 1's result")
+        release.set()
+        wait_for(lambda: consumer.statuses()[0].dropped == 1, 5, what="frame 0 dropped")
+    finally:
+        release.set()
+        consumer.stop()
+    assert [f.index for f in results] == [1]
+    status = consumer.statuses()[0]
+    assert (status.frames, status.detected, status.dropped) == (2, 1, 1)

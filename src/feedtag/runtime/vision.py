@@ -61,6 +61,10 @@ class _CameraVision:
     step: CameraStep
     rate: AdaptiveRate | None = None  # its adaptive analysis rate (None: analysis_fps)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: held while a detection result is tracked and handed on, so that results reach the
+    #: tracker and post-processing in frame order
+    order: threading.Lock = field(default_factory=threading.Lock)
+    newest: int = -1  # index of the newest frame whose detections were tracked
     frames: int = 0
     detected: int = 0
     gated: int = 0
@@ -198,17 +202,31 @@ class VisionConsumer:
                 state.failed += 1
                 state.hung += isinstance(error, DetectorHangError)
             return
-        tracked = state.step.detected(frame, done.result(), pending.crop)
-        latency = (time.monotonic() - pending.submitted) * 1000
-        with state.lock:
-            state.detected += 1
-            state.latency_ms = (
-                latency
-                if state.latency_ms is None
-                else state.latency_ms + LATENCY_SMOOTHING * (latency - state.latency_ms)
-            )
-        # runs in a detector worker: blocks it for at most the stage's put timeout
-        self._postprocess.put(frame, tracked)
+        with state.order:
+            if frame.index < state.newest:
+                # Two frames of this camera went in different batches and the newer one's
+                # finished first on another worker. Tracking this one now would run the
+                # tracker's clock back (it would drop its tracks) and hand the rules an old
+                # frame after a newer one: dropped, and counted as such.
+                log.debug(
+                    "camera %s: frame %d detected after a newer one", frame.camera_id, frame.index
+                )
+                with state.lock:
+                    state.dropped += 1
+                return
+            state.newest = frame.index
+            tracked = state.step.detected(frame, done.result(), pending.crop)
+            latency = (time.monotonic() - pending.submitted) * 1000
+            with state.lock:
+                state.detected += 1
+                state.latency_ms = (
+                    latency
+                    if state.latency_ms is None
+                    else state.latency_ms + LATENCY_SMOOTHING * (latency - state.latency_ms)
+                )
+            # runs in a detector worker: blocks it for at most the stage's put timeout (and
+            # a worker with this camera's next result behind it)
+            self._postprocess.put(frame, tracked)
 
     def _handle(self, frame: Frame, detections: Detections) -> None:
         if self.on_result is not None:
