@@ -35,6 +35,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from feedtag.bench.capacity import start_staggered
 from feedtag.bench.demo import sample_feeds
 from feedtag.config import validate_config
 from feedtag.runtime.app import NodeApp
@@ -169,9 +170,12 @@ def main() -> None:
     broker, broker_port = start_broker(work)
     subscriber = start_subscriber(broker_port, published)
     config = node_config(args.feeds, work / "data", receiver.server_address[1], broker_port)
-    app = NodeApp(config)
+    # the node starts with no camera and the feeds join over a second, as cameras' keyframes
+    # fall anywhere in the second (feedtag.bench.capacity.STAGGER_S)
+    app = NodeApp(config.model_copy(update={"cameras": []}))
     try:
         app.start()
+        start_staggered([lambda c=camera: app.control.add_camera(c) for camera in config.cameras])
         began = time.time()
         time.sleep(args.warmup)
         at_warm = saturation(app)
