@@ -24,6 +24,8 @@ from typing import Any, Final, Unpack
 
 import numpy as np
 import numpy.typing as npt
+import onnx
+from google.protobuf.message import DecodeError
 
 from feedtag.errors import DetectorError
 from feedtag.vision.onnx_backend import (
@@ -33,6 +35,7 @@ from feedtag.vision.onnx_backend import (
     LetterboxDetector,
     image_input,
 )
+from feedtag.vision.qdq import without_preactivation_pairs
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +125,7 @@ class OpenVinoRuntime:
             raise DetectorError(f"load {path} failed: model file not found")
         try:
             core = ov.Core()
-            model = core.read_model(str(path))
+            model = core.read_model(_lean_onnx(path) or str(path))
             specs = [_spec(port) for port in model.inputs]
         except Exception as exc:
             raise DetectorError(f"load {path} failed: {_detail(exc)}") from exc
@@ -196,6 +199,28 @@ class OpenVinoRuntime:
                 f"inference with {self._path} on input {list(batch.shape)} failed:"
                 f" {_detail(exc)} (model input {self.model_input.describe()})"
             ) from exc
+
+
+def _lean_onnx(path: Path) -> bytes | None:
+    """An INT8 QDQ ``.onnx`` file without the quantization pairs OpenVINO does not need
+    (:func:`~feedtag.vision.qdq.without_preactivation_pairs`), serialized for
+    ``Core.read_model``; None for any other file, which OpenVINO reads as it is."""
+    if path.suffix.lower() != ".onnx":
+        return None
+    try:
+        model = onnx.load(str(path))
+    except (DecodeError, ValueError, OSError) as error:  # not a model onnx can read:
+        # OpenVINO reads the file itself, and says what is wrong with it
+        log.debug("%s is not an ONNX model onnx can read: %s", path, error)
+        return None
+    if not any(node.op_type == "QuantizeLinear" for node in model.graph.node):
+        return None
+    removed = without_preactivation_pairs(model)
+    if not removed:
+        return None
+    log.debug("%s: %d pre-activation quantization pairs left out for OpenVINO", path, removed)
+    serialized: bytes = model.SerializeToString()
+    return serialized
 
 
 def default_cpu_precision() -> str | None:
