@@ -1,11 +1,12 @@
 """The QDQ rewrite for OpenVINO: only quantization pairs between a convolution and its
-activation go, and the model still computes the same thing within a rounding step."""
+activation become clips, and the model computes the same thing but for that rounding step."""
 
 from __future__ import annotations
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from feedtag.vision.qdq import without_preactivation_pairs
@@ -78,19 +79,27 @@ def conv(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def test_the_pair_between_a_convolution_and_its_activation_goes() -> None:
+def test_the_pair_between_a_convolution_and_its_activation_becomes_a_clip() -> None:
     before = model()
     after = model()
     assert without_preactivation_pairs(after) == 1
     onnx.checker.check_model(after)
     kinds = [node.op_type for node in after.graph.node]
-    assert kinds == ["Conv", "LeakyRelu", "QuantizeLinear", "DequantizeLinear", "MaxPool",
-                     "QuantizeLinear", "DequantizeLinear", "Identity"]  # fmt: skip
-    assert next(n for n in after.graph.node if n.op_type == "LeakyRelu").input[0] == "conv"
-    x = np.random.default_rng(1).normal(0, 1, (1, 3, 8, 8)).astype(np.float32)
+    assert kinds == ["Conv", "Clip", "LeakyRelu", "QuantizeLinear", "DequantizeLinear",
+                     "MaxPool", "QuantizeLinear", "DequantizeLinear", "Identity"]  # fmt: skip
+    clip = after.graph.node[1]
+    assert clip.input[0] == "conv" and after.graph.node[2].input[0] == clip.output[0]
+    bounds = {i.name: numpy_helper.to_array(i) for i in after.graph.initializer if not i.dims}
+    # the pair's range: (0 - 128) * 0.05 .. (255 - 128) * 0.05
+    assert bounds[clip.input[1]] == pytest.approx(-6.4) and bounds[clip.input[2]] == pytest.approx(
+        6.35
+    )
+    x = np.random.default_rng(1).normal(0, 3, (1, 3, 8, 8)).astype(np.float32)
+    assert (conv(x) < -6.4).any() and (conv(x) > 6.35).any()  # both bounds are reached
     # one rounding of the pre-activation (to 0.05) fewer, the output still in steps of 0.02
     np.testing.assert_allclose(run(after, x), run(before, x), atol=0.05)
-    exact = np.maximum(0.1 * conv(x), conv(x)).reshape(4, 4, 2, 4, 2).max(axis=(2, 4))
+    kept = np.clip(conv(x), -6.4, 6.35)
+    exact = np.maximum(0.1 * kept, kept).reshape(4, 4, 2, 4, 2).max(axis=(2, 4))
     assert np.abs(run(after, x)[0] - exact).mean() < np.abs(run(before, x)[0] - exact).mean()
     assert without_preactivation_pairs(after) == 0  # nothing left to remove
 
