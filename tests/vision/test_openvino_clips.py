@@ -1,15 +1,22 @@
-"""The QDQ rewrite for OpenVINO: only quantization pairs between a convolution and its
-activation become clips, and the model computes the same thing but for that rounding step."""
+"""OpenVINO runs an INT8 model's quantization pairs between a convolution and its activation
+as clips (``clip_preactivation_pairs``): only those pairs, and the model computes the same
+thing but for that rounding step."""
 
 from __future__ import annotations
 
+import importlib.util
+from typing import Any
+
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from feedtag.vision.qdq import without_preactivation_pairs
+from feedtag.vision.openvino_backend import clip_preactivation_pairs, import_openvino
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("openvino") is None, reason="openvino is not installed"
+)
 
 
 def pair(name: str, source: str, scale: str, zero: str) -> list[onnx.NodeProto]:
@@ -61,9 +68,19 @@ def model(after_conv: str = "LeakyRelu", own_scale: bool = False) -> onnx.ModelP
     return built
 
 
-def run(built: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
-    session = ort.InferenceSession(built.SerializeToString(), providers=["CPUExecutionProvider"])
-    return np.asarray(session.run(None, {"x": x})[0])
+def read(built: onnx.ModelProto) -> Any:
+    return import_openvino().Core().read_model(built.SerializeToString())
+
+
+def run(model: Any, x: np.ndarray) -> np.ndarray:
+    compiled = (
+        import_openvino().Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    )
+    return np.asarray(compiled.create_infer_request().infer({0: x})[0])
+
+
+def kinds(model: Any) -> list[str]:
+    return [op.get_type_name() for op in model.get_ordered_ops()]
 
 
 def conv(x: np.ndarray) -> np.ndarray:
@@ -80,20 +97,16 @@ def conv(x: np.ndarray) -> np.ndarray:
 
 
 def test_the_pair_between_a_convolution_and_its_activation_becomes_a_clip() -> None:
-    before = model()
-    after = model()
-    assert without_preactivation_pairs(after) == 1
-    onnx.checker.check_model(after)
-    kinds = [node.op_type for node in after.graph.node]
-    assert kinds == ["Conv", "Clip", "LeakyRelu", "QuantizeLinear", "DequantizeLinear",
-                     "MaxPool", "QuantizeLinear", "DequantizeLinear", "Identity"]  # fmt: skip
-    clip = after.graph.node[1]
-    assert clip.input[0] == "conv" and after.graph.node[2].input[0] == clip.output[0]
-    bounds = {i.name: numpy_helper.to_array(i) for i in after.graph.initializer if not i.dims}
+    before, after = read(model()), read(model())
+    assert clip_preactivation_pairs(after, import_openvino()) == 1
+    assert "Clamp" not in kinds(before)
+    assert kinds(after).count("FakeQuantize") == kinds(before).count("FakeQuantize") - 1 == 2
+    clamp = next(op for op in after.get_ordered_ops() if op.get_type_name() == "Clamp")
     # the pair's range: (0 - 128) * 0.05 .. (255 - 128) * 0.05
-    assert bounds[clip.input[1]] == pytest.approx(-6.4) and bounds[clip.input[2]] == pytest.approx(
-        6.35
-    )
+    attributes = clamp.get_attributes()
+    assert attributes["min"] == pytest.approx(-6.4) and attributes["max"] == pytest.approx(6.35)
+    readers = [target.get_node().get_type_name() for target in clamp.output(0).get_target_inputs()]
+    assert readers == ["PRelu"]
     x = np.random.default_rng(1).normal(0, 3, (1, 3, 8, 8)).astype(np.float32)
     assert (conv(x) < -6.4).any() and (conv(x) > 6.35).any()  # both bounds are reached
     # one rounding of the pre-activation (to 0.05) fewer, the output still in steps of 0.02
@@ -101,13 +114,14 @@ def test_the_pair_between_a_convolution_and_its_activation_becomes_a_clip() -> N
     kept = np.clip(conv(x), -6.4, 6.35)
     exact = np.maximum(0.1 * kept, kept).reshape(4, 4, 2, 4, 2).max(axis=(2, 4))
     assert np.abs(run(after, x)[0] - exact).mean() < np.abs(run(before, x)[0] - exact).mean()
-    assert without_preactivation_pairs(after) == 0  # nothing left to remove
+    assert clip_preactivation_pairs(after, import_openvino()) == 0  # nothing left to replace
 
 
 def test_pairs_elsewhere_stay() -> None:
-    """A pair read by something other than an activation, or whose two halves disagree on
-    the scale, is not this pattern and stays."""
+    """A pair read by something other than an activation, or whose dequantization does not
+    undo its quantization (another scale), is not this pattern and stays."""
     for built in (model(after_conv="Add"), model(own_scale=True)):
-        count = len(built.graph.node)
-        assert without_preactivation_pairs(built) == 0
-        assert len(built.graph.node) == count
+        graph = read(built)
+        count = len(graph.get_ordered_ops())
+        assert clip_preactivation_pairs(graph, import_openvino()) == 0
+        assert len(graph.get_ordered_ops()) == count and "Clamp" not in kinds(graph)
