@@ -232,13 +232,13 @@ def clip_preactivation_pairs(model: Any, ov: Any) -> int:
         if quantize.get_type_name() != "FakeQuantize" or not _after_convolution(quantize):
             continue
         end = _dequantized_end(quantize)
-        bounds = [_scalar(quantize.input_value(index).get_node()) for index in (1, 2)]
-        if end is None or None in bounds or not _inverts(quantize, end):
+        bounds = None if end is None else _pair_range(quantize, end)
+        if end is None or bounds is None:
             continue
         readers = [target.get_node() for target in end.output(0).get_target_inputs()]
         if not readers or any(r.get_type_name() not in FUSED_ACTIVATIONS for r in readers):
             continue
-        clamp = ov.opset13.clamp(quantize.input_value(0), bounds[0], bounds[1])
+        clamp = ov.opset13.clamp(quantize.input_value(0), *bounds)
         end.output(0).replace(clamp.output(0))
         replaced += 1
     return replaced
@@ -271,10 +271,10 @@ def _dequantized_end(quantize: Any) -> Any:
     return node
 
 
-def _inverts(quantize: Any, end: Any) -> bool:
-    """Whether the dequantization ending in ``end`` maps ``quantize``'s integer range back
-    onto its input range (what an ONNX pair with one scale and zero point does), so that
-    the clip stands for the pair but for the rounding."""
+def _pair_range(quantize: Any, end: Any) -> tuple[float, float] | None:
+    """``quantize``'s input range, where the dequantization ending in ``end`` maps its
+    integer range back onto it (what an ONNX pair with one scale and zero point does), so
+    that a clamp to it stands for the pair but for the rounding; None otherwise."""
     before = end.input_value(0).get_node()
     zero: float | None = 0.0  # no Subtract: a zero point of 0
     if before.get_type_name() == "Subtract":
@@ -285,13 +285,14 @@ def _inverts(quantize: Any, end: Any) -> bool:
     values = [_scalar(quantize.input_value(index).get_node()) for index in (1, 2, 3, 4)]
     values += [_scalar(end.input_value(1).get_node()), zero]
     if any(value is None for value in values):
-        return False
+        return None
     low, high, out_low, out_high, scale, zero_point = (float(v) for v in values if v is not None)
     tolerance = 1e-3 * max(abs(low), abs(high), 1.0)
-    return (
+    inverts = (
         abs((out_low - zero_point) * scale - low) <= tolerance
         and abs((out_high - zero_point) * scale - high) <= tolerance
     )
+    return (low, high) if inverts else None
 
 
 def _scalar(node: Any) -> float | None:
