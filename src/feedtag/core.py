@@ -399,6 +399,8 @@ class IngestCounters:
     packets: int = 0
     bytes: int = 0
     keyframes: int = 0
+    #: keyframes the packet gate left undecoded (docs/ingest.md)
+    keyframes_unchanged: int = 0
     frames_decoded: int = 0
     frames_analysed: int = 0
     frames_dropped: dict[str, int] = field(default_factory=dict)
@@ -467,6 +469,7 @@ class CameraStatus:
                 "packets": counters.packets,
                 "bytes": counters.bytes,
                 "keyframes": counters.keyframes,
+                "keyframes_unchanged": counters.keyframes_unchanged,
                 "frames_decoded": counters.frames_decoded,
                 "frames_analysed": counters.frames_analysed,
                 "frames_dropped": dict(counters.frames_dropped),

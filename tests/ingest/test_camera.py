@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import av
 import pytest
 
+from feedtag.bench.footage import quiet_h264
 from feedtag.config import validate_config
 from feedtag.config.models import CameraConfig, FeedtagConfig
 from feedtag.core import AnalysisLevel, CameraState, DecodeMode
@@ -292,3 +294,48 @@ def test_the_ingest_samples_at_the_rate_its_controller_sets(
     assert status.target_fps == rate.target_fps
     assert status.counters.frames_analysed == analysed
     assert status.counters.frames_decoded == decoded
+
+
+@pytest.mark.slow
+def test_keyframes_the_packet_gate_leaves_undecoded_are_not_a_stall() -> None:
+    """A live-paced still scene at the floor rate: its keyframes are left undecoded for up
+    to gate.refresh_s (6 s here), longer than the stall watchdog's 4 s; the camera stays
+    online and nothing counts as a stall."""
+    path = quiet_h264(640, 360, seconds=60)
+    config = make_config(
+        path.parent,
+        url=path.name,
+        stall_timeout_s=2,
+        gate={"refresh_s": 6},
+        adaptive={"quiet_after_s": 1},
+    )
+    camera = config.cameras[0]
+    rate = AdaptiveRate.for_camera(camera)  # 0.5 / 1 / 5 fps: stall after 4 s
+    rate.observe(0.0, appeared=False, moving_tracks=False)
+    rate.observe(1.0, appeared=False, moving_tracks=False)
+    assert rate.level is AnalysisLevel.FLOOR
+    queue = FrameQueue(10_000)
+    ingest = CameraIngest(camera, config.reconnect, queue, rate=rate)
+    done = threading.Event()
+
+    def analysis() -> None:  # what the vision stage tells the rate: nothing new, ever
+        while not done.is_set():
+            frame = queue.get(timeout=0.1)
+            if frame is not None:
+                rate.observe(frame.pts_s, appeared=False, moving_tracks=False)
+
+    observer = threading.Thread(target=analysis, daemon=True)
+    observer.start()
+    ingest.start()
+    try:
+        wait_for(lambda: ingest.status().counters.keyframes_unchanged >= 8, 30, what="skips")
+        status = ingest.status()
+    finally:
+        ingest.stop()
+        done.set()
+        assert ingest.join()
+        observer.join(5)
+    assert status.state is CameraState.ONLINE and status.counters.stalls == 0
+    # the first GOP is decoded whole while the keyframe interval is measured (25 frames),
+    # then keyframes at the floor rate while the baseline builds, then one in six
+    assert status.counters.frames_decoded <= 25 + 5

@@ -4,7 +4,13 @@ import random
 
 import pytest
 
-from feedtag.ingest.policies import Backoff, RateMeter, RestartBudget, StallDetector
+from feedtag.ingest.policies import (
+    Backoff,
+    PacketGate,
+    RateMeter,
+    RestartBudget,
+    StallDetector,
+)
 
 
 class FakeClock:
@@ -81,3 +87,69 @@ def test_rate_meter() -> None:
     assert meter.rate() == pytest.approx(10, rel=0.05)
     clock.now += 10
     assert meter.rate() == 0
+
+
+def _group(gate: PacketGate, t: float, p_frames: int, keyframe: int = 20_000) -> bool:
+    """24 P-frames of ``p_frames`` bytes after the keyframe at ``t``, then the next keyframe
+    at ``t + 1``: whether the gate calls the scene unchanged then."""
+    for index in range(24):
+        gate.observe(t + (index + 1) / 25, p_frames, False)
+    gate.observe(t + 1, keyframe, True)
+    return gate.unchanged
+
+
+def test_the_packet_gate_learns_a_baseline_before_it_judges() -> None:
+    gate = PacketGate()
+    gate.observe(0.0, 20_000, True)
+    assert [_group(gate, t, 60) for t in range(3)] == [False] * 3
+    gate.decoded()
+    assert _group(gate, 3, 60)
+
+
+@pytest.mark.parametrize(
+    ("p_frames", "keyframe", "unchanged"),
+    [
+        (60, 20_000, True),
+        (89, 20_000, True),  # 1.48x the baseline: within PACKET_GATE_RATIO
+        (92, 20_000, False),  # 1.53x
+        (60, 23_900, True),  # keyframe 19.5% larger: within PACKET_GATE_KEYFRAME_CHANGE
+        (60, 24_200, False),  # 21% larger: lights on
+        (60, 15_000, False),  # 25% smaller: dark, covered
+        (0, 20_000, True),  # fewer bytes is no change (the picture froze: see health rules)
+    ],
+)
+def test_the_packet_gate_judges_each_group_against_the_three_before(
+    p_frames: int, keyframe: int, unchanged: bool
+) -> None:
+    gate = PacketGate()
+    gate.observe(0.0, 20_000, True)
+    for t in range(3):
+        _group(gate, t, 60)
+    gate.decoded()
+    assert _group(gate, 3, p_frames, keyframe) is unchanged
+
+
+def test_a_change_holds_until_the_caller_decodes_a_keyframe() -> None:
+    """A car that arrived and parked in the second before a keyframe the camera did not
+    decode still needs a look: the change is kept until :meth:`PacketGate.decoded`."""
+    gate = PacketGate()
+    gate.observe(0.0, 20_000, True)
+    for t in range(3):
+        _group(gate, t, 60)
+    gate.decoded()
+    assert not _group(gate, 3, 400)  # the car drives in
+    assert not _group(gate, 4, 60)  # parked: quiet again, but not yet looked at
+    gate.decoded()
+    assert _group(gate, 5, 60)
+
+
+def test_a_stream_without_timestamps_is_never_called_unchanged() -> None:
+    gate = PacketGate()
+    for _ in range(6):
+        for _ in range(24):
+            gate.observe(None, 60, False)
+        gate.observe(None, 20_000, True)
+        gate.decoded()
+    assert not _group(gate, 10, 60)
+    with pytest.raises(ValueError, match="history"):
+        PacketGate(history=0)

@@ -8,7 +8,7 @@ import pytest
 
 from feedtag.config.models import CameraConfig
 from feedtag.core import AnalysisLevel
-from feedtag.ingest.rate import AdaptiveRate, AnalysisRates
+from feedtag.ingest.rate import PACKET_GATE_DISTRUST_S, AdaptiveRate, AnalysisRates
 
 FLOOR, NORMAL, TRACKING = AnalysisLevel.FLOOR, AnalysisLevel.NORMAL, AnalysisLevel.TRACKING
 
@@ -153,3 +153,79 @@ def test_observations_from_many_threads_keep_the_rate_consistent() -> None:
         thread.join()
     assert rate.level in (FLOOR, NORMAL)
     assert rate.target_fps == rate.fps(rate.level)
+
+
+def quiet_controller() -> AdaptiveRate:
+    """A controller at the floor rate since stream time 10."""
+    rate = controller()
+    rate.observe(0, appeared=False, moving_tracks=False)
+    rate.observe(10, appeared=False, moving_tracks=False)
+    assert rate.level is FLOOR
+    return rate
+
+
+def test_the_packet_gate_is_open_at_the_floor_rate_only() -> None:
+    rate = controller()
+    rate.observe(0, appeared=True, moving_tracks=False)
+    assert not rate.packet_gate_open(1, None)  # normal
+    rate.observe(11, appeared=False, moving_tracks=False)
+    assert rate.packet_gate_open(11, None)  # floor
+    rate.observe(12, appeared=True, moving_tracks=True, near_rule_motion=True)
+    assert not rate.packet_gate_open(12, None)  # tracking
+
+
+def test_a_check_frame_that_finds_activity_shuts_the_packet_gate() -> None:
+    """The packet sizes called the scene unchanged, the refresh frame shows an object that
+    was not there: this camera's packet sizes do not show change (a constant bitrate
+    encoder, say), so its keyframes are decoded again for PACKET_GATE_DISTRUST_S."""
+    rate = quiet_controller()
+    rate.checks_packet_gate(20)
+    rate.observe(20, appeared=True, moving_tracks=False)
+    rate.observe(40, appeared=False, moving_tracks=False)  # quiet again: the floor
+    assert rate.level is FLOOR
+    assert not rate.packet_gate_open(40, None)
+    assert not rate.packet_gate_open(20 + PACKET_GATE_DISTRUST_S - 0.1, None)
+    assert rate.packet_gate_open(20 + PACKET_GATE_DISTRUST_S, None)
+
+
+def test_a_check_frame_that_finds_nothing_new_leaves_the_packet_gate_open() -> None:
+    rate = quiet_controller()
+    rate.checks_packet_gate(20)
+    rate.observe(20, appeared=False, moving_tracks=False)
+    assert rate.packet_gate_open(20, None)
+    # activity on a later frame the packet gate let through is what it is there for
+    rate.observe(22, appeared=True, moving_tracks=True)
+    rate.observe(40, appeared=False, moving_tracks=False)
+    assert rate.packet_gate_open(40, None)
+
+
+def test_a_check_frame_the_vision_stage_dropped_is_forgotten() -> None:
+    rate = quiet_controller()
+    rate.checks_packet_gate(20)
+    rate.observe(21, appeared=False, moving_tracks=False)  # 20 never came back
+    rate.observe(20, appeared=True, moving_tracks=False)  # too late to be the check
+    rate.observe(40, appeared=False, moving_tracks=False)
+    assert rate.packet_gate_open(40, None)
+
+
+def test_a_restarted_stream_clock_forgets_a_shut_packet_gate() -> None:
+    rate = quiet_controller()
+    rate.checks_packet_gate(50)
+    rate.observe(50, appeared=True, moving_tracks=False)
+    assert not rate.packet_gate_open(70, None)
+    rate.observe(0, appeared=False, moving_tracks=False)  # the clock restarted
+    rate.observe(10, appeared=False, moving_tracks=False)
+    assert rate.packet_gate_open(10, None)
+
+
+def test_the_packet_gate_waits_for_the_result_of_the_last_frame_handed_on() -> None:
+    """A file read as fast as possible: the ingest is at stream time 24 while the frame it
+    handed on at 21 is still being analysed, and that result may raise the rate."""
+    rate = quiet_controller()
+    rate.observe(16, appeared=False, moving_tracks=False)
+    assert rate.packet_gate_open(22, 16)
+    assert not rate.packet_gate_open(22, 21)  # 21 handed on, not yet observed
+    rate.observe(21, appeared=True, moving_tracks=True)
+    assert not rate.packet_gate_open(22, 21)  # observed: activity, the normal rate
+    rate.observe(40, appeared=False, moving_tracks=False)
+    assert rate.packet_gate_open(41, 40)

@@ -6,12 +6,13 @@ does not depend on the machine's speed."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from feedtag.bench.footage import encode_h264, quiet_h264, vtest_path
+from feedtag.bench.footage import encode_h264, quiet_h264, vtest_path, waking_h264
 from feedtag.config import validate_config
 from feedtag.core import AnalysisLevel, CameraState, DecodeMode, Detections, Frame
 from feedtag.runtime.node import NodeEngine
@@ -68,9 +69,8 @@ def per_second(seen: list[tuple[float, AnalysisLevel]], start: float, end: float
 def test_a_still_scene_drops_to_the_floor_rate(models_dir: Path, tmp_path: Path) -> None:
     """The still frame shows people standing: tracks that do not move are not activity."""
     path = quiet_h264(640, 360, seconds=60)  # a keyframe every second
-    seen, engine = analyse(
-        path, models_dir, tmp_path, analysis_fps=2, adaptive={"quiet_after_s": 5}
-    )
+    adaptive = {"quiet_after_s": 5, "packet_gate": False}
+    seen, engine = analyse(path, models_dir, tmp_path, analysis_fps=2, adaptive=adaptive)
     print(f"\nquiet feed: {len(seen)} frames analysed in 60 s")
     # normal before it is quiet (1.92: a 0.5 s period on 25 fps frames samples every 13th)
     assert per_second(seen, 0, 5) == pytest.approx(2.0, rel=0.1)
@@ -78,6 +78,44 @@ def test_a_still_scene_drops_to_the_floor_rate(models_dir: Path, tmp_path: Path)
     status = engine.statuses()[0]
     assert status.analysis_level is AnalysisLevel.FLOOR and status.target_fps == 0.5
     assert status.mode is DecodeMode.KEYFRAMES  # 0.5 fps needs keyframes only
+
+
+def test_at_the_floor_the_packet_gate_decodes_a_still_scene_once_per_refresh(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    """Its packet sizes show nothing changed, so of the floor rate's keyframes only one per
+    gate.refresh_s (10 s) is decoded, and that one finds nothing new: the gate stays open."""
+    path = quiet_h264(640, 360, seconds=60)
+    seen, engine = analyse(
+        path, models_dir, tmp_path, analysis_fps=2, adaptive={"quiet_after_s": 5}
+    )
+    times = [t for t, _ in seen]
+    print(f"\nquiet feed, packet gate: {len(seen)} frames analysed in 60 s: {times}")
+    assert per_second(seen, 0, 5) == pytest.approx(2.0, rel=0.1)
+    # the floor's first keyframes build the packet-size baseline (three groups of pictures)
+    assert 0.08 <= per_second(seen, 20, 60) <= 0.125
+    gaps = [b - a for a, b in itertools.pairwise(times) if a >= 20]
+    assert max(gaps) == pytest.approx(10.0, abs=0.05)
+    status = engine.statuses()[0]
+    assert status.analysis_level is AnalysisLevel.FLOOR
+    assert status.counters.keyframes_unchanged >= 30
+
+
+def test_people_walking_into_a_quiet_view_are_analysed_at_the_next_keyframe(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    """20 s of the still scene at the floor, then people walk through 8.5% of the view: the
+    first second of it changes the packet sizes, the keyframe after it is decoded, and the
+    detector finds them there. (What the rate does next is the adaptive rate's business,
+    tested above; this file is read faster than its results come back.)"""
+    path = waking_h264(640, 360, quiet_s=20, busy_s=10)
+    seen, engine = analyse(path, models_dir, tmp_path, adaptive={"quiet_after_s": 5})
+    print(f"\nwaking feed: frames analysed at {[t for t, _ in seen]}")
+    assert per_second(seen, 8, 20) <= 0.25  # the floor, mostly left undecoded
+    assert engine.statuses()[0].counters.keyframes_unchanged >= 3
+    first, level = min((t, level) for t, level in seen if t >= 20)
+    assert first == pytest.approx(21.0)  # the keyframe after the first second of activity
+    assert level is AnalysisLevel.NORMAL  # people appeared on it
 
 
 def test_the_same_still_scene_without_adaptation_stays_at_analysis_fps(

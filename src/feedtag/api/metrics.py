@@ -109,6 +109,9 @@ class EngineCollector(Collector):
         stalls = CounterMetricFamily(f"{PREFIX}_camera_stalls",
                                      "Watchdog stalls (no decoded frame in time).",
                                      labels=camera)  # fmt: skip
+        unchanged = CounterMetricFamily(f"{PREFIX}_camera_keyframes_unchanged",
+                                        "Keyframes the packet gate left undecoded.",
+                                        labels=camera)  # fmt: skip
         queue = GaugeMetricFamily(f"{PREFIX}_camera_queue_depth",
                                   "Decoded frames waiting for analysis.",
                                   labels=camera)  # fmt: skip
@@ -144,6 +147,7 @@ class EngineCollector(Collector):
             analysed.add_metric(labels.values(this_camera), status.counters.frames_analysed)
             reconnects.add_metric(labels.values(this_camera), status.counters.reconnects)
             stalls.add_metric(labels.values(this_camera), status.counters.stalls)
+            unchanged.add_metric(labels.values(this_camera), status.counters.keyframes_unchanged)
         for camera_snapshot in sorted(snapshot.cameras, key=lambda c: c.camera_id):
             if self._shown(camera_snapshot.camera_id):
                 queue.add_metric(labels.values(camera_snapshot), camera_snapshot.queue_depth)
@@ -158,6 +162,7 @@ class EngineCollector(Collector):
             analysed,
             reconnects,
             stalls,
+            unchanged,
             queue,
         )
 

@@ -261,29 +261,66 @@ def quiet_h264(width: int, height: int, *, seconds: float = 60.0, fps: int = 25)
     gate's noise tolerance, not the detector."""
     name = f"quiet_{width}x{height}_fit_25fps_gop25_{int(seconds)}s.mp4"
     target = cache_dir() / "footage" / name
-    if target.is_file():
-        return target
-    log.info("encoding the quiet feed at %dx%d (once; cached at %s)", width, height, target)
-    with av.open(str(vtest_path())) as src:
-        still = fit_frame(
-            next(src.decode(video=0)), width, height, pixel_format="rgb24"
-        ).to_ndarray()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".part")
-    rng = np.random.default_rng(0)
-    base = still.astype(np.float32)
-    with av.open(str(partial), "w", format="mp4", options={"movflags": "+faststart"}) as dst:
-        stream = _camera_stream(dst, width, height, fps, fps)
-        for index in range(int(seconds * fps)):
-            gain = 1 + QUIET_DRIFT * math.sin(2 * math.pi * index / (QUIET_DRIFT_PERIOD_S * fps))
-            noise = rng.normal(0.0, QUIET_NOISE, size=base.shape)
-            image = np.clip(base * np.float32(gain) + noise, 0, 255).astype(np.uint8)
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
-            frame.pts, frame.time_base = index, Fraction(1, fps)
-            dst.mux(stream.encode(frame))
-        dst.mux(stream.encode(None))
-    partial.replace(target)
+    if not target.is_file():
+        log.info("encoding the quiet feed at %dx%d (once; cached at %s)", width, height, target)
+        _encode_still(target, width, height, int(seconds * fps), fps=fps, wakes_at=None)
     return target
+
+
+def waking_h264(
+    width: int, height: int, *, quiet_s: int = 20, busy_s: int = 10, fps: int = 25
+) -> Path:
+    """A cached feed that is :func:`quiet_h264` for ``quiet_s`` seconds, after which people
+    walk through one part of the view: from then on the window of :data:`WAKING_WINDOW`
+    shows vtest's own frames, one after another, in place of the still. Activity that
+    starts in a small part of a quiet view, the hard case for anything that watches a
+    camera cheaply."""
+    name = f"waking_{width}x{height}_fit_25fps_gop25_{quiet_s}+{busy_s}s.mp4"
+    target = cache_dir() / "footage" / name
+    if not target.is_file():
+        log.info("encoding the waking feed at %dx%d (once; cached at %s)", width, height, target)
+        _encode_still(
+            target, width, height, (quiet_s + busy_s) * fps, fps=fps, wakes_at=quiet_s * fps
+        )
+    return target
+
+
+#: the part of the view where :func:`waking_h264` comes alive, (left, top, width, height) as
+#: fractions of the frame: 8.5% of it, in the middle of vtest's square, where people cross
+WAKING_WINDOW: Final = (0.4375, 0.1667, 0.21875, 0.3889)
+
+
+def _encode_still(
+    target: Path, width: int, height: int, frames: int, *, fps: int, wakes_at: int | None
+) -> None:
+    with av.open(str(vtest_path())) as src:
+        decoded = src.decode(video=0)
+        still = fit_frame(next(decoded), width, height, pixel_format="rgb24").to_ndarray()
+        left, top, across, down = WAKING_WINDOW
+        x, y = int(left * width), int(top * height)
+        window = (slice(y, y + int(down * height)), slice(x, x + int(across * width)))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".part")
+        rng = np.random.default_rng(0)
+        base = still.astype(np.float32)
+        with av.open(str(partial), "w", format="mp4", options={"movflags": "+faststart"}) as dst:
+            stream = _camera_stream(dst, width, height, fps, fps)
+            for index in range(frames):
+                scene = base
+                if wakes_at is not None and index >= wakes_at:
+                    moving = fit_frame(next(decoded), width, height, pixel_format="rgb24")
+                    scene = base.copy()
+                    scene[window] = moving.to_ndarray()[window]
+                gain = 1 + QUIET_DRIFT * math.sin(
+                    2 * math.pi * index / (QUIET_DRIFT_PERIOD_S * fps)
+                )
+                noise = rng.normal(0.0, QUIET_NOISE, size=base.shape)
+                image = np.clip(scene * np.float32(gain) + noise, 0, 255).astype(np.uint8)
+                frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
+                frame.pts, frame.time_base = index, Fraction(1, fps)
+                dst.mux(stream.encode(frame))
+            dst.mux(stream.encode(None))
+    partial.replace(target)
 
 
 def _duration_s(container: av.container.InputContainer, stream: av.video.VideoStream) -> float:

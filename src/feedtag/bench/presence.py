@@ -43,7 +43,7 @@ from feedtag.analytics.engine import CameraAnalyzer
 from feedtag.analytics.geometry import ground_points
 from feedtag.analytics.rules import Observation
 from feedtag.bench.capacity import MAX_P99_LATENCY_S, percentile
-from feedtag.bench.footage import quiet_h264, sample_h264
+from feedtag.bench.footage import quiet_h264, sample_h264, waking_h264
 from feedtag.config import validate_config
 from feedtag.config.analytics import CameraAnalytics
 from feedtag.config.models import DetectorConfig, FeedtagConfig, RegionsConfig
@@ -78,6 +78,8 @@ class Variant:
     #: active-region inference (the detector on the changed part of the frame); ``auto``
     #: where the runtime makes them pay, as ``feedtag run`` decides
     regions: bool | Literal["auto"] = False
+    #: with ``adaptive``: the packet gate at the floor rate (docs/ingest.md)
+    packet_gate: bool = True
 
 
 VARIANTS: Final = {
@@ -90,6 +92,7 @@ VARIANTS: Final = {
         Variant("416-int8-0.5fps", analysis_fps=0.5),
         Variant("320-int8-0.5fps", input_size=320, analysis_fps=0.5),
         Variant("416-int8-adaptive", adaptive=True),
+        Variant("416-int8-adaptive-nopacket", adaptive=True, packet_gate=False),
         Variant("416-int8-regions", regions=True),
         Variant("416-int8-adaptive-regions", adaptive=True, regions=True),
         Variant("416-openvino", precision="auto", backend="openvino"),
@@ -145,13 +148,16 @@ def cell_of(point: tuple[float, float], cells: int = GRID) -> str:
     return f"r{row}c{col}"
 
 
-def bench_camera(path: Path, analysis_fps: float, *, adaptive: bool = False) -> FeedtagConfig:
+def bench_camera(
+    path: Path, analysis_fps: float, *, adaptive: bool = False, packet_gate: bool = True
+) -> FeedtagConfig:
     """The config of the benchmark's one camera: ``path`` read as fast as possible."""
     return validate_config(
         {
             "media_root": str(path.parent),
             "cameras": [{"id": "bench", "url": path.name, "realtime": False,
-                         "analysis_fps": analysis_fps, "adaptive": {"enabled": adaptive}}],
+                         "analysis_fps": analysis_fps,
+                         "adaptive": {"enabled": adaptive, "packet_gate": packet_gate}}],
         }
     )  # fmt: skip
 
@@ -161,10 +167,13 @@ def frames(
     analysis_fps: float,
     rate: AdaptiveRate | None = None,
     model_size: ModelSize | None = None,
+    *,
+    packet_gate: bool = True,
 ) -> Iterator[Frame]:
     """The analysed frames of a file as the ingest produces them, every one of them
-    (sampled by ``rate`` when given; also at the detector's scale with ``model_size``)."""
-    config = bench_camera(path, analysis_fps, adaptive=rate is not None)
+    (sampled by ``rate`` when given, with its packet gate unless ``packet_gate`` is False;
+    also at the detector's scale with ``model_size``)."""
+    config = bench_camera(path, analysis_fps, adaptive=rate is not None, packet_gate=packet_gate)
     return frames_of(config.cameras[0], config, threading.Event(), rate, model_size)
 
 
@@ -233,7 +242,13 @@ def variant_presence(path: Path, detector: Detector, variant: Variant) -> Varian
         rate = AdaptiveRate.for_camera(camera)
         feedback = RateFeedback.for_camera(camera, rate, names)
     results = detect_stream(
-        frames(path, variant.analysis_fps, rate, picture_size_of(detector)),
+        frames(
+            path,
+            variant.analysis_fps,
+            rate,
+            picture_size_of(detector),
+            packet_gate=variant.packet_gate,
+        ),
         detector,
         gate=ChangeGate() if variant.gate else None,
         track_lost_s=DetectorConfig().track_lost_s,
@@ -366,10 +381,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--models-dir", type=Path, default=None)
     parser.add_argument(
         "--footage",
-        choices=("vtest", "bikes", "quiet"),
+        choices=("vtest", "bikes", "quiet", "waking"),
         default="vtest",
-        help="vtest (busy, the default), bikes.mp4, or the quiet still-frame feed "
-        "(bench/footage.py)",
+        help="vtest (busy, the default), bikes.mp4, the quiet still-frame feed, or the "
+        "waking feed (quiet, then people walk into part of the view; bench/footage.py)",
     )
     parser.add_argument(
         "--seconds", type=int, default=None, help="only the first seconds of the footage"
@@ -382,6 +397,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     variants = [VARIANTS[name] for name in args.variants.split(",")]
     if args.footage == "quiet":
         path = quiet_h264(640, 360, seconds=args.seconds or 60)
+    elif args.footage == "waking":
+        path = waking_h264(640, 360)
     else:
         path = sample_h264(args.footage, 640, 360, seconds=args.seconds)
 

@@ -272,7 +272,10 @@ def add_bench_commands(commands: Any) -> None:
     )
     presence.add_argument("--json", action="store_true")
     presence.add_argument(
-        "--footage", choices=("vtest", "quiet"), default="vtest", help="busy or still footage"
+        "--footage",
+        choices=("vtest", "bikes", "quiet", "waking"),
+        default="vtest",
+        help="busy (vtest, bikes), still (quiet) or still until people walk in (waking)",
     )
     presence.add_argument(
         "--seconds", type=positive(int), default=None, help="only the first seconds of it"

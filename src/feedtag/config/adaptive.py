@@ -55,6 +55,13 @@ class AdaptiveRateConfig(StrictModel):
         description="Seconds of stream time in which no object appeared and no track moved "
         "(for the tracking rate: no track moved near a motion rule) before the rate drops.",
     )
+    packet_gate: bool = Field(
+        default=True,
+        description="At the floor rate, leave a due keyframe undecoded when the compressed "
+        "stream's packet sizes show nothing changed since the keyframe before; a frame is "
+        "still decoded at least every gate.refresh_s. Off while the camera's encoder "
+        "hides change from its packet sizes (docs/ingest.md).",
+    )
     rule_margin: float = Field(
         default=0.05,
         ge=0,

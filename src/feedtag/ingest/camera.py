@@ -28,11 +28,24 @@ from feedtag.errors import (
     SourceStalled,
     SourceTimeout,
 )
-from feedtag.ingest.decode import MAX_FRAME_PIXELS, DecodePolicy, FrameConverter, analysis_size
+from feedtag.ingest.decode import (
+    MAX_FRAME_PIXELS,
+    SAMPLE_TOLERANCE_S,
+    DecodePolicy,
+    FrameConverter,
+    analysis_size,
+)
 from feedtag.ingest.handoff import FrameQueue
 from feedtag.ingest.netpolicy import NetworkPolicy
 from feedtag.ingest.pacing import Pacer
-from feedtag.ingest.policies import Backoff, RateMeter, ReadHold, RestartBudget, StallDetector
+from feedtag.ingest.policies import (
+    Backoff,
+    PacketGate,
+    RateMeter,
+    ReadHold,
+    RestartBudget,
+    StallDetector,
+)
 from feedtag.ingest.rate import AdaptiveRate
 from feedtag.ingest.ring import PacketRing, RingRecorder
 from feedtag.ingest.source import OpenOptions, open_source, status_reason, translate_read_error
@@ -51,6 +64,9 @@ JOIN_TIMEOUT_S: Final = 5.0
 UNTIMED_LOOP_WAIT_S: Final = 1.0
 #: a read (with its pacing) that took this long waited for its source: the camera has caught up
 CAUGHT_UP_S: Final = 0.002
+#: a file read as fast as possible waits at most this long for the result of the frame it
+#: handed on before the packet gate decides (then the gate stays shut: the frame is decoded)
+RESULT_WAIT_S: Final = 10.0
 
 
 class CameraIngest:
@@ -104,6 +120,16 @@ class CameraIngest:
         slowest_fps = camera.analysis_rates[0] if rate is not None else camera.analysis_fps
         stall_s = max(camera.stall_timeout_s, 2.0 / slowest_fps)
         self._stall = StallDetector(stall_s, clock)
+        # keyframes left undecoded at the floor rate when packet sizes show no change
+        self._packet_gate = (
+            rate is not None
+            and camera.adaptive.enabled
+            and camera.adaptive.packet_gate
+            and camera.gate.enabled
+        )
+        self._checking = False  # the next frame taken checks the packet gate
+        self._live = not camera.lossless
+        self._skip_gop = False  # the packet gate left this group of pictures undecoded
         self._policy = self._new_policy()
         self._converter = FrameConverter()
         self._model_converter = FrameConverter()  # its own swscale context: another size
@@ -223,6 +249,8 @@ class CameraIngest:
         demuxer = container.demux(stream)
         rate = self.rate
         hold = ReadHold()
+        packets = PacketGate() if self._packet_gate else None
+        self._skip_gop = False
         clock = self._clock
         while not self._stop.is_set():
             read_at = clock()
@@ -247,7 +275,7 @@ class CameraIngest:
             if rate is not None and rate.target_fps != self._policy.analysis_fps:
                 self._policy.set_analysis_fps(rate.target_fps)
             hold.observe(t_s, size, is_keyframe)
-            if size and self._policy.admit_packet(t_s, is_keyframe):
+            if self._admit(packets, t_s, size, is_keyframe):
                 self._decode(stream, packet, time_base, pacer)
             if recorder is not None:
                 recorder.add(packet)  # after decoding: the bitstream filter takes the packet
@@ -264,6 +292,44 @@ class CameraIngest:
         else:
             return
         self._flush(stream, time_base, pacer)
+
+    def _admit(
+        self, packets: PacketGate | None, t_s: float | None, size: int, is_keyframe: bool
+    ) -> bool:
+        """Whether a packet goes to the decoder: the decode policy's answer, unless the packet
+        gate leaves its group of pictures undecoded (decided at its keyframe)."""
+        admitted = bool(size) and self._policy.admit_packet(t_s, is_keyframe)
+        if packets is None:
+            return admitted
+        packets.observe(t_s, size, is_keyframe)
+        if is_keyframe:
+            self._skip_gop = admitted and self._unchanged(packets, t_s)
+            if admitted and not self._skip_gop:
+                packets.decoded()
+        return admitted and not self._skip_gop
+
+    def _unchanged(self, packets: PacketGate, t_s: float | None) -> bool:
+        """At a keyframe due for decoding: whether to leave it and its group of pictures
+        undecoded because the packet sizes show nothing changed (docs/ingest.md, "The packet
+        gate"). A frame still comes at least every ``gate.refresh_s``, and that frame checks
+        the packet gate (:meth:`~feedtag.ingest.rate.AdaptiveRate.checks_packet_gate`)."""
+        self._checking = False
+        rate, last = self.rate, self._policy.last_sample_s
+        if rate is None or t_s is None or not packets.unchanged:
+            return False
+        if last is not None and not self._live:
+            # A file read as fast as possible runs ahead of its analysis: decide on the level
+            # the last frame handed on leads to, as a live camera (seconds later) would.
+            rate.wait_observed(last, RESULT_WAIT_S)
+        if not rate.packet_gate_open(t_s, last):
+            return False
+        if last is None or t_s - last >= self.camera.gate.refresh_s - SAMPLE_TOLERANCE_S:
+            self._checking = True
+            return False
+        self._counts["keyframes_unchanged"] += 1
+        # the stream still delivers pictures: left undecoded by choice is not a stall
+        self._stall.frame_decoded()
+        return True
 
     def _hold(self, pacer: Pacer, t_s: float, held_s: float) -> bool:
         """Leave the source unread for ``held_s`` (:class:`ReadHold`); False if asked to stop.
@@ -310,6 +376,9 @@ class CameraIngest:
         t_s = pacer.stream_time(stamp * time_base) if stamp is not None else pacer.now_stream()
         if not self._policy.take_frame(t_s):
             return
+        if self._checking and self.rate is not None:
+            self._checking = False
+            self.rate.checks_packet_gate(t_s)
         width, height = analysis_size(
             frame.width, frame.height, self.camera.analysis_width, self.camera.analysis_height
         )
@@ -416,6 +485,7 @@ class CameraIngest:
                 packets=counts["packets"],
                 bytes=counts["bytes"],
                 keyframes=counts["keyframes"],
+                keyframes_unchanged=counts["keyframes_unchanged"],
                 frames_decoded=counts["frames_decoded"],
                 frames_analysed=counts["frames_analysed"],
                 frames_dropped=dict(drops),

@@ -123,6 +123,11 @@ class DecodePolicy:
             return True  # first frame, or timestamps restarted
         return t_s - self._last_sample >= self.period_s - SAMPLE_TOLERANCE_S
 
+    @property
+    def last_sample_s(self) -> float | None:
+        """Stream time of the last frame taken (None before the first)."""
+        return self._last_sample
+
     def take_frame(self, t_s: float) -> bool:
         """Whether a decoded frame at ``t_s`` is converted; marks it when it is."""
         if not self.is_due(t_s):

@@ -34,6 +34,9 @@ __all__ = ["AdaptiveRate", "AnalysisRates"]
 #: stream time going back by more than this is a restart of the stream's clock; less is a
 #: result that arrived after a later frame's (detection takes longer than the gate)
 RESTART_BACKWARD_S: Final = 30.0
+#: once a frame decoded although the packet gate called it unchanged shows activity, the
+#: camera's packet gate stays shut for this long (stream time)
+PACKET_GATE_DISTRUST_S: Final = 600.0
 
 
 class AdaptiveRate:
@@ -70,12 +73,15 @@ class AdaptiveRate:
         }
         self.quiet_after_s = quiet_after_s
         self._lock = threading.Lock()
+        self._observed = threading.Condition(self._lock)
         self._last_t: float | None = None
         self._last_active: float | None = None
         self._last_rule_motion: float | None = None
         self.level = AnalysisLevel.NORMAL
         #: the rate the ingest should sample at now, in frames per second
         self.target_fps = float(normal_fps)
+        self._check_s: float | None = None  # stream time of a frame that checks the packet gate
+        self._distrust_until: float | None = None
 
     @classmethod
     def for_camera(cls, camera: CameraConfig) -> AdaptiveRate:
@@ -104,18 +110,55 @@ class AdaptiveRate:
                 # first frame, or the stream's clock restarted: quiet is measured from here
                 last = self._last_active = t_s
                 self._last_rule_motion = None
+                self._check_s = self._distrust_until = None
             # Results arrive slightly out of order (a gated frame is handed on while the
             # frame before it is still in the detector): an earlier time only adds what it
             # saw, it never moves the clock back.
             now = self._last_t = max(last, t_s)
             if appeared or moving_tracks:
                 self._last_active = max(self._last_active or t_s, t_s)
+                if t_s == self._check_s:
+                    self._distrust_until = t_s + PACKET_GATE_DISTRUST_S
+            if self._check_s is not None and t_s >= self._check_s:
+                self._check_s = None  # analysed (or a later frame was: it was dropped)
             if near_rule_motion:
                 self._last_rule_motion = max(self._last_rule_motion or t_s, t_s)
             level = self._level_at(now)
             self.level = level
             self.target_fps = self._fps[level]
+            self._observed.notify_all()
             return level
+
+    def wait_observed(self, t_s: float, timeout_s: float) -> bool:
+        """Wait until the frame at stream time ``t_s`` (or a later one) has been observed, at
+        most ``timeout_s``; whether it was. For a file read as fast as possible, whose ingest
+        would otherwise decide on a level that frame may change."""
+        with self._observed:
+            return self._observed.wait_for(
+                lambda: self._last_t is not None and self._last_t >= t_s, timeout_s
+            )
+
+    def packet_gate_open(self, t_s: float, handed_s: float | None) -> bool:
+        """Whether the camera's ingest may leave a keyframe at stream time ``t_s`` undecoded
+        when its packet sizes show nothing changed (:class:`~feedtag.ingest.policies.
+        PacketGate`): only at the floor rate, once the result of the last frame the ingest
+        handed to analysis (at ``handed_s``) has been observed, so that a file read faster
+        than it is analysed does not skip on a level that frame would have raised; and not
+        for ``PACKET_GATE_DISTRUST_S`` after a check frame (:meth:`checks_packet_gate`)
+        showed activity the packet sizes did not."""
+        until, seen = self._distrust_until, self._last_t
+        return (
+            self.level is AnalysisLevel.FLOOR
+            and (until is None or t_s >= until)
+            and (handed_s is None or (seen is not None and seen >= handed_s))
+        )
+
+    def checks_packet_gate(self, t_s: float) -> None:
+        """The frame at ``t_s`` is decoded although the packet gate called it unchanged (the
+        gate's refresh was due): if its analysis finds activity, the packet sizes missed it
+        and the camera's packet gate shuts (an encoder that holds a constant bitrate, say)."""
+        with self._lock:
+            self._check_s = t_s
 
     def _level_at(self, t_s: float) -> AnalysisLevel:
         motion = self._last_rule_motion
