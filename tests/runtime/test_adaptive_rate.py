@@ -98,7 +98,9 @@ def test_at_the_floor_the_packet_gate_decodes_a_still_scene_once_per_refresh(
     assert max(gaps) == pytest.approx(10.0, abs=0.05)
     status = engine.statuses()[0]
     assert status.analysis_level is AnalysisLevel.FLOOR
-    assert status.counters.keyframes_unchanged >= 30
+    # each floor frame (one every 2 s) was either analysed or left undecoded
+    floor_frames = sum(t > 5.5 for t in times)
+    assert floor_frames + status.counters.keyframes_unchanged == pytest.approx(27, abs=2)
 
 
 def test_people_walking_into_a_quiet_view_are_analysed_at_the_next_keyframe(

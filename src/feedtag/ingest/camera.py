@@ -129,6 +129,7 @@ class CameraIngest:
         )
         self._checking = False  # the next frame taken checks the packet gate
         self._live = not camera.lossless
+        self._last_taken_s: float | None = None  # stream time of the last frame handed on
         self._skip_gop = False  # the packet gate left this group of pictures undecoded
         self._policy = self._new_policy()
         self._converter = FrameConverter()
@@ -314,7 +315,7 @@ class CameraIngest:
         gate"). A frame still comes at least every ``gate.refresh_s``, and that frame checks
         the packet gate (:meth:`~feedtag.ingest.rate.AdaptiveRate.checks_packet_gate`)."""
         self._checking = False
-        rate, last = self.rate, self._policy.last_sample_s
+        rate, last = self.rate, self._last_taken_s
         if rate is None or t_s is None or not packets.unchanged:
             return False
         if last is not None and not self._live:
@@ -326,6 +327,8 @@ class CameraIngest:
         if last is None or t_s - last >= self.camera.gate.refresh_s - SAMPLE_TOLERANCE_S:
             self._checking = True
             return False
+        # the keyframe stands for the frame the rate asked for: the next is due a period on
+        self._policy.take_frame(t_s)
         self._counts["keyframes_unchanged"] += 1
         # the stream still delivers pictures: left undecoded by choice is not a stall
         self._stall.frame_decoded()
@@ -376,6 +379,7 @@ class CameraIngest:
         t_s = pacer.stream_time(stamp * time_base) if stamp is not None else pacer.now_stream()
         if not self._policy.take_frame(t_s):
             return
+        self._last_taken_s = t_s
         if self._checking and self.rate is not None:
             self._checking = False
             self.rate.checks_packet_gate(t_s)
