@@ -43,6 +43,10 @@ class Frame:
     pass: the detector takes :attr:`detector_image` and places it without resizing, and
     :meth:`to_image_pixels` maps its boxes back onto ``image``.
 
+    ``repeat``: the picture is the camera's frame before, handed on again because the packet
+    gate found nothing changed since (its keyframe was left undecoded, docs/ingest.md):
+    analysis carries its result forward, and nothing is judged or kept from the picture.
+
     >>> import numpy as np
     >>> Frame("door", 0, 0.0, 1.7e9, np.zeros((2, 4, 3), np.uint8), keyframe=True).size
     (4, 2)
@@ -55,6 +59,7 @@ class Frame:
     image: npt.NDArray[np.uint8]
     keyframe: bool = False
     model_image: npt.NDArray[np.uint8] | None = None
+    repeat: bool = False
 
     def __post_init__(self) -> None:
         _expect(bool(self.camera_id), "a non-empty camera_id", self.camera_id)

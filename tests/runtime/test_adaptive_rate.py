@@ -31,7 +31,7 @@ def analyse(path: Path, models_dir: Path, data: Path, **camera: Any) -> tuple[
     list[tuple[float, AnalysisLevel]], NodeEngine
 ]:  # fmt: skip
     """Runs one camera over ``path`` to its end: (stream time, level) of every analysed
-    frame, and the stopped engine."""
+    frame (not those the packet gate repeated), and the stopped engine."""
     config = validate_config(
         {
             "media_root": str(path.parent),
@@ -47,8 +47,12 @@ def analyse(path: Path, models_dir: Path, data: Path, **camera: Any) -> tuple[
     rate = engine.rates.get("cam")
     assert rate is not None
 
+    results: list[float] = []
+
     def record(frame: Frame, detections: Detections) -> None:
-        seen.append((frame.pts_s, rate.level))
+        results.append(frame.pts_s)
+        if not frame.repeat:  # a picture handed on again by the packet gate is not analysed
+            seen.append((frame.pts_s, rate.level))
         handler(frame, detections)
 
     engine.consumer.on_result = record  # type: ignore[attr-defined]
@@ -56,7 +60,7 @@ def analyse(path: Path, models_dir: Path, data: Path, **camera: Any) -> tuple[
     try:
         wait_for(lambda: engine.statuses()[0].state is CameraState.STOPPED, 180, what="the end")
         analysed = engine.statuses()[0].counters.frames_analysed
-        wait_for(lambda: len(seen) >= analysed, 20, what="every result")
+        wait_for(lambda: len(results) >= analysed, 20, what="every result")
     finally:
         assert engine.stop(deadline_s=8)
     return seen, engine

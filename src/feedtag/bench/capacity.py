@@ -52,8 +52,7 @@ class ThroughputCounts:
     """What one measured window saw. ``due`` counts the frames handed to analysis whose
     frame time is in the window; ``handled`` those of them whose result reached
     post-processing (detected + gated); ``dropped`` frames dropped before detection (ingest
-    queue drops + detector_busy drops); ``unchanged`` frames the rate asked for that the
-    packet gate left undecoded (docs/ingest.md): not missing, but not due either."""
+    queue drops + detector_busy drops)."""
 
     feeds: int
     wall_s: float
@@ -62,7 +61,6 @@ class ThroughputCounts:
     due: int
     handled: int
     dropped: int
-    unchanged: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +94,6 @@ class RunCounts(NamedTuple):
     due: int
     #: frames dropped before detection
     dropped: int
-    #: keyframes the packet gate left undecoded (docs/ingest.md): asked for, not due
-    unchanged: int = 0
 
 
 def judge(counts: ThroughputCounts, latencies_s: list[float]) -> Capacity:
@@ -106,8 +102,7 @@ def judge(counts: ThroughputCounts, latencies_s: list[float]) -> Capacity:
     cpu_per_feed_s = counts.cpu_s / (counts.feeds * wall)
     p99 = percentile(latencies_s, 99)
     handled_fraction = counts.handled / counts.due if counts.due else 0.0
-    produced = counts.due + counts.unchanged
-    ingest_fraction = produced / (counts.expected_fps * wall) if counts.expected_fps else 1.0
+    ingest_fraction = counts.due / (counts.expected_fps * wall) if counts.expected_fps else 1.0
     kept_up = (
         counts.due > 0
         and handled_fraction >= MIN_HANDLED_FRACTION

@@ -141,8 +141,7 @@ def measure(runner: Runner, feeds: int, seconds: float, warmup_s: float = WARMUP
         if runner.recorder.marks_due:
             due = runner.recorder.due_in(clock_start, clock_end)
     dropped = after.dropped - before.dropped
-    unchanged = after.unchanged - before.unchanged
-    counts = ThroughputCounts(feeds, wall, cpu, expected, due, handled, dropped, unchanged)
+    counts = ThroughputCounts(feeds, wall, cpu, expected, due, handled, dropped)
     return Measured(
         capacity=judge(counts, latencies),
         wall_s=wall,
@@ -304,7 +303,6 @@ class EngineRun:
             sum(s.counters.frames_decoded for s in statuses),
             sum(s.counters.frames_analysed for s in statuses),
             queue + busy,
-            sum(s.counters.keyframes_unchanged for s in statuses),
         )
 
 

@@ -18,6 +18,8 @@ from typing import Final, TypeAlias
 import av
 import av.container
 import av.video
+import numpy as np
+import numpy.typing as npt
 
 from feedtag.config.models import CameraConfig, ReconnectConfig
 from feedtag.core import AnalysisLevel, CameraState, CameraStatus, DecodeMode, Frame, IngestCounters
@@ -129,7 +131,10 @@ class CameraIngest:
         )
         self._checking = False  # the next frame taken checks the packet gate
         self._live = not camera.lossless
-        self._last_taken_s: float | None = None  # stream time of the last frame handed on
+        # the last picture decoded and handed on, and its stream time: what the packet gate
+        # hands on again in place of a keyframe it leaves undecoded
+        self._picture: tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8] | None] | None = None
+        self._decoded_s: float | None = None
         self._skip_gop = False  # the packet gate left this group of pictures undecoded
         self._policy = self._new_policy()
         self._converter = FrameConverter()
@@ -315,23 +320,29 @@ class CameraIngest:
         gate"). A frame still comes at least every ``gate.refresh_s``, and that frame checks
         the packet gate (:meth:`~feedtag.ingest.rate.AdaptiveRate.checks_packet_gate`)."""
         self._checking = False
-        rate, last = self.rate, self._last_taken_s
-        if rate is None or t_s is None or not packets.unchanged:
+        rate, handed, decoded = self.rate, self._policy.last_sample_s, self._decoded_s
+        if rate is None or t_s is None or self._picture is None or not packets.unchanged:
             return False
-        if last is not None and not self._live:
+        if not rate.packet_gate_open(t_s, None):
+            return False  # not at the floor rate, or shut
+        if handed is not None and not self._live:
             # A file read as fast as possible runs ahead of its analysis: decide on the level
             # the last frame handed on leads to, as a live camera (seconds later) would.
-            rate.wait_observed(last, RESULT_WAIT_S)
-        if not rate.packet_gate_open(t_s, last):
+            rate.wait_observed(handed, RESULT_WAIT_S)
+        if not rate.packet_gate_open(t_s, handed):
             return False
-        if last is None or t_s - last >= self.camera.gate.refresh_s - SAMPLE_TOLERANCE_S:
+        if decoded is None or t_s - decoded >= self.camera.gate.refresh_s - SAMPLE_TOLERANCE_S:
             self._checking = True
             return False
-        # the keyframe stands for the frame the rate asked for: the next is due a period on
+        # The keyframe stands for the frame the rate asked for: the picture before is handed
+        # on again in its place, so that analysis carries its result forward as for a frame
+        # the gate found unchanged (tracks and presence go on), and the next is due a period on.
         self._policy.take_frame(t_s)
         self._counts["keyframes_unchanged"] += 1
         # the stream still delivers pictures: left undecoded by choice is not a stall
         self._stall.frame_decoded()
+        image, model_image = self._picture
+        self._hand_on(t_s, image, model_image, keyframe=True, repeat=True)
         return True
 
     def _hold(self, pacer: Pacer, t_s: float, held_s: float) -> bool:
@@ -379,7 +390,6 @@ class CameraIngest:
         t_s = pacer.stream_time(stamp * time_base) if stamp is not None else pacer.now_stream()
         if not self._policy.take_frame(t_s):
             return
-        self._last_taken_s = t_s
         if self._checking and self.rate is not None:
             self._checking = False
             self.rate.checks_packet_gate(t_s)
@@ -392,10 +402,23 @@ class CameraIngest:
             model_width, model_height = self._model_size(width, height)
             if model_width < width and model_height < height:
                 model_image = self._model_converter.to_rgb(frame, model_width, model_height)
+        self._picture = (image, model_image)
+        self._decoded_s = t_s
+        self._hand_on(t_s, image, model_image, keyframe=frame.key_frame)
+
+    def _hand_on(
+        self,
+        t_s: float,
+        image: npt.NDArray[np.uint8],
+        model_image: npt.NDArray[np.uint8] | None,
+        *,
+        keyframe: bool,
+        repeat: bool = False,
+    ) -> None:
         self.queue.put(
             Frame(
-                self.camera.id, self._index, t_s, self._wall_time(t_s), image, frame.key_frame,
-                model_image,
+                self.camera.id, self._index, t_s, self._wall_time(t_s), image, keyframe,
+                model_image, repeat,
             ),
             self._stop,
         )  # fmt: skip

@@ -104,13 +104,17 @@ class EventPipeline:
         camera = self._cameras.get(frame.camera_id)
         if camera is None:
             return
+        # a repeated picture (the packet gate's) is not a new look at the scene: the health
+        # rule would take it for a frozen camera, and it is no better a snapshot than before
+        picture = None if frame.repeat else frame.image
         observation = Observation(
             frame.camera_id, frame.pts_s, frame.wall_time, detections, self.class_names,
-            frame.size, image=frame.image, camera_state=CameraState.ONLINE,
+            frame.size, image=picture, camera_state=CameraState.ONLINE,
         )  # fmt: skip
         now = Sighting(frame.image, detections, frame.pts_s, frame.wall_time)
         with camera.lock:
-            camera.best.observe(frame.image, detections, frame.pts_s, frame.wall_time)
+            if picture is not None:
+                camera.best.observe(picture, detections, frame.pts_s, frame.wall_time)
             camera.recent.observe(detections, self.class_names, frame.pts_s)
             result = camera.analyzer.update(observation)
             open_segments = self._due_checkpoint(camera, frame.wall_time)
