@@ -74,3 +74,36 @@ def test_the_retention_job_prunes_old_audit_entries(tmp_path: Path) -> None:
     job.stop()
     names = [e.token_name for e in search_audit(engine, AuditQuery()).items]
     assert names == ["recent"] and job.audit_pruned == 1
+
+
+def frozen_events(tmp_path: Path, *, repeat: bool) -> list[str]:
+    """A minute of a live scene at the floor rate with the packet gate: a frame every 2 s,
+    decoded every 10 s (each a new picture) and the picture before repeated between them.
+    With ``repeat`` False the same pictures come as decoded frames."""
+    health = {"rules": [{"kind": "camera_health", "frozen_after_s": 5}]}
+    config = validate_config({"media_root": str(tmp_path), "cameras": [
+        {"id": "door", "url": "door.mp4", "analytics": health}]})  # fmt: skip
+    engine = create_store_engine(f"sqlite:///{tmp_path / f'store-{repeat}.db'}")
+    upgrade(engine)
+    writer = StoreWriter(engine, Spool(tempfile.mkdtemp()), max_wait_s=0.02)
+    writer.start()
+    events = EventPipeline(config.cameras, ["person"], writer, None)
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (100, 200, 3), np.uint8)
+    for index, t in enumerate(range(0, 60, 2)):
+        decoded = t % 10 == 0
+        if decoded:
+            image = rng.integers(0, 255, (100, 200, 3), np.uint8)  # the scene lives
+        frame = Frame("door", index, float(t), T0 + t, image, keyframe=True,
+                      repeat=repeat and not decoded)  # fmt: skip
+        events(frame, Detections.empty())
+    assert writer.flush(10)
+    writer.close()
+    return [e.kind.value for e in search_events(engine, EventQuery(camera_ids=["door"])).items]
+
+
+def test_repeated_pictures_are_not_a_frozen_camera(tmp_path: Path) -> None:
+    """The health rule judges pictures the camera decoded; the 8 s of repeats between two of
+    them would otherwise look frozen (``frozen_after_s`` 5 here)."""
+    assert "camera_frozen" in frozen_events(tmp_path, repeat=False)
+    assert "camera_frozen" not in frozen_events(tmp_path, repeat=True)

@@ -124,3 +124,26 @@ def test_adaptation_off_feeds_nothing() -> None:
     for i in range(5):
         step.run(Frame("a", i, float(i), 0.0, still), lambda image: Detections.empty())
     assert rate.level is AnalysisLevel.NORMAL and not rate.adapts
+
+
+def test_a_repeated_picture_is_carried_forward_without_a_look() -> None:
+    """The packet gate hands the picture before on again in place of a keyframe it left
+    undecoded: the step carries the result forward even when the gate's refresh is due or
+    the picture differs from the gate's reference, and tells the rate nothing happened."""
+    step, rate = adaptive_step(adaptive={"quiet_after_s": 5})
+    detector = MovingBoxDetector()
+    seen = step.run(frame("a", 0, 40), lambda image: detector.detect([image])[0])[0]
+    calls = []
+
+    def detect(image: np.ndarray) -> Detections:
+        calls.append(image)
+        return detector.detect([image])[0]
+
+    moved = frame("a", 1, 120)  # a picture the gate would call changed
+    repeat = Frame("a", 1, 30.0, 0.0, moved.image, keyframe=True, repeat=True)  # refresh due
+    carried, gated = step.run(repeat, detect)
+    assert gated and not calls
+    assert np.array_equal(carried.xyxy, seen.xyxy)
+    assert rate.level is AnalysisLevel.FLOOR  # 30 s with nothing new
+    # the same picture as a decoded frame is looked at
+    assert not step.run(Frame("a", 2, 31.0, 0.0, moved.image), detect)[1] and calls

@@ -402,8 +402,9 @@ class CameraIngest:
             model_width, model_height = self._model_size(width, height)
             if model_width < width and model_height < height:
                 model_image = self._model_converter.to_rgb(frame, model_width, model_height)
-        self._picture = (image, model_image)
-        self._decoded_s = t_s
+        if self._packet_gate:
+            self._picture = (image, model_image)
+            self._decoded_s = t_s
         self._hand_on(t_s, image, model_image, keyframe=frame.key_frame)
 
     def _hand_on(
