@@ -111,8 +111,8 @@ def test_people_walking_into_a_quiet_view_are_analysed_at_the_next_keyframe(
     models_dir: Path, tmp_path: Path
 ) -> None:
     """20 s of the still scene at the floor, then people walk through 8.5% of the view: the
-    first second of it changes the packet sizes, the keyframe after it is decoded, and the
-    detector finds them there. (What the rate does next is the adaptive rate's business,
+    first second of it changes the packet sizes, the next keyframe due at the floor rate is
+    decoded, and the detector finds them there. (What the rate does next is the adaptive rate's business,
     tested above; this file is read faster than its results come back.)"""
     path = waking_h264(640, 360, quiet_s=20, busy_s=10)
     seen, engine = analyse(path, models_dir, tmp_path, adaptive={"quiet_after_s": 5})
@@ -120,7 +120,8 @@ def test_people_walking_into_a_quiet_view_are_analysed_at_the_next_keyframe(
     assert per_second(seen, 8, 20) <= 0.25  # the floor, mostly left undecoded
     assert engine.statuses()[0].counters.keyframes_unchanged >= 3
     first, level = min((t, level) for t, level in seen if t >= 20)
-    assert first == pytest.approx(21.0)  # the keyframe after the first second of activity
+    # the first keyframe due at the floor rate (one every 2 s) once a second of activity ended
+    assert first in (21.0, 22.0)
     assert level is AnalysisLevel.NORMAL  # people appeared on it
 
 
