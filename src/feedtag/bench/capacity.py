@@ -25,7 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Final, NamedTuple, Protocol
+from typing import Any, Final, Protocol
 
 import numpy as np
 
@@ -84,16 +84,6 @@ class Capacity:
 def percentile(samples: list[float], q: float) -> float | None:
     """The ``q`` percentile of ``samples`` (None when there are none)."""
     return float(np.percentile(samples, q)) if samples else None
-
-
-class RunCounts(NamedTuple):
-    """Cumulative counts of a run's feeds."""
-
-    decoded: int
-    #: frames handed to analysis (due for detection)
-    due: int
-    #: frames dropped before detection
-    dropped: int
 
 
 def judge(counts: ThroughputCounts, latencies_s: list[float]) -> Capacity:

@@ -27,7 +27,6 @@ from feedtag.bench.capacity import (
     MAX_P99_LATENCY_S,
     Capacity,
     ResultRecorder,
-    RunCounts,
     ThroughputCounts,
     judge,
     start_staggered,
@@ -87,7 +86,10 @@ class Runner(Protocol):
 
     def stop(self) -> None: ...
 
-    def counts(self) -> RunCounts: ...
+    def counts(self) -> tuple[int, int, int]:
+        """Cumulative (frames decoded, frames due for analysis, frames dropped before
+        detection)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,19 +122,19 @@ def measure(runner: Runner, feeds: int, seconds: float, warmup_s: float = WARMUP
     try:
         time.sleep(warmup_s)
         cpu_start = _cpu(process)
-        before = runner.counts()
+        decoded_start, due_start, dropped_start = runner.counts()
         wall_start, clock_start = time.monotonic(), time.time()
         expected = _expected_over(runner, wall_start + seconds)
         wall = time.monotonic() - wall_start
         cpu = _cpu(process) - cpu_start
-        after = runner.counts()
+        decoded, due, dropped = runner.counts()
         clock_end = time.time()
         rss = process.memory_info().rss
         if runner.recorder is not None:
             time.sleep(MAX_P99_LATENCY_S)
     finally:
         runner.stop()
-    due = after.due - before.due
+    due -= due_start
     if runner.recorder is None:
         latencies, handled = [0.0] * due, due  # no detector: every frame is its own result
     else:
@@ -140,12 +142,11 @@ def measure(runner: Runner, feeds: int, seconds: float, warmup_s: float = WARMUP
         handled = len(latencies)
         if runner.recorder.marks_due:
             due = runner.recorder.due_in(clock_start, clock_end)
-    dropped = after.dropped - before.dropped
-    counts = ThroughputCounts(feeds, wall, cpu, expected, due, handled, dropped)
+    counts = ThroughputCounts(feeds, wall, cpu, expected, due, handled, dropped - dropped_start)
     return Measured(
         capacity=judge(counts, latencies),
         wall_s=wall,
-        decoded_fps=round((after.decoded - before.decoded) / wall, 1),
+        decoded_fps=round((decoded - decoded_start) / wall, 1),
         analysed_fps=round(due / wall, 1),
         rss_mb_per_feed=round((rss - rss_before) / feeds / 2**20, 2),
     )
@@ -295,11 +296,11 @@ class EngineRun:
     def stop(self) -> None:
         self.engine.stop()
 
-    def counts(self) -> RunCounts:
+    def counts(self) -> tuple[int, int, int]:
         statuses = self.engine.statuses()
         busy = sum(v.dropped for v in self.engine.vision_statuses().values())
         queue = sum(s.counters.frames_dropped.get(QUEUE_FULL, 0) for s in statuses)
-        return RunCounts(
+        return (
             sum(s.counters.frames_decoded for s in statuses),
             sum(s.counters.frames_analysed for s in statuses),
             queue + busy,
@@ -328,9 +329,9 @@ class _BareRun:
         for thread in self._threads:
             thread.join(5)
 
-    def counts(self) -> RunCounts:
+    def counts(self) -> tuple[int, int, int]:
         decoded = sum(self._decoded)
-        return RunCounts(decoded, decoded, 0)
+        return decoded, decoded, 0
 
     def _loop(self, index: int) -> None:
         start = time.monotonic()

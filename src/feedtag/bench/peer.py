@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 import onnxruntime  # type: ignore[import-untyped,unused-ignore]
 
-from feedtag.bench.capacity import ResultRecorder, RunCounts, start_staggered
+from feedtag.bench.capacity import ResultRecorder, start_staggered
 from feedtag.ingest.decode import KeyframeIntervalMeter
 from feedtag.ingest.policies import ReadHold
 from feedtag.runtime.cores import available_cores
@@ -80,9 +80,9 @@ class _PacedFeeds(abc.ABC):
         for thread in self._threads:
             thread.join(5)
 
-    def counts(self) -> RunCounts:
+    def counts(self) -> tuple[int, int, int]:
         # nothing is dropped: a loop that cannot keep up falls behind live time instead
-        return RunCounts(sum(self._decoded), sum(self._due), 0)
+        return sum(self._decoded), sum(self._due), 0
 
     def _run(self, index: int) -> None:
         next_second = 0

@@ -227,13 +227,14 @@ class CameraStep:
         with self._lock:
             if self._gate is None:
                 return None
-            if frame.repeat:
-                # the packet gate found nothing changed: carried forward without a look
-                self._decision = None
-            else:
-                self._decision = self._gate.decide(frame.image, frame.pts_s, self._moving)
-                if self._decision.run:
-                    return None
+            # a repeated picture (the packet gate found nothing changed): carried forward
+            # without a look
+            decision = (
+                None if frame.repeat else self._gate.decide(frame.image, frame.pts_s, self._moving)
+            )
+            self._decision = decision
+            if decision is not None and decision.run:
+                return None
             if self._feedback is not None:
                 # carried forward: nothing changed and no track moved
                 self._feedback.rate.observe(frame.pts_s, appeared=False, moving_tracks=False)
