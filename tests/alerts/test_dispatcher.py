@@ -201,6 +201,39 @@ def test_a_new_dispatcher_delivers_what_a_stopped_one_left_pending(
     check_deliveries(receiver, items)
 
 
+class StoppingSender(WebhookSender):
+    """Sends for real, then stops ``dispatcher``: it stops in the middle of its batch."""
+
+    dispatcher: AlertDispatcher | None = None
+
+    def send(self, hook: Any, event: Event, *, now: float, snapshot_url: str | None = None) -> Any:
+        sent = super().send(hook, event, now=now, snapshot_url=snapshot_url)
+        assert self.dispatcher is not None
+        self.dispatcher.stop()
+        return sent
+
+
+def test_stopping_mid_batch_gives_the_untried_rows_back(engine: Engine, receiver: Receiver) -> None:
+    """The rows claimed but not tried are due again at once, not after the lease (which
+    outlasts any test's patience), and a new dispatcher sends them straight away."""
+    receiver.start()
+    alerts = alerts_for(receiver.port)
+    items = make_events(3)
+    store_events(engine, alerts, items)
+    sender = StoppingSender(alerts)
+    first = AlertDispatcher(engine, alerts, sender=sender)
+    sender.dispatcher = first
+    assert first.run_once() == 3
+    states = Counter(row["state"] for row in outbox(engine))
+    assert states == Counter({"pending": 2, "delivered": 1})
+    now = time.time()
+    assert all(row["next_attempt_at"] <= now for row in outbox(engine) if row["state"] == "pending")
+    with AlertDispatcher(engine, alerts, poll_interval_s=60) as second:
+        wait_for(lambda: all_delivered(engine, len(items)), 10, what="delivery")
+        assert second.stats().delivered == 2
+    check_deliveries(receiver, items)
+
+
 def test_dead_after_max_attempts(engine: Engine, receiver: Receiver) -> None:
     alerts = alerts_for(receiver.port, max_attempts=2)
     receiver.mode = "error"

@@ -18,6 +18,7 @@ from feedtag.store.outbox import (
     mark_delivered,
     mark_failed,
     outbox_counts,
+    release,
 )
 from feedtag.store.retention import run_retention
 from feedtag.store.schema import alert_outbox, events
@@ -147,6 +148,18 @@ def test_an_expired_lease_makes_the_row_due_again(engine: Engine) -> None:
     assert claim_due(engine, now=T0 + 9) == []
     (again,) = claim_due(engine, now=T0 + 10)
     assert again.event.event_id == item.event.event_id
+
+
+def test_released_rows_are_due_at_once_unless_claimed_again(engine: Engine) -> None:
+    write(engine, [ev("e1", EventKind.STOPPED_VEHICLE, 0)], build_router(ALERTS))
+    claimed = claim_due(engine, now=T0, lease_s=60)
+    by_route = {item.route_id: item for item in claimed}
+    assert release(engine, [by_route["ops"]], now=T0 + 1) == 1
+    (again,) = claim_due(engine, now=T0 + 1, lease_s=60)  # "cars" is still leased
+    assert again.route_id == "ops"
+    # the first claim's lease is over and the row was claimed again: no longer its to give
+    assert release(engine, [by_route["ops"]], now=T0 + 2) == 0
+    assert claim_due(engine, now=T0 + 2) == []
 
 
 def test_retention_removes_an_events_outbox_rows_with_it(engine: Engine) -> None:

@@ -39,6 +39,7 @@ from feedtag.store.outbox import (
     mark_delivered,
     mark_failed,
     outbox_counts,
+    release,
 )
 
 log = logging.getLogger(__name__)
@@ -187,11 +188,22 @@ class AlertDispatcher:
         items = claim_due(
             self._engine, now=self._clock(), limit=self._claim_limit, lease_s=self._lease_s
         )
-        for item in items:
+        for done, item in enumerate(items):
             if self._stop.is_set():
-                break  # the lease runs out; the row is due again for the next start
+                self._give_back(items[done:])
+                break
             self._deliver(item)
         return len(items)
+
+    def _give_back(self, items: Sequence[OutboxItem]) -> None:
+        """Stopping mid-batch: the rows not tried are due again now, for the next dispatcher
+        to start, instead of when their leases end (a dispatcher that dies leaves them to
+        the lease)."""
+        try:
+            release(self._engine, items, now=self._clock())
+        except StoreError as error:
+            log.warning("alert dispatcher: %s; %d row(s) due when their lease ends", error,
+                        len(items))  # fmt: skip
 
     def _run(self) -> None:
         log.info("alert dispatcher started: %d webhook(s)", len(self._hooks))

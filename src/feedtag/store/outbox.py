@@ -244,6 +244,27 @@ def mark_failed(engine: Engine, item: OutboxItem, *, error: str, retry_at: float
         )
 
 
+def release(engine: Engine, items: Sequence[OutboxItem], *, now: float) -> int:
+    """Give back claimed rows that were not tried (a dispatcher stopping mid-batch): each is
+    due again at ``now`` instead of when its lease ends, unless another dispatcher has claimed
+    it since. Returns how many rows were given back."""
+    table = alert_outbox.c
+    released = 0
+    with _store("outbox release"), engine.begin() as connection:
+        for item in items:
+            released += connection.execute(
+                update(alert_outbox)
+                .where(
+                    table.event_id == item.event.event_id,
+                    table.route_id == item.route_id,
+                    table.state == PENDING,
+                    table.next_attempt_at == item.claimed_until,
+                )
+                .values(next_attempt_at=now)
+            ).rowcount
+    return released
+
+
 def _finish(
     connection: Connection,
     event_id: str,
