@@ -143,6 +143,30 @@ def test_a_change_holds_until_the_caller_decodes_a_keyframe() -> None:
     assert _group(gate, 5, 60)
 
 
+@pytest.mark.parametrize(("p_frames", "unchanged"), [(580, True), (620, False)])
+def test_an_encoder_that_spends_on_a_still_scene_is_not_believed(
+    p_frames: int, unchanged: bool
+) -> None:
+    """P-frames of 2.9% of a keyframe are what a variable-rate encoder spends on a busy
+    scene; 3.1% on a still one is a constant-rate encoder filling its budget with noise,
+    whose sizes do not change when the scene does."""
+    gate = PacketGate()
+    gate.observe(0.0, 20_000, True)
+    for t in range(3):
+        _group(gate, t, p_frames)
+    gate.decoded()
+    assert _group(gate, 3, p_frames) is unchanged
+
+
+def test_an_all_intra_stream_is_never_called_unchanged() -> None:
+    gate = PacketGate()
+    for t in range(8):
+        gate.observe(float(t), 20_000, True)
+        gate.decoded()
+    gate.observe(8.0, 20_000, True)
+    assert not gate.unchanged
+
+
 def test_a_stream_without_timestamps_is_never_called_unchanged() -> None:
     gate = PacketGate()
     for _ in range(6):
