@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import itertools
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -296,6 +298,37 @@ def test_the_ingest_samples_at_the_rate_its_controller_sets(
     assert status.counters.frames_decoded == decoded
 
 
+@contextlib.contextmanager
+def at_the_floor(config: FeedtagConfig) -> Iterator[CameraIngest]:
+    """The first camera of ``config`` ingesting at the floor rate, with an analysis that
+    tells its rate nothing new ever happens; stopped on exit."""
+    camera = config.cameras[0]
+    rate = AdaptiveRate.for_camera(camera)
+    rate.observe(0.0, appeared=False, moving_tracks=False)
+    rate.observe(camera.adaptive.quiet_after_s, appeared=False, moving_tracks=False)
+    assert rate.level is AnalysisLevel.FLOOR
+    queue = FrameQueue(10_000)
+    ingest = CameraIngest(camera, config.reconnect, queue, rate=rate)
+    done = threading.Event()
+
+    def analysis() -> None:
+        while not done.is_set():
+            frame = queue.get(timeout=0.1)
+            if frame is not None:
+                rate.observe(frame.pts_s, appeared=False, moving_tracks=False)
+
+    observer = threading.Thread(target=analysis, daemon=True)
+    observer.start()
+    ingest.start()
+    try:
+        yield ingest
+    finally:
+        ingest.stop()
+        done.set()
+        assert ingest.join()
+        observer.join(5)
+
+
 @pytest.mark.slow
 def test_keyframes_the_packet_gate_leaves_undecoded_are_not_a_stall() -> None:
     """A live-paced still scene at the floor rate: its keyframes are left undecoded for up
@@ -309,32 +342,9 @@ def test_keyframes_the_packet_gate_leaves_undecoded_are_not_a_stall() -> None:
         gate={"refresh_s": 6},
         adaptive={"quiet_after_s": 1},
     )
-    camera = config.cameras[0]
-    rate = AdaptiveRate.for_camera(camera)  # 0.5 / 1 / 5 fps: stall after 4 s
-    rate.observe(0.0, appeared=False, moving_tracks=False)
-    rate.observe(1.0, appeared=False, moving_tracks=False)
-    assert rate.level is AnalysisLevel.FLOOR
-    queue = FrameQueue(10_000)
-    ingest = CameraIngest(camera, config.reconnect, queue, rate=rate)
-    done = threading.Event()
-
-    def analysis() -> None:  # what the vision stage tells the rate: nothing new, ever
-        while not done.is_set():
-            frame = queue.get(timeout=0.1)
-            if frame is not None:
-                rate.observe(frame.pts_s, appeared=False, moving_tracks=False)
-
-    observer = threading.Thread(target=analysis, daemon=True)
-    observer.start()
-    ingest.start()
-    try:
+    with at_the_floor(config) as ingest:
         wait_for(lambda: ingest.status().counters.keyframes_unchanged >= 8, 30, what="skips")
         status = ingest.status()
-    finally:
-        ingest.stop()
-        done.set()
-        assert ingest.join()
-        observer.join(5)
     assert status.state is CameraState.ONLINE and status.counters.stalls == 0
     # the first GOP is decoded whole while the keyframe interval is measured (25 frames),
     # then keyframes at the floor rate while the baseline builds, then one in six

@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 import pytest
 
+from feedtag.bench.footage import quiet_h264
 from feedtag.config import validate_config
 from feedtag.core import CameraState, CameraStatus, DecodeMode
 from feedtag.errors import SourceError
@@ -21,9 +22,16 @@ from feedtag.ingest.source import OpenOptions, open_source
 from feedtag.runtime.node import NodeEngine
 from feedtag.urls import CameraUrl
 
-from ..conftest import RtspServer, free_port, resource_counts, wait_for
+from ..conftest import (
+    RtspServer,
+    free_port,
+    require_service,
+    resource_counts,
+    rtsp_server_available,
+    wait_for,
+)
 from ..test_urls import PASSWORD, assert_no_password
-from .test_camera import ReadLog, assert_reads_held, make_config
+from .test_camera import ReadLog, assert_reads_held, at_the_floor, make_config
 from .test_faults import MakeServer, garbage
 
 pytestmark = pytest.mark.system
@@ -71,6 +79,37 @@ def test_live_reads_are_held_between_the_keyframes_it_decodes(
     ingest = CameraIngest(config.cameras[0], config.reconnect, FrameQueue(8), ring=log)
     assert_reads_held(ingest, log)
     assert ingest.status().counters.decode_errors == 0
+
+
+def test_the_packet_gate_reads_a_live_stream() -> None:
+    """Over RTSP the keyframe flags and timestamps come from the RTP depacketizer, not a
+    file's index: a still scene at the floor rate still gets most due keyframes left
+    undecoded, and a frame still comes every gate.refresh_s."""
+    require_service(rtsp_server_available(), "GStreamer RTSP server not installed")
+    # a long clip: where the server loops it, the picture jumps and the gate sees a change
+    server = RtspServer({"quiet": quiet_h264(640, 360, seconds=60)})
+    server.start()
+    try:
+        config = make_config(
+            None, url=server.url("quiet"), gate={"refresh_s": 6}, adaptive={"quiet_after_s": 1}
+        )
+        with at_the_floor(config) as ingest:
+            wait_for(lambda: ingest.status().mode is DecodeMode.KEYFRAMES, 15, what="keyframes")
+            wait_for(lambda: ingest.status().counters.keyframes_unchanged >= 1, 15, what="a skip")
+            start = ingest.status().counters
+            wait_for(
+                lambda: ingest.status().counters.keyframes >= start.keyframes + 12,
+                30,
+                what="twelve seconds of stream",
+            )
+            end = ingest.status().counters
+    finally:
+        server.kill()
+    skipped = end.keyframes_unchanged - start.keyframes_unchanged
+    decoded = end.frames_decoded - start.frames_decoded
+    # 12 s at the floor (0.5 fps): 6 keyframes due, a refresh frame decoded every 6 s
+    assert skipped >= 3 and 1 <= decoded <= 3, (skipped, decoded)
+    assert end.stalls == start.stalls
 
 
 def test_server_killed_and_restarted(make_rtsp_server: Callable[..., RtspServer]) -> None:
