@@ -397,6 +397,21 @@ class AnalysisLevel(enum.StrEnum):
     TRACKING = "tracking"  # a moving track near a line, direction or speed rule
 
 
+class PacketGateState(enum.StrEnum):
+    """Whether a camera's packet sizes are believed to show change (docs/ingest.md, "The
+    packet gate"); an operator's answer to "why does this quiet camera decode every
+    keyframe?"."""
+
+    OFF = "off"  # adaptive.packet_gate, adaptive.enabled or gate.enabled is off
+    LEARNING = "learning"  # the first groups of pictures after a (re)connect: no baseline yet
+    BELIEVED = "believed"  # at the floor rate, unchanged keyframes are left undecoded
+    #: the last group's non-key frames were large against its keyframe: an encoder that holds
+    #: its bitrate constant (CBR), or a stream of keyframes only; every keyframe is decoded
+    NOT_BELIEVED = "not_believed"
+    #: a refresh frame found activity the packet sizes missed: shut for ten minutes
+    DISTRUSTED = "distrusted"
+
+
 @dataclass(frozen=True, slots=True)
 class IngestCounters:
     """Monotonic counters of one camera since it was added."""
@@ -440,6 +455,7 @@ class CameraStatus:
     #: the rate analysis asks for now and which level it is (None before the camera runs)
     target_fps: float | None = None
     analysis_level: AnalysisLevel = AnalysisLevel.NORMAL
+    packet_gate: PacketGateState = PacketGateState.OFF
 
     def __post_init__(self) -> None:
         _expect(isinstance(self.state, CameraState), "state as CameraState", self.state)
@@ -448,6 +464,11 @@ class CameraStatus:
             isinstance(self.analysis_level, AnalysisLevel),
             "analysis_level as AnalysisLevel",
             self.analysis_level,
+        )
+        _expect(
+            isinstance(self.packet_gate, PacketGateState),
+            "packet_gate as PacketGateState",
+            self.packet_gate,
         )
         _expect(self.decoded_fps >= 0 and self.analysed_fps >= 0, "fps >= 0", self.decoded_fps)
 
@@ -470,6 +491,7 @@ class CameraStatus:
             "next_retry_in_s": self.next_retry_in_s,
             "target_fps": self.target_fps,
             "analysis_level": self.analysis_level.value,
+            "packet_gate": self.packet_gate.value,
             "counters": {
                 "packets": counters.packets,
                 "bytes": counters.bytes,

@@ -17,7 +17,7 @@ import pytest
 from feedtag.bench.footage import quiet_h264
 from feedtag.config import validate_config
 from feedtag.config.models import CameraConfig, FeedtagConfig
-from feedtag.core import AnalysisLevel, CameraState, DecodeMode
+from feedtag.core import AnalysisLevel, CameraState, DecodeMode, PacketGateState
 from feedtag.ingest.camera import CameraIngest
 from feedtag.ingest.handoff import FrameQueue
 from feedtag.ingest.rate import AdaptiveRate
@@ -346,6 +346,7 @@ def test_keyframes_the_packet_gate_leaves_undecoded_are_not_a_stall() -> None:
         wait_for(lambda: ingest.status().counters.keyframes_unchanged >= 8, 30, what="skips")
         status = ingest.status()
     assert status.state is CameraState.ONLINE and status.counters.stalls == 0
+    assert status.packet_gate is PacketGateState.BELIEVED
     # the first GOP is decoded whole while the keyframe interval is measured (25 frames),
     # then keyframes at the floor rate while the baseline builds, then one in six
     assert status.counters.frames_decoded <= 25 + 5

@@ -13,7 +13,11 @@ import numpy as np
 import pytest
 
 from feedtag.bench.footage import waking_h264
+from feedtag.core import PacketGateState
 from feedtag.ingest.policies import PacketGate
+
+from ..conftest import wait_for
+from .test_camera import at_the_floor, make_config
 
 QUIET_S = 20
 FPS = 25
@@ -53,7 +57,8 @@ def encode(frames: list[np.ndarray], target: Path, settings: dict[str, str]) -> 
 
 def verdicts(path: Path) -> dict[int, bool]:
     """Second of each keyframe -> whether the gate called the group before it unchanged,
-    decoding every keyframe (the gate judges each group on its own)."""
+    decoding every keyframe (the gate judges each group on its own); at second 0, whether
+    the gate believed the last group's sizes."""
     gate, seen = PacketGate(), {}
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
@@ -66,6 +71,7 @@ def verdicts(path: Path) -> dict[int, bool]:
             if packet.is_keyframe:
                 seen[round(t_s)] = gate.unchanged
                 gate.decoded()
+    seen[0] = bool(gate.believed)
     return seen
 
 
@@ -77,6 +83,7 @@ def test_variable_rate_shows_the_people_walking_in(
     quiet = [seen[t] for t in range(8, QUIET_S + 1)]
     assert sum(quiet) >= len(quiet) - 1  # the still scene: keyframes left undecoded
     assert not seen[QUIET_S + 1]  # the group in which they walk in is a change
+    assert seen[0]  # believed at the end, with people walking
 
 
 @pytest.mark.parametrize("rate_control", ["cbr", "cbr-filler"])
@@ -87,4 +94,21 @@ def test_constant_rate_is_never_believed(
     kbit_s = path.stat().st_size * 8 / 1000 / 30
     assert 300 < kbit_s < 500  # the encoder did hold its rate
     seen = verdicts(path)
-    assert len(seen) >= 29 and not any(seen.values())
+    assert len(seen) >= 29 and not any(seen.values())  # seen[0]: not believed
+
+
+@pytest.mark.slow
+def test_a_constant_rate_camera_decodes_every_floor_keyframe(
+    waking_frames: list[np.ndarray], tmp_path: Path
+) -> None:
+    """The camera itself, live-paced at the floor rate on the constant-rate feed: nothing is
+    left undecoded, and its status says why."""
+    path = encode(waking_frames[: 12 * FPS], tmp_path / "cbr.mp4", RATE_CONTROLS["cbr"])
+    config = make_config(
+        path.parent, url=path.name, gate={"refresh_s": 6}, adaptive={"quiet_after_s": 1}
+    )
+    with at_the_floor(config) as ingest:
+        wait_for(lambda: ingest.status().counters.keyframes >= 10, 20, what="ten keyframes")
+        status = ingest.status()
+    assert status.packet_gate is PacketGateState.NOT_BELIEVED
+    assert status.counters.keyframes_unchanged == 0

@@ -154,8 +154,10 @@ def test_an_encoder_that_spends_on_a_still_scene_is_not_believed(
     gate.observe(0.0, 20_000, True)
     for t in range(3):
         _group(gate, t, p_frames)
+    assert gate.believed is None  # the baseline was being built
     gate.decoded()
     assert _group(gate, 3, p_frames) is unchanged
+    assert gate.believed is unchanged
 
 
 def test_an_all_intra_stream_is_never_called_unchanged() -> None:
@@ -164,7 +166,7 @@ def test_an_all_intra_stream_is_never_called_unchanged() -> None:
         gate.observe(float(t), 20_000, True)
         gate.decoded()
     gate.observe(8.0, 20_000, True)
-    assert not gate.unchanged
+    assert not gate.unchanged and gate.believed is False
 
 
 def test_a_stream_without_timestamps_is_never_called_unchanged() -> None:

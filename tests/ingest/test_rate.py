@@ -183,16 +183,18 @@ def test_a_check_frame_that_finds_activity_shuts_the_packet_gate() -> None:
     rate.observe(20, appeared=True, moving_tracks=False)
     rate.observe(40, appeared=False, moving_tracks=False)  # quiet again: the floor
     assert rate.level is FLOOR
-    assert not rate.packet_gate_open(40, None)
+    assert not rate.packet_gate_open(40, None) and rate.packet_gate_distrusted()
     assert not rate.packet_gate_open(20 + PACKET_GATE_DISTRUST_S - 0.1, None)
     assert rate.packet_gate_open(20 + PACKET_GATE_DISTRUST_S, None)
+    rate.observe(20 + PACKET_GATE_DISTRUST_S, appeared=False, moving_tracks=False)
+    assert not rate.packet_gate_distrusted()
 
 
 def test_a_check_frame_that_finds_nothing_new_leaves_the_packet_gate_open() -> None:
     rate = quiet_controller()
     rate.checks_packet_gate(20)
     rate.observe(20, appeared=False, moving_tracks=False)
-    assert rate.packet_gate_open(20, None)
+    assert rate.packet_gate_open(20, None) and not rate.packet_gate_distrusted()
     # activity on a later frame the packet gate let through is what it is there for
     rate.observe(22, appeared=True, moving_tracks=True)
     rate.observe(40, appeared=False, moving_tracks=False)

@@ -14,7 +14,7 @@ import pytest
 
 from feedtag.bench.footage import quiet_h264
 from feedtag.config import validate_config
-from feedtag.core import CameraState, CameraStatus, DecodeMode
+from feedtag.core import CameraState, CameraStatus, DecodeMode, PacketGateState
 from feedtag.errors import SourceError
 from feedtag.ingest.camera import CameraIngest
 from feedtag.ingest.handoff import FrameQueue
@@ -103,6 +103,7 @@ def test_the_packet_gate_reads_a_live_stream() -> None:
                 what="twelve seconds of stream",
             )
             end = ingest.status().counters
+            assert ingest.status().packet_gate is PacketGateState.BELIEVED
     finally:
         server.kill()
     skipped = end.keyframes_unchanged - start.keyframes_unchanged

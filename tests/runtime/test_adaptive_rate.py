@@ -14,7 +14,14 @@ import pytest
 
 from feedtag.bench.footage import encode_h264, quiet_h264, vtest_path, waking_h264
 from feedtag.config import validate_config
-from feedtag.core import AnalysisLevel, CameraState, DecodeMode, Detections, Frame
+from feedtag.core import (
+    AnalysisLevel,
+    CameraState,
+    DecodeMode,
+    Detections,
+    Frame,
+    PacketGateState,
+)
 from feedtag.runtime.node import NodeEngine
 
 from ..conftest import wait_for
@@ -82,6 +89,7 @@ def test_a_still_scene_drops_to_the_floor_rate(models_dir: Path, tmp_path: Path)
     status = engine.statuses()[0]
     assert status.analysis_level is AnalysisLevel.FLOOR and status.target_fps == 0.5
     assert status.mode is DecodeMode.KEYFRAMES  # 0.5 fps needs keyframes only
+    assert status.packet_gate is PacketGateState.OFF
 
 
 def test_at_the_floor_the_packet_gate_decodes_a_still_scene_once_per_refresh(
@@ -102,6 +110,7 @@ def test_at_the_floor_the_packet_gate_decodes_a_still_scene_once_per_refresh(
     assert max(gaps) == pytest.approx(10.0, abs=0.05)
     status = engine.statuses()[0]
     assert status.analysis_level is AnalysisLevel.FLOOR
+    assert status.packet_gate is PacketGateState.BELIEVED
     # each floor frame (one every 2 s) was either analysed or left undecoded
     floor_frames = sum(t > 5.5 for t in times)
     assert floor_frames + status.counters.keyframes_unchanged == pytest.approx(27, abs=2)

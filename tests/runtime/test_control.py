@@ -140,9 +140,12 @@ def test_the_node_app_runs_serves_and_stops_within_its_deadline(
         assert 'feedtag_camera_analysis_fps{camera="door"} 2.0' in served
         assert 'feedtag_camera_analysis_level{camera="door",level="normal"} 1.0' in served
         assert 'feedtag_camera_analysis_level{camera="door",level="floor"} 0.0' in served
+        assert 'feedtag_camera_packet_gate{camera="door",state="believed"} ' in served
         door = httpx.get(f"{app.api_url}/api/v1/cameras/door", headers=headers, timeout=5)
         status = door.json()["status"]
         assert (status["analysis_level"], status["target_fps"]) == ("normal", 2.0)
+        assert status["packet_gate"] in {"learning", "believed", "not_believed"}  # on: default
+        assert status["keyframes_unchanged"] == 0  # busy: never at the floor
         assert httpx.get(f"{app.api_url}/health", timeout=5).json() == {"status": "ok"}
     finally:
         began = time.monotonic()

@@ -22,7 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from feedtag.alerts.dispatcher import AlertStats
-from feedtag.core import AnalysisLevel, CameraState, DecodeMode, VisionStageStatus
+from feedtag.core import AnalysisLevel, CameraState, DecodeMode, PacketGateState, VisionStageStatus
 from feedtag.ingest.camera import DECODE_ERROR
 from feedtag.ingest.handoff import QUEUE_FULL
 from feedtag.runtime.bus import EventBus
@@ -92,6 +92,10 @@ class EngineCollector(Collector):
         level = GaugeMetricFamily(f"{PREFIX}_camera_analysis_level",
                                   "1 for the camera's current analysis rate level.",
                                   labels=labels.names("level"))  # fmt: skip
+        packet_gate = GaugeMetricFamily(f"{PREFIX}_camera_packet_gate",
+                                        "1 for whether the camera's packet sizes are believed "
+                                        "now (docs/ingest.md, the packet gate).",
+                                        labels=labels.names("state"))  # fmt: skip
         decoded = GaugeMetricFamily(f"{PREFIX}_camera_decoded_fps", "Frames decoded per second.",
                                     labels=camera)  # fmt: skip
         mode = GaugeMetricFamily(f"{PREFIX}_camera_decode_mode",
@@ -129,6 +133,11 @@ class EngineCollector(Collector):
                     labels.values(this_camera, each_level.value),
                     1.0 if status.analysis_level is each_level else 0.0,
                 )
+            for each_gate in PacketGateState:
+                packet_gate.add_metric(
+                    labels.values(this_camera, each_gate.value),
+                    1.0 if status.packet_gate is each_gate else 0.0,
+                )
             for each in DecodeMode:
                 mode.add_metric(
                     labels.values(this_camera, each.value), 1.0 if status.mode is each else 0.0
@@ -155,6 +164,7 @@ class EngineCollector(Collector):
             fps,
             target,
             level,
+            packet_gate,
             decoded,
             mode,
             state,

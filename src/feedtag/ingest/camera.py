@@ -22,7 +22,15 @@ import numpy as np
 import numpy.typing as npt
 
 from feedtag.config.models import CameraConfig, ReconnectConfig
-from feedtag.core import AnalysisLevel, CameraState, CameraStatus, DecodeMode, Frame, IngestCounters
+from feedtag.core import (
+    AnalysisLevel,
+    CameraState,
+    CameraStatus,
+    DecodeMode,
+    Frame,
+    IngestCounters,
+    PacketGateState,
+)
 from feedtag.errors import (
     SourceEnded,
     SourceError,
@@ -130,6 +138,7 @@ class CameraIngest:
             and camera.gate.enabled
         )
         self._checking = False  # the next frame taken checks the packet gate
+        self._packets: PacketGate | None = None  # the current connection's
         self._live = not camera.lossless
         # the last picture decoded and handed on, and its stream time: what the packet gate
         # hands on again in place of a keyframe it leaves undecoded
@@ -255,7 +264,7 @@ class CameraIngest:
         demuxer = container.demux(stream)
         rate = self.rate
         hold = ReadHold()
-        packets = PacketGate() if self._packet_gate else None
+        packets = self._packets = PacketGate() if self._packet_gate else None
         self._skip_gop = False
         clock = self._clock
         while not self._stop.is_set():
@@ -524,4 +533,16 @@ class CameraIngest:
             next_retry_in_s=None if retry_at is None else max(0.0, retry_at - self._clock()),
             target_fps=self._policy.analysis_fps,
             analysis_level=AnalysisLevel.NORMAL if self.rate is None else self.rate.level,
+            packet_gate=self._packet_gate_state(),
         )
+
+    def _packet_gate_state(self) -> PacketGateState:
+        packets, rate = self._packets, self.rate
+        if not self._packet_gate or rate is None:
+            return PacketGateState.OFF
+        if rate.packet_gate_distrusted():
+            return PacketGateState.DISTRUSTED
+        believed = None if packets is None else packets.believed
+        if believed is None:
+            return PacketGateState.LEARNING
+        return PacketGateState.BELIEVED if believed else PacketGateState.NOT_BELIEVED

@@ -267,7 +267,14 @@ class PacketGate:
         self._start_s: float | None = None
         self._bytes = 0
         self._frames = 0  # non-key frames since the last keyframe
+        self._believed: bool | None = None
         self._changed = True  # nothing is known before the first baseline
+
+    @property
+    def believed(self) -> bool | None:
+        """Whether the last group of pictures was one whose sizes are believed (non-key
+        frames small against the keyframe); None until the baseline is built."""
+        return self._believed
 
     @property
     def unchanged(self) -> bool:
@@ -287,12 +294,16 @@ class PacketGate:
         start, same = self._start_s, False
         if t_s is not None and start is not None and t_s > start:
             rate = self._bytes / (t_s - start)
-            if len(self._rates) == self._rates.maxlen and self._frames:
+            if len(self._rates) == self._rates.maxlen:
                 keyframe = statistics.median(self._keyframes)
+                believed = self._frames > 0 and (
+                    self._bytes <= self.max_p_share * keyframe * self._frames
+                )
+                self._believed = believed
                 same = (
-                    rate <= self.ratio * statistics.median(self._rates)
+                    believed
+                    and rate <= self.ratio * statistics.median(self._rates)
                     and abs(size - keyframe) <= self.keyframe_change * keyframe
-                    and self._bytes <= self.max_p_share * keyframe * self._frames
                 )
             self._rates.append(rate)
         self._keyframes.append(size)

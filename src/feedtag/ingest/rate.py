@@ -153,6 +153,11 @@ class AdaptiveRate:
             and (handed_s is None or (seen is not None and seen >= handed_s))
         )
 
+    def packet_gate_distrusted(self) -> bool:
+        """Whether a check frame's activity has the packet gate shut now (stream time)."""
+        until, seen = self._distrust_until, self._last_t
+        return until is not None and seen is not None and seen < until
+
     def checks_packet_gate(self, t_s: float) -> None:
         """The frame at ``t_s`` is decoded although the packet gate called it unchanged (the
         gate's refresh was due): if its analysis finds activity, the packet sizes missed it

@@ -33,6 +33,7 @@ from feedtag.core import (
     CameraStatus,
     DecodeMode,
     IngestCounters,
+    PacketGateState,
     VisionStageStatus,
     VisionStatus,
 )
@@ -70,6 +71,7 @@ class CameraSnapshot:
         ingest["state"] = CameraState(ingest["state"])
         ingest["mode"] = DecodeMode(ingest["mode"])
         ingest["analysis_level"] = AnalysisLevel(ingest.get("analysis_level", "normal"))
+        ingest["packet_gate"] = PacketGateState(ingest.get("packet_gate", "off"))
         ingest["counters"] = IngestCounters(**ingest["counters"])
         vision = data["vision"]
         return cls(
