@@ -286,6 +286,13 @@ def test_a_running_camera_shows_its_analysis_level(
         ({first: {"status": {**online, "analysis_level": HOSTILE_NAMES[1], "target_fps": 2.0}}},
          {first: None}),
     ]  # fmt: skip
+    # at the floor, the tooltip says whether the packet gate believes the camera's encoder
+    gate_stages = [
+        ("not_believed", "constant bitrate"),
+        ("believed", "left undecoded"),
+        ("distrusted", "for ten minutes"),
+        (HOSTILE_NAMES[1], None),
+    ]
     for patch, shown in stages:
         patches.clear()
         patches.update(patch)
@@ -298,6 +305,19 @@ def test_a_running_camera_shows_its_analysis_level(
             level = text.partition(" ")[0]
             expect(badge).to_have_class(re.compile(rf"\blevel-{level}\b"))
             expect(badge).to_have_attribute("title", re.compile(rf"^Analysis level {level}, "))
+    badge = page.locator(f'#grid .card[data-camera-id="{first}"] .badge.level')
+    for gate, says in gate_stages:
+        patches.clear()
+        patches[first] = {"status": {**online, "analysis_level": "floor", "target_fps": 0.5,
+                                     "packet_gate": gate}}  # fmt: skip
+        if says is None:  # a state this page does not know adds nothing
+            expect(badge).to_have_attribute(
+                "title", re.compile(r"floor rate \(adaptive\.floor_fps\)\.$"), timeout=UI_TIMEOUT_MS
+            )
+        else:
+            expect(badge).to_have_attribute(
+                "title", re.compile(f"Packet gate: .*{says}"), timeout=UI_TIMEOUT_MS
+            )
     assert page.evaluate("typeof window.__xss") == "undefined"
 
     # The camera large shows it beside its name, and drops it when the camera goes offline.

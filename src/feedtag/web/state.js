@@ -79,6 +79,14 @@ export const ANALYSIS_LEVELS = {
   tracking: "A track is moving near a line or motion rule: the camera is analysed at its tracking rate (adaptive.tracking_fps) until that has been quiet for a while.",
 };
 
+/** What the packet gate's state (core.PacketGateState, docs/ingest.md "The packet gate")
+ * means at the floor rate, for the tooltip; "off" and "learning" say nothing worth a line. */
+export const PACKET_GATE_STATES = {
+  believed: "Packet gate: keyframes whose packet sizes show nothing changed are left undecoded.",
+  not_believed: "Packet gate: this camera's encoder keeps a constant bitrate (or sends keyframes only), so its packet sizes cannot show change and every floor keyframe is decoded; a variable or capped bitrate lets feedtag skip unchanged ones.",
+  distrusted: "Packet gate: a refresh frame found activity its packet sizes did not show, so every floor keyframe is decoded for ten minutes.",
+};
+
 /** A rate for people: 0.5, 2, 5 (at most two decimals, no trailing zeros). */
 function formatRate(fps) {
   return String(Number(fps.toFixed(2)));
@@ -94,7 +102,10 @@ export function analysisLevel(camera) {
   const fps = status.target_fps;
   if (!Object.hasOwn(ANALYSIS_LEVELS, level) || typeof fps !== "number" || !Number.isFinite(fps) || fps <= 0) return null;
   const rate = `${formatRate(fps)} fps`;
-  return { level, text: `${level} · ${rate}`, title: `Analysis level ${level}, ${rate} now. ${ANALYSIS_LEVELS[level]}` };
+  let title = `Analysis level ${level}, ${rate} now. ${ANALYSIS_LEVELS[level]}`;
+  const gate = status.packet_gate;
+  if (level === "floor" && Object.hasOwn(PACKET_GATE_STATES, gate)) title += ` ${PACKET_GATE_STATES[gate]}`;
+  return { level, text: `${level} · ${rate}`, title };
 }
 
 /** The adaptive analysis level badge ("tracking · 5 fps"); hidden when there is none. */
