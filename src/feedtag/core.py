@@ -406,7 +406,8 @@ class PacketGateState(enum.StrEnum):
     LEARNING = "learning"  # the first groups of pictures after a (re)connect: no baseline yet
     BELIEVED = "believed"  # at the floor rate, unchanged keyframes are left undecoded
     #: the last group's non-key frames were large against its keyframe: an encoder that holds
-    #: its bitrate constant (CBR), or a stream of keyframes only; every keyframe is decoded
+    #: its bitrate constant (CBR), a stream of keyframes only, or (at a level above the floor,
+    #: where the gate does not act) a busy scene; every floor keyframe is decoded
     NOT_BELIEVED = "not_believed"
     #: a refresh frame found activity the packet sizes missed: shut for ten minutes
     DISTRUSTED = "distrusted"
