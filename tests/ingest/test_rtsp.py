@@ -108,8 +108,10 @@ def test_the_packet_gate_reads_a_live_stream() -> None:
         server.kill()
     skipped = end.keyframes_unchanged - start.keyframes_unchanged
     decoded = end.frames_decoded - start.frames_decoded
-    # 12 s at the floor (0.5 fps): 6 keyframes due, a refresh frame decoded every 6 s
-    assert skipped >= 3 and 1 <= decoded <= 3, (skipped, decoded)
+    # 12 s at the floor (0.5 fps): 6 keyframes due; a refresh frame decoded every 6 s (two or
+    # three in the window, by phase), and now and then one the lighting drift let through
+    print(f"\nRTSP floor window: {skipped} left undecoded, {decoded} decoded")
+    assert skipped >= 2 and 1 <= decoded <= 4 and 5 <= skipped + decoded <= 7, (skipped, decoded)
     assert end.stalls == start.stalls
 
 
