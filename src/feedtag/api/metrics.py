@@ -22,7 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from feedtag.alerts.dispatcher import AlertStats
-from feedtag.core import AnalysisLevel, CameraState, DecodeMode, PacketGateState, VisionStageStatus
+from feedtag.core import VisionStageStatus
 from feedtag.ingest.camera import DECODE_ERROR
 from feedtag.ingest.handoff import QUEUE_FULL
 from feedtag.runtime.bus import EventBus
@@ -128,25 +128,16 @@ class EngineCollector(Collector):
             decoded.add_metric(labels.values(this_camera), status.decoded_fps)
             if status.target_fps is not None:
                 target.add_metric(labels.values(this_camera), status.target_fps)
-            for each_level in AnalysisLevel:
-                level.add_metric(
-                    labels.values(this_camera, each_level.value),
-                    1.0 if status.analysis_level is each_level else 0.0,
-                )
-            for each_gate in PacketGateState:
-                packet_gate.add_metric(
-                    labels.values(this_camera, each_gate.value),
-                    1.0 if status.packet_gate is each_gate else 0.0,
-                )
-            for each in DecodeMode:
-                mode.add_metric(
-                    labels.values(this_camera, each.value), 1.0 if status.mode is each else 0.0
-                )
-            for each_state in CameraState:
-                state.add_metric(
-                    labels.values(this_camera, each_state.value),
-                    1.0 if status.state is each_state else 0.0,
-                )
+            for gauge, current in (
+                (level, status.analysis_level),
+                (packet_gate, status.packet_gate),
+                (mode, status.mode),
+                (state, status.state),
+            ):
+                for each in type(current):  # 1 for the current member, 0 for the others
+                    gauge.add_metric(
+                        labels.values(this_camera, each.value), 1.0 if current is each else 0.0
+                    )
             dropped = dict(status.counters.frames_dropped)
             seen = camera_snapshot.vision
             if seen is not None:  # frames the batch scheduler dropped, counted by the vision stage

@@ -146,17 +146,21 @@ class AdaptiveRate:
         than it is analysed does not skip on a level that frame would have raised; and not
         for ``PACKET_GATE_DISTRUST_S`` after a check frame (:meth:`checks_packet_gate`)
         showed activity the packet sizes did not."""
-        until, seen = self._distrust_until, self._last_t
+        seen = self._last_t
         return (
             self.level is AnalysisLevel.FLOOR
-            and (until is None or t_s >= until)
+            and not self._distrusted_at(t_s)
             and (handed_s is None or (seen is not None and seen >= handed_s))
         )
 
     def packet_gate_distrusted(self) -> bool:
         """Whether a check frame's activity has the packet gate shut now (stream time)."""
-        until, seen = self._distrust_until, self._last_t
-        return until is not None and seen is not None and seen < until
+        seen = self._last_t
+        return seen is not None and self._distrusted_at(seen)
+
+    def _distrusted_at(self, t_s: float) -> bool:
+        until = self._distrust_until
+        return until is not None and t_s < until
 
     def checks_packet_gate(self, t_s: float) -> None:
         """The frame at ``t_s`` is decoded although the packet gate called it unchanged (the
