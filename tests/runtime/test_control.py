@@ -160,6 +160,35 @@ def test_the_node_app_runs_serves_and_stops_within_its_deadline(
     assert after.store is not None and after.store.queued == 0  # written or spooled
 
 
+def test_metrics_in_totals_have_no_camera_label(vtest_clip: Path, tmp_path: Path) -> None:
+    token = secrets.token_urlsafe(32)
+    config = node_config(
+        vtest_clip, tmp_path, detector={"enabled": False},
+        api={"enabled": True, "port": 0, "admin_token": token, "metrics": "totals"},
+    )  # fmt: skip
+    second = config.cameras[0].model_copy(update={"id": "gate"})
+    config = config.model_copy(update={"cameras": [config.cameras[0], second]})
+    app = NodeApp(config, api=api_parts())
+    app.start()
+    try:
+        headers = {"Authorization": f"Bearer {token}"}
+
+        def both_online() -> str | None:
+            text = httpx.get(f"{app.api_url}/metrics", headers=headers, timeout=5).text
+            return text if 'feedtag_camera_state{state="online"} 2.0' in text else None
+
+        text = wait_for(both_online, 20, what="two cameras online in the totals")
+        camera_lines = [line for line in text.splitlines() if line.startswith("feedtag_camera_")]
+        assert camera_lines and not any("camera=" in line for line in camera_lines)
+        assert 'feedtag_camera_analysis_level{level="normal"} 2.0' in text
+        frames = [
+            line for line in camera_lines if line.startswith("feedtag_camera_frames_analysed")
+        ]
+        assert len(frames) == 1 and float(frames[0].split()[-1]) > 0
+    finally:
+        assert app.stop()
+
+
 def test_run_stops_on_sigterm_and_gives_the_handlers_back(vtest_clip: Path, tmp_path: Path) -> None:
     config = node_config(vtest_clip, tmp_path, detector={"enabled": False}, api={"enabled": False})
     app = NodeApp(config, api=api_parts())

@@ -17,7 +17,7 @@ from prometheus_client.samples import Sample
 
 from feedtag.api.metrics import engine_registry
 from feedtag.config import validate_config
-from feedtag.core import CameraState
+from feedtag.core import CameraState, VisionStatus
 from feedtag.runtime.bus import EventBus
 from feedtag.runtime.control import (
     CameraSnapshot,
@@ -96,10 +96,62 @@ SHARDS = [
 ]
 
 
-def samples(snapshot: EngineSnapshot, cameras: frozenset[str] | None = None) -> list[Sample]:
+def samples(
+    snapshot: EngineSnapshot, cameras: frozenset[str] | None = None, per_camera: bool = True
+) -> list[Sample]:
     control = FixedControl(snapshot, SHARDS)
-    text = generate_latest(engine_registry(control, EventBus(), cameras)).decode()  # type: ignore[arg-type]
+    registry = engine_registry(control, EventBus(), cameras, per_camera)  # type: ignore[arg-type]
+    text = generate_latest(registry).decode()
     return [s for family in text_string_to_metric_families(text) for s in family.samples]
+
+
+def seen(
+    camera_id: str, shard: str | None, *, frames: int, gated: int, latency_ms: float, queue: int
+) -> CameraSnapshot:
+    vision = VisionStatus(camera_id, frames, frames - gated, gated, 0, latency_ms, {}, 1)
+    return dataclasses.replace(camera(camera_id, shard), vision=vision, queue_depth=queue)
+
+
+def test_totals_combine_each_shards_cameras_into_one_series_set() -> None:
+    cameras = (
+        seen("a", SHARD_0, frames=10, gated=5, latency_ms=40.0, queue=1),
+        seen("b", SHARD_1, frames=10, gated=2, latency_ms=90.0, queue=3),
+        seen("c", SHARD_1, frames=10, gated=8, latency_ms=30.0, queue=4),
+    )
+    snapshot = EngineSnapshot(1.0, cameras, None)
+    per_camera = samples(snapshot)
+    totals = samples(snapshot, per_camera=False)
+    assert not any("camera" in s.labels for s in totals)
+    found = {(s.name, s.labels.get("shard"), s.labels.get("state") or s.labels.get("kind")): s.value
+             for s in totals}  # fmt: skip
+    # one-hot states sum to how many cameras are in each (all three are held offline)
+    assert found[("feedtag_camera_state", SHARD_1, "offline")] == 2
+    assert found[("feedtag_camera_state", SHARD_1, "online")] == 0
+    assert found[("feedtag_camera_state", SHARD_0, "offline")] == 1
+    assert found[("feedtag_camera_queue_depth", SHARD_1, None)] == 7
+    assert found[("feedtag_events_total", SHARD_1, "crowding")] == 6
+    assert found[("feedtag_camera_frames_detected_total", SHARD_1, None)] == 8 + 2
+    assert found[("feedtag_camera_detector_latency_seconds", SHARD_1, None)] == 0.09  # largest
+    assert found[("feedtag_camera_gate_ratio", SHARD_1, None)] == 0.5  # mean of 0.2 and 0.8
+    # a sum over the cameras reads the same either way
+    for name in ("feedtag_camera_state", "feedtag_camera_frames_dropped_total",
+                 "feedtag_events_total", "feedtag_camera_tracks"):  # fmt: skip
+        assert sum(s.value for s in per_camera if s.name == name) == sum(
+            s.value for s in totals if s.name == name
+        ), name
+    names = {s.name for s in per_camera if "camera" in s.labels}
+    assert names == {
+        s.name for s in totals if s.name.startswith(("feedtag_camera_", "feedtag_events"))
+    }
+    assert len([s for s in totals if s.name.startswith("feedtag_camera_")]) < len(
+        [s for s in per_camera if "camera" in s.labels]
+    )
+    # a token restricted to some cameras sees the totals of those only
+    restricted = samples(snapshot, frozenset({"b"}), per_camera=False)
+    depth = {
+        s.labels["shard"]: s.value for s in restricted if s.name == "feedtag_camera_queue_depth"
+    }
+    assert depth == {SHARD_1: 3}
 
 
 def test_every_per_camera_series_has_the_shard_when_the_engine_is_sharded() -> None:

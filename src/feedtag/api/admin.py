@@ -180,7 +180,8 @@ def shard_view(shard: ShardSnapshot) -> dict[str, Any]:
 )
 def metrics(request: Request, principal: Viewer) -> Response:
     state = api_state(request)
-    registry = engine_registry(state.engine, state.bus, principal.cameras)
+    per_camera = state.config.api.metrics == "per_camera"
+    registry = engine_registry(state.engine, state.bus, principal.cameras, per_camera)
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 

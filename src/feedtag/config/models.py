@@ -579,6 +579,14 @@ class ApiConfig(StrictModel):
         le=100_000,
         description="Events held per live-stream subscriber; a slower reader loses the oldest.",
     )
+    metrics: Literal["per_camera", "totals"] = Field(
+        default="per_camera",
+        description="per_camera: /metrics has each camera's series (33 per camera, and one "
+        "per event kind it has had); totals: the same families without the camera label, "
+        "summed over each shard's cameras (a latency the largest, the gate ratio the mean), "
+        "for deployments whose Prometheus should not hold series per camera (over 3 million "
+        "at 100,000 cameras).",
+    )
     public_url: Annotated[str, AfterValidator(parse_public_url)] | None = Field(
         default=None,
         max_length=512,

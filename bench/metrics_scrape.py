@@ -1,0 +1,82 @@
+# ruff: noqa: T201 - a command-line benchmark
+"""What one ``/metrics`` scrape costs with many cameras, per camera and in totals
+(``api.metrics``):
+
+    PYTHONPATH=src python bench/metrics_scrape.py [--cameras 1000,10000] [--shards 16]
+
+The engine snapshot is made up (every camera with a vision status and two kinds of event,
+spread over the shards), so that only the collector and the text format are measured: CPU
+seconds of one scrape (best of three), the text's size and its series (sample lines).
+
+It prints numbers; it is not a test. docs/capacity.md has the figures of this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from prometheus_client import generate_latest
+
+from feedtag.api.metrics import engine_registry
+from feedtag.core import VisionStatus
+from feedtag.runtime.bus import EventBus
+from feedtag.runtime.control import CameraSnapshot, EngineSnapshot, ShardSnapshot, held_offline
+
+
+class Control:
+    """The two calls the collector makes of an engine control."""
+
+    def __init__(self, snapshot: EngineSnapshot) -> None:
+        self._snapshot = snapshot
+
+    def snapshot(self) -> EngineSnapshot:
+        return self._snapshot
+
+    def shards(self) -> list[ShardSnapshot]:
+        return []
+
+
+def snapshot(cameras: int, shards: int) -> EngineSnapshot:
+    made = []
+    for index in range(cameras):
+        camera_id = f"camera-{index:06d}"
+        vision = VisionStatus(camera_id, 100, 60, 40, 0, 12.0, {"person": 2}, 2)
+        made.append(
+            CameraSnapshot(
+                camera_id,
+                held_offline(camera_id, "bench", 1.0),
+                vision,
+                1,
+                {"zone_enter": 3, "line_cross": 1},
+                shard=f"feedtag-shard-{index % shards}",
+                node="node",
+            )
+        )
+    return EngineSnapshot(1.0, tuple(made), None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cameras", default="1000,10000")
+    parser.add_argument("--shards", type=int, default=16)
+    args = parser.parse_args()
+    print(f"{'cameras':>8} {'metrics':<11}{'scrape s':>9}{'KiB':>9}{'series':>9}")
+    for cameras in (int(c) for c in args.cameras.split(",")):
+        control = Control(snapshot(cameras, args.shards))
+        for per_camera in (True, False):
+            registry = engine_registry(control, EventBus(), None, per_camera)  # type: ignore[arg-type]
+            best, text = float("inf"), b""
+            for _ in range(3):
+                start = time.process_time()
+                text = generate_latest(registry)
+                best = min(best, time.process_time() - start)
+            series = sum(1 for line in text.splitlines() if not line.startswith(b"#"))
+            mode = "per_camera" if per_camera else "totals"
+            print(
+                f"{cameras:>8} {mode:<11}{best:>9.3f}{len(text) // 1024:>9}{series:>9}", flush=True
+            )
+
+
+if __name__ == "__main__":
+    main()
