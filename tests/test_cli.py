@@ -158,12 +158,19 @@ def test_bench_ingest_json(vtest_clip: Path) -> None:
 def test_bench_compare_quick_json() -> None:
     done = feedtag(
         "bench", "compare", "--quick", "--json", "--seconds", "2", "--workloads", "W1,fleet",
-        timeout=600,
+        "--rounds", "2", timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in done.stdout.splitlines()]
     assert [row["workload"] for row in rows] == ["W1", "fleet"]
+    assert "round 2 of 2" in done.stderr
     for row in rows:
+        assert row["rounds"] == 2
+        # each variant's reported run is its median round (of two: the lower), unless saturated
+        for kind in ("feedtag", "peer", "limit"):
+            figures, reported = row[f"{kind}_rounds"], row[f"{kind}_feeds_per_core"]
+            assert len(figures) == 2
+            assert reported == (None if None in figures else min(figures))
         assert 0 < row["presence_recall"] <= 1
         assert row["rss_mb_per_feed"] > 0
         assert row["feeds"] == 4

@@ -19,6 +19,12 @@ only when it kept up (:mod:`feedtag.bench.capacity`). Presence recall is the
 workload's footage; for the fleet, over its busy feeds. With the adaptive rate on, the
 measured window starts once a quiet feed has had time to settle at its floor rate
 (:meth:`Savings.warmup_s`), for every variant alike.
+
+A CPU's speed drifts between runs (10-20% within minutes on a shared VM), which moves a ratio
+of two runs as much. ``--rounds N`` measures each workload N times, the three variants one
+after another in each round, and reports each variant's median round (its figure, cost and
+memory; saturated if any round was) with every round's figure beside it
+(``feedtag_rounds``, ``peer_rounds``, ``limit_rounds``).
 """
 
 from __future__ import annotations
@@ -237,16 +243,22 @@ def compare(
     quick: bool,
     say: Callable[[str], None],
     savings: Savings = Savings(),
+    *,
+    repeat: int = 1,
 ) -> list[dict[str, Any]]:
-    """One row per workload: each variant measured in its own child, and presence recall."""
+    """One row per workload: each variant measured in its own child (``repeat`` rounds, the
+    median round of each reported), and presence recall."""
     recall = PresenceRecall(quick, savings.variant())
     rows = []
     for name in names:
         load = workload(name, quick)
-        runs = {}
-        for kind in KINDS:
-            say(f"{name}: {kind}, {load.feeds} feeds, {seconds:g} s ...")
-            runs[kind] = run_in_child(kind, name, seconds, quick, savings)
+        rounds: dict[Kind, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
+        for done in range(repeat):
+            for kind in KINDS:
+                of = f", round {done + 1} of {repeat}" if repeat > 1 else ""
+                say(f"{name}: {kind}, {load.feeds} feeds, {seconds:g} s{of} ...")
+                rounds[kind].append(run_in_child(kind, name, seconds, quick, savings))
+        runs = {kind: median_run(measured) for kind, measured in rounds.items()}
         say(f"{name}: presence recall ...")
         ours = runs["feedtag"]
         rows.append(
@@ -262,9 +274,27 @@ def compare(
                 **{key: ours[key] for key in SATURATION_FIELDS},
                 "peer": runs["peer"],
                 "limit": runs["limit"],
+                "rounds": repeat,
+                **{f"{kind}_rounds": [r["feeds_per_core"] for r in rounds[kind]] for kind in KINDS},
             }
         )
     return rows
+
+
+def median_run(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The run whose feeds per core is the median (the lower middle of an even count), or
+    the first saturated run when any is: a variant keeps up only if it did every time.
+
+    >>> median_run([{"feeds_per_core": 9.0}, {"feeds_per_core": 7.0}, {"feeds_per_core": 8.0}])
+    {'feeds_per_core': 8.0}
+    >>> median_run([{"feeds_per_core": 9.0}, {"feeds_per_core": None}])
+    {'feeds_per_core': None}
+    """
+    saturated = [run for run in runs if run["feeds_per_core"] is None]
+    if saturated:
+        return saturated[0]
+    ordered = sorted(runs, key=lambda run: float(run["feeds_per_core"]))
+    return ordered[(len(ordered) - 1) // 2]
 
 
 SATURATION_FIELDS: Final = (
@@ -286,7 +316,13 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
             f"{row['presence_recall']:>8}{cell(row['p99_latency_s']):>7}"
             f"{row['rss_mb_per_feed']:>9}"
         )
-    print("(feeds per core; 'saturated': the run did not keep up, so no figure)")  # noqa: T201
+        if row["rounds"] > 1:
+            each = "; ".join(
+                f"{kind} {', '.join(cell(f) for f in row[f'{kind}_rounds'])}" for kind in KINDS
+            )
+            print(f"{'':<10}rounds: {each}")  # noqa: T201
+    print("(feeds per core, each variant's median round; 'saturated': a run did not keep up, "  # noqa: T201
+          "so no figure)")  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -300,9 +336,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="active regions off (by default as feedtag run: on where the runtime makes them pay)",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure each workload this many times, the variants in turn, and report the "
+        "median round (CPU speed drifts between runs)",
+    )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--child", choices=KINDS, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error(f"--rounds: expected a number > 0, got {args.rounds}")
     names = args.workloads.split(",")
     unknown = [name for name in names if name not in WORKLOADS]
     if unknown:
@@ -321,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def say(text: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {text}", file=sys.stderr, flush=True)  # noqa: T201
 
-    rows = compare(names, args.seconds, args.quick, say, savings)
+    rows = compare(names, args.seconds, args.quick, say, savings, repeat=args.rounds)
     if args.json:
         for row in rows:
             print(json.dumps(row))  # noqa: T201

@@ -91,7 +91,7 @@ def _search_ingest(args: argparse.Namespace, source: Path) -> dict[str, Any]:
 def cmd_bench_compare(args: argparse.Namespace) -> int:
     from feedtag.bench import compare
 
-    argv = ["--seconds", str(args.seconds)]
+    argv = ["--seconds", str(args.seconds), "--rounds", str(args.rounds)]
     argv += ["--json"] if args.json else []
     argv += ["--quick"] if args.quick else []
     argv += ["--fixed-rate"] if args.fixed_rate else []
@@ -227,6 +227,13 @@ def add_bench_commands(commands: Any) -> None:
     compare.add_argument("--seconds", type=positive(float), default=20.0, help="per run")
     compare.add_argument("--workloads", default=None, help="comma-separated: W1,W2,fleet")
     compare.add_argument("--quick", action="store_true", help="few feeds, short clips (tests)")
+    compare.add_argument(
+        "--rounds",
+        type=positive(int),
+        default=1,
+        help="measure each workload this many times, the variants in turn, and report each "
+        "variant's median round (CPU speed drifts between runs)",
+    )
     compare.add_argument("--json", action="store_true")
     compare.add_argument(
         "--fixed-rate",
