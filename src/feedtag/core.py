@@ -180,6 +180,12 @@ class VisionStatus:
     #: detector runs on an active region of the frame (counted in ``detected`` too; the
     #: rest of ``detected`` were whole frames)
     cropped: int = 0
+    #: seconds of detect() calls this camera's frames were in, each call's time shared equally
+    #: among its frames (on a CPU that keeps up, about the CPU time of its inferences)
+    detector_s: float = 0.0
+    #: CPU seconds spent on this camera's frames outside the detector: change gate, active
+    #: region, tracker, rules and handing results on
+    analysis_cpu_s: float = 0.0
 
     @property
     def gate_ratio(self) -> float:
@@ -200,6 +206,8 @@ class VisionStatus:
             "tracks": self.tracks,
             "hung": self.hung,
             "cropped": self.cropped,
+            "detector_s": round(self.detector_s, 3),
+            "analysis_cpu_s": round(self.analysis_cpu_s, 3),
         }
 
 
@@ -428,6 +436,9 @@ class IngestCounters:
     decode_errors: int = 0
     reconnects: int = 0
     stalls: int = 0
+    #: CPU seconds of the camera's ingest thread (reading, decoding, converting frames); 0.0
+    #: where the operating system gives no per-thread CPU clock
+    cpu_s: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("packets", "bytes", "frames_decoded", "frames_analysed"):
@@ -504,5 +515,6 @@ class CameraStatus:
                 "decode_errors": counters.decode_errors,
                 "reconnects": counters.reconnects,
                 "stalls": counters.stalls,
+                "cpu_s": round(counters.cpu_s, 3),
             },
         }

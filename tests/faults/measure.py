@@ -78,10 +78,17 @@ def pool_of(thread_name: str) -> str | None:
     return next((prefix for prefix in POOL_BOUNDS if thread_name.startswith(prefix)), None)
 
 
-def pools_within_bounds(sample: Resources) -> bool:
-    """Whether each on-demand pool has at most its bound of workers."""
+def pools_within_bounds(before: Resources, after: Resources) -> bool:
+    """Whether each on-demand pool gained at most its bound of workers from ``before`` to
+    ``after``. Gained, not held: earlier tests in the same process leave pools of their own
+    event loops behind (asyncio names every loop's workers ``asyncio_N``), which the run under
+    test neither made nor can end."""
+
+    def workers(sample: Resources, prefix: str) -> int:
+        return sum(1 for name in sample.thread_names if pool_of(name) == prefix)
+
     return all(
-        sum(1 for name in sample.thread_names if pool_of(name) == prefix) <= bound
+        workers(after, prefix) - workers(before, prefix) <= bound
         for prefix, bound in POOL_BOUNDS.items()
     )
 

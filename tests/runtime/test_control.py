@@ -146,6 +146,13 @@ def test_the_node_app_runs_serves_and_stops_within_its_deadline(
         assert (status["analysis_level"], status["target_fps"]) == ("normal", 2.0)
         assert status["packet_gate"] in {"learning", "believed", "not_believed"}  # on: default
         assert status["keyframes_unchanged"] == 0  # busy: never at the floor
+        # what the camera costs: its ingest thread's CPU, its share of the detector, and the
+        # CPU of its frames outside the detector
+        vision = door.json()["vision"]
+        assert status["ingest_cpu_s"] > 0
+        assert vision["detector_s"] > 0 and vision["analysis_cpu_s"] > 0
+        for name in ("ingest_cpu", "detector", "analysis_cpu"):
+            assert f'feedtag_camera_{name}_seconds_total{{camera="door"}} ' in served, name
         assert httpx.get(f"{app.api_url}/health", timeout=5).json() == {"status": "ok"}
     finally:
         began = time.monotonic()

@@ -207,6 +207,23 @@ def test_a_full_batch_does_not_wait() -> None:
         assert time.monotonic() - started < 1.0
 
 
+def test_each_camera_gets_its_share_of_the_detector_time() -> None:
+    delay_s = 0.2
+    with BatchScheduler(RecordingDetector(delay_s), max_batch=3, max_wait_s=30) as scheduler:
+        # one full batch: two frames of cam1 and one of cam2 in one call of about 0.2 s
+        futures = [scheduler.submit("cam1", frame(1, n)) for n in range(2)]
+        futures.append(scheduler.submit("cam2", frame(2)))
+        for future in futures:
+            future.result(timeout=5)
+        # the futures resolve after the shares are counted
+        seconds = scheduler.detector_seconds()
+        assert set(seconds) == {"cam1", "cam2"}
+        assert seconds["cam1"] == pytest.approx(2 * seconds["cam2"])
+        assert delay_s <= seconds["cam1"] + seconds["cam2"] < delay_s + 0.2
+        scheduler.forget("cam1")
+        assert set(scheduler.detector_seconds()) == {"cam2"}
+
+
 def test_a_frame_may_ask_to_wait_less_than_max_wait() -> None:
     detector = RecordingDetector()
     with BatchScheduler(detector, max_batch=8, max_wait_s=30) as scheduler:

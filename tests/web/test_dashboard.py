@@ -253,6 +253,12 @@ def test_a_running_camera_shows_its_analysis_level(
         assert level in rates and rate == f"{rates[level]:g} fps", text
         assert f"level-{level}" in classes.split() and title.startswith(f"Analysis level {level}")
     shot(page, screenshots, "grid-levels")
+    # and what it costs, as a rate between two refreshes of the camera's totals (the live feed:
+    # a small 1 fps camera costs a few milliseconds per second, never a whole core)
+    for camera_id in served.feed_cameras:
+        cost = page.locator(f'#grid .card[data-camera-id="{camera_id}"] dt:text-is("cost") + dd')
+        expect(cost).to_have_text(re.compile(r"^\d+\.\d ms/s$"), timeout=UI_TIMEOUT_MS)
+        assert 0.0 < float(cost.text_content().split()[0]) < 1000.0
 
     # Each level as the server reports it, and nothing where the camera does not run or the
     # server does not report one (the camera list and one camera, both patched on the way).

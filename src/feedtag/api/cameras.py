@@ -58,6 +58,7 @@ def _status_view(ingest: CameraStatus | None, url: CameraUrl) -> dict[str, Any] 
         "reconnects": ingest.counters.reconnects,
         "stalls": ingest.counters.stalls,
         "keyframes_unchanged": ingest.counters.keyframes_unchanged,
+        "ingest_cpu_s": round(ingest.counters.cpu_s, 3),
         "keyframe_interval_s": ingest.keyframe_interval_s,
         "width": ingest.width,
         "height": ingest.height,
@@ -73,6 +74,8 @@ def _vision_view(vision: VisionStatus | None) -> dict[str, Any] | None:
         "gated_ratio": round(vision.gate_ratio, 3),
         "latency_ms": None if vision.latency_ms is None else round(vision.latency_ms, 1),
         "frames": vision.frames,
+        "detector_s": round(vision.detector_s, 3),
+        "analysis_cpu_s": round(vision.analysis_cpu_s, 3),
     }
 
 

@@ -10,8 +10,8 @@ On a sharded engine (the Ray engine: cameras carry a shard) every per-camera ser
 a ``shard`` label (empty for a camera held offline on no shard); the full view adds one series
 set per shard (:func:`shard_metrics`).
 
-A camera has 33 series (its one-hot states and drop reasons included) and one per kind of
-event it has had: 3.3 to 4.5 million at 100,000 cameras. With ``api.metrics: totals`` the
+A camera has 36 series (its one-hot states and drop reasons included) and one per kind of
+event it has had: 3.6 to 4.8 million at 100,000 cameras. With ``api.metrics: totals`` the
 same families come without the camera label, combined over the cameras of each shard
 (:class:`Samples`), so the series no longer grow with the cameras; ``sum by (...)`` queries
 read the same in both.
@@ -187,6 +187,11 @@ class EngineCollector(Collector):
             "camera_keyframes_unchanged", "Keyframes the packet gate left undecoded.", camera
         )
         queue = gauge("camera_queue_depth", "Decoded frames waiting for analysis.", camera)
+        ingest_cpu = counter(
+            "camera_ingest_cpu_seconds",
+            "CPU seconds of the camera's ingest thread (reading, decoding, converting frames).",
+            camera,
+        )
         for this_camera in cameras:
             status = this_camera.ingest
             fps.add(labels.values(this_camera), status.analysed_fps)
@@ -214,8 +219,9 @@ class EngineCollector(Collector):
             stalls.add(labels.values(this_camera), status.counters.stalls)
             unchanged.add(labels.values(this_camera), status.counters.keyframes_unchanged)
             queue.add(labels.values(this_camera), this_camera.queue_depth)
+            ingest_cpu.add(labels.values(this_camera), status.counters.cpu_s)
         for samples in (fps, target, level, packet_gate, decoded, mode, state, drops, analysed,
-                        reconnects, stalls, unchanged, queue):  # fmt: skip
+                        reconnects, stalls, unchanged, queue, ingest_cpu):  # fmt: skip
             yield samples.done()
 
     def _vision(self, cameras: list[CameraSnapshot], labels: CameraLabels) -> Iterator[Metric]:
@@ -241,6 +247,17 @@ class EngineCollector(Collector):
             "were whole frames).",
             camera,
         )
+        detector_s = counter(
+            "camera_detector_seconds",
+            "Seconds of detect() calls, the camera's share (each call's time divided among "
+            "its frames).",
+            camera,
+        )
+        analysis_cpu = counter(
+            "camera_analysis_cpu_seconds",
+            "CPU seconds of the camera's frames outside the detector (gate, tracker, rules).",
+            camera,
+        )
         for camera_snapshot in cameras:
             seen = camera_snapshot.vision
             if seen is None:
@@ -253,7 +270,9 @@ class EngineCollector(Collector):
             tracks.add(values, seen.tracks)
             hung.add(values, seen.hung)
             cropped.add(values, seen.cropped)
-        for samples in (gate, latency, detected, tracks, hung, cropped):
+            detector_s.add(values, seen.detector_s)
+            analysis_cpu.add(values, seen.analysis_cpu_s)
+        for samples in (gate, latency, detected, tracks, hung, cropped, detector_s, analysis_cpu):
             yield samples.done()
 
     def _events_and_store(

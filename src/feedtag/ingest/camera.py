@@ -13,6 +13,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from time import thread_time_ns
 from typing import Final, TypeAlias
 
 import av
@@ -281,6 +282,8 @@ class CameraIngest:
             counts["packets"] += 1
             counts["bytes"] += size
             counts["keyframes"] += is_keyframe
+            # this thread's CPU so far (read here, in the thread: the camera's ingest cost)
+            counts["cpu_ns"] = thread_time_ns()
             if stamp is None:
                 stamp = packet.pts
             t_s = pacer.stream_time(stamp * time_base) if stamp is not None else None
@@ -529,6 +532,7 @@ class CameraIngest:
                 decode_errors=counts["decode_errors"],
                 reconnects=counts["reconnects"],
                 stalls=counts["stalls"],
+                cpu_s=counts["cpu_ns"] / 1e9,
             ),
             next_retry_in_s=None if retry_at is None else max(0.0, retry_at - self._clock()),
             target_fps=self._policy.analysis_fps,

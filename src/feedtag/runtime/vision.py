@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from time import thread_time
 
 from feedtag.config.models import CameraConfig, DetectorConfig
 from feedtag.core import Detections, Frame, VisionStageStatus, VisionStatus
@@ -72,6 +73,9 @@ class _CameraVision:
     hung: int = 0
     dropped: int = 0
     latency_ms: float | None = None
+    #: CPU seconds of this camera's frames outside the detector (gate, region, tracker,
+    #: rules; ``VisionStatus.analysis_cpu_s``)
+    cpu_s: float = 0.0
 
 
 @dataclass
@@ -135,6 +139,7 @@ class VisionConsumer:
     def remove_camera(self, camera_id: str) -> None:
         with self._lock:
             self._cameras = {cid: s for cid, s in self._cameras.items() if cid != camera_id}
+        self._scheduler.forget(camera_id)
 
     def start(self) -> None:
         self._postprocess.start()
@@ -156,6 +161,7 @@ class VisionConsumer:
         state = self._cameras.get(frame.camera_id)
         if state is None:
             return
+        began = thread_time()
         carried = state.step.gate(frame)
         with state.lock:
             state.frames += 1
@@ -163,6 +169,9 @@ class VisionConsumer:
                 state.gated += 1
         if carried is not None:
             self._postprocess.put(frame, carried)
+            spent = thread_time() - began
+            with state.lock:
+                state.cpu_s += spent
             return
         crop = state.step.region(frame)
         pending = _Pending(state, frame, crop, time.monotonic())
@@ -174,6 +183,9 @@ class VisionConsumer:
                 frame.camera_id, crop.cut(frame.image), crop.scale, wait_s=wait_s
             )
         future.add_done_callback(lambda done: self._on_detected(pending, done))
+        spent = thread_time() - began
+        with state.lock:
+            state.cpu_s += spent
         if state.camera.lossless:
             # a file analysed as fast as possible: wait until the result is handed on, so
             # that the back-pressure reaches its ingest thread instead of the scheduler
@@ -215,9 +227,11 @@ class VisionConsumer:
                     state.dropped += 1
                 return
             state.newest = frame.index
+            began = thread_time()
             tracked = state.step.detected(frame, done.result(), pending.crop)
             latency = (time.monotonic() - pending.submitted) * 1000
             with state.lock:
+                state.cpu_s += thread_time() - began
                 state.detected += 1
                 state.latency_ms = (
                     latency
@@ -229,8 +243,15 @@ class VisionConsumer:
             self._postprocess.put(frame, tracked)
 
     def _handle(self, frame: Frame, detections: Detections) -> None:
-        if self.on_result is not None:
-            self.on_result(frame, detections)
+        if self.on_result is None:
+            return
+        began = thread_time()
+        self.on_result(frame, detections)
+        state = self._cameras.get(frame.camera_id)
+        if state is not None:
+            spent = thread_time() - began
+            with state.lock:
+                state.cpu_s += spent
 
     def stage_status(self) -> VisionStageStatus:
         """The post-processing queue and the detector watchdog, node-wide."""
@@ -250,6 +271,7 @@ class VisionConsumer:
 
     def statuses(self) -> list[VisionStatus]:
         names = list(self.detector.class_names)
+        detector_s = self._scheduler.detector_seconds()
         out = []
         for state in self._cameras.values():
             latest = state.step.latest
@@ -270,6 +292,8 @@ class VisionConsumer:
                         dropped=state.dropped,
                         hung=state.hung,
                         cropped=state.step.cropped,
+                        detector_s=detector_s.get(state.camera.id, 0.0),
+                        analysis_cpu_s=state.cpu_s,
                     )
                 )
         return out

@@ -183,6 +183,8 @@ class BatchScheduler:
             "hangs": 0, "restarts": 0,
         }  # fmt: skip
         self._hung_cameras: tuple[str, ...] = ()
+        #: seconds of detect() calls per camera, each call's time shared among its frames
+        self._busy_s: dict[str, float] = {}
 
     @property
     def max_batch(self) -> int:
@@ -315,6 +317,17 @@ class BatchScheduler:
             hung_cameras=hung_cameras,
         )
 
+    def detector_seconds(self) -> dict[str, float]:
+        """Seconds of detect() calls per camera since it was first submitted: each call's
+        time divided equally among the frames it held (a camera's share of the detector)."""
+        with self._condition:
+            return dict(self._busy_s)
+
+    def forget(self, camera_id: str) -> None:
+        """Drop a removed camera's detector seconds."""
+        with self._condition:
+            self._busy_s.pop(camera_id, None)
+
     def hang_bound_s(self) -> float:
         """How long one ``detect()`` call may run before the watchdog gives up on it."""
         if self._hang_timeout_s is not None:
@@ -382,10 +395,12 @@ class BatchScheduler:
                 return
             if not batch:
                 continue
-            call = _Call(batch, time.monotonic())
+            began = time.monotonic()
+            call = _Call(batch, began)
             with self._condition:
                 self._calls[me] = call
             outcomes = self._detect(call)
+            share = (time.monotonic() - began) / len(batch)
             with self._condition:
                 if call.abandoned:
                     # the watchdog failed these frames and replaced this worker
@@ -393,6 +408,9 @@ class BatchScheduler:
                     return
                 call.finished = True
                 del self._calls[me]
+                busy = self._busy_s
+                for item in batch:
+                    busy[item.camera_id] = busy.get(item.camera_id, 0.0) + share
             for item, outcome in zip(batch, outcomes, strict=True):
                 if isinstance(outcome, BaseException):
                     item.future.set_exception(outcome)

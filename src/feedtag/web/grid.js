@@ -5,7 +5,7 @@ import { api, ApiError, freshUrl } from "./api.js";
 import { $, el, svg, clear, formatNumber, formatAge, token } from "./dom.js";
 import { drawOverlay } from "./overlay.js";
 import { openCamera } from "./camera.js";
-import { setCameras, notify, hasRole, cameraState, normalizeCamera, showAnalysisLevel, CAMERA_STATES } from "./state.js";
+import { setCameras, notify, hasRole, cameraState, normalizeCamera, showAnalysisLevel, costSeconds, costRate, CAMERA_STATES } from "./state.js";
 
 const REFRESH_MS = 3000;        // camera status
 const THUMBNAIL_MS = 5000;      // the engine renews thumbnails every 5 s by default
@@ -111,6 +111,17 @@ function updateCard(card, camera) {
   card.eventCounts.hidden = !totals.length;
 
   const status = camera.status || {};
+  // the cost as a rate between two refreshes at least 2 s apart (the server gives totals)
+  const spent = costSeconds(camera);
+  if (spent === null) {
+    card.costReading = null;
+    card.costText = null;
+  } else {
+    const reading = { at: Date.now(), seconds: spent };
+    const rate = costRate(card.costReading, reading);
+    if (rate !== null) card.costText = `${formatNumber(rate)} ms/s`;
+    if (!card.costReading || rate !== null || reading.seconds < card.costReading.seconds) card.costReading = reading;
+  }
   clear(card.metrics);
   card.metrics.append(
     ...metric("fps", `${formatNumber(status.analysed_fps)} / ${formatNumber(camera.analysis_fps)}`, "analysed frames per second / configured"),
@@ -119,6 +130,7 @@ function updateCard(card, camera) {
     ...metric("tracks", vision ? String(vision.tracks ?? 0) : "—", "active anonymous tracks"),
     ...metric("drops", String(status.drops ?? 0), "frames dropped"),
     ...metric("recon", String(status.reconnects ?? 0), "reconnects"),
+    ...metric("cost", card.costText || "—", "what the camera costs, in milliseconds per second: its ingest thread's CPU, its share of the detector and its analysis"),
   );
   const why = stateName === "online" ? "" : [status.reason, status.since ? `since ${formatAge(status.since)}` : ""].filter(Boolean).join(" · ");
   card.reason.textContent = why;

@@ -87,6 +87,26 @@ export const PACKET_GATE_STATES = {
   distrusted: "Packet gate: a refresh frame found activity its packet sizes did not show, so every floor keyframe is decoded for ten minutes.",
 };
 
+/** Seconds a camera has cost so far: its ingest thread's CPU, its share of the detector's
+ * time and the CPU of its analysis (docs/api.md); null when the server does not report them. */
+export function costSeconds(camera) {
+  const ingest = (camera.status || {}).ingest_cpu_s;
+  if (typeof ingest !== "number" || !Number.isFinite(ingest)) return null;
+  const vision = camera.vision || {};
+  let total = ingest;
+  for (const part of [vision.detector_s, vision.analysis_cpu_s]) {
+    if (typeof part === "number" && Number.isFinite(part)) total += part;
+  }
+  return total;
+}
+
+/** Milliseconds of cost per second between two readings {at: ms since epoch, seconds}, or
+ * null when they are too close together or the count went back (the camera restarted). */
+export function costRate(before, after, minGapMs = 2000) {
+  if (!before || !after || after.at - before.at < minGapMs || after.seconds < before.seconds) return null;
+  return ((after.seconds - before.seconds) * 1e6) / (after.at - before.at);
+}
+
 /** A rate for people: 0.5, 2, 5 (at most two decimals, no trailing zeros). */
 function formatRate(fps) {
   return String(Number(fps.toFixed(2)));
