@@ -18,6 +18,7 @@ from feedtag.errors import DetectorError
 from feedtag.vision.batching import BatchScheduler
 from feedtag.vision.onnx_backend import OnnxDetector
 
+from ..conftest import wait_for
 from .test_decoders import CLASSES, frame_with_square, square_finder
 
 BAD_FRAME = 255
@@ -209,7 +210,8 @@ def test_a_full_batch_does_not_wait() -> None:
 
 def test_each_camera_gets_its_share_of_the_detector_time() -> None:
     delay_s = 0.2
-    with BatchScheduler(RecordingDetector(delay_s), max_batch=3, max_wait_s=30) as scheduler:
+    detector = RecordingDetector(delay_s)
+    with BatchScheduler(detector, max_batch=3, max_wait_s=30) as scheduler:
         # one full batch: two frames of cam1 and one of cam2 in one call of about 0.2 s
         futures = [scheduler.submit("cam1", frame(1, n)) for n in range(2)]
         futures.append(scheduler.submit("cam2", frame(2)))
@@ -221,6 +223,14 @@ def test_each_camera_gets_its_share_of_the_detector_time() -> None:
         assert seconds["cam1"] == pytest.approx(2 * seconds["cam2"])
         assert delay_s <= seconds["cam1"] + seconds["cam2"] < delay_s + 0.2
         scheduler.forget("cam1")
+        assert set(scheduler.detector_seconds()) == {"cam2"}
+        # a camera removed while its frame is being detected is not counted again
+        detector.release.clear()
+        future = scheduler.submit("cam3", frame(3), wait_s=0)
+        wait_for(lambda: detector.batches[-1] == [(3, 0)], 5, what="cam3 in detect()")
+        scheduler.forget("cam3")
+        detector.release.set()
+        future.result(timeout=5)
         assert set(scheduler.detector_seconds()) == {"cam2"}
 
 

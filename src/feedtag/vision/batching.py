@@ -236,6 +236,7 @@ class BatchScheduler:
             queue.append(waiting)
             self._waiting += 1
             self._counts["submitted"] += 1
+            self._busy_s.setdefault(camera_id, 0.0)
             crowded = len(queue) == self._max_pending
             if crowded:
                 # its next frame would push one out: waiting longer would lose a frame
@@ -324,7 +325,8 @@ class BatchScheduler:
             return dict(self._busy_s)
 
     def forget(self, camera_id: str) -> None:
-        """Drop a removed camera's detector seconds."""
+        """Drop a removed camera's detector seconds (a call of its frames still running
+        does not bring them back; a frame submitted later starts a new count)."""
         with self._condition:
             self._busy_s.pop(camera_id, None)
 
@@ -410,7 +412,8 @@ class BatchScheduler:
                 del self._calls[me]
                 busy = self._busy_s
                 for item in batch:
-                    busy[item.camera_id] = busy.get(item.camera_id, 0.0) + share
+                    if item.camera_id in busy:  # else forgotten while this call ran
+                        busy[item.camera_id] += share
             for item, outcome in zip(batch, outcomes, strict=True):
                 if isinstance(outcome, BaseException):
                     item.future.set_exception(outcome)
