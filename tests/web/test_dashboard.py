@@ -345,6 +345,46 @@ def test_a_running_camera_shows_its_analysis_level(
     expect(page.locator("#camera-dialog")).to_be_hidden()
 
 
+def test_cards_can_be_ordered_costliest_first(
+    page: Any, admin_api: httpx.Client, served: Served, screenshots: Path
+) -> None:
+    sign_in(page, served.admin_token)
+    first, second = served.feed_cameras
+    # The two live cameras' ingest CPU, as the server would count it, growing at rates this
+    # test sets (ms per second), far above what the live feeds really cost.
+    rates = {first: 400.0, second: 40.0}
+    totals = dict.fromkeys(rates, 0.0)
+    last = [time.monotonic()]
+
+    def costed(route: Any) -> None:
+        answer = route.fetch()
+        data = answer.json()
+        now = time.monotonic()
+        for camera_id, rate in rates.items():
+            totals[camera_id] += (now - last[0]) * rate / 1000
+        last[0] = now
+        for item in data.get("items", [data]):
+            if item["id"] in rates and item["status"] is not None:
+                item["status"]["ingest_cpu_s"] = totals[item["id"]]
+        route.fulfill(response=answer, json=data)
+
+    page.route(re.compile(r".*/api/v1/cameras(/[^/?]+)?(\?.*)?$"), costed)
+    ids = 'Array.from(document.querySelectorAll("#grid .card")).map(c => c.dataset.cameraId)'
+    page.select_option("#grid-order", "cost")
+    for expensive, cheap in ((first, second), (second, first)):
+        rates[expensive], rates[cheap] = 400.0, 40.0
+        wait_for(lambda e=expensive: page.evaluate(ids)[0] == e, UI_TIMEOUT_MS / 1000,
+                 what=f"{expensive} first")  # fmt: skip
+        order = page.evaluate(ids)
+        assert order.index(expensive) < order.index(cheap), order
+    shot(page, screenshots, "grid-costliest-first")
+    # as listed again: the server's order
+    page.select_option("#grid-order", "list")
+    listed = [camera["id"] for camera in admin_api.get("/api/v1/cameras").json()["items"]]
+    wait_for(lambda: page.evaluate(ids) == listed, UI_TIMEOUT_MS / 1000, what="list order")
+    page.unroute(re.compile(r".*/api/v1/cameras(/[^/?]+)?(\?.*)?$"))
+
+
 # -- events -------------------------------------------------------------------------------------
 
 

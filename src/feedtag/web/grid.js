@@ -12,6 +12,7 @@ const THUMBNAIL_MS = 5000;      // the engine renews thumbnails every 5 s by def
 const DEFAULT_SIZE = [640, 360];
 
 const cards = new Map();  // camera id -> {root, img, overlay, ...}
+let listed = [];  // the cards in the order of the latest camera list
 let timer = null;
 let active = false;
 let visible = new Set();
@@ -116,10 +117,14 @@ function updateCard(card, camera) {
   if (spent === null) {
     card.costReading = null;
     card.costText = null;
+    card.cost = null;
   } else {
     const reading = { at: Date.now(), seconds: spent };
     const rate = costRate(card.costReading, reading);
-    if (rate !== null) card.costText = `${formatNumber(rate)} ms/s`;
+    if (rate !== null) {
+      card.costText = `${formatNumber(rate)} ms/s`;
+      card.cost = rate;
+    }
     if (!card.costReading || rate !== null || reading.seconds < card.costReading.seconds) card.costReading = reading;
   }
   clear(card.metrics);
@@ -165,6 +170,24 @@ function refreshThumbnail(card) {
   next.src = url;
 }
 
+/** The cards in the grid in the chosen order: as the server lists the cameras, or the
+ * costliest first (cards with no cost yet after the others, in list order). */
+function placeCards(grid, shown) {
+  const ordered = orderedCards(shown, $("#grid-order").value);
+  ordered.forEach((card, index) => {
+    if (grid.children[index] !== card.root) grid.insertBefore(card.root, grid.children[index] || null);
+  });
+}
+
+function orderedCards(shown, order) {
+  if (order !== "cost") return shown;
+  const known = (card) => typeof card.cost === "number" && Number.isFinite(card.cost);
+  return shown
+    .map((card, index) => ({ card, index }))
+    .sort((a, b) => (known(b.card) - known(a.card)) || (known(a.card) ? b.card.cost - a.card.cost : 0) || a.index - b.index)
+    .map(({ card }) => card);
+}
+
 function applyFilter() {
   const text = $("#grid-filter").value.trim().toLowerCase();
   for (const card of cards.values()) {
@@ -191,7 +214,8 @@ function summarize(items) {
 export function render(items) {
   const grid = $("#grid");
   const seen = new Set();
-  items.forEach((camera, index) => {
+  const shown = [];
+  for (const camera of items) {
     seen.add(camera.id);
     let card = cards.get(camera.id);
     if (!card) {
@@ -199,8 +223,10 @@ export function render(items) {
       cards.set(camera.id, card);
     }
     updateCard(card, camera);
-    if (grid.children[index] !== card.root) grid.insertBefore(card.root, grid.children[index] || null);
-  });
+    shown.push(card);
+  }
+  listed = shown;
+  placeCards(grid, shown);
   for (const [id, card] of cards) {
     if (seen.has(id)) continue;
     if (observer) observer.unobserve(card.root);
@@ -256,6 +282,7 @@ export function reset() {
   hide();
   for (const card of cards.values()) if (observer) observer.unobserve(card.root);
   cards.clear();
+  listed = [];
   visible = new Set();
   clear($("#grid"));
 }
@@ -271,6 +298,7 @@ export function init() {
   $("#grid-overlay").addEventListener("change", (event) => {
     $("#grid").classList.toggle("no-overlay", !event.target.checked);
   });
+  $("#grid-order").addEventListener("change", () => placeCards($("#grid"), listed));
   $("#grid-size").addEventListener("change", (event) => {
     const size = token(event.target.value, ["s", "m", "l"], "m");
     $("#grid").className = `grid size-${size}${$("#grid-overlay").checked ? "" : " no-overlay"}`;
