@@ -90,14 +90,20 @@ export const PACKET_GATE_STATES = {
 /** Seconds a camera has cost so far: its ingest thread's CPU, its share of the detector's
  * time and the CPU of its analysis (docs/api.md); null when the server does not report them. */
 export function costSeconds(camera) {
-  const ingest = (camera.status || {}).ingest_cpu_s;
-  if (typeof ingest !== "number" || !Number.isFinite(ingest)) return null;
+  const parts = costParts(camera);
+  if (parts.ingest === null) return null;
+  return parts.ingest + (parts.detector ?? 0) + (parts.analysis ?? 0);
+}
+
+/** The three parts of costSeconds, each a number of seconds or null where not reported. */
+export function costParts(camera) {
+  const number = (value) => (typeof value === "number" && Number.isFinite(value) ? value : null);
   const vision = camera.vision || {};
-  let total = ingest;
-  for (const part of [vision.detector_s, vision.analysis_cpu_s]) {
-    if (typeof part === "number" && Number.isFinite(part)) total += part;
-  }
-  return total;
+  return {
+    ingest: number((camera.status || {}).ingest_cpu_s),
+    detector: number(vision.detector_s),
+    analysis: number(vision.analysis_cpu_s),
+  };
 }
 
 /** Milliseconds of cost per second between two readings {at: ms since epoch, seconds}, or
