@@ -193,11 +193,11 @@ class EngineCollector(Collector):
             camera,
         )
         for this_camera in cameras:
-            status = this_camera.ingest
-            fps.add(labels.values(this_camera), status.analysed_fps)
-            decoded.add(labels.values(this_camera), status.decoded_fps)
+            status, key = this_camera.ingest, labels.values(this_camera)
+            fps.add(key, status.analysed_fps)
+            decoded.add(key, status.decoded_fps)
             if status.target_fps is not None:
-                target.add(labels.values(this_camera), status.target_fps)
+                target.add(key, status.target_fps)
             for family, current in (
                 (level, status.analysis_level),
                 (packet_gate, status.packet_gate),
@@ -214,12 +214,12 @@ class EngineCollector(Collector):
                 dropped[DETECTOR_BUSY] = seen.dropped
             for reason in sorted(KNOWN_DROP_REASONS | set(dropped)):
                 drops.add(labels.values(this_camera, reason), dropped.get(reason, 0))
-            analysed.add(labels.values(this_camera), status.counters.frames_analysed)
-            reconnects.add(labels.values(this_camera), status.counters.reconnects)
-            stalls.add(labels.values(this_camera), status.counters.stalls)
-            unchanged.add(labels.values(this_camera), status.counters.keyframes_unchanged)
-            queue.add(labels.values(this_camera), this_camera.queue_depth)
-            ingest_cpu.add(labels.values(this_camera), status.counters.cpu_s)
+            analysed.add(key, status.counters.frames_analysed)
+            reconnects.add(key, status.counters.reconnects)
+            stalls.add(key, status.counters.stalls)
+            unchanged.add(key, status.counters.keyframes_unchanged)
+            queue.add(key, this_camera.queue_depth)
+            ingest_cpu.add(key, status.counters.cpu_s)
         for samples in (fps, target, level, packet_gate, decoded, mode, state, drops, analysed,
                         reconnects, stalls, unchanged, queue, ingest_cpu):  # fmt: skip
             yield samples.done()

@@ -282,8 +282,6 @@ class CameraIngest:
             counts["packets"] += 1
             counts["bytes"] += size
             counts["keyframes"] += is_keyframe
-            # this thread's CPU so far (read here, in the thread: the camera's ingest cost)
-            counts["cpu_ns"] = thread_time_ns()
             if stamp is None:
                 stamp = packet.pts
             t_s = pacer.stream_time(stamp * time_base) if stamp is not None else None
@@ -379,6 +377,9 @@ class CameraIngest:
         time_base: float,
         pacer: Pacer,
     ) -> None:
+        # this thread's CPU so far, the camera's ingest cost: read in the thread, at each
+        # packet it decodes rather than each it reads (a status lags by what came since)
+        self._counts["cpu_ns"] = thread_time_ns()
         context = stream.codec_context
         if context.skip_frame != self._policy.skip_frame:
             context.skip_frame = self._policy.skip_frame

@@ -6,7 +6,7 @@ import { $, el, svg, clear, formatTime, formatNumber, isoUtc } from "./dom.js";
 import { drawOverlay } from "./overlay.js";
 import { openEvent } from "./events.js";
 import { colorOf } from "./charts.js";
-import { cameraState, normalizeCamera, showAnalysisLevel, costParts, costRate } from "./state.js";
+import { cameraState, normalizeCamera, showAnalysisLevel, CostMeter } from "./state.js";
 
 const REFRESH_MS = 3000;
 const RECENT = 12;
@@ -42,24 +42,13 @@ function fields(camera) {
   for (const [term, value] of rows) list.append(el("dt", { text: term }), el("dd", { text: value }));
 }
 
-/** What the camera costs per second between two refreshes at least 2 s apart, and its
- * parts: "10.3 ms/s (ingest 3.5, detector 5.9, analysis 0.9)". */
+/** What the camera costs per second, with its parts: "10.3 ms/s (ingest 3.5, detector 5.9,
+ * analysis 0.9)". */
 function costText(camera) {
-  const parts = costParts(camera);
-  if (!view || parts.ingest === null) return "—";
-  const reading = { at: Date.now(), parts };
-  const before = view.costReading;
-  const rates = {};
-  for (const name of Object.keys(parts)) {
-    rates[name] = before ? costRate({ at: before.at, seconds: before.parts[name] ?? 0 }, { at: reading.at, seconds: parts[name] ?? 0 }) : null;
-  }
-  if (rates.ingest !== null) {
-    const total = Object.values(rates).reduce((sum, rate) => sum + (rate ?? 0), 0);
-    const each = Object.entries(rates).map(([name, rate]) => `${name} ${formatNumber(rate)}`).join(", ");
-    view.costShown = `${formatNumber(total)} ms/s (${each})`;
-  }
-  if (!before || rates.ingest !== null || parts.ingest < before.parts.ingest) view.costReading = reading;
-  return view.costShown || "—";
+  const cost = view ? view.meter.read(camera) : null;
+  if (!cost) return "—";
+  const parts = ["ingest", "detector", "analysis"].map((name) => `${name} ${formatNumber(cost[name])}`);
+  return `${formatNumber(cost.total)} ms/s (${parts.join(", ")})`;
 }
 
 async function recentEvents(cameraId) {
@@ -173,7 +162,7 @@ export function openCamera(camera) {
   closeCamera();
   const dialog = $("#camera-dialog");
   const overlay = $("#camera-overlay");
-  view = { camera, overlay, size: [640, 360], overlayKey: "", timer: null, ticks: 0, labels: new Set() };
+  view = { camera, overlay, size: [640, 360], overlayKey: "", timer: null, ticks: 0, labels: new Set(), meter: new CostMeter() };
   $("#camera-dialog-title").textContent = camera.name || camera.id;
   $("#camera-dialog-events").setAttribute("href", `#/events?camera=${encodeURIComponent(camera.id)}`);
   $("#camera-image").hidden = true;

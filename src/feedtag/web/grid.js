@@ -5,7 +5,7 @@ import { api, ApiError, freshUrl } from "./api.js";
 import { $, el, svg, clear, formatNumber, formatAge, token } from "./dom.js";
 import { drawOverlay } from "./overlay.js";
 import { openCamera } from "./camera.js";
-import { setCameras, notify, hasRole, cameraState, normalizeCamera, showAnalysisLevel, costSeconds, costRate, CAMERA_STATES } from "./state.js";
+import { setCameras, notify, hasRole, cameraState, normalizeCamera, showAnalysisLevel, CostMeter, CAMERA_STATES } from "./state.js";
 
 const REFRESH_MS = 3000;        // camera status
 const THUMBNAIL_MS = 5000;      // the engine renews thumbnails every 5 s by default
@@ -53,6 +53,7 @@ function makeCard(camera) {
   const card = {
     root, img, overlay, placeholder, badge, level, name, id, shard, counts, metrics, eventCounts, reason, events, restart,
     camera, loading: false, loaded: false, size: DEFAULT_SIZE.slice(), overlayKey: "",
+    meter: new CostMeter(), cost: null,
   };
   root.addEventListener("keydown", (event) => {
     if (event.key !== "Enter" || event.target !== root) return;
@@ -112,21 +113,9 @@ function updateCard(card, camera) {
   card.eventCounts.hidden = !totals.length;
 
   const status = camera.status || {};
-  // the cost as a rate between two refreshes at least 2 s apart (the server gives totals)
-  const spent = costSeconds(camera);
-  if (spent === null) {
-    card.costReading = null;
-    card.costText = null;
-    card.cost = null;
-  } else {
-    const reading = { at: Date.now(), seconds: spent };
-    const rate = costRate(card.costReading, reading);
-    if (rate !== null) {
-      card.costText = `${formatNumber(rate)} ms/s`;
-      card.cost = rate;
-    }
-    if (!card.costReading || rate !== null || reading.seconds < card.costReading.seconds) card.costReading = reading;
-  }
+  // the cost as a rate between two refreshes (the server gives totals)
+  const cost = card.meter.read(camera);
+  card.cost = cost ? cost.total : null;
   clear(card.metrics);
   card.metrics.append(
     ...metric("fps", `${formatNumber(status.analysed_fps)} / ${formatNumber(camera.analysis_fps)}`, "analysed frames per second / configured"),
@@ -135,7 +124,7 @@ function updateCard(card, camera) {
     ...metric("tracks", vision ? String(vision.tracks ?? 0) : "—", "active anonymous tracks"),
     ...metric("drops", String(status.drops ?? 0), "frames dropped"),
     ...metric("recon", String(status.reconnects ?? 0), "reconnects"),
-    ...metric("cost", card.costText || "—", "what the camera costs, in milliseconds per second: its ingest thread's CPU, its share of the detector and its analysis"),
+    ...metric("cost", cost ? `${formatNumber(cost.total)} ms/s` : "—", "what the camera costs, in milliseconds per second: its ingest thread's CPU, its share of the detector and its analysis"),
   );
   const why = stateName === "online" ? "" : [status.reason, status.since ? `since ${formatAge(status.since)}` : ""].filter(Boolean).join(" · ");
   card.reason.textContent = why;
@@ -181,10 +170,10 @@ function placeCards(grid, shown) {
 
 function orderedCards(shown, order) {
   if (order !== "cost") return shown;
-  const known = (card) => typeof card.cost === "number" && Number.isFinite(card.cost);
+  const cost = (card) => card.cost ?? -1;  // costs are >= 0: a card without one goes last
   return shown
     .map((card, index) => ({ card, index }))
-    .sort((a, b) => (known(b.card) - known(a.card)) || (known(a.card) ? b.card.cost - a.card.cost : 0) || a.index - b.index)
+    .sort((a, b) => cost(b.card) - cost(a.card) || a.index - b.index)
     .map(({ card }) => card);
 }
 

@@ -87,16 +87,9 @@ export const PACKET_GATE_STATES = {
   distrusted: "Packet gate: a refresh frame found activity its packet sizes did not show, so every floor keyframe is decoded for ten minutes.",
 };
 
-/** Seconds a camera has cost so far: its ingest thread's CPU, its share of the detector's
- * time and the CPU of its analysis (docs/api.md); null when the server does not report them. */
-export function costSeconds(camera) {
-  const parts = costParts(camera);
-  if (parts.ingest === null) return null;
-  return parts.ingest + (parts.detector ?? 0) + (parts.analysis ?? 0);
-}
-
-/** The three parts of costSeconds, each a number of seconds or null where not reported. */
-export function costParts(camera) {
+/** The three totals of what a camera has cost so far, in seconds (docs/api.md, "What a
+ * camera costs"), each null where the server does not report it. */
+function costParts(camera) {
   const number = (value) => (typeof value === "number" && Number.isFinite(value) ? value : null);
   const vision = camera.vision || {};
   return {
@@ -106,11 +99,34 @@ export function costParts(camera) {
   };
 }
 
-/** Milliseconds of cost per second between two readings {at: ms since epoch, seconds}, or
- * null when they are too close together or the count went back (the camera restarted). */
-export function costRate(before, after, minGapMs = 2000) {
-  if (!before || !after || after.at - before.at < minGapMs || after.seconds < before.seconds) return null;
-  return ((after.seconds - before.seconds) * 1e6) / (after.at - before.at);
+/** What a camera costs per second, from the totals of successive refreshes: `read` returns
+ * the latest rates in milliseconds per second, {total, ingest, detector, analysis}, taken
+ * over readings at least `minGapMs` apart, or null until there are two (or when the server
+ * does not report them). A total that went back (the camera restarted) starts over. */
+export class CostMeter {
+  constructor(minGapMs = 2000) {
+    this.minGapMs = minGapMs;
+    this.before = null;
+    this.rates = null;
+  }
+
+  read(camera, now = Date.now()) {
+    const parts = costParts(camera);
+    if (parts.ingest === null) {
+      this.before = this.rates = null;
+      return null;
+    }
+    const before = this.before;
+    const restart = !before || parts.ingest < before.parts.ingest;  // no reading yet, or a restart
+    if (!restart && now - before.at < this.minGapMs) return this.rates;
+    if (!restart) {
+      const per = (name) => Math.max(0, ((parts[name] ?? 0) - (before.parts[name] ?? 0)) * 1e6 / (now - before.at));
+      const rates = { ingest: per("ingest"), detector: per("detector"), analysis: per("analysis") };
+      this.rates = { total: rates.ingest + rates.detector + rates.analysis, ...rates };
+    }
+    this.before = { at: now, parts };
+    return this.rates;
+  }
 }
 
 /** A rate for people: 0.5, 2, 5 (at most two decimals, no trailing zeros). */
