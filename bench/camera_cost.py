@@ -3,15 +3,18 @@
 costs"), against the process's CPU over the same window:
 
     PYTHONPATH=src python bench/camera_cost.py [--busy 8] [--quiet 8] [--seconds 30]
+        [--thumbnails]
 
 Busy feeds are the 640x360 vtest cut, quiet ones the still-frame feed
 (:func:`~feedtag.bench.footage.quiet_h264`), all live-paced at 1 analysed fps with the
 defaults of ``feedtag run`` (adaptive rate, packet gate, presence rules for the frame and a
-3x3 grid, SQLite store in a temporary folder). After a warm-up long enough for the quiet feeds
-to reach their floor rate, each camera's three totals (ingest CPU, detector share, analysis
-CPU) are read at the start and end of the window; the table gives their means per feed kind
-in milliseconds per second, and how much of the process's CPU the cameras' sum accounts for
-(the rest is batching, the store writer and the engine's own threads).
+3x3 grid, SQLite store in a temporary folder). With ``--thumbnails`` every camera's thumbnail
+is asked for throughout, as a dashboard showing all of them would. After a warm-up long
+enough for the quiet feeds to reach their floor rate, each camera's four totals (ingest CPU,
+detector share, analysis CPU, media CPU) are read at the start and end of the window; the
+table gives their means per feed kind in milliseconds per second, and how much of the
+process's CPU the cameras' sum accounts for (the rest is batching, the store writer and the
+engine's own threads).
 
 It prints numbers; it is not a test. docs/performance.md has the figures of this machine.
 """
@@ -32,21 +35,39 @@ from feedtag.runtime.vision import VisionConsumer
 WARMUP_S = 15.0
 
 
-def totals(run: EngineRun) -> dict[str, tuple[float, float, float]]:
-    """Per camera: (ingest CPU, detector share, analysis CPU) seconds so far."""
+PARTS = ("ingest", "detector", "analysis", "media")
+
+
+def totals(run: EngineRun) -> dict[str, tuple[float, ...]]:
+    """Per camera: (ingest CPU, detector share, analysis CPU, media CPU) seconds so far."""
     consumer = run.engine.consumer
     vision = (
         {v.camera_id: v for v in consumer.statuses()}
         if isinstance(consumer, VisionConsumer)
         else {}
     )
-    out = {}
+    events = run.engine.events
+    media = events.media_cpu_s() if events is not None else {}
+    out: dict[str, tuple[float, ...]] = {}
     for status in run.engine.statuses():
         seen = vision.get(status.camera_id)
         detector = seen.detector_s if seen is not None else 0.0
         analysis = seen.analysis_cpu_s if seen is not None else 0.0
-        out[status.camera_id] = (status.counters.cpu_s, detector, analysis)
+        out[status.camera_id] = (
+            status.counters.cpu_s, detector, analysis, media.get(status.camera_id, 0.0),
+        )  # fmt: skip
     return out
+
+
+def keep_asking_for_thumbnails(run: EngineRun, seconds: float) -> None:
+    """Ask for every camera's thumbnail each second for ``seconds``, as a dashboard would."""
+    events = run.engine.events
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if events is not None and events.media is not None:
+            for status in run.engine.statuses():
+                events.media.want_thumbnail(status.camera_id)
+        time.sleep(1.0)
 
 
 def main() -> None:
@@ -54,6 +75,7 @@ def main() -> None:
     parser.add_argument("--busy", type=int, default=8)
     parser.add_argument("--quiet", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--thumbnails", action="store_true", help="ask for every thumbnail")
     args = parser.parse_args()
     busy, quiet = sample_h264("vtest", 640, 360), quiet_h264(640, 360, seconds=60)
     sources = [busy] * args.busy + [quiet] * args.quiet
@@ -64,16 +86,19 @@ def main() -> None:
         run = EngineRun(sources, "keyframes", pipeline=True, analytics=presence_analytics(),
                         extra=extra)  # fmt: skip
         run.start()
+        wait = keep_asking_for_thumbnails if args.thumbnails else (lambda _run, s: time.sleep(s))
         try:
-            time.sleep(WARMUP_S)
+            wait(run, WARMUP_S)
             before, cpu_before, wall_before = totals(run), process.cpu_times(), time.monotonic()
-            time.sleep(args.seconds)
+            wait(run, args.seconds)
             after, cpu_after, wall = totals(run), process.cpu_times(), time.monotonic()
         finally:
             run.stop()
     window = wall - wall_before
     process_cpu = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
-    print(f"{'feeds':<7}{'n':>4}{'ingest':>9}{'detector':>10}{'analysis':>10}{'total':>8}  ms/s")
+    print(
+        f"{'feeds':<7}{'n':>4}" + "".join(f"{part:>10}" for part in PARTS) + f"{'total':>8}  ms/s"
+    )
     attributed = 0.0
     for kind in ("busy", "quiet"):
         cameras = [cid for cid, k in kinds.items() if k == kind and cid in before and cid in after]
@@ -81,11 +106,11 @@ def main() -> None:
             continue
         parts = [
             sum(after[cid][i] - before[cid][i] for cid in cameras) / len(cameras) / window * 1000
-            for i in range(3)
+            for i in range(len(PARTS))
         ]
         attributed += sum(parts) * len(cameras)
-        print(f"{kind:<7}{len(cameras):>4}{parts[0]:>9.2f}{parts[1]:>10.2f}{parts[2]:>10.2f}"
-              f"{sum(parts):>8.2f}")  # fmt: skip
+        print(f"{kind:<7}{len(cameras):>4}" + "".join(f"{part:>10.2f}" for part in parts)
+              + f"{sum(parts):>8.2f}")  # fmt: skip
     process_ms = process_cpu / window * 1000
     print(f"process CPU {process_ms:.1f} ms/s over {window:.1f} s; the cameras' sum "
           f"{attributed:.1f} ms/s ({attributed / process_ms:.0%} of it)")  # fmt: skip

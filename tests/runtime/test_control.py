@@ -146,12 +146,22 @@ def test_the_node_app_runs_serves_and_stops_within_its_deadline(
         assert (status["analysis_level"], status["target_fps"]) == ("normal", 2.0)
         assert status["packet_gate"] in {"learning", "believed", "not_believed"}  # on: default
         assert status["keyframes_unchanged"] == 0  # busy: never at the floor
-        # what the camera costs: its ingest thread's CPU, its share of the detector, and the
-        # CPU of its frames outside the detector
+
+        # what the camera costs: its ingest thread's CPU, its share of the detector, the CPU
+        # of its frames outside the detector, and that of its event's snapshot (written by
+        # the media thread, so perhaps a moment after the event)
+        def media_counted() -> bool:
+            seen = app.control.snapshot().camera("door")
+            return seen is not None and seen.media_cpu_s > 0
+
+        wait_for(media_counted, 10, what="the snapshot's CPU counted")
+        door = httpx.get(f"{app.api_url}/api/v1/cameras/door", headers=headers, timeout=5)
+        served = httpx.get(f"{app.api_url}/metrics", headers=headers, timeout=5).text
         vision = door.json()["vision"]
         assert status["ingest_cpu_s"] > 0
         assert vision["detector_s"] > 0 and vision["analysis_cpu_s"] > 0
-        for name in ("ingest_cpu", "detector", "analysis_cpu"):
+        assert vision["media_cpu_s"] > 0
+        for name in ("ingest_cpu", "detector", "analysis_cpu", "media_cpu"):
             assert f'feedtag_camera_{name}_seconds_total{{camera="door"}} ' in served, name
         assert httpx.get(f"{app.api_url}/health", timeout=5).json() == {"status": "ok"}
     finally:

@@ -138,7 +138,8 @@ def test_on_a_gpu_tensorrt_keeps_its_engines_with_one_profile(
     models_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The detector and the anonymizer's finder both get TensorRT's engine cache in the
-    models folder and a profile over every batch (rectangles for the detector)."""
+    models folder and one profile over every batch and stride-aligned rectangle (the finder
+    runs each image and tile in its own rectangle too)."""
     monkeypatch.setattr(detection, "working_gpu_providers", lambda: ("TensorrtExecutionProvider",))
     given: list[dict[str, Any]] = []
 
@@ -153,6 +154,7 @@ def test_on_a_gpu_tensorrt_keeps_its_engines_with_one_profile(
     detector, finder = (options["TensorrtExecutionProvider"] for options in given)
     for options in (detector, finder):
         assert options["trt_engine_cache_path"] == str(models_dir / "tensorrt-engines")
-    assert detector["trt_profile_min_shapes"] == "images:1x3x32x32"
-    assert detector["trt_profile_max_shapes"] == "images:32x3x416x416"
-    assert finder["trt_profile_opt_shapes"] == "images:32x3x416x416"
+    for options in (detector, finder):
+        assert options["trt_profile_min_shapes"] == "images:1x3x32x32"
+        assert options["trt_profile_opt_shapes"] == "images:32x3x256x416"
+        assert options["trt_profile_max_shapes"] == "images:32x3x416x416"

@@ -1,4 +1,5 @@
-"""The event pipeline's run-time changes and the retention job, on a real SQLite store."""
+"""The event pipeline's run-time changes, its media cost per camera and the retention job, on a
+real SQLite store."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from feedtag.core import Detections, Frame
 from feedtag.runtime.events import EventPipeline, RetentionJob
 from feedtag.store.audit import AuditEntry, AuditQuery, search_audit, write_audit
 from feedtag.store.engine import create_store_engine
+from feedtag.store.media import MediaStore
 from feedtag.store.migrations import upgrade
 from feedtag.store.query import EventQuery, search_events
 from feedtag.store.spool import Spool
@@ -107,3 +109,75 @@ def test_repeated_pictures_are_not_a_frozen_camera(tmp_path: Path) -> None:
     them would otherwise look frozen (``frozen_after_s`` 5 here)."""
     assert "camera_frozen" in frozen_events(tmp_path, repeat=False)
     assert "camera_frozen" not in frozen_events(tmp_path, repeat=True)
+
+
+def test_each_camera_is_charged_the_cpu_of_its_own_snapshots_and_thumbnails(
+    tmp_path: Path,
+) -> None:
+    """The media thread's CPU on a camera's images is that camera's media cost: the crowd's
+    snapshot is charged to the door, the thumbnail someone watches to the yard, and a camera
+    nobody writes an image for costs nothing."""
+    crowd = {"rules": [{"kind": "crowding", "min_count": 2, "min_duration_s": 1, "grace_s": 5}]}
+    config = validate_config({"media_root": str(tmp_path), "cameras": [
+        {"id": "door", "url": "door.mp4", "analytics": crowd},
+        {"id": "yard", "url": "yard.mp4"},
+        {"id": "lane", "url": "lane.mp4"},
+    ]})  # fmt: skip
+    engine = create_store_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    upgrade(engine)
+    writer = StoreWriter(engine, Spool(tempfile.mkdtemp()), max_wait_s=0.02)
+    writer.start()
+    media = MediaStore(tmp_path / "media")
+    media.want_thumbnail("yard")
+    events = EventPipeline(config.cameras, ["person"], writer, media)
+    image = np.random.default_rng(0).integers(0, 255, (360, 640, 3), np.uint8)
+    for t in range(4):
+        for camera_id in ("door", "yard", "lane"):
+            people = two_people() if camera_id == "door" else Detections.empty()
+            events(Frame(camera_id, t, float(t), T0 + t, image), people)
+    events.close()  # finishes the media thread's jobs
+    assert writer.flush(10)
+    writer.close()
+    assert any(media.root.glob("snapshots/**/*.jpg")), "the crowd's snapshot was written"
+    assert any(media.root.glob("thumbnails/yard*")), "the yard's thumbnail was written"
+    costs = events.media_cpu_s()
+    assert costs["door"] > 0 and costs["yard"] > 0, costs
+    assert costs["lane"] == 0, costs
+    events.remove_camera("door")
+    assert set(events.media_cpu_s()) == {"yard", "lane"}
+
+
+def test_a_repeated_picture_gets_no_new_thumbnail(tmp_path: Path) -> None:
+    """A picture the packet gate hands on again is the one the thumbnail shows: no new
+    thumbnail (and no person check) until a new picture comes; a repeat of a picture that
+    came after the latest thumbnail still gets one."""
+    config = validate_config({"media_root": str(tmp_path), "cameras": [
+        {"id": "yard", "url": "yard.mp4"}]})  # fmt: skip
+    engine = create_store_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    upgrade(engine)
+    writer = StoreWriter(engine, Spool(tempfile.mkdtemp()), max_wait_s=0.02)
+    writer.start()
+    media = MediaStore(tmp_path / "media")
+    written: list[Path] = []
+    media.observers.append(lambda path, _image: written.append(path))
+    media.want_thumbnail("yard")  # someone is looking
+    events = EventPipeline(config.cameras, ["person"], writer, media)
+    rng = np.random.default_rng(1)
+    pictures = {name: rng.integers(0, 255, (90, 160, 3), np.uint8) for name in "abc"}
+    # (second, picture, repeat): a thumbnail is due every 5 s
+    for index, (t, name, repeat) in enumerate([
+        (0, "a", False),   # the first thumbnail
+        (6, "a", True),    # due, but the same picture: none
+        (12, "b", False),  # a new picture: a thumbnail
+        (14, "c", False),  # not due yet
+        (18, "c", True),   # due, and c is not what the thumbnail shows: a thumbnail
+        (24, "c", True),   # due, the same picture again: none
+    ]):  # fmt: skip
+        frame = Frame("yard", index, float(t), T0 + t, pictures[name], keyframe=True,
+                      repeat=repeat)  # fmt: skip
+        events(frame, Detections.empty())
+    events.close()  # finishes the media thread's jobs
+    assert writer.flush(10)
+    writer.close()
+    assert len(written) == 3, written
+    assert all(path.parent.name == "thumbnails" for path in written)

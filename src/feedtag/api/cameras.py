@@ -65,7 +65,7 @@ def _status_view(ingest: CameraStatus | None, url: CameraUrl) -> dict[str, Any] 
     }
 
 
-def _vision_view(vision: VisionStatus | None) -> dict[str, Any] | None:
+def _vision_view(vision: VisionStatus | None, media_cpu_s: float) -> dict[str, Any] | None:
     if vision is None:
         return None
     return {
@@ -76,6 +76,7 @@ def _vision_view(vision: VisionStatus | None) -> dict[str, Any] | None:
         "frames": vision.frames,
         "detector_s": round(vision.detector_s, 3),
         "analysis_cpu_s": round(vision.analysis_cpu_s, 3),
+        "media_cpu_s": round(media_cpu_s, 3),
     }
 
 
@@ -99,8 +100,10 @@ def camera_view(
     ingest: CameraStatus | None,
     vision: VisionStatus | None,
     counts: dict[str, int] | None,
+    media_cpu_s: float = 0.0,
 ) -> dict[str, Any]:
-    """What the API says about one camera: the URL masked, the password never."""
+    """What the API says about one camera: the URL masked, the password never.
+    ``media_cpu_s``: CPU of its snapshots and thumbnails so far."""
     analytics = camera.analytics
     return {
         "id": camera.id,
@@ -109,7 +112,7 @@ def camera_view(
         "analysis_fps": camera.analysis_fps,
         "url": _shown_url(camera.url),
         "status": _status_view(ingest, camera.url),
-        "vision": _vision_view(vision),
+        "vision": _vision_view(vision, media_cpu_s),
         "zones": [
             {
                 "name": zone.name,
@@ -141,7 +144,9 @@ def _views(state: ApiState, cameras: list[CameraConfig]) -> list[dict[str, Any]]
         if seen is None:
             view = camera_view(camera, held.get(camera.id), None, None)
         else:
-            view = camera_view(camera, seen.ingest, seen.vision, seen.event_counts)
+            view = camera_view(
+                camera, seen.ingest, seen.vision, seen.event_counts, seen.media_cpu_s
+            )
         views.append({
             **view, "defined_in": state.registry.defined_in(camera.id),
             "shard": None if seen is None else seen.shard,

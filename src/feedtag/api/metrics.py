@@ -10,8 +10,8 @@ On a sharded engine (the Ray engine: cameras carry a shard) every per-camera ser
 a ``shard`` label (empty for a camera held offline on no shard); the full view adds one series
 set per shard (:func:`shard_metrics`).
 
-A camera has 36 series (its one-hot states and drop reasons included) and one per kind of
-event it has had: 3.6 to 4.8 million at 100,000 cameras. With ``api.metrics: totals`` the
+A camera has 37 series (its one-hot states and drop reasons included) and one per kind of
+event it has had: 3.7 to 4.9 million at 100,000 cameras. With ``api.metrics: totals`` the
 same families come without the camera label, combined over the cameras of each shard
 (:class:`Samples`), so the series no longer grow with the cameras; ``sum by (...)`` queries
 read the same in both.
@@ -258,6 +258,12 @@ class EngineCollector(Collector):
             "CPU seconds of the camera's frames outside the detector (gate, tracker, rules).",
             camera,
         )
+        media = counter(
+            "camera_media_cpu_seconds",
+            "CPU seconds of the camera's snapshots and thumbnails (anonymizing, encoding, "
+            "writing).",
+            camera,
+        )
         for camera_snapshot in cameras:
             seen = camera_snapshot.vision
             if seen is None:
@@ -272,7 +278,18 @@ class EngineCollector(Collector):
             cropped.add(values, seen.cropped)
             detector_s.add(values, seen.detector_s)
             analysis_cpu.add(values, seen.analysis_cpu_s)
-        for samples in (gate, latency, detected, tracks, hung, cropped, detector_s, analysis_cpu):
+            media.add(values, camera_snapshot.media_cpu_s)
+        for samples in (
+            gate,
+            latency,
+            detected,
+            tracks,
+            hung,
+            cropped,
+            detector_s,
+            analysis_cpu,
+            media,
+        ):
             yield samples.done()
 
     def _events_and_store(

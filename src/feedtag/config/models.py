@@ -581,7 +581,7 @@ class ApiConfig(StrictModel):
     )
     metrics: Literal["per_camera", "totals"] = Field(
         default="per_camera",
-        description="per_camera: /metrics has each camera's series (36 per camera, and one "
+        description="per_camera: /metrics has each camera's series (37 per camera, and one "
         "per event kind it has had); totals: the same families without the camera label, "
         "summed over each shard's cameras (a latency the largest, the gate ratio the mean), "
         "for deployments whose Prometheus should not hold series per camera (over 3 million "

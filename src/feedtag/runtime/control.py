@@ -63,6 +63,9 @@ class CameraSnapshot:
     #: the Ray engine's shard that runs the camera, and its machine (None in one process)
     shard: str | None = None
     node: str | None = None
+    #: CPU seconds of the media thread on the camera's snapshots and thumbnails since it
+    #: started (anonymizing, encoding, writing); 0 when nothing is written
+    media_cpu_s: float = 0.0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CameraSnapshot:
@@ -82,6 +85,7 @@ class CameraSnapshot:
             event_counts=dict(data["event_counts"]),
             shard=data.get("shard"),
             node=data.get("node"),
+            media_cpu_s=float(data.get("media_cpu_s", 0.0)),
         )
 
 

@@ -178,10 +178,13 @@ def build_anonymizer(settings: DetectorConfig) -> Anonymizer:
     logged."""
     runtime = resolve_runtime(settings)
     size: int | None = None
+    stride: int | None = None
     if settings.model == "default":
         info = default_model_info(settings.model_copy(update={"input_size": FINDER_INPUT_SIZE}))
         path, names, layout = info.path, list(info.class_names), info.layout
-        size = info.input_size  # square tiles, so no input_stride
+        # each image and tile in its own stride-aligned rectangle at the same scale as in
+        # the square: a 640x360 image's whole-frame look runs at 416x256, not 416x416
+        size, stride = info.input_size, info.input_stride
     else:
         path, names, layout = (
             Path(settings.model),
@@ -195,6 +198,7 @@ def build_anonymizer(settings: DetectorConfig) -> Anonymizer:
         )
         return Anonymizer(None)
     options: DetectorOptions = {
+        "input_stride": stride,
         "layout": layout,
         "confidence_threshold": FINDER_CONFIDENCE,
         "iou_threshold": settings.iou,

@@ -15,10 +15,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from time import thread_time_ns
 from typing import Final
 
 import numpy as np
@@ -60,6 +62,31 @@ class _Camera:
     last_thumbnail: float = 0.0
     last_checkpoint: float = 0.0
     counts: Counter[str] = field(default_factory=Counter)
+    #: CPU of the media thread on this camera's snapshots and thumbnails (anonymizing,
+    #: encoding, writing), in nanoseconds; added under ``lock``
+    media_ns: int = 0
+    #: the picture the latest thumbnail was made of, while ingest still holds it
+    thumbnail_picture: weakref.ref[npt.NDArray[np.uint8]] | None = None
+
+    def thumbnail_of(self, picture: npt.NDArray[np.uint8]) -> bool:
+        """Whether the latest thumbnail was made of ``picture`` (the same array): a picture
+        the packet gate hands on again needs no new thumbnail, and no new person check."""
+        made_of = self.thumbnail_picture
+        return made_of is not None and made_of() is picture
+
+    def media_job(self, job: Callable[[], None]) -> Callable[[], None]:
+        """``job``, counting the CPU its thread spends in it as this camera's media cost."""
+
+        def counted() -> None:
+            start = thread_time_ns()
+            try:
+                job()
+            finally:
+                spent = thread_time_ns() - start
+                with self.lock:
+                    self.media_ns += spent
+
+        return counted
 
 
 class EventPipeline:
@@ -130,7 +157,7 @@ class EventPipeline:
             ]
         for event, sighting, boxes in zip(result.events, shown, known, strict=True):
             camera.counts[event.kind.value] += 1
-            self._store(self._with_clip(self._with_snapshot(event, sighting, boxes)))
+            self._store(self._with_clip(self._with_snapshot(camera, event, sighting, boxes)))
         later: list[EventEnd | TagSegment] = [*result.ends, *result.segments, *open_segments]
         for item in later:
             self._store(item)
@@ -153,6 +180,15 @@ class EventPipeline:
         """Events per kind per camera since the start (for the live summary)."""
         return {camera_id: dict(c.counts) for camera_id, c in self._cameras.items()}
 
+    def media_cpu_s(self) -> dict[str, float]:
+        """Per camera, CPU seconds the media thread spent on its snapshots and thumbnails
+        since it started (a job still running is counted when it ends)."""
+        out = {}
+        for camera_id, camera in list(self._cameras.items()):
+            with camera.lock:
+                out[camera_id] = camera.media_ns / 1e9
+        return out
+
     def close(self) -> None:
         """Close every open segment and rule, hand the rest to the writer, and finish the
         snapshots and thumbnails still queued."""
@@ -171,7 +207,7 @@ class EventPipeline:
         return camera.analyzer.open_segments()
 
     def _with_snapshot(
-        self, event: Event, sighting: Sighting, known: npt.NDArray[np.float32]
+        self, camera: _Camera, event: Event, sighting: Sighting, known: npt.NDArray[np.float32]
     ) -> Event:
         media, jobs = self.media, self.media_jobs
         if media is None or jobs is None:
@@ -198,7 +234,7 @@ class EventPipeline:
             except (OSError, FeedtagError):
                 log.exception("camera %s: snapshot of %s failed", event.camera_id, event.event_id)
 
-        jobs.submit(write, essential=True)
+        jobs.submit(camera.media_job(write), essential=True)
         attributes = {
             **event.attributes,
             "snapshot": media.relative(path),
@@ -217,11 +253,13 @@ class EventPipeline:
         if (
             media is None
             or jobs is None
+            or (frame.repeat and camera.thumbnail_of(frame.image))
             or frame.wall_time - camera.last_thumbnail < self.thumbnail_interval_s
             or not media.thumbnail_wanted(frame.camera_id)
         ):
             return
         camera.last_thumbnail = frame.wall_time
+        camera.thumbnail_picture = weakref.ref(frame.image)
         known = np.concatenate(
             [person_boxes(detections, self.class_names), camera.recent.predicted(frame.pts_s)]
         )
@@ -235,7 +273,7 @@ class EventPipeline:
             except (OSError, FeedtagError):
                 log.exception("camera %s: thumbnail failed", frame.camera_id)
 
-        jobs.submit(write, essential=False)
+        jobs.submit(camera.media_job(write), essential=False)
 
     def _store_all(
         self, events: list[Event], ends: list[EventEnd], segments: list[TagSegment]

@@ -118,6 +118,7 @@ class LocalEngineControl:
         vision = node.vision_statuses()
         depths = node.queue_depths()
         counts = node.events.event_counts() if node.events is not None else {}
+        media = node.events.media_cpu_s() if node.events is not None else {}
         cameras = tuple(
             CameraSnapshot(
                 camera_id=status.camera_id,
@@ -125,6 +126,7 @@ class LocalEngineControl:
                 vision=vision.get(status.camera_id),
                 queue_depth=depths.get(status.camera_id, 0),
                 event_counts=dict(counts.get(status.camera_id, {})),
+                media_cpu_s=media.get(status.camera_id, 0.0),
             )
             for status in statuses
         )

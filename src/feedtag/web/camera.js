@@ -6,7 +6,7 @@ import { $, el, svg, clear, formatTime, formatNumber, isoUtc } from "./dom.js";
 import { drawOverlay } from "./overlay.js";
 import { openEvent } from "./events.js";
 import { colorOf } from "./charts.js";
-import { cameraState, normalizeCamera, showAnalysisLevel, CostMeter } from "./state.js";
+import { cameraState, normalizeCamera, showAnalysisLevel, CostMeter, COST_PARTS } from "./state.js";
 
 const REFRESH_MS = 3000;
 const RECENT = 12;
@@ -43,11 +43,11 @@ function fields(camera) {
 }
 
 /** What the camera costs per second, with its parts: "10.3 ms/s (ingest 3.5, detector 5.9,
- * analysis 0.9)". */
+ * analysis 0.8, media 0.1)". */
 function costText(camera) {
   const cost = view ? view.meter.read(camera) : null;
   if (!cost) return "—";
-  const parts = ["ingest", "detector", "analysis"].map((name) => `${name} ${formatNumber(cost[name])}`);
+  const parts = COST_PARTS.map((name) => `${name} ${formatNumber(cost[name])}`);
   return `${formatNumber(cost.total)} ms/s (${parts.join(", ")})`;
 }
 

@@ -87,8 +87,11 @@ export const PACKET_GATE_STATES = {
   distrusted: "Packet gate: a refresh frame found activity its packet sizes did not show, so every floor keyframe is decoded for ten minutes.",
 };
 
-/** The three totals of what a camera has cost so far, in seconds (docs/api.md, "What a
- * camera costs"), each null where the server does not report it. */
+/** The parts of what a camera costs, in the order they are shown. */
+export const COST_PARTS = ["ingest", "detector", "analysis", "media"];
+
+/** The totals of what a camera has cost so far, in seconds (docs/api.md, "What a camera
+ * costs"), each null where the server does not report it. */
 function costParts(camera) {
   const number = (value) => (typeof value === "number" && Number.isFinite(value) ? value : null);
   const vision = camera.vision || {};
@@ -96,11 +99,13 @@ function costParts(camera) {
     ingest: number((camera.status || {}).ingest_cpu_s),
     detector: number(vision.detector_s),
     analysis: number(vision.analysis_cpu_s),
+    media: number(vision.media_cpu_s),
   };
 }
 
 /** What a camera costs per second, from the totals of successive refreshes: `read` returns
- * the latest rates in milliseconds per second, {total, ingest, detector, analysis}, taken
+ * the latest rates in milliseconds per second, {total, ingest, detector, analysis, media}
+ * (a part the server does not report counts 0), taken
  * over readings at least `minGapMs` apart, or null until there are two (or when the server
  * does not report them). A total that went back (the camera restarted) starts over. */
 export class CostMeter {
@@ -121,8 +126,8 @@ export class CostMeter {
     if (!restart && now - before.at < this.minGapMs) return this.rates;
     if (!restart) {
       const per = (name) => Math.max(0, ((parts[name] ?? 0) - (before.parts[name] ?? 0)) * 1e6 / (now - before.at));
-      const rates = { ingest: per("ingest"), detector: per("detector"), analysis: per("analysis") };
-      this.rates = { total: rates.ingest + rates.detector + rates.analysis, ...rates };
+      const rates = Object.fromEntries(COST_PARTS.map((name) => [name, per(name)]));
+      this.rates = { total: COST_PARTS.reduce((sum, name) => sum + rates[name], 0), ...rates };
     }
     this.before = { at: now, parts };
     return this.rates;
