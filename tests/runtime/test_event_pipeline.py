@@ -6,6 +6,7 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -181,3 +182,41 @@ def test_a_repeated_picture_gets_no_new_thumbnail(tmp_path: Path) -> None:
     writer.close()
     assert len(written) == 3, written
     assert all(path.parent.name == "thumbnails" for path in written)
+
+
+def test_a_thumbnail_that_failed_is_tried_again_on_a_repeat(tmp_path: Path) -> None:
+    """A repeat of the picture whose thumbnail could not be written is not taken for done."""
+    config = validate_config({"media_root": str(tmp_path), "cameras": [
+        {"id": "yard", "url": "yard.mp4"}]})  # fmt: skip
+    engine = create_store_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    upgrade(engine)
+    writer = StoreWriter(engine, Spool(tempfile.mkdtemp()), max_wait_s=0.02)
+    writer.start()
+    media = MediaStore(tmp_path / "media")
+    media.want_thumbnail("yard")
+    attempts: list[float] = []
+    write_thumbnail = media.write_thumbnail
+
+    def full_disk_once(camera_id: str, image: Any) -> Path:
+        attempts.append(time.monotonic())
+        if len(attempts) == 1:
+            raise OSError(28, "No space left on device")
+        return write_thumbnail(camera_id, image)
+
+    media.write_thumbnail = full_disk_once  # type: ignore[method-assign]
+    events = EventPipeline(config.cameras, ["person"], writer, media)
+    jobs = events.media_jobs
+    assert jobs is not None
+    picture = np.random.default_rng(2).integers(0, 255, (90, 160, 3), np.uint8)
+    for index, (t, repeat) in enumerate([(0, False), (6, True), (12, True)]):
+        events(Frame("yard", index, float(t), T0 + t, picture, keyframe=True, repeat=repeat),
+               Detections.empty())  # fmt: skip
+        deadline = time.monotonic() + 10
+        while jobs.done < len(attempts) or (index == 0 and not attempts):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    events.close()
+    writer.close()
+    # the first failed, the repeat at 6 s wrote it, the repeat at 12 s needed none
+    assert len(attempts) == 2
+    assert (media.root / "thumbnails" / "yard.jpg").is_file()

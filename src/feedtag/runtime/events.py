@@ -65,7 +65,8 @@ class _Camera:
     #: CPU of the media thread on this camera's snapshots and thumbnails (anonymizing,
     #: encoding, writing), in nanoseconds; added under ``lock``
     media_ns: int = 0
-    #: the picture the latest thumbnail was made of, while ingest still holds it
+    #: the picture the latest thumbnail was made of (None after a failed write), while
+    #: ingest still holds it
     thumbnail_picture: weakref.ref[npt.NDArray[np.uint8]] | None = None
 
     def thumbnail_of(self, picture: npt.NDArray[np.uint8]) -> bool:
@@ -272,6 +273,7 @@ class EventPipeline:
                 media.write_thumbnail(frame.camera_id, covered)
             except (OSError, FeedtagError):
                 log.exception("camera %s: thumbnail failed", frame.camera_id)
+                camera.thumbnail_picture = None  # a repeat of it may try again
 
         jobs.submit(camera.media_job(write), essential=False)
 
