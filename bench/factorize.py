@@ -193,6 +193,8 @@ def _split(
 
 #: unseen frames per clip, as tests/vision/test_models.py takes them
 UNSEEN = {"vtest": 40, "bikes": 100}
+#: calibration frames the build takes from each of its two clips
+CALIBRATION_SHARE = default_model.DEFAULT_CALIBRATION_FRAMES // 2
 SHAPES = ((416, 416), (416, 256))
 TIMING_ROUNDS = 4
 TIMING_CALLS = 60
@@ -205,16 +207,6 @@ def converted() -> onnx.ModelProto:
         source.cfg, source.weights, input_size=416, mask_overrides=default_model.MASK_OVERRIDES,
         dynamic_size=True,
     )  # fmt: skip
-
-
-def unseen_frames(clip: Path, count: int) -> list[Image]:
-    """``count`` frames spread over ``clip``, minus those calibration uses."""
-    total = calibration.clip_frame_count(clip)
-    used = set(
-        calibration.spread_indices(total, default_model.DEFAULT_CALIBRATION_FRAMES // 2, 0.5)
-    )
-    wanted = [i for i in calibration.spread_indices(total, count, 0.0) if i not in used]
-    return calibration.read_frames(clip, wanted)
 
 
 def agreement(
@@ -268,8 +260,8 @@ def main() -> None:
     )
     inputs = quantize.letterboxed_inputs(frames, 416, own=False)
     unseen = {
-        "vtest": unseen_frames(vtest_path(), UNSEEN["vtest"]),
-        "bikes": unseen_frames(bikes_path(), UNSEEN["bikes"]),
+        name: calibration.unseen_frames(path, UNSEEN[name], CALIBRATION_SHARE)
+        for name, path in (("vtest", vtest_path()), ("bikes", bikes_path()))
     }
     reference = session_of(converted())
     with tempfile.TemporaryDirectory(prefix="feedtag-factorize-") as scratch:

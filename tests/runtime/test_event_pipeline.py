@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sqlalchemy import Engine
 
 from feedtag.config import validate_config
 from feedtag.core import Detections, Frame
@@ -33,6 +34,15 @@ def two_people() -> Detections:
     )
 
 
+def started_store(tmp_path: Path, name: str = "store.db") -> tuple[Engine, StoreWriter]:
+    """A migrated SQLite store in ``tmp_path`` and a running writer to it."""
+    engine = create_store_engine(f"sqlite:///{tmp_path / name}")
+    upgrade(engine)
+    writer = StoreWriter(engine, Spool(tempfile.mkdtemp()), max_wait_s=0.02)
+    writer.start()
+    return engine, writer
+
+
 def test_removing_a_camera_ends_what_its_rules_have_open(tmp_path: Path) -> None:
     rule = {"kind": "crowding", "min_count": 2, "min_duration_s": 2, "grace_s": 5}
     config = validate_config(
@@ -41,10 +51,7 @@ def test_removing_a_camera_ends_what_its_rules_have_open(tmp_path: Path) -> None
             "cameras": [{"id": "door", "url": "door.mp4", "analytics": {"rules": [rule]}}],
         }
     )
-    engine = create_store_engine(f"sqlite:///{tmp_path / 'store.db'}")
-    upgrade(engine)
-    writer = StoreWriter(engine, Spool(tempfile.mkdtemp()), max_wait_s=0.02)
-    writer.start()
+    engine, writer = started_store(tmp_path)
     events = EventPipeline(config.cameras, ["person"], writer, None)
     image = np.zeros((100, 200, 3), np.uint8)
     for t in range(5):
@@ -86,10 +93,7 @@ def frozen_events(tmp_path: Path, *, repeat: bool) -> list[str]:
     health = {"rules": [{"kind": "camera_health", "frozen_after_s": 5}]}
     config = validate_config({"media_root": str(tmp_path), "cameras": [
         {"id": "door", "url": "door.mp4", "analytics": health}]})  # fmt: skip
-    engine = create_store_engine(f"sqlite:///{tmp_path / f'store-{repeat}.db'}")
-    upgrade(engine)
-    writer = StoreWriter(engine, Spool(tempfile.mkdtemp()), max_wait_s=0.02)
-    writer.start()
+    engine, writer = started_store(tmp_path, f"store-{repeat}.db")
     events = EventPipeline(config.cameras, ["person"], writer, None)
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (100, 200, 3), np.uint8)
@@ -124,10 +128,7 @@ def test_each_camera_is_charged_the_cpu_of_its_own_snapshots_and_thumbnails(
         {"id": "yard", "url": "yard.mp4"},
         {"id": "lane", "url": "lane.mp4"},
     ]})  # fmt: skip
-    engine = create_store_engine(f"sqlite:///{tmp_path / 'store.db'}")
-    upgrade(engine)
-    writer = StoreWriter(engine, Spool(tempfile.mkdtemp()), max_wait_s=0.02)
-    writer.start()
+    _, writer = started_store(tmp_path)
     media = MediaStore(tmp_path / "media")
     media.want_thumbnail("yard")
     events = EventPipeline(config.cameras, ["person"], writer, media)
@@ -148,21 +149,23 @@ def test_each_camera_is_charged_the_cpu_of_its_own_snapshots_and_thumbnails(
     assert set(events.media_cpu_s()) == {"yard", "lane"}
 
 
+def watched_yard(tmp_path: Path) -> tuple[EventPipeline, StoreWriter, MediaStore]:
+    """The pipeline of one camera, ``yard``, whose thumbnail someone is looking at."""
+    config = validate_config({"media_root": str(tmp_path), "cameras": [
+        {"id": "yard", "url": "yard.mp4"}]})  # fmt: skip
+    _, writer = started_store(tmp_path)
+    media = MediaStore(tmp_path / "media")
+    media.want_thumbnail("yard")
+    return EventPipeline(config.cameras, ["person"], writer, media), writer, media
+
+
 def test_a_repeated_picture_gets_no_new_thumbnail(tmp_path: Path) -> None:
     """A picture the packet gate hands on again is the one the thumbnail shows: no new
     thumbnail (and no person check) until a new picture comes; a repeat of a picture that
     came after the latest thumbnail still gets one."""
-    config = validate_config({"media_root": str(tmp_path), "cameras": [
-        {"id": "yard", "url": "yard.mp4"}]})  # fmt: skip
-    engine = create_store_engine(f"sqlite:///{tmp_path / 'store.db'}")
-    upgrade(engine)
-    writer = StoreWriter(engine, Spool(tempfile.mkdtemp()), max_wait_s=0.02)
-    writer.start()
-    media = MediaStore(tmp_path / "media")
+    events, writer, media = watched_yard(tmp_path)
     written: list[Path] = []
     media.observers.append(lambda path, _image: written.append(path))
-    media.want_thumbnail("yard")  # someone is looking
-    events = EventPipeline(config.cameras, ["person"], writer, media)
     rng = np.random.default_rng(1)
     pictures = {name: rng.integers(0, 255, (90, 160, 3), np.uint8) for name in "abc"}
     # (second, picture, repeat): a thumbnail is due every 5 s
@@ -186,14 +189,7 @@ def test_a_repeated_picture_gets_no_new_thumbnail(tmp_path: Path) -> None:
 
 def test_a_thumbnail_that_failed_is_tried_again_on_a_repeat(tmp_path: Path) -> None:
     """A repeat of the picture whose thumbnail could not be written is not taken for done."""
-    config = validate_config({"media_root": str(tmp_path), "cameras": [
-        {"id": "yard", "url": "yard.mp4"}]})  # fmt: skip
-    engine = create_store_engine(f"sqlite:///{tmp_path / 'store.db'}")
-    upgrade(engine)
-    writer = StoreWriter(engine, Spool(tempfile.mkdtemp()), max_wait_s=0.02)
-    writer.start()
-    media = MediaStore(tmp_path / "media")
-    media.want_thumbnail("yard")
+    events, writer, media = watched_yard(tmp_path)
     attempts: list[float] = []
     write_thumbnail = media.write_thumbnail
 
@@ -204,7 +200,6 @@ def test_a_thumbnail_that_failed_is_tried_again_on_a_repeat(tmp_path: Path) -> N
         return write_thumbnail(camera_id, image)
 
     media.write_thumbnail = full_disk_once  # type: ignore[method-assign]
-    events = EventPipeline(config.cameras, ["person"], writer, media)
     jobs = events.media_jobs
     assert jobs is not None
     picture = np.random.default_rng(2).integers(0, 255, (90, 160, 3), np.uint8)

@@ -87,13 +87,8 @@ def match_pairs(ref: ModelDetections, got: ModelDetections) -> list[tuple[int, i
 
 def unseen_frames(clip: Path, count: int) -> list[npt.NDArray[np.uint8]]:
     """``count`` frames spread over ``clip``, minus any that calibration used."""
-    total = calibration.clip_frame_count(clip)
     # the build takes half its calibration frames from each of the two clips
-    used = set(
-        calibration.spread_indices(total, default_model.DEFAULT_CALIBRATION_FRAMES // 2, 0.5)
-    )
-    wanted = [i for i in calibration.spread_indices(total, count, 0.0) if i not in used]
-    return calibration.read_frames(clip, wanted)
+    return calibration.unseen_frames(clip, count, default_model.DEFAULT_CALIBRATION_FRAMES // 2)
 
 
 # -- the registry -------------------------------------------------------------------------

@@ -279,17 +279,8 @@ class EngineCollector(Collector):
             detector_s.add(values, seen.detector_s)
             analysis_cpu.add(values, seen.analysis_cpu_s)
             media.add(values, camera_snapshot.media_cpu_s)
-        for samples in (
-            gate,
-            latency,
-            detected,
-            tracks,
-            hung,
-            cropped,
-            detector_s,
-            analysis_cpu,
-            media,
-        ):
+        for samples in (gate, latency, detected, tracks, hung, cropped, detector_s, analysis_cpu,
+                        media):  # fmt: skip
             yield samples.done()
 
     def _events_and_store(

@@ -77,6 +77,12 @@ class _CameraVision:
     #: rules; ``VisionStatus.analysis_cpu_s``)
     cpu_s: float = 0.0
 
+    def charge(self, since: float) -> None:
+        """Add this thread's CPU from ``since`` (a ``thread_time()``) to the camera's."""
+        spent = thread_time() - since
+        with self.lock:
+            self.cpu_s += spent
+
 
 @dataclass
 class _Pending:
@@ -169,9 +175,7 @@ class VisionConsumer:
                 state.gated += 1
         if carried is not None:
             self._postprocess.put(frame, carried)
-            spent = thread_time() - began
-            with state.lock:
-                state.cpu_s += spent
+            state.charge(began)
             return
         crop = state.step.region(frame)
         pending = _Pending(state, frame, crop, time.monotonic())
@@ -183,9 +187,7 @@ class VisionConsumer:
                 frame.camera_id, crop.cut(frame.image), crop.scale, wait_s=wait_s
             )
         future.add_done_callback(lambda done: self._on_detected(pending, done))
-        spent = thread_time() - began
-        with state.lock:
-            state.cpu_s += spent
+        state.charge(began)
         if state.camera.lossless:
             # a file analysed as fast as possible: wait until the result is handed on, so
             # that the back-pressure reaches its ingest thread instead of the scheduler
@@ -230,8 +232,8 @@ class VisionConsumer:
             began = thread_time()
             tracked = state.step.detected(frame, done.result(), pending.crop)
             latency = (time.monotonic() - pending.submitted) * 1000
+            state.charge(began)
             with state.lock:
-                state.cpu_s += thread_time() - began
                 state.detected += 1
                 state.latency_ms = (
                     latency
@@ -249,9 +251,7 @@ class VisionConsumer:
         self.on_result(frame, detections)
         state = self._cameras.get(frame.camera_id)
         if state is not None:
-            spent = thread_time() - began
-            with state.lock:
-                state.cpu_s += spent
+            state.charge(began)
 
     def stage_status(self) -> VisionStageStatus:
         """The post-processing queue and the detector watchdog, node-wide."""

@@ -78,6 +78,15 @@ def sample_frames(path: Path, count: int, offset: float = 0.5) -> list[Image]:
     return read_frames(path, spread_indices(clip_frame_count(path), count, offset))
 
 
+def unseen_frames(path: Path, count: int, calibration_share: int) -> list[Image]:
+    """``count`` RGB frames spread over a clip from its start, minus any of the
+    ``calibration_share`` frames calibration takes from it (:func:`footage`): frames the
+    build never saw, for checking a model built from them."""
+    total = clip_frame_count(path)
+    used = set(spread_indices(total, calibration_share, 0.5))
+    return read_frames(path, [i for i in spread_indices(total, count, 0.0) if i not in used])
+
+
 def footage(clips: Sequence[Path], count: int, report: Progress) -> tuple[list[Image], list[Image]]:
     """Calibration frames (``count``, spread over the clips) and, in the same decoding pass,
     held-out frames for :func:`~feedtag.vision.modelbuild.quantize.check_agreement`."""
