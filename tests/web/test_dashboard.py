@@ -577,6 +577,40 @@ def test_events_made_while_the_stream_reconnects_all_reach_the_table(
         expect(row).to_have_count(1, timeout=UI_TIMEOUT_MS)
 
 
+def test_an_event_streamed_while_the_list_loads_stays_marked_live(
+    page: Any, served: Served
+) -> None:
+    """The list request is held until the stream has brought a new event; the list then
+    answers with that event in it and replaces the table. The event's row is still marked
+    as live (it came through the stream), not shown as an old row of the list."""
+    from feedtag.core import Event, EventKind
+
+    writer = served.server.engine.events.writer
+    state = served.server.app.state.api
+    made = Event(f"e2e-during-load-{time.time_ns()}", served.feed_cameras[0],
+                 EventKind.LINE_CROSS, "during-load-test", time.time(), label="person")  # fmt: skip
+    held: list[str] = []
+
+    def held_list(route: Any) -> None:
+        if not held:
+            held.append(route.request.url)
+            wait_for(lambda: state.bus.subscribers >= 1, 10, what="the browser's event stream")
+            writer.put(made)
+            assert writer.flush(10)
+            time.sleep(1.0)  # the stream's message reaches the page while the list is held
+        route.fulfill(response=route.fetch())
+
+    sign_in(page, served.admin_token)
+    expect(page.locator("#live-indicator.up")).to_be_attached(timeout=UI_TIMEOUT_MS)
+    page.route(re.compile(r".*/api/v1/events(\?.*)?$"), held_list)
+    page.goto("/#/events")
+    row = page.locator(f'#events-body tr[data-event-id="{made.event_id}"]')
+    expect(row).to_have_count(1, timeout=UI_TIMEOUT_MS)
+    expect(page.locator("#events-table")).not_to_have_attribute("aria-busy", "true")
+    assert held, "the list request was not held"
+    expect(row).to_have_class(re.compile(r"\bfresh\b"))
+
+
 # -- charts ----------------------------------------------------------------------------------
 
 

@@ -191,7 +191,13 @@ function onStreamEvent(message) {
   if (streamedDuringLoad) streamedDuringLoad.push([onStreamEvent, message]);
   let event;
   try { event = JSON.parse(message.data); } catch { return; }
-  if (!event || !event.event_id || rowEvents.has(event.event_id)) return;
+  if (!event || !event.event_id) return;
+  if (rowEvents.has(event.event_id)) {
+    // A list loaded meanwhile already holds it: it still came live, so it is marked so.
+    const shown = $("#events-body").querySelector(`tr[data-event-id="${CSS.escape(event.event_id)}"]`);
+    if (shown) shown.classList.add("fresh");
+    return;
+  }
   if (!active || !$("#events-live").checked || !matches(event, currentFilters)) return;
   const body = $("#events-body");
   body.prepend(row(event, true));
