@@ -137,3 +137,46 @@ def test_clips_pending_at_shutdown_are_written_with_the_post_roll_there_is(
     assert (clips.written, clips.failed) == (1, 0)
     clip = media.event_path("clips", "cam", "ev1", event.started_at)
     assert decoded_frames(clip) >= 25  # from the keyframe before the pre-roll to the end
+    # the clip's remux is the camera's media cost, and leaves with the camera
+    assert clips.cpu_s()["cam"] > 0
+    clips.forget("cam")
+    assert clips.cpu_s() == {}
+
+
+def test_a_cameras_clips_are_part_of_its_media_cost(vtest_clip: Path, tmp_path: Path) -> None:
+    """The event pipeline reports a camera's clip writing in its ``media_cpu_s``, on top of
+    its snapshots and thumbnails, and nothing for a camera without clips."""
+    from feedtag.config import validate_config
+    from feedtag.core import Event, EventKind
+    from feedtag.runtime.clips import ClipWriter
+    from feedtag.runtime.events import EventPipeline
+    from feedtag.store.media import MediaStore
+
+    from ..runtime.test_event_pipeline import started_store
+
+    config = make_config(vtest_clip.parent, url=vtest_clip.name, realtime=False)
+    ring = PacketRing(30)
+    ingest = CameraIngest(config.cameras[0], config.reconnect, FrameQueue(100), ring=ring)
+    ingest.start()
+    assert ingest.join(30)
+    packets = ring.snapshot()
+    media = MediaStore(tmp_path / "media")
+    cameras = validate_config({"media_root": str(tmp_path), "cameras": [
+        {"id": "cam", "url": "cam.mp4"}, {"id": "other", "url": "other.mp4"}]}).cameras  # fmt: skip
+    _, writer = started_store(tmp_path)
+    events = EventPipeline(cameras, ["person"], writer, media)
+    clips = ClipWriter(media, lambda camera: ring if camera == "cam" else None, 1.0, 1.0)
+    events.clips = clips
+    clips.start()
+    assert clips.request(
+        Event("ev1", "cam", EventKind.CROWDING, "r", packets[len(packets) // 2].wall)
+    )
+    wait_for(lambda: clips.written == 1, 10, what="the clip")
+    costs = events.media_cpu_s()
+    assert costs["cam"] > 0 and costs["other"] == 0, costs
+    assert costs["cam"] == pytest.approx(clips.cpu_s()["cam"])
+    events.remove_camera("cam")
+    assert "cam" not in clips.cpu_s()
+    clips.stop()
+    events.close()
+    writer.close()

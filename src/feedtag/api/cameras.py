@@ -103,7 +103,7 @@ def camera_view(
     media_cpu_s: float = 0.0,
 ) -> dict[str, Any]:
     """What the API says about one camera: the URL masked, the password never.
-    ``media_cpu_s``: CPU of its snapshots and thumbnails so far."""
+    ``media_cpu_s``: CPU of its snapshots, thumbnails and clips so far."""
     analytics = camera.analytics
     return {
         "id": camera.id,

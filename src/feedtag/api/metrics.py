@@ -260,8 +260,8 @@ class EngineCollector(Collector):
         )
         media = counter(
             "camera_media_cpu_seconds",
-            "CPU seconds of the camera's snapshots and thumbnails (anonymizing, encoding, "
-            "writing).",
+            "CPU seconds of the camera's snapshots, thumbnails and clips (anonymizing, "
+            "encoding, remuxing, writing).",
             camera,
         )
         for camera_snapshot in cameras:

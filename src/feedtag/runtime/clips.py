@@ -13,6 +13,7 @@ import itertools
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
@@ -57,6 +58,8 @@ class ClipWriter:
         self._thread = threading.Thread(target=self._run, name="clips", daemon=True)
         self.written = 0
         self.failed = 0
+        #: per camera, CPU nanoseconds spent writing its clips (remuxing from the ring)
+        self._cpu_ns: Counter[str] = Counter()
 
     def start(self) -> None:
         self._thread.start()
@@ -87,6 +90,17 @@ class ClipWriter:
             self._condition.notify()
         return True
 
+    def cpu_s(self) -> dict[str, float]:
+        """Per camera, CPU seconds this thread spent writing its clips (part of the camera's
+        media cost)."""
+        with self._condition:
+            return {camera_id: ns / 1e9 for camera_id, ns in self._cpu_ns.items()}
+
+    def forget(self, camera_id: str) -> None:
+        """A camera removed: its clip CPU is no longer reported."""
+        with self._condition:
+            self._cpu_ns.pop(camera_id, None)
+
     def _run(self) -> None:
         while True:
             with self._condition:
@@ -99,6 +113,15 @@ class ClipWriter:
             self._write(item.event)
 
     def _write(self, event: Event) -> None:
+        start = time.thread_time_ns()
+        try:
+            self._remux(event)
+        finally:
+            spent = time.thread_time_ns() - start
+            with self._condition:
+                self._cpu_ns[event.camera_id] += spent
+
+    def _remux(self, event: Event) -> None:
         ring = self._ring_of(event.camera_id)
         packets = ring.snapshot() if ring is not None else []
         centre = stream_time_at(packets, event.started_at)

@@ -63,8 +63,9 @@ class CameraSnapshot:
     #: the Ray engine's shard that runs the camera, and its machine (None in one process)
     shard: str | None = None
     node: str | None = None
-    #: CPU seconds of the media thread on the camera's snapshots and thumbnails since it
-    #: started (anonymizing, encoding, writing); 0 when nothing is written
+    #: CPU seconds of the camera's snapshots and thumbnails (the media thread: anonymizing,
+    #: encoding, writing) and its event clips (the clip writer) since it started; 0 when
+    #: nothing is written
     media_cpu_s: float = 0.0
 
     @classmethod

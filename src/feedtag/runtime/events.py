@@ -124,6 +124,8 @@ class EventPipeline:
         camera = self._cameras.pop(camera_id, None)
         if camera is None:
             return
+        if self.clips is not None:
+            self.clips.forget(camera_id)
         with camera.lock:
             result = camera.analyzer.close(time.time())
         self._store_all(result.events, result.ends, result.segments)
@@ -182,12 +184,14 @@ class EventPipeline:
         return {camera_id: dict(c.counts) for camera_id, c in self._cameras.items()}
 
     def media_cpu_s(self) -> dict[str, float]:
-        """Per camera, CPU seconds the media thread spent on its snapshots and thumbnails
-        since it started (a job still running is counted when it ends)."""
+        """Per camera, CPU seconds spent on its snapshots and thumbnails (the media thread)
+        and its event clips (the clip writer) since it started (a job still running is
+        counted when it ends)."""
+        clipped = self.clips.cpu_s() if self.clips is not None else {}
         out = {}
         for camera_id, camera in list(self._cameras.items()):
             with camera.lock:
-                out[camera_id] = camera.media_ns / 1e9
+                out[camera_id] = camera.media_ns / 1e9 + clipped.get(camera_id, 0.0)
         return out
 
     def close(self) -> None:

@@ -124,7 +124,7 @@ function updateCard(card, camera) {
     ...metric("tracks", vision ? String(vision.tracks ?? 0) : "—", "active anonymous tracks"),
     ...metric("drops", String(status.drops ?? 0), "frames dropped"),
     ...metric("recon", String(status.reconnects ?? 0), "reconnects"),
-    ...metric("cost", cost ? `${formatNumber(cost.total)} ms/s` : "—", "what the camera costs, in milliseconds per second: its ingest thread's CPU, its share of the detector, its analysis and its snapshots and thumbnails"),
+    ...metric("cost", cost ? `${formatNumber(cost.total)} ms/s` : "—", "what the camera costs, in milliseconds per second: its ingest thread's CPU, its share of the detector, its analysis and its snapshots, thumbnails and clips"),
   );
   const why = stateName === "online" ? "" : [status.reason, status.since ? `since ${formatAge(status.since)}` : ""].filter(Boolean).join(" · ");
   card.reason.textContent = why;
