@@ -17,7 +17,7 @@ from feedtag.runtime.local import LocalEngineControl
 from feedtag.runtime.node import NodeEngine
 from feedtag.urls import CameraUrl
 
-from .conftest import CAMERA_A, Setup, TestClient, api_config
+from .conftest import CAMERA_A, CAMERA_B, Setup, TestClient, api_config
 
 REFUSED = [
     ("rtsp://127.0.0.1/s", "loopback"),
@@ -170,3 +170,61 @@ def test_a_stored_admin_token_is_an_admin_credential(tmp_path: Path) -> None:
         answer = client.get("/api/v1/audit", headers={"Authorization": f"Bearer {token}"})
         assert answer.status_code == 200
     store.dispose()
+
+
+# -- the list in pages ---------------------------------------------------------------------
+
+
+def listed(setup: Setup, who: str = "admin", **params: object) -> dict[str, object]:
+    answer = setup.get(who, "/api/v1/cameras", params=params)
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json())
+
+
+def ids(page: dict[str, object]) -> list[str]:
+    items = page["items"]
+    assert isinstance(items, list)
+    return [item["id"] for item in items]
+
+
+def test_the_camera_list_pages_in_id_order_and_filters(setup: Setup) -> None:
+    for number in (5, 3, 1, 4, 2):  # added out of order
+        body = {"id": f"pole-{number}", "name": f"Pole {number}", "url": ACCEPTED[0],
+                "enabled": False}  # fmt: skip
+        assert post(setup, body).status_code == 201
+    everything = listed(setup)
+    # without a limit: every camera, in config order, then as added
+    assert ids(everything) == [CAMERA_A, CAMERA_B, "pole-5", "pole-3", "pole-1", "pole-4", "pole-2"]
+    assert everything["next_cursor"] is None and everything["total"] == 7
+    first = listed(setup, limit=3)
+    assert ids(first) == [CAMERA_A, CAMERA_B, "pole-1"]
+    assert (first["next_cursor"], first["total"]) == ("pole-1", 7)
+    # a camera added before the cursor is not on a later page, and nothing is repeated
+    assert post(setup, {"id": "pole-0", "url": ACCEPTED[0], "enabled": False}).status_code == 201
+    second = listed(setup, limit=3, cursor=first["next_cursor"])
+    assert ids(second) == ["pole-2", "pole-3", "pole-4"] and second["total"] == 8
+    last = listed(setup, limit=3, cursor=second["next_cursor"])
+    assert ids(last) == ["pole-5"] and last["next_cursor"] is None
+    # by id or name, any case; by state, with every state counted for a summary
+    assert ids(listed(setup, q="POLE 4")) == ["pole-4"]
+    assert ids(listed(setup, q="cam-", limit=10)) == [CAMERA_A, CAMERA_B]
+    states = listed(setup, q="pole", state="disabled")
+    assert states["total"] == 6
+    assert states["states"] == {"online": 0, "connecting": 0, "stalled": 0, "offline": 0,
+                                "stopped": 0, "disabled": 6}  # fmt: skip
+    online = listed(setup, state="online")
+    assert (online["items"], online["total"]) == ([], 0)
+    # a token for one camera pages over that camera only
+    mine = listed(setup, "viewer_a", limit=1)
+    assert (ids(mine), mine["total"], mine["next_cursor"]) == ([CAMERA_A], 1, None)
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [({"limit": 0}, "limit"), ({"limit": 1001}, "limit"), ({"cursor": "../x"}, "cursor"),
+     ({"state": "asleep"}, "state"), ({"q": "x" * 201}, "q")],
+)  # fmt: skip
+def test_bad_list_parameters_are_named(setup: Setup, params: dict[str, object], field: str) -> None:
+    answer = setup.get("admin", "/api/v1/cameras", params=params)
+    assert answer.status_code == 422
+    assert [problem["loc"] for problem in answer.json()["detail"]] == [["query", field]]

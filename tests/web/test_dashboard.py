@@ -387,9 +387,74 @@ def test_cards_can_be_ordered_costliest_first(
     shot(page, screenshots, "grid-costliest-first")
     # as listed again: the server's order
     page.select_option("#grid-order", "list")
-    listed = [camera["id"] for camera in admin_api.get("/api/v1/cameras").json()["items"]]
+    first_page = admin_api.get("/api/v1/cameras", params={"limit": 48}).json()["items"]
+    listed = [camera["id"] for camera in first_page]
     wait_for(lambda: page.evaluate(ids) == listed, UI_TIMEOUT_MS / 1000, what="list order")
     page.unroute(re.compile(r".*/api/v1/cameras(/[^/?]+)?(\?.*)?$"))
+
+
+def fake_camera(camera_id: str) -> dict[str, Any]:
+    """A camera as the list answers for one that is switched off."""
+    return {"id": camera_id, "name": camera_id.replace("-", " ").title(), "enabled": False,
+            "analysis_fps": 1.0, "url": "rtsp://cam.example/s", "status": None, "vision": None,
+            "zones": [], "lines": [], "event_counts": {}, "defined_in": "config",
+            "thumbnail_url": f"/api/v1/cameras/{camera_id}/thumbnail.jpg", "shard": None,
+            "node": None}  # fmt: skip
+
+
+def test_the_grid_shows_many_cameras_a_page_at_a_time(
+    page: Any, served: Served, screenshots: Path
+) -> None:
+    """Against a list of 60 cameras (the server's answers replaced by one that pages like
+    it): one page of cards at a time, Next and Previous follow the cursors, the summary counts
+    every camera, and the filter asks the server for the matching cameras."""
+    from urllib.parse import parse_qs, urlsplit
+
+    fleet = [fake_camera(f"pole-{number:03d}") for number in range(60)]
+    asked: list[dict[str, list[str]]] = []
+
+    def paged(route: Any) -> None:
+        query = parse_qs(urlsplit(route.request.url).query)
+        asked.append(query)
+        needle = query.get("q", [""])[0].casefold()
+        matched = [
+            c for c in fleet if needle in c["id"].casefold() or needle in c["name"].casefold()
+        ]
+        after = query.get("cursor", [""])[0]
+        rest = [c for c in matched if c["id"] > after]
+        limit = int(query.get("limit", ["100000"])[0])
+        shown = rest[:limit]
+        states = dict.fromkeys(["online", "connecting", "stalled", "offline", "stopped"], 0)
+        route.fulfill(json={"items": shown, "total": len(matched),
+                            "next_cursor": shown[-1]["id"] if len(rest) > limit else None,
+                            "states": {**states, "disabled": len(matched)}})  # fmt: skip
+
+    page.route(re.compile(r".*/api/v1/cameras(\?.*)?$"), paged)
+    sign_in(page, served.admin_token)
+    cards = page.locator("#grid .card")
+    expect(cards).to_have_count(48, timeout=UI_TIMEOUT_MS)
+    expect(page.locator("#grid-summary")).to_contain_text("60 cameras · 60 disabled")
+    expect(page.locator("#grid-range")).to_have_text("1\N{EN DASH}48 of 60")
+    expect(page.locator("#grid-prev")).to_be_disabled()
+    assert all(q.get("limit") == ["48"] for q in asked if "cursor" in q or "q" in q)
+    page.click("#grid-next")
+    expect(page.locator("#grid-range")).to_have_text("49\N{EN DASH}60 of 60", timeout=UI_TIMEOUT_MS)
+    expect(cards).to_have_count(12)
+    expect(cards.first).to_have_attribute("data-camera-id", "pole-048")
+    expect(page.locator("#grid-next")).to_be_disabled()
+    assert asked[-1]["cursor"] == ["pole-047"]
+    shot(page, screenshots, "grid-second-page")
+    page.click("#grid-prev")
+    expect(page.locator("#grid-range")).to_have_text("1\N{EN DASH}48 of 60", timeout=UI_TIMEOUT_MS)
+    expect(cards.first).to_have_attribute("data-camera-id", "pole-000")
+    # the filter is the server's: a camera on another page is found
+    page.fill("#grid-filter", "pole 05")
+    expect(cards).to_have_count(10, timeout=UI_TIMEOUT_MS)
+    expect(cards.first).to_have_attribute("data-camera-id", "pole-050")
+    expect(page.locator("#grid-pager")).to_be_hidden()
+    expect(page.locator("#grid-summary")).to_contain_text("10 cameras")
+    assert asked[-1]["q"] == ["pole 05"]
+    page.unroute(re.compile(r".*/api/v1/cameras(\?.*)?$"))
 
 
 # -- events -------------------------------------------------------------------------------------

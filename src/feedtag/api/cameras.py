@@ -10,9 +10,9 @@ API, or both (docs/api.md).
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Annotated, Any, Final, Literal
 
-from fastapi import APIRouter, Body, HTTPException, Path, Request, status
+from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, status
 from fastapi.responses import FileResponse, Response
 from pydantic import ValidationError
 
@@ -20,7 +20,7 @@ from feedtag.api.access import Admin, FullAdmin, Operator, Principal, Viewer
 from feedtag.api.netcheck import check_camera_address
 from feedtag.api.state import ApiState, api_state, audit
 from feedtag.config.models import CAMERA_ID_PATTERN, CameraConfig
-from feedtag.core import CameraStatus, VisionStatus
+from feedtag.core import CameraState, CameraStatus, VisionStatus
 from feedtag.errors import SourceRejected, StoreError
 from feedtag.urls import CameraUrl
 
@@ -28,6 +28,26 @@ router = APIRouter(prefix="/api/v1/cameras", tags=["cameras"])
 
 CameraId = Path(pattern=CAMERA_ID_PATTERN, max_length=64, description="A camera id.")
 NOT_FOUND: Final = "no such camera"
+#: most cameras in one page of the list
+MAX_PAGE: Final = 1000
+#: what the list filters by and counts: the camera's status state, or ``disabled``
+ShownState = Literal["online", "connecting", "stalled", "offline", "stopped", "disabled"]
+SHOWN_STATES: Final[tuple[ShownState, ...]] = (
+    "online", "connecting", "stalled", "offline", "stopped", "disabled",
+)  # fmt: skip
+PageLimit = Annotated[
+    int | None,
+    Query(ge=1, le=MAX_PAGE, description="Cameras per page, in id order; all when absent."),
+]
+PageCursor = Annotated[
+    str | None,
+    Query(pattern=CAMERA_ID_PATTERN, max_length=64, description="next_cursor of a page."),
+]
+NameFilter = Annotated[
+    str | None,
+    Query(max_length=200, description="Only cameras whose id or name holds this (any case)."),
+]
+StateFilter = Annotated[ShownState | None, Query(description="Only cameras in this state.")]
 
 
 def _not_found() -> HTTPException:
@@ -136,23 +156,7 @@ def camera_view(
 
 
 def _views(state: ApiState, cameras: list[CameraConfig]) -> list[dict[str, Any]]:
-    running = {camera.camera_id: camera for camera in state.engine.snapshot().cameras}
-    held = state.registry.held_statuses()  # a stored secret unresolved: offline, not running
-    views = []
-    for camera in cameras:
-        seen = running.get(camera.id)
-        if seen is None:
-            view = camera_view(camera, held.get(camera.id), None, None)
-        else:
-            view = camera_view(
-                camera, seen.ingest, seen.vision, seen.event_counts, seen.media_cpu_s
-            )
-        views.append({
-            **view, "defined_in": state.registry.defined_in(camera.id),
-            "shard": None if seen is None else seen.shard,
-            "node": None if seen is None else seen.node,
-        })  # fmt: skip
-    return views
+    return _Statuses(state).views(cameras)
 
 
 def _validated(state: ApiState, data: dict[str, Any], *, new_url: bool = True) -> CameraConfig:
@@ -185,10 +189,83 @@ CameraBody = Body(
 
 
 @router.get("", summary="Cameras this token may see, with live status")
-def list_cameras(request: Request, principal: Viewer) -> dict[str, Any]:
-    state = api_state(request)
-    cameras = [c for c in state.registry.all() if principal.sees(c.id)]
-    return {"items": _views(state, cameras)}
+def list_cameras(
+    request: Request,
+    principal: Viewer,
+    *,
+    limit: PageLimit = None,
+    cursor: PageCursor = None,
+    q: NameFilter = None,
+    state: StateFilter = None,
+) -> dict[str, Any]:
+    """Every camera the token may see, in config order; with ``limit``, a page of them in id
+    order (``next_cursor`` asks for the next). ``total`` is how many match the filters on
+    every page, ``states`` how many of the cameras ``q`` matches are in each state (for a
+    summary beside one page)."""
+    api = api_state(request)
+    snapshot = _Statuses(api)
+    needle = (q or "").casefold()
+    matched = [
+        c for c in api.registry.all()
+        if principal.sees(c.id)
+        and (not needle or needle in c.id.casefold() or needle in c.display_name.casefold())
+    ]  # fmt: skip
+    states: dict[str, int] = dict.fromkeys(SHOWN_STATES, 0)
+    for camera in matched:
+        shown = snapshot.state_of(camera)
+        states[shown] = states.get(shown, 0) + 1
+    if state is not None:
+        matched = [c for c in matched if snapshot.state_of(c) == state]
+    total = len(matched)
+    next_cursor = None
+    if limit is not None or cursor is not None:
+        matched = sorted(matched, key=lambda c: c.id)
+        if cursor is not None:
+            matched = [c for c in matched if c.id > cursor]
+        if limit is not None and len(matched) > limit:
+            matched = matched[:limit]
+            next_cursor = matched[-1].id
+    return {
+        "items": snapshot.views(matched),
+        "next_cursor": next_cursor,
+        "total": total,
+        "states": states,
+    }
+
+
+class _Statuses:
+    """One engine snapshot, for the states and views of one answer."""
+
+    def __init__(self, state: ApiState) -> None:
+        self.api = state
+        self.running = {camera.camera_id: camera for camera in state.engine.snapshot().cameras}
+        self.held = state.registry.held_statuses()  # a stored secret unresolved: not running
+
+    def state_of(self, camera: CameraConfig) -> str:
+        """What the dashboard shows: ``disabled``, else the status's state (``connecting``
+        before the first); one of :data:`SHOWN_STATES`."""
+        if not camera.enabled:
+            return "disabled"
+        seen = self.running.get(camera.id)
+        ingest = seen.ingest if seen is not None else self.held.get(camera.id)
+        return CameraState.CONNECTING.value if ingest is None else ingest.state.value
+
+    def views(self, cameras: list[CameraConfig]) -> list[dict[str, Any]]:
+        views = []
+        for camera in cameras:
+            seen = self.running.get(camera.id)
+            if seen is None:
+                view = camera_view(camera, self.held.get(camera.id), None, None)
+            else:
+                view = camera_view(
+                    camera, seen.ingest, seen.vision, seen.event_counts, seen.media_cpu_s
+                )
+            views.append({
+                **view, "defined_in": self.api.registry.defined_in(camera.id),
+                "shard": None if seen is None else seen.shard,
+                "node": None if seen is None else seen.node,
+            })  # fmt: skip
+        return views
 
 
 @router.get("/{camera_id}", summary="One camera with its live status")

@@ -5,16 +5,24 @@ import { api, ApiError, freshUrl } from "./api.js";
 import { $, el, svg, clear, formatNumber, formatAge, token } from "./dom.js";
 import { drawOverlay } from "./overlay.js";
 import { openCamera } from "./camera.js";
-import { setCameras, notify, hasRole, cameraState, normalizeCamera, showAnalysisLevel, CostMeter, CAMERA_STATES } from "./state.js";
+import { setCameras, mergeCameras, notify, hasRole, cameraState, normalizeCamera, showAnalysisLevel, CostMeter, CAMERA_STATES } from "./state.js";
 
 const REFRESH_MS = 3000;        // camera status
 const THUMBNAIL_MS = 5000;      // the engine renews thumbnails every 5 s by default
 const DEFAULT_SIZE = [640, 360];
+// Cameras per page: the grid asks the server for one page at a time (GET /api/v1/cameras
+// with limit and cursor), so a site with thousands of cameras costs one page per refresh.
+export const PAGE_SIZE = 48;
+const FILTER_WAIT_MS = 300;
 
 const cards = new Map();  // camera id -> {root, img, overlay, ...}
 let listed = [];  // the cards in the order of the latest camera list
 let timer = null;
 let active = false;
+// the shown page: the cursor it was asked with (null: the first), the cursors of the pages
+// before it (for Previous), and the next page's cursor (null: none)
+let page = { cursor: null, earlier: [], next: null };
+let asked = 0;  // refreshes started: an answer to an older one is not shown
 let visible = new Set();
 const observer = "IntersectionObserver" in window
   ? new IntersectionObserver((entries) => {
@@ -185,22 +193,23 @@ function applyFilter() {
   }
 }
 
-function summarize(items) {
-  const byState = {};
+/** The summary line: cameras per state over every page (as the server counts them, or
+ * counted here from a list without counts), and what is in view on the shown cards. */
+function summarize(items, total = items.length, states = null) {
+  const byState = states || {};
   const totals = {};
   for (const camera of items) {
-    const s = cameraState(camera);
-    byState[s] = (byState[s] || 0) + 1;
+    if (!states) byState[cameraState(camera)] = (byState[cameraState(camera)] || 0) + 1;
     for (const [what, n] of Object.entries((camera.vision && camera.vision.counts) || {})) totals[what] = (totals[what] || 0) + n;
   }
-  const parts = [`${items.length} camera${items.length === 1 ? "" : "s"}`];
+  const parts = [`${total} camera${total === 1 ? "" : "s"}`];
   for (const s of CAMERA_STATES) if (byState[s]) parts.push(`${byState[s]} ${s}`);
   const seen = Object.entries(totals).filter(([, n]) => n > 0).sort((a, b) => b[1] - a[1]).map(([what, n]) => `${what} ${n}`);
-  if (seen.length) parts.push(`in view: ${seen.join(", ")}`);
+  if (seen.length) parts.push(`${total > items.length ? "in view on this page" : "in view"}: ${seen.join(", ")}`);
   $("#grid-summary").textContent = parts.join(" · ");
 }
 
-export function render(items) {
+export function render(items, total = items.length, states = null) {
   const grid = $("#grid");
   const seen = new Set();
   const shown = [];
@@ -224,8 +233,43 @@ export function render(items) {
     visible.delete(id);
   }
   $("#grid-empty").hidden = items.length > 0;
-  summarize(items);
+  summarize(items, total, states);
   applyFilter();
+}
+
+function showPager(shown, total) {
+  const paged = Boolean(page.cursor || page.next);
+  $("#grid-pager").hidden = !paged;
+  if (!paged) return;
+  const first = page.earlier.length * PAGE_SIZE + 1;
+  $("#grid-range").textContent = shown ? `${first}–${first + shown - 1} of ${total}` : `none of ${total}`;
+  $("#grid-prev").disabled = !page.cursor;
+  $("#grid-next").disabled = !page.next;
+}
+
+/** One page of the camera list, with the filter's text. */
+async function loadPage() {
+  const params = { limit: PAGE_SIZE };
+  if (page.cursor) params.cursor = page.cursor;
+  const text = $("#grid-filter").value.trim();
+  if (text) params.q = text;
+  const data = await api.get("/api/v1/cameras", params);
+  const items = ((data && data.items) || []).map(normalizeCamera);
+  mergeCameras(items);
+  return { items, next: (data && data.next_cursor) || null, total: data && Number.isInteger(data.total) ? data.total : items.length, states: (data && data.states) || null };
+}
+
+function turnPage(step) {
+  if (step > 0 && page.next) page = { cursor: page.next, earlier: [...page.earlier, page.cursor], next: null };
+  else if (step < 0 && page.cursor) page = { cursor: page.earlier.at(-1) ?? null, earlier: page.earlier.slice(0, -1), next: null };
+  else return;
+  refresh();
+  window.scrollTo(0, 0);
+}
+
+function firstPage() {
+  page = { cursor: null, earlier: [], next: null };
+  refresh();
 }
 
 export async function loadCameras() {
@@ -239,15 +283,24 @@ async function tick() {
   timer = null;
   if (!active) return;
   if (document.hidden) return;  // resumed by visibilitychange
+  const mine = ++asked;
   try {
-    render(await loadCameras());
+    let shown = await loadPage();
+    if (mine !== asked) return;  // a newer refresh (another page, the filter) took over
+    if (!shown.items.length && page.cursor) {  // the page emptied (cameras removed): start over
+      page = { cursor: null, earlier: [], next: null };
+      shown = await loadPage();
+    }
+    page.next = shown.next;
+    render(shown.items, shown.total, shown.states);
+    showPager(shown.items.length, shown.total);
     for (const card of cards.values()) {
       if (!observer || visible.has(card.camera.id)) refreshThumbnail(card);
     }
   } catch (error) {
     if (error instanceof ApiError && error.status !== 401) notify(`Cameras: ${error.explanation}`, "error");
   }
-  if (active) timer = setTimeout(tick, REFRESH_MS);
+  if (active && mine === asked) timer = setTimeout(tick, REFRESH_MS);
 }
 
 export function show() {
@@ -272,6 +325,7 @@ export function reset() {
   for (const card of cards.values()) if (observer) observer.unobserve(card.root);
   cards.clear();
   listed = [];
+  page = { cursor: null, earlier: [], next: null };
   visible = new Set();
   clear($("#grid"));
 }
@@ -283,7 +337,16 @@ export function toggleOverlay() {
 }
 
 export function init() {
-  $("#grid-filter").addEventListener("input", applyFilter);
+  // the shown cards are filtered at once; the server is asked for the matching cameras'
+  // first page when typing pauses
+  let typing = null;
+  $("#grid-filter").addEventListener("input", () => {
+    applyFilter();
+    clearTimeout(typing);
+    typing = setTimeout(firstPage, FILTER_WAIT_MS);
+  });
+  $("#grid-prev").addEventListener("click", () => turnPage(-1));
+  $("#grid-next").addEventListener("click", () => turnPage(1));
   $("#grid-overlay").addEventListener("change", (event) => {
     $("#grid").classList.toggle("no-overlay", !event.target.checked);
   });

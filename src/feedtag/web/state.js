@@ -20,6 +20,19 @@ export function setCameras(items) {
   for (const listener of cameraListeners) listener(items);
 }
 
+/** Cameras of one page of the list: their entries are renewed in place (a camera the list
+ * did not have yet is added, and the listeners told). */
+export function mergeCameras(items) {
+  let added = false;
+  for (const camera of items) {
+    const known = state.camerasById.get(camera.id);
+    if (known) state.cameras[state.cameras.indexOf(known)] = camera;
+    else { state.cameras.push(camera); added = true; }
+    state.camerasById.set(camera.id, camera);
+  }
+  if (added) for (const listener of cameraListeners) listener(state.cameras);
+}
+
 export function cameraName(id) {
   const camera = state.camerasById.get(id);
   return camera && camera.name ? camera.name : id;
