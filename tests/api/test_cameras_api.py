@@ -217,12 +217,17 @@ def test_the_camera_list_pages_in_id_order_and_filters(setup: Setup) -> None:
     # a token for one camera pages over that camera only
     mine = listed(setup, "viewer_a", limit=1)
     assert (ids(mine), mine["total"], mine["next_cursor"]) == ([CAMERA_A], 1, None)
+    # names only, for a list of every camera that stays cheap with thousands
+    brief = listed(setup, brief=True, q="pole-1")
+    assert brief["items"] == [{"id": "pole-1", "name": "Pole 1", "enabled": False}]
+    assert (brief["total"], brief["states"]) == (1, None)
 
 
 @pytest.mark.parametrize(
     ("params", "field"),
     [({"limit": 0}, "limit"), ({"limit": 1001}, "limit"), ({"cursor": "../x"}, "cursor"),
-     ({"state": "asleep"}, "state"), ({"q": "x" * 201}, "q")],
+     ({"state": "asleep"}, "state"), ({"q": "x" * 201}, "q"),
+     ({"brief": "true", "state": "online"}, "state"), ({"brief": "maybe"}, "brief")],
 )  # fmt: skip
 def test_bad_list_parameters_are_named(setup: Setup, params: dict[str, object], field: str) -> None:
     answer = setup.get("admin", "/api/v1/cameras", params=params)

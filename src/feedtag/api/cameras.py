@@ -48,6 +48,9 @@ NameFilter = Annotated[
     Query(max_length=200, description="Only cameras whose id or name holds this (any case)."),
 ]
 StateFilter = Annotated[ShownState | None, Query(description="Only cameras in this state.")]
+Brief = Annotated[
+    bool, Query(description="Only each camera's id, name and enabled: no live status.")
+]
 
 
 def _not_found() -> HTTPException:
@@ -197,25 +200,33 @@ def list_cameras(
     cursor: PageCursor = None,
     q: NameFilter = None,
     state: StateFilter = None,
+    brief: Brief = False,
 ) -> dict[str, Any]:
     """Every camera the token may see, in config order; with ``limit``, a page of them in id
     order (``next_cursor`` asks for the next). ``total`` is how many match the filters on
     every page, ``states`` how many of the cameras ``q`` matches are in each state (for a
-    summary beside one page)."""
+    summary beside one page). ``brief``: names only, without taking the engine's snapshot
+    (no ``states``, no ``state`` filter)."""
     api = api_state(request)
-    snapshot = _Statuses(api)
     needle = (q or "").casefold()
     matched = [
         c for c in api.registry.all()
         if principal.sees(c.id)
         and (not needle or needle in c.id.casefold() or needle in c.display_name.casefold())
     ]  # fmt: skip
-    states: dict[str, int] = dict.fromkeys(SHOWN_STATES, 0)
-    for camera in matched:
-        shown = snapshot.state_of(camera)
-        states[shown] = states.get(shown, 0) + 1
-    if state is not None:
-        matched = [c for c in matched if snapshot.state_of(c) == state]
+    snapshot = None if brief else _Statuses(api)
+    states: dict[str, int] | None = None
+    if snapshot is not None:
+        states = dict.fromkeys(SHOWN_STATES, 0)
+        for camera in matched:
+            shown = snapshot.state_of(camera)
+            states[shown] = states.get(shown, 0) + 1
+        if state is not None:
+            matched = [c for c in matched if snapshot.state_of(c) == state]
+    elif state is not None:
+        detail = [{"loc": ["query", "state"], "type": "value_error",
+                   "msg": "a brief list has no states to filter by"}]  # fmt: skip
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail)
     total = len(matched)
     next_cursor = None
     if limit is not None or cursor is not None:
@@ -225,8 +236,13 @@ def list_cameras(
         if limit is not None and len(matched) > limit:
             matched = matched[:limit]
             next_cursor = matched[-1].id
+    items = (
+        snapshot.views(matched)
+        if snapshot is not None
+        else [{"id": c.id, "name": c.display_name, "enabled": c.enabled} for c in matched]
+    )
     return {
-        "items": snapshot.views(matched),
+        "items": items,
         "next_cursor": next_cursor,
         "total": total,
         "states": states,

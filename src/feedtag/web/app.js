@@ -70,7 +70,7 @@ function showApp(session) {
   // Focus leaves the (now hidden) token field, so that the keyboard shortcuts work at once.
   if (document.activeElement && document.activeElement.closest("#login-view")) $("#main").focus();
   events.startStream();
-  grid.loadCameras().catch(() => {});
+  grid.loadCameraNames().catch(() => {});
   route();
 }
 

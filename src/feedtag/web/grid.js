@@ -5,7 +5,7 @@ import { api, ApiError, freshUrl } from "./api.js";
 import { $, el, svg, clear, formatNumber, formatAge, token } from "./dom.js";
 import { drawOverlay } from "./overlay.js";
 import { openCamera } from "./camera.js";
-import { setCameras, mergeCameras, notify, hasRole, cameraState, normalizeCamera, showAnalysisLevel, CostMeter, CAMERA_STATES } from "./state.js";
+import { state, setCameras, mergeCameras, notify, hasRole, cameraState, normalizeCamera, showAnalysisLevel, CostMeter, CAMERA_STATES } from "./state.js";
 
 const REFRESH_MS = 3000;        // camera status
 const THUMBNAIL_MS = 5000;      // the engine renews thumbnails every 5 s by default
@@ -270,6 +270,16 @@ function turnPage(step) {
 function firstPage() {
   page = { cursor: null, earlier: [], next: null };
   refresh();
+}
+
+/** Every camera's id and name (the brief list, which takes no live status): what names,
+ * the event filter and the charts need at sign-in, cheap with thousands of cameras. Cameras
+ * a page of the grid already brought keep their full entries. */
+export async function loadCameraNames() {
+  const data = await api.get("/api/v1/cameras", { brief: true });
+  const items = ((data && data.items) || []).map(normalizeCamera);
+  setCameras(items.map((camera) => state.camerasById.get(camera.id) || camera));
+  return items;
 }
 
 export async function loadCameras() {
