@@ -70,12 +70,18 @@ def decoded_frames(path: Path) -> int:
         return sum(1 for _ in container.decode(video=0))
 
 
-def test_clip_from_a_file_is_remuxed_not_reencoded(vtest_clip: Path, tmp_path: Path) -> None:
-    config = make_config(vtest_clip.parent, url=vtest_clip.name, realtime=False)
+def ring_of_file(clip: Path) -> PacketRing:
+    """A 30 s packet ring that a file camera has read ``clip`` into, to its end."""
+    config = make_config(clip.parent, url=clip.name, realtime=False)
     ring = PacketRing(30)
     ingest = CameraIngest(config.cameras[0], config.reconnect, FrameQueue(100), ring=ring)
     ingest.start()
     assert ingest.join(30)
+    return ring
+
+
+def test_clip_from_a_file_is_remuxed_not_reencoded(vtest_clip: Path, tmp_path: Path) -> None:
+    ring = ring_of_file(vtest_clip)
     assert ring.template is not None
     clip = write_clip(ring.snapshot(), ring.template, tmp_path / "event.mp4", 1.5, 2.96)
     assert decoded_frames(clip) == 50  # from the keyframe at 1.0 s to 2.96 s
@@ -119,11 +125,7 @@ def test_clips_pending_at_shutdown_are_written_with_the_post_roll_there_is(
     from feedtag.runtime.clips import ClipWriter
     from feedtag.store.media import MediaStore
 
-    config = make_config(vtest_clip.parent, url=vtest_clip.name, realtime=False)
-    ring = PacketRing(30)
-    ingest = CameraIngest(config.cameras[0], config.reconnect, FrameQueue(100), ring=ring)
-    ingest.start()
-    assert ingest.join(30)
+    ring = ring_of_file(vtest_clip)
     packets = ring.snapshot()
     media = MediaStore(tmp_path / "media")
     clips = ClipWriter(media, lambda camera: ring, preroll_s=1.0, postroll_s=600.0)
@@ -154,11 +156,7 @@ def test_a_cameras_clips_are_part_of_its_media_cost(vtest_clip: Path, tmp_path: 
 
     from ..runtime.test_event_pipeline import started_store
 
-    config = make_config(vtest_clip.parent, url=vtest_clip.name, realtime=False)
-    ring = PacketRing(30)
-    ingest = CameraIngest(config.cameras[0], config.reconnect, FrameQueue(100), ring=ring)
-    ingest.start()
-    assert ingest.join(30)
+    ring = ring_of_file(vtest_clip)
     packets = ring.snapshot()
     media = MediaStore(tmp_path / "media")
     cameras = validate_config({"media_root": str(tmp_path), "cameras": [
