@@ -217,12 +217,12 @@ def list_cameras(
     snapshot = None if brief else _Statuses(api)
     states: dict[str, int] | None = None
     if snapshot is not None:
+        shown = {camera.id: snapshot.state_of(camera) for camera in matched}
         states = dict.fromkeys(SHOWN_STATES, 0)
-        for camera in matched:
-            shown = snapshot.state_of(camera)
-            states[shown] = states.get(shown, 0) + 1
+        for value in shown.values():
+            states[value] = states.get(value, 0) + 1
         if state is not None:
-            matched = [c for c in matched if snapshot.state_of(c) == state]
+            matched = [c for c in matched if shown[c.id] == state]
     elif state is not None:
         detail = [{"loc": ["query", "state"], "type": "value_error",
                    "msg": "a brief list has no states to filter by"}]  # fmt: skip

@@ -21,7 +21,8 @@ let timer = null;
 let active = false;
 // the shown page: the cursor it was asked with (null: the first), the cursors of the pages
 // before it (for Previous), and the next page's cursor (null: none)
-let page = { cursor: null, earlier: [], next: null };
+const FIRST_PAGE = Object.freeze({ cursor: null, earlier: [], next: null });
+let page = FIRST_PAGE;
 let asked = 0;  // refreshes started: an answer to an older one is not shown
 let visible = new Set();
 const observer = "IntersectionObserver" in window
@@ -199,7 +200,10 @@ function summarize(items, total = items.length, states = null) {
   const byState = states || {};
   const totals = {};
   for (const camera of items) {
-    if (!states) byState[cameraState(camera)] = (byState[cameraState(camera)] || 0) + 1;
+    if (!states) {
+      const shown = cameraState(camera);
+      byState[shown] = (byState[shown] || 0) + 1;
+    }
     for (const [what, n] of Object.entries((camera.vision && camera.vision.counts) || {})) totals[what] = (totals[what] || 0) + n;
   }
   const parts = [`${total} camera${total === 1 ? "" : "s"}`];
@@ -247,16 +251,21 @@ function showPager(shown, total) {
   $("#grid-next").disabled = !page.next;
 }
 
+/** The camera list (GET /api/v1/cameras) with ``params``: the answer, and its cameras. */
+async function listCameras(params) {
+  const data = (await api.get("/api/v1/cameras", params)) || {};
+  return { data, items: (data.items || []).map(normalizeCamera) };
+}
+
 /** One page of the camera list, with the filter's text. */
 async function loadPage() {
   const params = { limit: PAGE_SIZE };
   if (page.cursor) params.cursor = page.cursor;
   const text = $("#grid-filter").value.trim();
   if (text) params.q = text;
-  const data = await api.get("/api/v1/cameras", params);
-  const items = ((data && data.items) || []).map(normalizeCamera);
+  const { data, items } = await listCameras(params);
   mergeCameras(items);
-  return { items, next: (data && data.next_cursor) || null, total: data && Number.isInteger(data.total) ? data.total : items.length, states: (data && data.states) || null };
+  return { items, next: data.next_cursor || null, total: Number.isInteger(data.total) ? data.total : items.length, states: data.states || null };
 }
 
 function turnPage(step) {
@@ -268,7 +277,7 @@ function turnPage(step) {
 }
 
 function firstPage() {
-  page = { cursor: null, earlier: [], next: null };
+  page = FIRST_PAGE;
   refresh();
 }
 
@@ -276,15 +285,13 @@ function firstPage() {
  * the event filter and the charts need at sign-in, cheap with thousands of cameras. Cameras
  * a page of the grid already brought keep their full entries. */
 export async function loadCameraNames() {
-  const data = await api.get("/api/v1/cameras", { brief: true });
-  const items = ((data && data.items) || []).map(normalizeCamera);
+  const { items } = await listCameras({ brief: true });
   setCameras(items.map((camera) => state.camerasById.get(camera.id) || camera));
   return items;
 }
 
 export async function loadCameras() {
-  const data = await api.get("/api/v1/cameras");
-  const items = ((data && data.items) || []).map(normalizeCamera);
+  const { items } = await listCameras();
   setCameras(items);
   return items;
 }
@@ -298,10 +305,10 @@ async function tick() {
     let shown = await loadPage();
     if (mine !== asked) return;  // a newer refresh (another page, the filter) took over
     if (!shown.items.length && page.cursor) {  // the page emptied (cameras removed): start over
-      page = { cursor: null, earlier: [], next: null };
+      page = FIRST_PAGE;
       shown = await loadPage();
     }
-    page.next = shown.next;
+    page = { ...page, next: shown.next };
     render(shown.items, shown.total, shown.states);
     showPager(shown.items.length, shown.total);
     for (const card of cards.values()) {
@@ -335,7 +342,7 @@ export function reset() {
   for (const card of cards.values()) if (observer) observer.unobserve(card.root);
   cards.clear();
   listed = [];
-  page = { cursor: null, earlier: [], next: null };
+  page = FIRST_PAGE;
   visible = new Set();
   clear($("#grid"));
 }

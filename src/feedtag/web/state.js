@@ -7,6 +7,7 @@ export const state = {
   cameras: [],            // latest GET /api/v1/cameras items
   camerasById: new Map(),
 };
+const placeById = new Map();  // camera id -> its index in state.cameras
 
 const cameraListeners = [];
 
@@ -17,6 +18,8 @@ export function onCameras(listener) {
 export function setCameras(items) {
   state.cameras = items;
   state.camerasById = new Map(items.map((camera) => [camera.id, camera]));
+  placeById.clear();
+  items.forEach((camera, index) => placeById.set(camera.id, index));
   for (const listener of cameraListeners) listener(items);
 }
 
@@ -25,9 +28,8 @@ export function setCameras(items) {
 export function mergeCameras(items) {
   let added = false;
   for (const camera of items) {
-    const known = state.camerasById.get(camera.id);
-    if (known) state.cameras[state.cameras.indexOf(known)] = camera;
-    else { state.cameras.push(camera); added = true; }
+    if (placeById.has(camera.id)) state.cameras[placeById.get(camera.id)] = camera;
+    else { placeById.set(camera.id, state.cameras.push(camera) - 1); added = true; }
     state.camerasById.set(camera.id, camera);
   }
   if (added) for (const listener of cameraListeners) listener(state.cameras);
