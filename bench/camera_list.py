@@ -4,10 +4,13 @@ one page of it (what the dashboard grid asks for at each refresh):
 
     PYTHONPATH=src python bench/camera_list.py [--cameras 1000,10000] [--page 48]
 
-The engine snapshot is made up (every camera with a vision status and two kinds of event;
-the snapshot of bench/metrics_scrape.py) and the cameras are validated configs with one zone,
-so that only the route's own work is measured: CPU seconds of building the answer and
-encoding it as JSON (best of three), and the answer's size.
+The engine is made up (every camera with a vision status and two kinds of event, the
+snapshot of bench/metrics_scrape.py; it answers a page of cameras by id and every camera's
+state from a dict, as an engine in one process does) and the cameras are validated configs
+with one zone, so that the route's own work is measured: CPU seconds of building the answer
+and encoding it as JSON (best of three), and the answer's size. What the engine's answers
+cost on a Ray cluster is measured by ``feedtag bench control-plane`` (``page_s``,
+``states_s``).
 
 It prints numbers; it is not a test. docs/capacity.md has the figures of this machine.
 """
@@ -15,8 +18,10 @@ It prints numbers; it is not a test. docs/capacity.md has the figures of this ma
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
+from collections.abc import Collection
 from types import SimpleNamespace
 from typing import Any
 
@@ -25,6 +30,7 @@ from metrics_scrape import snapshot
 from feedtag.api.access import Principal
 from feedtag.api.cameras import list_cameras
 from feedtag.config.models import CameraConfig
+from feedtag.runtime.control import EngineSnapshot
 from feedtag.store.tokens import Role
 
 ZONE = {"name": "road", "polygon": [[0, 0], [1, 0], [1, 1]]}
@@ -43,7 +49,17 @@ def request_for(cameras: int) -> Any:
     registry = SimpleNamespace(
         all=lambda: configs, held_statuses=dict, defined_in=lambda camera_id: "config"
     )
-    api = SimpleNamespace(engine=SimpleNamespace(snapshot=lambda: made), registry=registry)
+    by_id = {camera.camera_id: camera for camera in made.cameras}
+    states = {camera.camera_id: camera.ingest.state for camera in made.cameras}
+
+    def page_of(camera_ids: Collection[str] | None = None) -> EngineSnapshot:
+        if camera_ids is None:
+            return made
+        chosen = tuple(by_id[i] for i in camera_ids if i in by_id)
+        return dataclasses.replace(made, cameras=chosen)
+
+    engine = SimpleNamespace(snapshot=page_of, states=lambda: dict(states))
+    api = SimpleNamespace(engine=engine, registry=registry)
     return SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(api=api)))
 
 

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
+from collections.abc import Collection
 from pathlib import Path
 
 import pytest
 
 from feedtag.api.app import create_app
 from feedtag.api.netcheck import check_camera_address, refusal
+from feedtag.core import CameraState
 from feedtag.errors import SourceRejected
+from feedtag.runtime.control import EngineSnapshot
 from feedtag.runtime.local import LocalEngineControl
 from feedtag.runtime.node import NodeEngine
 from feedtag.urls import CameraUrl
@@ -221,6 +224,44 @@ def test_the_camera_list_pages_in_id_order_and_filters(setup: Setup) -> None:
     brief = listed(setup, brief=True, q="pole-1")
     assert brief["items"] == [{"id": "pole-1", "name": "Pole 1", "enabled": False}]
     assert (brief["total"], brief["states"]) == (1, None)
+
+
+def test_a_page_asks_the_engine_for_its_own_cameras_only(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With thousands of cameras on many shards, a page of the grid must not gather every
+    camera's status: the engine is asked for every camera's state and the page's status."""
+    for number in range(5):
+        assert post(setup, {"id": f"pole-{number}", "url": ACCEPTED[0]}).status_code == 201
+    engine = setup.app.state.api.engine
+    asked: list[tuple[str, list[str] | None]] = []
+    snapshot, states = engine.snapshot, engine.states
+
+    def asking_snapshot(camera_ids: Collection[str] | None = None) -> EngineSnapshot:
+        asked.append(("snapshot", None if camera_ids is None else list(camera_ids)))
+        return snapshot(camera_ids)  # type: ignore[no-any-return]
+
+    def asking_states() -> dict[str, CameraState]:
+        asked.append(("states", None))
+        return states()  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(engine, "snapshot", asking_snapshot)
+    monkeypatch.setattr(engine, "states", asking_states)
+    page = listed(setup, limit=2, cursor="pole-0")
+    assert ids(page) == ["pole-1", "pole-2"]
+    assert asked == [("states", None), ("snapshot", ["pole-1", "pole-2"])]
+    running = {c.camera_id: c.ingest.state.value for c in snapshot().cameras}
+    assert {item["id"]: item["status"]["state"] for item in page["items"]} == {
+        "pole-1": running["pole-1"], "pole-2": running["pole-2"]
+    }  # fmt: skip
+    assert sum(page["states"].values()) == page["total"] == 7  # type: ignore[union-attr]
+    asked.clear()
+    assert setup.get("admin", "/api/v1/cameras/pole-3").json()["id"] == "pole-3"
+    assert asked == [("snapshot", ["pole-3"])]
+    asked.clear()
+    assert listed(setup, brief=True)["total"] == 7
+    assert setup.get("anonymous", "/health").status_code == 200
+    assert asked == [("snapshot", [])]  # health needs only the store's figures
 
 
 @pytest.mark.parametrize(

@@ -283,5 +283,9 @@ def test_restart_keeps_the_camera_and_its_settings(vtest_clip: Path, tmp_path: P
         assert control.cameras() == [config.cameras[0]]
         door = control.snapshot().camera("door")
         assert door is not None and door.ingest.counters.frames_decoded == 0  # a fresh start
+        # a page of cameras, and the states alone
+        assert [c.camera_id for c in control.snapshot(["gone", "door"]).cameras] == ["door"]
+        assert control.snapshot(()).cameras == ()
+        assert control.states() == {"door": control.snapshot().cameras[0].ingest.state}
     finally:
         assert control.stop()

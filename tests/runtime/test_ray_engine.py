@@ -19,6 +19,7 @@ from prometheus_client import generate_latest
 from sqlalchemy import Engine
 
 from feedtag.api.metrics import engine_registry
+from feedtag.core import CameraState
 from feedtag.runtime.bus import EventBus
 from feedtag.runtime.catalog import CameraCatalog
 from feedtag.runtime.control import ShardState
@@ -118,6 +119,15 @@ def test_failover_additions_and_coordinator_restart(
         shards = {c.camera_id: c.shard for c in snapshot.cameras}
         assert set(shards.values()) == {"feedtag-shard-0", "feedtag-shard-1"}, shards
         assert all(c.node for c in snapshot.cameras)
+        # a page of cameras: each shard sends only those it runs; the store figures stay whole
+        page = control.snapshot(["cam-c", "cam-a", "no-such-camera"])
+        assert sorted((c.camera_id, c.shard) for c in page.cameras) == [
+            ("cam-a", shards["cam-a"]), ("cam-c", shards["cam-c"])
+        ]  # fmt: skip
+        assert page.store is not None and page.store.available
+        assert control.snapshot(()).cameras == ()
+        states = control.states()
+        assert set(states) == set(ids) and all(isinstance(s, CameraState) for s in states.values())
         # one view of the cluster: each shard's process and cameras; shards in the metrics
         listed = {shard.shard_id: shard for shard in control.shards()}
         assert set(listed) == set(shards.values())

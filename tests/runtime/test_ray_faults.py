@@ -246,6 +246,12 @@ def test_a_camera_that_crash_loops_its_shard_goes_offline(
         assert held is not None and held.shard is None, held
         assert held.ingest.state is CameraState.OFFLINE, held
         assert f"crashed {CRASH_BUDGET + 1} times" in held.ingest.reason, held
+        # ... in a page of one camera and in the summary of states too
+        page = control.snapshot([crasher, "no-such-camera"])
+        assert [c.camera_id for c in page.cameras] == [crasher], page.cameras
+        assert page.cameras[0].ingest.state is CameraState.OFFLINE
+        states = control.states()
+        assert states[crasher] is CameraState.OFFLINE and {mate, other} <= set(states), states
         assert all(analysed(control, c) > before[c] for c in (mate, other)), before
         # the camera on the other shard ran throughout: started once there
         shard = control.snapshot().camera(other).shard

@@ -192,6 +192,6 @@ def metrics(request: Request, principal: Viewer) -> Response:
 )
 def health(request: Request) -> JSONResponse:
     state = api_state(request)
-    store = state.engine.snapshot().store
+    store = state.engine.snapshot(()).store  # no camera: only the store figures
     store_ok = store is None or store.available
     return JSONResponse({"status": "ok" if store_ok else "degraded"})

@@ -10,6 +10,7 @@ API, or both (docs/api.md).
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, status
@@ -250,26 +251,35 @@ def list_cameras(
 
 
 class _Statuses:
-    """One engine snapshot, for the states and views of one answer."""
+    """What one answer needs of the engine: the state of every camera (for the summary and
+    the state filter, asked once and only then) and the whole status of the cameras it
+    shows (one page asks the engine for those cameras alone)."""
 
     def __init__(self, state: ApiState) -> None:
         self.api = state
-        self.running = {camera.camera_id: camera for camera in state.engine.snapshot().cameras}
         self.held = state.registry.held_statuses()  # a stored secret unresolved: not running
 
+    @functools.cached_property
+    def states(self) -> dict[str, CameraState]:
+        return self.api.engine.states()
+
     def state_of(self, camera: CameraConfig) -> str:
-        """What the dashboard shows: ``disabled``, else the status's state (``connecting``
+        """What the dashboard shows: ``disabled``, else the camera's state (``connecting``
         before the first); one of :data:`SHOWN_STATES`."""
         if not camera.enabled:
             return "disabled"
-        seen = self.running.get(camera.id)
-        ingest = seen.ingest if seen is not None else self.held.get(camera.id)
-        return CameraState.CONNECTING.value if ingest is None else ingest.state.value
+        found = self.states.get(camera.id)
+        if found is None:
+            held = self.held.get(camera.id)
+            found = CameraState.CONNECTING if held is None else held.state
+        return found.value
 
     def views(self, cameras: list[CameraConfig]) -> list[dict[str, Any]]:
+        snapshot = self.api.engine.snapshot([camera.id for camera in cameras])
+        running = {camera.camera_id: camera for camera in snapshot.cameras}
         views = []
         for camera in cameras:
-            seen = self.running.get(camera.id)
+            seen = running.get(camera.id)
             if seen is None:
                 view = camera_view(camera, self.held.get(camera.id), None, None)
             else:

@@ -28,6 +28,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Collection
 from typing import Final
 
 from feedtag.config.models import CameraConfig, FeedtagConfig
@@ -114,9 +115,14 @@ class SimulatedCameras:
                 raise CameraNotFound(camera_id)
             self._cameras[camera_id] = (entry[0], time.time())
 
-    def snapshot(self) -> EngineSnapshot:
+    def snapshot(self, camera_ids: Collection[str] | None = None) -> EngineSnapshot:
         with self._lock:
-            running = list(self._cameras.values())
+            known = self._cameras
+            running = (
+                list(known.values())
+                if camera_ids is None
+                else [known[i] for i in dict.fromkeys(camera_ids) if i in known]
+            )
         cameras = tuple(
             CameraSnapshot(
                 camera_id=camera.id,
@@ -128,6 +134,10 @@ class SimulatedCameras:
             for camera, since in running
         )
         return EngineSnapshot(taken_at=time.time(), cameras=cameras, store=None)
+
+    def states(self) -> dict[str, CameraState]:
+        with self._lock:
+            return dict.fromkeys(self._cameras, CameraState.ONLINE)
 
     def shards(self) -> list[ShardSnapshot]:
         """This shard, running its simulated cameras (no CPU or memory figures: it has no

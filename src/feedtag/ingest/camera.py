@@ -499,6 +499,11 @@ class CameraIngest:
 
     # -- status -----------------------------------------------------------------------
 
+    @property
+    def state(self) -> CameraState:
+        """The camera's state now (what :meth:`status` would say, without the rest)."""
+        return self._state  # one attribute read: atomic under the GIL
+
     def status(self) -> CameraStatus:
         """A consistent snapshot; the URL in it is masked."""
         with self._lock:

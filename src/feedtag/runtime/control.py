@@ -21,7 +21,7 @@ A snapshot serializes as it is::
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -211,8 +211,16 @@ class EngineControl(Protocol):
         :class:`~feedtag.errors.CameraNotFound` if it is not running."""
         ...
 
-    def snapshot(self) -> EngineSnapshot:
-        """The engine's status now."""
+    def snapshot(self, camera_ids: Collection[str] | None = None) -> EngineSnapshot:
+        """The engine's status now; with ``camera_ids``, only those of the running cameras
+        (one page of a list: the store, vision stage and alert figures stay whole, and an
+        id that does not run is left out)."""
+        ...
+
+    def states(self) -> dict[str, CameraState]:
+        """Every running camera's ingest state (and the cameras the engine holds offline),
+        without the rest of a snapshot: what a summary of states or a filter by state
+        needs."""
         ...
 
     def shards(self) -> list[ShardSnapshot]:

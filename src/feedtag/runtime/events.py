@@ -17,7 +17,7 @@ import threading
 import time
 import weakref
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from time import thread_time_ns
@@ -179,20 +179,27 @@ class EventPipeline:
         for end in result.ends:
             self._store(end)
 
-    def event_counts(self) -> dict[str, dict[str, int]]:
-        """Events per kind per camera since the start (for the live summary)."""
-        return {camera_id: dict(c.counts) for camera_id, c in self._cameras.items()}
+    def event_counts(self, camera_ids: Collection[str] | None = None) -> dict[str, dict[str, int]]:
+        """Events per kind per camera since the start (for the live summary; only
+        ``camera_ids`` when given)."""
+        return {camera_id: dict(c.counts) for camera_id, c in self._chosen(camera_ids)}
 
-    def media_cpu_s(self) -> dict[str, float]:
+    def media_cpu_s(self, camera_ids: Collection[str] | None = None) -> dict[str, float]:
         """Per camera, CPU seconds spent on its snapshots and thumbnails (the media thread)
         and its event clips (the clip writer) since it started (a job still running is
-        counted when it ends)."""
+        counted when it ends; only ``camera_ids`` when given)."""
         clipped = self.clips.cpu_s() if self.clips is not None else {}
         out = {}
-        for camera_id, camera in list(self._cameras.items()):
+        for camera_id, camera in self._chosen(camera_ids):
             with camera.lock:
                 out[camera_id] = camera.media_ns / 1e9 + clipped.get(camera_id, 0.0)
         return out
+
+    def _chosen(self, camera_ids: Collection[str] | None) -> list[tuple[str, _Camera]]:
+        cameras = self._cameras
+        if camera_ids is None:
+            return list(cameras.items())
+        return [(i, cameras[i]) for i in dict.fromkeys(camera_ids) if i in cameras]
 
     def close(self) -> None:
         """Close every open segment and rule, hand the rest to the writer, and finish the

@@ -7,13 +7,14 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Final
 
 import psutil
 
 from feedtag.alerts.dispatcher import AlertStats
 from feedtag.config.models import CameraConfig
+from feedtag.core import CameraState
 from feedtag.errors import CameraNotFound
 from feedtag.runtime.control import (
     DEFAULT_STOP_DEADLINE_S,
@@ -112,13 +113,13 @@ class LocalEngineControl:
             raise CameraNotFound(camera_id)
         self.change_camera(running[camera_id])
 
-    def snapshot(self) -> EngineSnapshot:
+    def snapshot(self, camera_ids: Collection[str] | None = None) -> EngineSnapshot:
         node = self._node
-        statuses = node.statuses()
-        vision = node.vision_statuses()
-        depths = node.queue_depths()
-        counts = node.events.event_counts() if node.events is not None else {}
-        media = node.events.media_cpu_s() if node.events is not None else {}
+        statuses = node.statuses(camera_ids)
+        vision = node.vision_statuses(camera_ids)
+        depths = node.queue_depths(camera_ids)
+        counts = node.events.event_counts(camera_ids) if node.events is not None else {}
+        media = node.events.media_cpu_s(camera_ids) if node.events is not None else {}
         cameras = tuple(
             CameraSnapshot(
                 camera_id=status.camera_id,
@@ -136,6 +137,9 @@ class LocalEngineControl:
             vision_stage=node.vision_stage_status(),
             alerts=None if self._alert_stats is None else self._alert_stats(),
         )  # fmt: skip
+
+    def states(self) -> dict[str, CameraState]:
+        return self._node.states()
 
     def shards(self) -> list[ShardSnapshot]:
         """One shard: this process, on this machine, running every camera."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Final, Protocol
 
 from feedtag.config.models import CameraConfig, FeedtagConfig
@@ -55,7 +55,9 @@ class FrameConsumer(Protocol):
 
     def remove_camera(self, camera_id: str) -> None: ...
 
-    def statuses(self) -> list[VisionStatus]: ...
+    def statuses(self, camera_ids: Collection[str] | None = None) -> list[VisionStatus]:
+        """What the vision stage did for each camera (only ``camera_ids`` when given)."""
+        ...
 
 
 class RateRecorder:
@@ -80,7 +82,7 @@ class RateRecorder:
         with self._lock:
             self._meters.pop(camera_id, None)
 
-    def statuses(self) -> list[VisionStatus]:
+    def statuses(self, camera_ids: Collection[str] | None = None) -> list[VisionStatus]:
         return []  # no vision: ingest only
 
     def consume(self, frame: Frame) -> None:
@@ -276,9 +278,14 @@ class NodeEngine:
         """The settings of every running camera, in the order they were started."""
         return [ingest.camera for ingest in self._cameras.values()]
 
-    def queue_depths(self) -> dict[str, int]:
-        """Decoded frames waiting for analysis, per camera."""
-        return {ingest.camera.id: len(ingest.queue) for ingest in self._cameras.values()}
+    def queue_depths(self, camera_ids: Collection[str] | None = None) -> dict[str, int]:
+        """Decoded frames waiting for analysis, per camera (only ``camera_ids`` when
+        given)."""
+        running = self._cameras
+        chosen = (
+            running if camera_ids is None else {i: running[i] for i in camera_ids if i in running}
+        )
+        return {camera_id: len(ingest.queue) for camera_id, ingest in chosen.items()}
 
     def stop(self, deadline_s: float = DEFAULT_STOP_DEADLINE_S) -> bool:
         """Stop everything; True if every thread ended within ``deadline_s``."""
@@ -304,12 +311,22 @@ class NodeEngine:
         self._closers = []
         return ended
 
-    def statuses(self) -> list[CameraStatus]:
-        return [ingest.status() for ingest in self._cameras.values()]
+    def statuses(self, camera_ids: Collection[str] | None = None) -> list[CameraStatus]:
+        """Every camera's ingest status in the order they started; with ``camera_ids``,
+        those of them that run, in the order given."""
+        running = self._cameras  # replaced whole on a change, never changed in place
+        if camera_ids is None:
+            return [ingest.status() for ingest in running.values()]
+        return [running[i].status() for i in dict.fromkeys(camera_ids) if i in running]
 
-    def vision_statuses(self) -> dict[str, VisionStatus]:
-        """Per camera, what the vision stage did (empty when detection is off)."""
-        return {status.camera_id: status for status in self.consumer.statuses()}
+    def states(self) -> dict[str, CameraState]:
+        """Every camera's ingest state, without the rest of its status."""
+        return {ingest.camera.id: ingest.state for ingest in list(self._cameras.values())}
+
+    def vision_statuses(self, camera_ids: Collection[str] | None = None) -> dict[str, VisionStatus]:
+        """Per camera, what the vision stage did (empty when detection is off; only
+        ``camera_ids`` when given)."""
+        return {status.camera_id: status for status in self.consumer.statuses(camera_ids)}
 
     def vision_stage_status(self) -> VisionStageStatus | None:
         """The vision stage node-wide (post-processing queue, detector watchdog); None when

@@ -23,12 +23,13 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Collection
 from typing import Any, Final
 
 from sqlalchemy import Engine
 
 from feedtag.config.models import CameraConfig, FeedtagConfig
-from feedtag.core import VisionStageStatus
+from feedtag.core import CameraState, VisionStageStatus
 from feedtag.errors import CameraExists, CameraNotFound, StoreError
 from feedtag.runtime.control import (
     DEFAULT_STOP_DEADLINE_S,
@@ -254,15 +255,34 @@ class RayEngineControl:
         if shard is not None:
             self._shards[shard].want_thumbnail.remote(camera_id)  # no answer awaited
 
-    def snapshot(self) -> EngineSnapshot:
+    def snapshot(self, camera_ids: Collection[str] | None = None) -> EngineSnapshot:
         """Every shard's snapshot merged, with the cameras held offline by the coordinator;
         a shard that does not answer in time is left out (its cameras are missing until it
-        answers again)."""
+        answers again). With ``camera_ids`` each shard sends only those of its cameras."""
+        wanted = None if camera_ids is None else tuple(dict.fromkeys(camera_ids))
+        parts: list[EngineSnapshot] = self._from_shards("snapshot", wanted)
+        offline = self._offline
+        if wanted is not None:
+            offline = {i: offline[i] for i in wanted if i in offline}
+        return with_offline(merge_snapshots(parts), offline)
+
+    def states(self) -> dict[str, CameraState]:
+        """Every shard's camera states, with the cameras held offline by the coordinator (a
+        shard that does not answer in time is left out, as in :meth:`snapshot`)."""
+        parts: list[dict[str, CameraState]] = self._from_shards("states")
+        found = dict.fromkeys(self._offline, CameraState.OFFLINE)
+        for part in parts:  # a camera a shard runs is not held (as in with_offline)
+            found.update(part)
+        return found
+
+    def _from_shards(self, method: str, *args: Any) -> list[Any]:
+        """The answers of every shard's ``method`` that came in time, and the coordinator's
+        list of cameras it holds offline brought up to date on the way."""
         import ray  # noqa: PLC0415
 
         if not self._shards:  # not started, or stopped: no Ray call (it would start a Ray)
-            return merge_snapshots([])
-        refs = [handle.snapshot.remote() for handle in self._shards.values()]
+            return []
+        refs = [getattr(handle, method).remote(*args) for handle in self._shards.values()]
         asked = self._ask_coordinator("status")
         ready = _answered(refs)
         parts = []
@@ -273,7 +293,7 @@ class RayEngineControl:
         (status,) = _coordinator_answers(asked) or (None,)
         if status is not None:  # else (restarting) the last known list stands
             self._offline = held_since(self._offline, status["offline"])
-        return with_offline(merge_snapshots(parts), self._offline)
+        return parts
 
     def shards(self) -> list[ShardSnapshot]:
         """Every shard's process, cameras, CPU and memory, in shard order. A shard that does

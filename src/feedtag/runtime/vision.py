@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from time import thread_time
@@ -269,11 +269,17 @@ class VisionConsumer:
             hung_cameras=scheduler.hung_cameras,
         )
 
-    def statuses(self) -> list[VisionStatus]:
+    def statuses(self, camera_ids: Collection[str] | None = None) -> list[VisionStatus]:
         names = list(self.detector.class_names)
         detector_s = self._scheduler.detector_seconds()
         out = []
-        for state in self._cameras.values():
+        running = self._cameras  # replaced whole on a change, never changed in place
+        cameras = (
+            running.values()
+            if camera_ids is None
+            else [running[i] for i in dict.fromkeys(camera_ids) if i in running]
+        )
+        for state in cameras:
             latest = state.step.latest
             counts = Counter(names[int(c)] for c in latest.class_id)
             ids = [] if latest.tracker_id is None else latest.tracker_id.tolist()
