@@ -65,7 +65,7 @@ def test_quick_control_plane_bench(tmp_path: Path) -> None:
     assert 0 < row["restart_share"] < row["cameras"] + 1
     assert row["restart_moved"] in (0, row["restart_share"])
     for key in ("start_s", "round_cpu_s", "coordinator_cpu_share", "coordinator_rss_mb", "restart_s",
-                "add_one_s", "add_call_s", "snapshot_s", "page_s", "states_s", "reassign_s"):  # fmt: skip
+                "add_one_s", "add_call_s", "snapshot_s", "page_s", "states_s", "totals_s", "reassign_s"):  # fmt: skip
         assert row[key] > 0, (key, row)
     assert row["round_s"] >= 0 and row["snapshot_bytes_per_camera"] > 100
     assert row["reassign_s"] < 30 and row["add_one_s"] < 30

@@ -69,13 +69,14 @@ def api_parts() -> ApiParts:
 
 
 class FixedControl:
-    """An engine control that answers one snapshot and no shards (only ``snapshot`` and
-    ``shards`` are called)."""
+    """An engine control that answers one snapshot and no shards (only ``snapshot``, of every
+    camera, and ``shards`` are called)."""
 
     def __init__(self, snapshot: EngineSnapshot) -> None:
         self._snapshot = snapshot
 
-    def snapshot(self) -> EngineSnapshot:
+    def snapshot(self, camera_ids: object = None) -> EngineSnapshot:
+        assert camera_ids is None, "the full view of the metrics takes every camera"
         return self._snapshot
 
     def shards(self) -> list[ShardSnapshot]:

@@ -10,12 +10,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 
 from feedtag.api.metrics import engine_registry
@@ -140,6 +142,15 @@ def test_failover_additions_and_coordinator_restart(
         for camera_id, shard_id in shards.items():
             assert f'queue_depth{{camera="{camera_id}",shard="{shard_id}"}}' in text
             assert f'feedtag_shard_cameras{{shard="{shard_id}"}}' in text
+        # in totals each shard combines its own cameras: the states sum to its cameras
+        totals = generate_latest(engine_registry(control, EventBus(), None, False)).decode()
+        in_state: Counter[str] = Counter()
+        for family in text_string_to_metric_families(totals):
+            assert not any("camera" in sample.labels for sample in family.samples), family
+            if family.name == "feedtag_camera_state":
+                for sample in family.samples:
+                    in_state[sample.labels["shard"]] += sample.value
+        assert in_state == Counter(shards.values()), (in_state, shards)
 
         # kill -9 one shard's process: every camera is analysed again within 20 s
         victim = shards["cam-a"]

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pickle
 import socket
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 import psutil
 from prometheus_client import generate_latest
+from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
@@ -19,6 +22,7 @@ from feedtag.api.metrics import engine_registry
 from feedtag.config import validate_config
 from feedtag.core import CameraState, VisionStatus
 from feedtag.runtime.bus import EventBus
+from feedtag.runtime.camera_metrics import camera_totals
 from feedtag.runtime.control import (
     CameraSnapshot,
     EngineSnapshot,
@@ -28,7 +32,7 @@ from feedtag.runtime.control import (
 )
 from feedtag.runtime.local import LocalEngineControl, ProcessMeter
 from feedtag.runtime.node import NodeEngine
-from feedtag.runtime.ray_engine import held_since, silent_shard, with_offline
+from feedtag.runtime.ray_engine import held_since, merged_totals, silent_shard, with_offline
 
 SHARD_0, SHARD_1 = "feedtag-shard-0", "feedtag-shard-1"
 
@@ -72,13 +76,33 @@ def test_cpu_is_a_percent_of_one_core_over_the_last_window() -> None:
 
 
 class FixedControl:
-    """An engine control that answers one snapshot and one list of shards."""
+    """An engine control that answers one snapshot and one list of shards, and totals as
+    the Ray engine makes them: each shard's cameras combined apart (passed through pickle,
+    as Ray passes them), the cameras on no shard as held offline."""
 
     def __init__(self, snapshot: EngineSnapshot, shards: list[ShardSnapshot]) -> None:
         self._snapshot, self._shards = snapshot, shards
 
-    def snapshot(self) -> EngineSnapshot:
-        return self._snapshot
+    def snapshot(self, camera_ids: Collection[str] | None = None) -> EngineSnapshot:
+        return self._of(camera_ids)
+
+    def _of(self, camera_ids: Collection[str] | None) -> EngineSnapshot:
+        if camera_ids is None:
+            return self._snapshot
+        cameras = tuple(c for c in self._snapshot.cameras if c.camera_id in set(camera_ids))
+        return dataclasses.replace(self._snapshot, cameras=cameras)
+
+    def camera_totals(self, camera_ids: Collection[str] | None = None) -> list[Metric]:
+        asked = self._of(camera_ids).cameras
+        parts = []
+        for shard in sorted({c.shard for c in asked if c.shard is not None}):
+            own = tuple(c for c in asked if c.shard == shard)
+            built = camera_totals(dataclasses.replace(self._snapshot, cameras=own), sharded=True)
+            counted = tuple(c.camera_id for c in own)
+            parts.append(pickle.loads(pickle.dumps((counted, built))))  # noqa: S301 - our own
+        offline = {c.camera_id: (c.ingest.reason, c.ingest.since) for c in self._snapshot.cameras
+                   if c.shard is None}  # fmt: skip
+        return merged_totals(parts, offline, camera_ids)
 
     def shards(self) -> list[ShardSnapshot]:
         return self._shards
@@ -105,6 +129,12 @@ def samples(
     return [s for family in text_string_to_metric_families(text) for s in family.samples]
 
 
+def held_camera(camera_id: str) -> CameraSnapshot:
+    """A camera the coordinator holds offline, as the Ray engine lists it: no events, no
+    queue, on no shard."""
+    return dataclasses.replace(camera(camera_id, None), queue_depth=0, event_counts={})
+
+
 def seen(
     camera_id: str, shard: str | None, *, frames: int, gated: int, latency_ms: float, queue: int
 ) -> CameraSnapshot:
@@ -117,6 +147,7 @@ def test_totals_combine_each_shards_cameras_into_one_series_set() -> None:
         seen("a", SHARD_0, frames=10, gated=5, latency_ms=40.0, queue=1),
         seen("b", SHARD_1, frames=10, gated=2, latency_ms=90.0, queue=3),
         seen("c", SHARD_1, frames=10, gated=8, latency_ms=30.0, queue=4),
+        held_camera("held"),  # held offline by the coordinator: on no shard
     )
     snapshot = EngineSnapshot(1.0, cameras, None)
     per_camera = samples(snapshot)
@@ -128,6 +159,8 @@ def test_totals_combine_each_shards_cameras_into_one_series_set() -> None:
     assert found[("feedtag_camera_state", SHARD_1, "offline")] == 2
     assert found[("feedtag_camera_state", SHARD_1, "online")] == 0
     assert found[("feedtag_camera_state", SHARD_0, "offline")] == 1
+    assert found[("feedtag_camera_state", "", "offline")] == 1  # the held camera
+    assert found[("feedtag_camera_queue_depth", "", None)] == 0
     assert found[("feedtag_camera_queue_depth", SHARD_1, None)] == 7
     assert found[("feedtag_events_total", SHARD_1, "crowding")] == 6
     assert found[("feedtag_camera_frames_detected_total", SHARD_1, None)] == 8 + 2
@@ -152,6 +185,36 @@ def test_totals_combine_each_shards_cameras_into_one_series_set() -> None:
         s.labels["shard"]: s.value for s in restricted if s.name == "feedtag_camera_queue_depth"
     }
     assert depth == {SHARD_1: 3}
+
+
+def test_totals_built_on_each_shard_read_as_totals_of_the_whole_snapshot() -> None:
+    """What the shards build apart and the API merges is what one pass over every camera
+    gives, and a scrape in totals asks the engine for no camera's status."""
+    cameras = (
+        seen("a", SHARD_0, frames=10, gated=5, latency_ms=40.0, queue=1),
+        seen("b", SHARD_1, frames=12, gated=2, latency_ms=90.0, queue=3),
+        seen("c", SHARD_1, frames=10, gated=8, latency_ms=30.0, queue=4),
+        held_camera("held"),
+    )
+    snapshot = EngineSnapshot(1.0, cameras, None)
+    whole = camera_totals(snapshot, sharded=True)
+    merged = FixedControl(snapshot, SHARDS).camera_totals()
+    assert [f.name for f in merged] == [f.name for f in whole]
+    assert {
+        (s.name, tuple(sorted(s.labels.items())), s.value) for f in merged for s in f.samples
+    } == {(s.name, tuple(sorted(s.labels.items())), s.value) for f in whole for s in f.samples}
+    asked: list[Collection[str] | None] = []
+    control = FixedControl(snapshot, SHARDS)
+    snapshot_of = control.snapshot
+
+    def asking(camera_ids: Collection[str] | None = None) -> EngineSnapshot:
+        asked.append(camera_ids)
+        return snapshot_of(camera_ids)
+
+    control.snapshot = asking  # type: ignore[method-assign]
+    registry = engine_registry(control, EventBus(), None, False)  # type: ignore[arg-type]
+    assert b"feedtag_camera_state" in generate_latest(registry)
+    assert asked == [()], asked  # the node-wide figures only
 
 
 def test_every_per_camera_series_has_the_shard_when_the_engine_is_sharded() -> None:

@@ -454,6 +454,23 @@ def test_the_grid_shows_many_cameras_a_page_at_a_time(
     expect(page.locator("#grid-pager")).to_be_hidden()
     expect(page.locator("#grid-summary")).to_contain_text("10 cameras")
     assert asked[-1]["q"] == ["pole 05"]
+    # the Admin view's camera table pages the same way, with a filter of its own
+    asked.clear()
+    page.evaluate("location.hash = '#/admin'")  # the grid's filter has the keyboard
+    rows = page.locator("#admin-cameras tr")
+    expect(rows).to_have_count(48, timeout=UI_TIMEOUT_MS)
+    expect(page.locator("#admin-camera-range")).to_have_text("1\N{EN DASH}48 of 60")
+    page.click("#admin-camera-next")
+    expect(rows).to_have_count(12, timeout=UI_TIMEOUT_MS)
+    expect(rows.first.locator("td").first).to_have_text("pole-048")
+    expect(page.get_by_role("button", name="Remove camera pole-059")).to_be_visible()
+    page.click("#admin-camera-prev")
+    expect(rows.first.locator("td").first).to_have_text("pole-000", timeout=UI_TIMEOUT_MS)
+    page.fill("#admin-camera-filter", "pole 05")
+    expect(rows).to_have_count(10, timeout=UI_TIMEOUT_MS)
+    expect(page.locator("#admin-camera-pager")).to_be_hidden()
+    assert asked and all(q.get("limit") == ["48"] for q in asked), asked  # never every camera
+    shot(page, screenshots, "admin-cameras-filtered")
     page.unroute(re.compile(r".*/api/v1/cameras(\?.*)?$"))
 
 

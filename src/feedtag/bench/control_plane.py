@@ -17,7 +17,8 @@ runs the Ray engine over them with S shards, and measures, for each N:
   median of three) and its size as JSON per camera;
 - ``page_s`` and ``states_s``: what one page of the dashboard grid asks of the engine (the
   median of three each): the snapshot of :data:`PAGE` cameras spread over the shards, and
-  :meth:`RayEngineControl.states`, every camera's state;
+  :meth:`RayEngineControl.states`, every camera's state; ``totals_s``: what a ``/metrics``
+  scrape in totals asks, :meth:`RayEngineControl.camera_totals` (median of three);
 - ``restart_share``, ``restart_s``, ``restart_moved``: a shard's process killed with
   SIGKILL, which Ray restarts: how many cameras it ran, from the kill until the last of them
   ran again (in the new process, or moved if it took longer than
@@ -96,6 +97,7 @@ class ControlPlaneRow:
     snapshot_bytes_per_camera: int
     page_s: float
     states_s: float
+    totals_s: float
     restart_share: int
     restart_s: float
     restart_moved: int
@@ -226,11 +228,12 @@ class Measured:
         size = len(json.dumps(dataclasses.asdict(snapshot)))
         return statistics.median(took), size // max(1, len(snapshot.cameras))
 
-    def page_and_states(self, count: int) -> tuple[float, float]:
-        """(median seconds of three snapshots of a page of :data:`PAGE` cameras spread
-        over the shards, median seconds of three :meth:`RayEngineControl.states`)."""
+    def page_and_states(self, count: int) -> tuple[float, float, float]:
+        """Median seconds of three snapshots of a page of :data:`PAGE` cameras spread over
+        the shards, of three :meth:`RayEngineControl.states`, and of three
+        :meth:`RayEngineControl.camera_totals`."""
         page = [simulated_camera(index).id for index in range(0, count, max(1, count // PAGE))]
-        timed: dict[str, list[float]] = {"page": [], "states": []}
+        timed: dict[str, list[float]] = {"page": [], "states": [], "totals": []}
         for _ in range(3):
             began = time.monotonic()
             got = self.control.snapshot(page[:PAGE])
@@ -238,11 +241,23 @@ class Measured:
             began = time.monotonic()
             states = self.control.states()
             timed["states"].append(time.monotonic() - began)
+            began = time.monotonic()
+            totals = self.control.camera_totals()
+            timed["totals"].append(time.monotonic() - began)
+            counted = sum(
+                sample.value
+                for family in totals
+                if family.name == "feedtag_camera_state"
+                for sample in family.samples
+            )
+            if counted < count:
+                raise BenchError(f"the totals counted {counted:.0f} cameras of {count}")
             if len(got.cameras) != min(PAGE, len(page)) or len(states) < count:
                 raise BenchError(
                     f"a page gave {len(got.cameras)} cameras and the states {len(states)}"
                 )
-        return statistics.median(timed["page"]), statistics.median(timed["states"])
+        page_s, states_s, totals_s = (statistics.median(timed[key]) for key in timed)
+        return page_s, states_s, totals_s
 
     def moved_from(self, shard: str) -> int:
         """Cameras the coordinator recorded as moved because ``shard`` was lost."""
@@ -315,7 +330,7 @@ def measure(cluster: PgCluster, count: int, shards: int, say: Say) -> ControlPla
         say(f"{count} cameras: adding one through the catalog")
         add_one_s, add_call_s = run.add_one(config, database)
         snapshot_s, snapshot_bytes = run.snapshots()
-        page_s, states_s = run.page_and_states(count)
+        page_s, states_s, totals_s = run.page_and_states(count)
         say(f"{count} cameras: kill -9 of {shard_name(1)}'s process (Ray restarts it)")
         restart_share, restart_s, restart_moved = run.restart_shard()
         say(f"{count} cameras: killing {shard_name(0)} for good")
@@ -329,7 +344,7 @@ def measure(cluster: PgCluster, count: int, shards: int, say: Say) -> ControlPla
         coordinator_rss_mb=round(rss_mb, 1), add_one_s=round(add_one_s, 2),
         add_call_s=round(add_call_s, 2), snapshot_s=round(snapshot_s, 3),
         snapshot_bytes_per_camera=snapshot_bytes, page_s=round(page_s, 3),
-        states_s=round(states_s, 3), restart_share=restart_share,
+        states_s=round(states_s, 3), totals_s=round(totals_s, 3), restart_share=restart_share,
         restart_s=round(restart_s, 2), restart_moved=restart_moved,
         lost_share=lost_share, moved=moved,
         reassign_s=round(reassign_s, 2),
@@ -372,7 +387,7 @@ TABLE: Final = (
     ("round_cpu_s", "cpu/round", 10), ("coordinator_cpu_share", "cpu share", 10),
     ("coordinator_rss_mb", "rss MB", 8), ("add_one_s", "add s", 7),
     ("snapshot_s", "snap s", 8), ("snapshot_bytes_per_camera", "B/cam", 7),
-    ("page_s", "page s", 8), ("states_s", "states s", 9),
+    ("page_s", "page s", 8), ("states_s", "states s", 9), ("totals_s", "totals s", 9),
     ("restart_share", "kill-9", 7), ("restart_s", "back s", 8),
     ("restart_moved", "moved", 6), ("lost_share", "lost", 6), ("moved", "moved", 6),
     ("reassign_s", "moved s", 9),

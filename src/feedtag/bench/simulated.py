@@ -31,9 +31,12 @@ import time
 from collections.abc import Collection
 from typing import Final
 
+from prometheus_client.core import Metric
+
 from feedtag.config.models import CameraConfig, FeedtagConfig
 from feedtag.core import CameraState, CameraStatus, DecodeMode, IngestCounters
 from feedtag.errors import CameraExists, CameraNotFound, ConfigError
+from feedtag.runtime.camera_metrics import camera_totals
 from feedtag.runtime.control import (
     DEFAULT_STOP_DEADLINE_S,
     CameraSnapshot,
@@ -134,6 +137,9 @@ class SimulatedCameras:
             for camera, since in running
         )
         return EngineSnapshot(taken_at=time.time(), cameras=cameras, store=None)
+
+    def camera_totals(self, camera_ids: Collection[str] | None = None) -> list[Metric]:
+        return camera_totals(self.snapshot(camera_ids), sharded=False)
 
     def states(self) -> dict[str, CameraState]:
         with self._lock:

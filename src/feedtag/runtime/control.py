@@ -25,6 +25,8 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
+from prometheus_client.core import Metric
+
 from feedtag.alerts.dispatcher import AlertStats
 from feedtag.config.models import CameraConfig
 from feedtag.core import (
@@ -221,6 +223,12 @@ class EngineControl(Protocol):
         """Every running camera's ingest state (and the cameras the engine holds offline),
         without the rest of a snapshot: what a summary of states or a filter by state
         needs."""
+        ...
+
+    def camera_totals(self, camera_ids: Collection[str] | None = None) -> list[Metric]:
+        """The per-camera families of ``/metrics`` in totals (``api.metrics: totals``):
+        combined over the cameras of each shard where they run, only ``camera_ids`` when
+        given (:mod:`feedtag.runtime.camera_metrics`)."""
         ...
 
     def shards(self) -> list[ShardSnapshot]:

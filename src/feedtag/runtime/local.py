@@ -11,11 +11,13 @@ from collections.abc import Callable, Collection
 from typing import Final
 
 import psutil
+from prometheus_client.core import Metric
 
 from feedtag.alerts.dispatcher import AlertStats
 from feedtag.config.models import CameraConfig
 from feedtag.core import CameraState
 from feedtag.errors import CameraNotFound
+from feedtag.runtime.camera_metrics import camera_totals
 from feedtag.runtime.control import (
     DEFAULT_STOP_DEADLINE_S,
     LOCAL_SHARD,
@@ -140,6 +142,9 @@ class LocalEngineControl:
 
     def states(self) -> dict[str, CameraState]:
         return self._node.states()
+
+    def camera_totals(self, camera_ids: Collection[str] | None = None) -> list[Metric]:
+        return camera_totals(self.snapshot(camera_ids), sharded=False)  # one process: no shard
 
     def shards(self) -> list[ShardSnapshot]:
         """One shard: this process, on this machine, running every camera."""

@@ -26,11 +26,13 @@ import time
 from collections.abc import Collection
 from typing import Any, Final
 
+from prometheus_client.core import Metric
 from sqlalchemy import Engine
 
 from feedtag.config.models import CameraConfig, FeedtagConfig
 from feedtag.core import CameraState, VisionStageStatus
 from feedtag.errors import CameraExists, CameraNotFound, StoreError
+from feedtag.runtime.camera_metrics import camera_totals, merge_families
 from feedtag.runtime.control import (
     DEFAULT_STOP_DEADLINE_S,
     CameraSnapshot,
@@ -275,6 +277,16 @@ class RayEngineControl:
             found.update(part)
         return found
 
+    def camera_totals(self, camera_ids: Collection[str] | None = None) -> list[Metric]:
+        """Each shard's totals over its own cameras (a few hundred series a shard, labelled
+        with it), and the totals of the cameras held offline on no shard (shard ``""``); a
+        shard that does not answer in time is left out, as in :meth:`snapshot`."""
+        wanted = None if camera_ids is None else tuple(dict.fromkeys(camera_ids))
+        parts: list[tuple[tuple[str, ...], list[Metric]]] = self._from_shards(
+            "camera_totals", wanted
+        )
+        return merged_totals(parts, self._offline, wanted)
+
     def _from_shards(self, method: str, *args: Any) -> list[Any]:
         """The answers of every shard's ``method`` that came in time, and the coordinator's
         list of cameras it holds offline brought up to date on the way."""
@@ -444,6 +456,24 @@ def silent_shard(
         shard_id=shard, node=health.get("node"), pid=health.get("pid"), state=state,
         cameras=cameras, cpu_percent=None, rss_bytes=None,
     )  # fmt: skip
+
+
+def merged_totals(
+    parts: list[tuple[tuple[str, ...], list[Metric]]],
+    offline: dict[str, tuple[str, float]],
+    wanted: Collection[str] | None = None,
+) -> list[Metric]:
+    """The shards' totals (each with the cameras it counted) side by side, with the totals
+    of the cameras held offline (id -> (reason, since)) that no shard ran, on shard ``""``;
+    only ``wanted`` of the held cameras when given (the shards were asked for those)."""
+    running = {camera_id for counted, _ in parts for camera_id in counted}
+    held = {
+        camera_id: entry
+        for camera_id, entry in offline.items()
+        if camera_id not in running and (wanted is None or camera_id in wanted)
+    }
+    on_no_shard = with_offline(EngineSnapshot(time.time(), (), None), held)
+    return merge_families([camera_totals(on_no_shard, sharded=True), *(f for _, f in parts)])
 
 
 def merge_snapshots(parts: list[EngineSnapshot]) -> EngineSnapshot:

@@ -29,12 +29,14 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
+from prometheus_client.core import Metric
 from sqlalchemy import Engine
 
 from feedtag.alerts.routes import build_router
 from feedtag.config.models import CameraConfig, FeedtagConfig
 from feedtag.core import CameraState
 from feedtag.errors import CameraNotFound
+from feedtag.runtime.camera_metrics import camera_totals
 from feedtag.runtime.control import EngineControl, EngineSnapshot
 from feedtag.runtime.database import open_database
 from feedtag.runtime.detection import build_detector
@@ -201,6 +203,15 @@ class ShardWorker:
             for camera in snapshot.cameras
         )
         return dataclasses.replace(snapshot, cameras=cameras)
+
+    def camera_totals(
+        self, camera_ids: tuple[str, ...] | None = None
+    ) -> tuple[tuple[str, ...], list[Metric]]:
+        """(the cameras counted, the per-camera families of ``/metrics`` in totals over
+        them, labelled with this shard): a few hundred series whatever the cameras."""
+        snapshot = self.snapshot(camera_ids)
+        counted = tuple(camera.camera_id for camera in snapshot.cameras)
+        return counted, camera_totals(snapshot, sharded=True)
 
     def states(self) -> dict[str, CameraState]:
         """The state of each of this shard's cameras: what a summary of states needs, about

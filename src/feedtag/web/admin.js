@@ -3,14 +3,20 @@
 
 import { api, ApiError } from "./api.js";
 import { $, el, clear, formatTime, formatNumber, isoUtc, token } from "./dom.js";
-import { state, onCameras, notify, hasRole, cameraState } from "./state.js";
-import { loadCameras } from "./grid.js";
+import { state, hasRole, cameraState } from "./state.js";
+import { listCameras, loadCameraNames, PAGE_SIZE } from "./grid.js";
+import { Pager } from "./pager.js";
 
 const SHARDS_REFRESH_MS = 5000;
 const SHARD_STATES = ["running", "unreachable", "restarting", "dead"];
 
 let active = false;
 let shardTimer = null;
+// the camera table shows one page of the list, as the grid does: a site with thousands of
+// cameras costs a page when the view opens, not every camera's status
+const cameraPager = new Pager(PAGE_SIZE, { nav: "#admin-camera-pager", range: "#admin-camera-range", prev: "#admin-camera-prev", next: "#admin-camera-next" });
+const FILTER_WAIT_MS = 300;
+let camerasAsked = 0;  // loads started: an answer to an older one is not shown
 
 function result(node, text, ok) {
   node.textContent = text;
@@ -37,7 +43,7 @@ function renderCameras(items) {
       try {
         await api.delete(`/api/v1/cameras/${encodeURIComponent(camera.id)}`);
         result($("#admin-cameras-result"), `Removed camera ${camera.id}.`, true);
-        await loadCameras();
+        await camerasChanged();
       } catch (error) {
         result($("#admin-cameras-result"), explain(error), false);
       }
@@ -66,10 +72,40 @@ async function addCamera(event) {
     const camera = await api.post("/api/v1/cameras", body);
     result(out, `Added camera ${camera && camera.id ? camera.id : body.id}.`, true);
     form.reset();
-    await loadCameras();
+    await camerasChanged();
   } catch (error) {
     result(out, explain(error), false);
   }
+}
+
+/** The shown page of cameras (the filter's text sent as `q`), loaded again. */
+async function loadCameraPage() {
+  const mine = ++camerasAsked;
+  const params = cameraPager.params();
+  const text = $("#admin-camera-filter").value.trim();
+  if (text) params.q = text;
+  try {
+    const { data, items } = await listCameras(params);
+    if (mine !== camerasAsked) return;
+    if (!items.length && cameraPager.cursor) {  // the page emptied (cameras removed): start over
+      cameraPager.first();
+      await loadCameraPage();
+      return;
+    }
+    cameraPager.answered(data.next_cursor);
+    renderCameras(items);
+    cameraPager.show(items.length, Number.isInteger(data.total) ? data.total : items.length);
+  } catch (error) {
+    if (mine !== camerasAsked) return;
+    clear($("#admin-cameras"));
+    result($("#admin-cameras-result"), `Cameras: ${explain(error)}`, false);
+  }
+}
+
+/** A camera was added or removed here: the table's page and every view's camera names. */
+async function camerasChanged() {
+  await loadCameraPage();
+  await loadCameraNames().catch(() => {});
 }
 
 function cameraList(value) {
@@ -205,8 +241,7 @@ export function show() {
     ? "Signed in as admin."
     : `Signed in as ${state.session ? state.session.role : "?"}: the server refuses what this role may not do (tokens and the audit log need admin).`;
   note.className = hasRole("admin") ? "summary" : "summary warn";
-  renderCameras(state.cameras);
-  loadCameras().catch((error) => { if (error instanceof ApiError && error.status !== 401) notify(explain(error), "error"); });
+  loadCameraPage();
   loadShards();
   clearInterval(shardTimer);
   shardTimer = setInterval(() => { if (active && !document.hidden) loadShards(); }, SHARDS_REFRESH_MS);
@@ -226,6 +261,9 @@ export function refresh() {
 
 export function reset() {
   for (const id of ["#admin-cameras", "#shard-list", "#token-list", "#audit-list"]) clear($(id));
+  cameraPager.first();
+  $("#admin-camera-filter").value = "";
+  $("#admin-camera-pager").hidden = true;
   for (const id of ["#add-camera-result", "#admin-cameras-result", "#shard-result", "#token-result", "#token-created", "#audit-result"]) $(id).textContent = "";
 }
 
@@ -234,5 +272,10 @@ export function init() {
   $("#token-form").addEventListener("submit", createToken);
   $("#audit-refresh").addEventListener("click", loadAudit);
   $("#shard-refresh").addEventListener("click", loadShards);
-  onCameras((items) => { if (active) renderCameras(items); });
+  cameraPager.bind(loadCameraPage);
+  let typing = null;
+  $("#admin-camera-filter").addEventListener("input", () => {
+    clearTimeout(typing);
+    typing = setTimeout(() => { cameraPager.first(); loadCameraPage(); }, FILTER_WAIT_MS);
+  });
 }

@@ -6,6 +6,7 @@ import { $, el, svg, clear, formatNumber, formatAge, token } from "./dom.js";
 import { drawOverlay } from "./overlay.js";
 import { openCamera } from "./camera.js";
 import { state, setCameras, mergeCameras, notify, hasRole, cameraState, normalizeCamera, showAnalysisLevel, CostMeter, CAMERA_STATES } from "./state.js";
+import { Pager } from "./pager.js";
 
 const REFRESH_MS = 3000;        // camera status
 const THUMBNAIL_MS = 5000;      // the engine renews thumbnails every 5 s by default
@@ -19,10 +20,7 @@ const cards = new Map();  // camera id -> {root, img, overlay, ...}
 let listed = [];  // the cards in the order of the latest camera list
 let timer = null;
 let active = false;
-// the shown page: the cursor it was asked with (null: the first), the cursors of the pages
-// before it (for Previous), and the next page's cursor (null: none)
-const FIRST_PAGE = Object.freeze({ cursor: null, earlier: [], next: null });
-let page = FIRST_PAGE;
+const pager = new Pager(PAGE_SIZE, { nav: "#grid-pager", range: "#grid-range", prev: "#grid-prev", next: "#grid-next" });
 let asked = 0;  // refreshes started: an answer to an older one is not shown
 let visible = new Set();
 const observer = "IntersectionObserver" in window
@@ -241,26 +239,15 @@ export function render(items, total = items.length, states = null) {
   applyFilter();
 }
 
-function showPager(shown, total) {
-  const paged = Boolean(page.cursor || page.next);
-  $("#grid-pager").hidden = !paged;
-  if (!paged) return;
-  const first = page.earlier.length * PAGE_SIZE + 1;
-  $("#grid-range").textContent = shown ? `${first}–${first + shown - 1} of ${total}` : `none of ${total}`;
-  $("#grid-prev").disabled = !page.cursor;
-  $("#grid-next").disabled = !page.next;
-}
-
 /** The camera list (GET /api/v1/cameras) with ``params``: the answer, and its cameras. */
-async function listCameras(params) {
+export async function listCameras(params) {
   const data = (await api.get("/api/v1/cameras", params)) || {};
   return { data, items: (data.items || []).map(normalizeCamera) };
 }
 
 /** One page of the camera list, with the filter's text. */
 async function loadPage() {
-  const params = { limit: PAGE_SIZE };
-  if (page.cursor) params.cursor = page.cursor;
+  const params = pager.params();
   const text = $("#grid-filter").value.trim();
   if (text) params.q = text;
   const { data, items } = await listCameras(params);
@@ -268,16 +255,8 @@ async function loadPage() {
   return { items, next: data.next_cursor || null, total: Number.isInteger(data.total) ? data.total : items.length, states: data.states || null };
 }
 
-function turnPage(step) {
-  if (step > 0 && page.next) page = { cursor: page.next, earlier: [...page.earlier, page.cursor], next: null };
-  else if (step < 0 && page.cursor) page = { cursor: page.earlier.at(-1) ?? null, earlier: page.earlier.slice(0, -1), next: null };
-  else return;
-  refresh();
-  window.scrollTo(0, 0);
-}
-
 function firstPage() {
-  page = FIRST_PAGE;
+  pager.first();
   refresh();
 }
 
@@ -290,12 +269,6 @@ export async function loadCameraNames() {
   return items;
 }
 
-export async function loadCameras() {
-  const { items } = await listCameras();
-  setCameras(items);
-  return items;
-}
-
 async function tick() {
   timer = null;
   if (!active) return;
@@ -304,13 +277,13 @@ async function tick() {
   try {
     let shown = await loadPage();
     if (mine !== asked) return;  // a newer refresh (another page, the filter) took over
-    if (!shown.items.length && page.cursor) {  // the page emptied (cameras removed): start over
-      page = FIRST_PAGE;
+    if (!shown.items.length && pager.cursor) {  // the page emptied (cameras removed): start over
+      pager.first();
       shown = await loadPage();
     }
-    page = { ...page, next: shown.next };
+    pager.answered(shown.next);
     render(shown.items, shown.total, shown.states);
-    showPager(shown.items.length, shown.total);
+    pager.show(shown.items.length, shown.total);
     for (const card of cards.values()) {
       if (!observer || visible.has(card.camera.id)) refreshThumbnail(card);
     }
@@ -342,7 +315,7 @@ export function reset() {
   for (const card of cards.values()) if (observer) observer.unobserve(card.root);
   cards.clear();
   listed = [];
-  page = FIRST_PAGE;
+  pager.first();
   visible = new Set();
   clear($("#grid"));
 }
@@ -362,8 +335,7 @@ export function init() {
     clearTimeout(typing);
     typing = setTimeout(firstPage, FILTER_WAIT_MS);
   });
-  $("#grid-prev").addEventListener("click", () => turnPage(-1));
-  $("#grid-next").addEventListener("click", () => turnPage(1));
+  pager.bind(() => { refresh(); window.scrollTo(0, 0); });
   $("#grid-overlay").addEventListener("change", (event) => {
     $("#grid").classList.toggle("no-overlay", !event.target.checked);
   });
