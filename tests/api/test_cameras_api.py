@@ -259,6 +259,9 @@ def test_a_page_asks_the_engine_for_its_own_cameras_only(
     assert setup.get("admin", "/api/v1/cameras/pole-3").json()["id"] == "pole-3"
     assert asked == [("snapshot", ["pole-3"])]
     asked.clear()
+    assert listed(setup)["total"] == 7  # the whole list: every camera, not every id sent
+    assert asked == [("states", None), ("snapshot", None)]
+    asked.clear()
     assert listed(setup, brief=True)["total"] == 7
     assert setup.get("anonymous", "/health").status_code == 200
     assert asked == [("snapshot", [])]  # health needs only the store's figures

@@ -238,7 +238,7 @@ def list_cameras(
             matched = matched[:limit]
             next_cursor = matched[-1].id
     items = (
-        snapshot.views(matched)
+        snapshot.views(matched, paged=limit is not None or cursor is not None)
         if snapshot is not None
         else [{"id": c.id, "name": c.display_name, "enabled": c.enabled} for c in matched]
     )
@@ -274,8 +274,10 @@ class _Statuses:
             found = CameraState.CONNECTING if held is None else held.state
         return found.value
 
-    def views(self, cameras: list[CameraConfig]) -> list[dict[str, Any]]:
-        snapshot = self.api.engine.snapshot([camera.id for camera in cameras])
+    def views(self, cameras: list[CameraConfig], *, paged: bool = True) -> list[dict[str, Any]]:
+        """The view of each of ``cameras``; unless ``paged``, they are the whole list, and
+        the engine is asked for every camera rather than sent every id."""
+        snapshot = self.api.engine.snapshot([c.id for c in cameras] if paged else None)
         running = {camera.camera_id: camera for camera in snapshot.cameras}
         views = []
         for camera in cameras:

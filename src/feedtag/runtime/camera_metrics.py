@@ -10,7 +10,7 @@ never a URL, so never a credential.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -232,16 +232,10 @@ def camera_families(cameras: Sequence[CameraSnapshot], labels: CameraLabels) -> 
     return [*_ingest(cameras, labels), *_vision(cameras, labels), _events(cameras, labels)]
 
 
-def camera_totals(
-    snapshot: EngineSnapshot, camera_ids: Collection[str] | None = None, *, sharded: bool
-) -> list[Metric]:
-    """The per-camera families in totals over ``snapshot``'s cameras (only ``camera_ids``
-    when given): one series set per shard when ``sharded``, else one in all."""
-    wanted = None if camera_ids is None else set(camera_ids)
-    shown = sorted(
-        (c for c in snapshot.cameras if wanted is None or c.camera_id in wanted),
-        key=lambda c: c.camera_id,
-    )
+def camera_totals(snapshot: EngineSnapshot, *, sharded: bool) -> list[Metric]:
+    """The per-camera families in totals over ``snapshot``'s cameras: one series set per
+    shard when ``sharded``, else one in all."""
+    shown = sorted(snapshot.cameras, key=lambda c: c.camera_id)
     return camera_families(shown, CameraLabels(sharded=sharded, per_camera=False))
 
 
