@@ -128,6 +128,28 @@ def test_stats_totals_per_kind_follow_the_filters(
     assert stats["total"] == sum(by_kind.values())
 
 
+def test_stats_by_label_count_every_camera_and_rank_the_cameras(setup: Setup) -> None:
+    """``by=label``: the buckets add up every camera's (as many rows however many cameras),
+    ``top`` keeps the cameras with the most events, and a restricted token ranks its own."""
+    api = setup.app.state.api
+    for _ in range(2):
+        insert_event(setup.store, api.media, CAMERA_B, EventKind.ZONE_ENTER, snapshot=False)
+    per_camera = setup.get("viewer", "/api/v1/stats").json()
+    by_label = setup.get("viewer", "/api/v1/stats?by=label&top=1").json()
+    assert all(bucket["camera_id"] is None for bucket in by_label["buckets"])
+    assert by_label["total"] == per_camera["total"] == 4
+    assert by_label["by_kind"] == per_camera["by_kind"]
+    assert (by_label["by_camera"], by_label["cameras"]) == ({CAMERA_B: 3}, 2)
+    assert sum(row["count"] for row in by_label["top_cameras"]) == 3
+    assert {row["camera_id"] for row in by_label["top_cameras"]} == {CAMERA_B}
+    mine = setup.get("viewer_a", "/api/v1/stats?by=label").json()
+    assert (mine["by_camera"], mine["cameras"], mine["total"]) == ({CAMERA_A: 1}, 1, 1)
+    for bad in ("by=zone", "by=label&top=0", "by=label&top=1001"):
+        answer = setup.get("viewer", f"/api/v1/stats?{bad}")
+        assert answer.status_code == 422, bad
+        assert answer.json()["detail"][0]["loc"][-1] == bad.split("&")[-1].split("=")[0]
+
+
 NEW_CAMERA = {"id": "new-cam", "url": "rtsp://203.0.113.7/stream", "enabled": False}
 CHANGES = [
     ("POST", "/api/v1/cameras", NEW_CAMERA, {"admin": 201, "config_admin": 201}),

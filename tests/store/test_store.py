@@ -15,10 +15,12 @@ from feedtag.store.query import (
     CountQuery,
     EventQuery,
     TagQuery,
+    TopCameras,
     count_events,
     count_events_by_kind,
     search_events,
     search_tags,
+    top_cameras,
 )
 from feedtag.store.retention import run_retention
 from feedtag.store.schema import events, tag_segments
@@ -161,6 +163,27 @@ def test_counts_per_kind_follow_the_same_filters(engine: Engine) -> None:
     assert count_events_by_kind(engine, door_cars) == {"zone_enter": 1}
     buckets = count_events(engine, door_cars)
     assert sum(b.count for b in buckets) == 1  # the totals agree with the buckets
+
+
+def test_counts_over_every_camera_and_the_cameras_with_the_most(engine: Engine) -> None:
+    """What a chart needs on a site with many cameras: buckets per label over every camera
+    (as many rows whatever the cameras), and the cameras with the most events."""
+    write(engine, DATASET)
+    day = CountQuery(T0 - 1, T0 + 86_400, bucket_s=86_400)
+    per_camera = count_events(engine, day)
+    overall = count_events(engine, day, per_camera=False)
+    assert overall == [CountBucket(None, V, T0, 3), CountBucket(None, P, T0, 4),
+                       CountBucket(None, None, T0, 1)]  # fmt: skip
+    assert sum(b.count for b in overall) == sum(b.count for b in per_camera) == 8
+    door = [("door", P, 3), ("door", None, 1), ("door", V, 1)]
+    assert top_cameras(engine, day, 1) == TopCameras(door, 2)
+    assert top_cameras(engine, day, 5) == TopCameras([*door, ("yard", V, 2), ("yard", P, 1)], 2)
+    cars = CountQuery(T0 - 1, T0 + 86_400, labels=[V])
+    assert top_cameras(engine, cars, 1) == TopCameras([("yard", V, 2)], 2)
+    nothing = CountQuery(T0 + 90_000, T0 + 90_001)
+    assert top_cameras(engine, nothing, 3) == TopCameras([], 0)
+    with pytest.raises(StoreError, match="limit"):
+        top_cameras(engine, day, 0)
 
 
 def segment(name: str, camera: str, zone: str | None, start: float, end: float | None,  # noqa: PLR0917

@@ -731,6 +731,44 @@ def test_a_chart_of_events_per_label_renders(
     shot(page, screenshots, "chart")
 
 
+def test_the_camera_chart_shows_the_cameras_with_the_most_events(
+    page: Any, served: Served, screenshots: Path
+) -> None:
+    """On a site with more cameras than the chart has rows, the server ranks them
+    (``by=label&top=25``) and the caption says how many had events."""
+    from urllib.parse import parse_qs, urlsplit
+
+    asked: list[dict[str, list[str]]] = []
+
+    def ranked(route: Any) -> None:
+        asked.append(parse_qs(urlsplit(route.request.url).query))
+        now = time.time()
+        rows = [{"camera_id": f"pole-{i:03d}", "label": "person", "count": 100 - i}
+                for i in range(25)]  # fmt: skip
+        total = sum(row["count"] for row in rows)
+        route.fulfill(json={
+            "since": now - 3600, "until": now, "bucket_s": 60, "total": total,
+            "buckets": [{"camera_id": None, "label": "person", "bucket_start": now - 120,
+                         "count": total}],
+            "by_kind": {"zone_enter": total}, "cameras": 40, "top_cameras": rows,
+            "by_camera": {row["camera_id"]: row["count"] for row in rows},
+        })  # fmt: skip
+
+    page.route(re.compile(r".*/api/v1/stats(\?.*)?$"), ranked)
+    sign_in(page, served.admin_token)
+    page.goto("/#/charts")
+    names = page.locator("#chart-cameras svg .bar-name")
+    expect(names).to_have_count(25, timeout=UI_TIMEOUT_MS)
+    expect(names.first).to_contain_text("pole-000")  # most events first, as ranked
+    expect(names.last).to_contain_text("pole-024")
+    expect(page.locator("#chart-cameras-caption")).to_have_text(
+        "Events per camera and label in the range: the 25 cameras with the most, of 40"
+    )
+    assert asked[-1]["by"] == ["label"] and asked[-1]["top"] == ["25"]
+    shot(page, screenshots, "chart-top-cameras")
+    page.unroute(re.compile(r".*/api/v1/stats(\?.*)?$"))
+
+
 # -- roles ----------------------------------------------------------------------------------
 
 

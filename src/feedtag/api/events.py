@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
 from fastapi.responses import FileResponse, Response
@@ -43,6 +43,7 @@ from feedtag.store.query import (
     count_events_by_kind,
     search_events,
     search_tags,
+    top_cameras,
 )
 from feedtag.store.schema import events as events_table
 from feedtag.store.schema import row_event
@@ -276,6 +277,17 @@ def list_tags(
     return {"items": [tag.to_dict() for tag in page.items], "next_cursor": page.next_cursor}
 
 
+StatsBy = Annotated[
+    Literal["camera", "label"],
+    Query(description="`camera`: buckets per camera and label; `label`: buckets per label over "
+          "every camera, and the `top` cameras' counts per label (as many rows whatever the "
+          "cameras)."),
+]  # fmt: skip
+StatsTop = Annotated[
+    int, Query(ge=1, le=1000, description="With `by=label`: how many cameras, most events first.")
+]
+
+
 @router.get("/stats", summary="Event counts per camera, label and time bucket; totals per kind")
 def get_stats(
     request: Request,
@@ -287,7 +299,12 @@ def get_stats(
     cameras: Cameras = [],  # noqa: B006
     kinds: Kinds = [],  # noqa: B006
     labels: Labels = [],  # noqa: B006
+    by: StatsBy = "camera",
+    top: StatsTop = 25,
 ) -> dict[str, Any]:
+    """Event counts in time buckets with totals per kind and per camera. ``by=label`` is
+    for a site with many cameras: buckets per label, ``by_camera`` and ``top_cameras`` for
+    the ``top`` cameras with the most events, and ``cameras``, how many had any."""
     state = api_state(request)
     end = until if until is not None else time.time()
     start = since if since is not None else end - DEFAULT_STATS_WINDOW_S
@@ -305,6 +322,8 @@ def get_stats(
         return {**answer, "buckets": [], "by_kind": {}, "by_camera": {}, "total": 0}
     query = CountQuery(start, end, bucket_s, camera_ids=visible or (), kinds=kinds,
                        labels=labels)  # fmt: skip
+    if by == "label":
+        return {**answer, **_stats_by_label(state, query, top)}
     buckets = _store_call(count_events, state.store, query)
     by_camera: dict[str, int] = {}
     for bucket in buckets:
@@ -316,4 +335,25 @@ def get_stats(
         "by_kind": by_kind,
         "by_camera": by_camera,
         "total": sum(by_camera.values()),
+    }
+
+
+def _stats_by_label(state: ApiState, query: CountQuery, top: int) -> dict[str, Any]:
+    with store_errors(EVENTS_QUERY):
+        buckets = count_events(state.store, query, per_camera=False)
+        ranked = top_cameras(state.store, query, top)
+        by_kind = count_events_by_kind(state.store, query)
+    by_camera: dict[str, int] = {}
+    for camera_id, _, count in ranked.counts:
+        by_camera[camera_id] = by_camera.get(camera_id, 0) + count
+    return {
+        "buckets": [b.to_dict() for b in buckets],
+        "by_kind": by_kind,
+        "by_camera": by_camera,
+        "top_cameras": [
+            {"camera_id": camera_id, "label": label, "count": count}
+            for camera_id, label, count in ranked.counts
+        ],
+        "cameras": ranked.cameras,
+        "total": sum(b.count for b in buckets),
     }

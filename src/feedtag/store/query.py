@@ -98,7 +98,9 @@ class CountQuery:
 
 @dataclass(frozen=True, slots=True)
 class CountBucket:
-    camera_id: str
+    """Events of one camera (None: of every camera) and label in one time bucket."""
+
+    camera_id: str | None
     label: str | None
     bucket_start: float
     count: int
@@ -210,28 +212,76 @@ def _bucket(engine: Engine, bucket_s: float) -> ColumnElement[Any]:
     return cast(started / bucket_s, Integer) * bucket_s
 
 
-def count_events(engine: Engine, query: CountQuery) -> list[CountBucket]:
-    """Event counts per camera, label and time bucket, ordered by camera, bucket, label."""
+def count_events(
+    engine: Engine, query: CountQuery, *, per_camera: bool = True
+) -> list[CountBucket]:
+    """Event counts per camera, label and time bucket, ordered by camera, bucket, label;
+    without ``per_camera``, per label and time bucket over every camera the query names
+    (``camera_id`` None): as many rows however many cameras there are."""
     if query.bucket_s <= 0:
         raise StoreError(f"expected bucket_s > 0, got {query.bucket_s}")
     bucket = _bucket(engine, query.bucket_s).label("bucket_start")
     c = events.c
+    cameras = [c.camera_id] if per_camera else []
     statement = (
-        select(c.camera_id, c.label, bucket, func.count().label("count"))
+        select(*cameras, c.label, bucket, func.count().label("count"))
         .where(*_event_filters(query))
-        .group_by(c.camera_id, c.label, bucket)
+        .group_by(*cameras, c.label, bucket)
         # NULLS LAST explicitly: SQLite and PostgreSQL disagree on the default.
-        .order_by(c.camera_id, bucket, c.label.asc().nulls_last())
+        .order_by(*cameras, bucket, c.label.asc().nulls_last())
     )
+    rows = _read(engine, statement)
+    return [
+        CountBucket(row.camera_id if per_camera else None, row.label, float(row.bucket_start),
+                    int(row._mapping["count"]))
+        for row in rows
+    ]  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class TopCameras:
+    """The cameras with the most events of a :class:`CountQuery`: per camera and label over
+    the whole range (``counts``: camera id, label, count; the cameras in order of their
+    totals, most first), and how many cameras had any (``cameras``)."""
+
+    counts: list[tuple[str, str | None, int]]
+    cameras: int
+
+
+def top_cameras(engine: Engine, query: CountQuery, limit: int) -> TopCameras:
+    """The ``limit`` cameras with the most events matching ``query`` (ties by id), with
+    their counts per label, and how many cameras had events: what a chart of events per
+    camera shows on a site with more cameras than it has rows."""
+    if limit < 1:
+        raise StoreError(f"expected limit >= 1, got {limit}")
+    c = events.c
+    filters = _event_filters(query)
+    total = func.count().label("total")
+    ranked = (
+        select(c.camera_id, total).where(*filters).group_by(c.camera_id)
+        .order_by(total.desc(), c.camera_id).limit(limit)
+    )  # fmt: skip
+    top = [(row.camera_id, int(row.total)) for row in _read(engine, ranked)]
+    per_label = (
+        select(c.camera_id, c.label, func.count().label("count"))
+        .where(*filters, c.camera_id.in_([camera_id for camera_id, _ in top]))
+        .group_by(c.camera_id, c.label)
+    )
+    counts = {(row.camera_id, row.label): int(row._mapping["count"])
+              for row in _read(engine, per_label)}  # fmt: skip
+    how_many = select(func.count(func.distinct(c.camera_id))).where(*filters)
+    cameras = int(_read(engine, how_many)[0][0]) if top else 0
+    order = {camera_id: place for place, (camera_id, _) in enumerate(top)}
+    found = sorted(counts.items(), key=lambda item: (order[item[0][0]], -item[1], item[0][1] or ""))
+    return TopCameras([(camera_id, label, n) for (camera_id, label), n in found], cameras)
+
+
+def _read(engine: Engine, statement: Select[Any]) -> list[Any]:
     try:
         with engine.connect() as connection:
-            rows = list(connection.execute(statement))
+            return list(connection.execute(statement))
     except Exception as error:  # noqa: BLE001 - translated at the store boundary
         raise store_error(error, "store read") from None
-    return [
-        CountBucket(row.camera_id, row.label, float(row.bucket_start), int(row._mapping["count"]))
-        for row in rows
-    ]
 
 
 def count_events_by_kind(engine: Engine, query: CountQuery) -> dict[str, int]:

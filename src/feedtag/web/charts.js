@@ -12,6 +12,8 @@ const BUCKETS = { 900: 60, 3600: 60, 21600: 600, 86400: 1800, 604800: 10800 };
 const PALETTE = ["#4fc3f7", "#ffb74d", "#81c784", "#f06292", "#ba68c8", "#fff176", "#4db6ac", "#e57373", "#9575cd", "#aed581"];
 const FIXED = { person: 0, car: 1, bicycle: 2, truck: 3, bus: 4, motorcycle: 5 };
 const NO_LABEL = "(no label)";
+// rows of the chart of events per camera: the cameras with the most events in the range
+const TOP_CAMERAS = 25;
 
 let active = false;
 let last = null;       // {data, since, until, bucket}
@@ -161,8 +163,10 @@ function drawCameras() {
   const box = $("#chart-cameras");
   clear(box);
   if (!last) return;
+  // the cameras with the most events (the server ranks them: ?by=label&top=N), each with its
+  // counts per label over the range
   const totals = new Map();  // camera -> Map(label -> count)
-  for (const item of last.data.buckets || []) {
+  for (const item of last.data.top_cameras || []) {
     const label = item.label || NO_LABEL;
     if (hidden.has(label)) continue;
     if (!totals.has(item.camera_id)) totals.set(item.camera_id, new Map());
@@ -170,6 +174,10 @@ function drawCameras() {
     per.set(label, (per.get(label) || 0) + item.count);
   }
   const cameras = [...totals.keys()].sort((a, b) => sum([...totals.get(b).values()]) - sum([...totals.get(a).values()]));
+  const ranked = Number.isInteger(last.data.cameras) ? last.data.cameras : cameras.length;
+  $("#chart-cameras-caption").textContent = ranked > TOP_CAMERAS
+    ? `Events per camera and label in the range: the ${TOP_CAMERAS} cameras with the most, of ${ranked}`
+    : "Events per camera and label in the range";
   if (!cameras.length) return;
   const rowH = 22;
   const labelW = 190;
@@ -207,7 +215,7 @@ async function load() {
   const bucket = BUCKETS[range] || Math.max(60, Math.round(range / 60));
   const until = Date.now() / 1000;
   const since = until - range;
-  const params = { since: since.toFixed(3), until: until.toFixed(3), bucket_s: bucket, camera: form.camera.value || undefined, kind: form.kind.value || undefined };
+  const params = { since: since.toFixed(3), until: until.toFixed(3), bucket_s: bucket, by: "label", top: TOP_CAMERAS, camera: form.camera.value || undefined, kind: form.kind.value || undefined };
   $("#chart-status").textContent = "loading…";
   try {
     const data = await api.get("/api/v1/stats", params, { signal: controller.signal });
