@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -128,6 +129,20 @@ def test_failover_additions_and_coordinator_restart(
         ]  # fmt: skip
         assert page.store is not None and page.store.available
         assert control.snapshot(()).cameras == ()
+        # a thumbnail of a camera of that page goes to the shard the page saw it on, without
+        # asking the coordinator; of another camera, the coordinator says where
+        asked: list[str] = []
+        call = control._call
+
+        def counting(method: str, *args: Any, **kwargs: Any) -> Any:
+            asked.append(method)
+            return call(method, *args, **kwargs)
+
+        control._call = counting  # type: ignore[method-assign]
+        control.want_thumbnail("cam-a")
+        control.want_thumbnail("cam-b")
+        control._call = call  # type: ignore[method-assign]
+        assert asked == ["shard_of"]
         states = control.states()
         assert set(states) == set(ids) and all(isinstance(s, CameraState) for s in states.values())
         # one view of the cluster: each shard's process and cameras; shards in the metrics

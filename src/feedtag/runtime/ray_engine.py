@@ -69,6 +69,12 @@ FEED_LIMIT: Final = 5000
 LOOPBACK_ONLY_ENV: Final = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 #: how long a camera change waits for the coordinator to apply it
 APPLY_TIMEOUT_S: Final = 10.0
+#: how long the shard a page of cameras was last seen on stands in for the coordinator's
+#: word when a thumbnail of one of them is asked for (a dashboard asks for each shown
+#: camera's thumbnail every 5 s, and its grid for the page's status every 3 s)
+PLACED_TTL_S: Final = 10.0
+#: cameras whose shard is remembered before the stale ones are dropped
+PLACED_KEEP: Final = 4096
 
 
 def init_ray(address: str | None, num_cpus: int | None = None) -> bool:
@@ -167,6 +173,8 @@ class RayEngineControl:
         self._feed: threading.Thread | None = None
         #: cameras the coordinator holds offline: id -> (reason, since when this control saw it)
         self._offline: dict[str, tuple[str, float]] = {}
+        # camera id -> (shard, monotonic time): where a snapshot of some cameras last saw it
+        self._placed: dict[str, tuple[str, float]] = {}
 
     @property
     def coordinator(self) -> Any:
@@ -253,8 +261,15 @@ class RayEngineControl:
         ray.get(self._shards[shard].restart_camera.remote(camera_id), timeout=APPLY_TIMEOUT_S)
 
     def want_thumbnail(self, camera_id: str) -> None:
-        shard = self._call("shard_of", camera_id)
-        if shard is not None:
+        """Tell the camera's shard (no answer awaited). The shard is the one a snapshot of
+        a page saw the camera on in the last :data:`PLACED_TTL_S`, else the coordinator's:
+        an open grid asks the coordinator nothing for its thumbnails."""
+        placed = self._placed.get(camera_id)
+        if placed is not None and time.monotonic() - placed[1] < PLACED_TTL_S:
+            shard: str | None = placed[0]
+        else:
+            shard = self._call("shard_of", camera_id)
+        if shard is not None and shard in self._shards:
             self._shards[shard].want_thumbnail.remote(camera_id)  # no answer awaited
 
     def snapshot(self, camera_ids: Collection[str] | None = None) -> EngineSnapshot:
@@ -266,7 +281,18 @@ class RayEngineControl:
         offline = self._offline
         if wanted is not None:
             offline = {i: offline[i] for i in wanted if i in offline}
+            self._remember_places(parts)
         return with_offline(merge_snapshots(parts), offline)
+
+    def _remember_places(self, parts: list[EngineSnapshot]) -> None:
+        now = time.monotonic()
+        if len(self._placed) > PLACED_KEEP:  # drop what went stale
+            fresh = now - PLACED_TTL_S
+            self._placed = {c: seen for c, seen in list(self._placed.items()) if seen[1] > fresh}
+        for part in parts:
+            for camera in part.cameras:
+                if camera.shard is not None:
+                    self._placed[camera.camera_id] = (camera.shard, now)
 
     def states(self) -> dict[str, CameraState]:
         """Every shard's camera states, with the cameras held offline by the coordinator (a
