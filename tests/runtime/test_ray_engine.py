@@ -143,6 +143,20 @@ def test_failover_additions_and_coordinator_restart(
         control.want_thumbnail("cam-b")
         control._call = call  # type: ignore[method-assign]
         assert asked == ["shard_of"]
+        # every camera's state: gathered from the shards once for all callers in a second
+        time.sleep(1.1)  # past any states gathered before
+        gathered: list[str] = []
+        from_shards = control._from_shards
+
+        def gathering(method: str, *args: Any) -> list[Any]:
+            gathered.append(method)
+            return from_shards(method, *args)
+
+        control._from_shards = gathering  # type: ignore[method-assign]
+        first = control.states()
+        assert control.states() == first and set(first) == set(ids)
+        control._from_shards = from_shards  # type: ignore[method-assign]
+        assert gathered == ["states"]
         states = control.states()
         assert set(states) == set(ids) and all(isinstance(s, CameraState) for s in states.values())
         # one view of the cluster: each shard's process and cameras; shards in the metrics

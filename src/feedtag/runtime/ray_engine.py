@@ -75,6 +75,9 @@ APPLY_TIMEOUT_S: Final = 10.0
 PLACED_TTL_S: Final = 10.0
 #: cameras whose shard is remembered before the stale ones are dropped
 PLACED_KEEP: Final = 4096
+#: how long one gathering of every camera's state answers :meth:`RayEngineControl.states`:
+#: every open dashboard grid asks for it every 3 s, and a summary a second old is as good
+STATES_TTL_S: Final = 1.0
 
 
 def init_ray(address: str | None, num_cpus: int | None = None) -> bool:
@@ -175,6 +178,7 @@ class RayEngineControl:
         self._offline: dict[str, tuple[str, float]] = {}
         # camera id -> (shard, monotonic time): where a snapshot of some cameras last saw it
         self._placed: dict[str, tuple[str, float]] = {}
+        self._states: tuple[float, dict[str, CameraState]] | None = None  # (when, states)
 
     @property
     def coordinator(self) -> Any:
@@ -296,12 +300,17 @@ class RayEngineControl:
 
     def states(self) -> dict[str, CameraState]:
         """Every shard's camera states, with the cameras held offline by the coordinator (a
-        shard that does not answer in time is left out, as in :meth:`snapshot`)."""
+        shard that does not answer in time is left out, as in :meth:`snapshot`); the same
+        answer for :data:`STATES_TTL_S`, however many callers ask."""
+        held = self._states
+        if held is not None and time.monotonic() - held[0] < STATES_TTL_S:
+            return dict(held[1])
         parts: list[dict[str, CameraState]] = self._from_shards("states")
         found = dict.fromkeys(self._offline, CameraState.OFFLINE)
         for part in parts:  # a camera a shard runs is not held (as in with_offline)
             found.update(part)
-        return found
+        self._states = (time.monotonic(), found)
+        return dict(found)
 
     def camera_totals(self, camera_ids: Collection[str] | None = None) -> list[Metric]:
         """Each shard's totals over its own cameras (a few hundred series a shard, labelled
