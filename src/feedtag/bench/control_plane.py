@@ -17,8 +17,10 @@ runs the Ray engine over them with S shards, and measures, for each N:
   median of three) and its size as JSON per camera;
 - ``page_s`` and ``states_s``: what one page of the dashboard grid asks of the engine (the
   median of three each): the snapshot of :data:`PAGE` cameras spread over the shards, and
-  :meth:`RayEngineControl.states`, every camera's state; ``totals_s``: what a ``/metrics``
-  scrape in totals asks, :meth:`RayEngineControl.camera_totals` (median of three);
+  :meth:`RayEngineControl.states`, every camera's state (gathered anew: the benchmark
+  waits out :data:`~feedtag.runtime.ray_engine.STATES_TTL_S` before each); ``totals_s``:
+  what a ``/metrics`` scrape in totals asks, :meth:`RayEngineControl.camera_totals`
+  (median of three);
 - ``restart_share``, ``restart_s``, ``restart_moved``: a shard's process killed with
   SIGKILL, which Ray restarts: how many cameras it ran, from the kill until the last of them
   ran again (in the new process, or moved if it took longer than
@@ -232,12 +234,15 @@ class Measured:
         """Median seconds of three snapshots of a page of :data:`PAGE` cameras spread over
         the shards, of three :meth:`RayEngineControl.states`, and of three
         :meth:`RayEngineControl.camera_totals`."""
+        from feedtag.runtime.ray_engine import STATES_TTL_S  # noqa: PLC0415 - ray extra
+
         page = [simulated_camera(index).id for index in range(0, count, max(1, count // PAGE))]
         timed: dict[str, list[float]] = {"page": [], "states": [], "totals": []}
         for _ in range(3):
             began = time.monotonic()
             got = self.control.snapshot(page[:PAGE])
             timed["page"].append(time.monotonic() - began)
+            time.sleep(STATES_TTL_S)  # past the states an earlier call gathered: gather anew
             began = time.monotonic()
             states = self.control.states()
             timed["states"].append(time.monotonic() - began)

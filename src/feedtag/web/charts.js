@@ -3,7 +3,8 @@
 
 import { api, ApiError } from "./api.js";
 import { $, el, svg, clear, formatTime, isoUtc } from "./dom.js";
-import { onCameras, cameraName, EVENT_KINDS } from "./state.js";
+import { cameraName, EVENT_KINDS } from "./state.js";
+import { cameraPicker } from "./camerapick.js";
 
 const HEIGHT = 260;
 const MARGIN = { top: 12, right: 16, bottom: 28, left: 44 };
@@ -215,7 +216,7 @@ async function load() {
   const bucket = BUCKETS[range] || Math.max(60, Math.round(range / 60));
   const until = Date.now() / 1000;
   const since = until - range;
-  const params = { since: since.toFixed(3), until: until.toFixed(3), bucket_s: bucket, by: "label", top: TOP_CAMERAS, camera: form.camera.value || undefined, kind: form.kind.value || undefined };
+  const params = { since: since.toFixed(3), until: until.toFixed(3), bucket_s: bucket, by: "label", top: TOP_CAMERAS, camera: form.camera.value.trim() || undefined, kind: form.kind.value || undefined };
   $("#chart-status").textContent = "loading…";
   try {
     const data = await api.get("/api/v1/stats", params, { signal: controller.signal });
@@ -263,11 +264,7 @@ export function reset() {
 export function init() {
   const form = $("#chart-filters");
   for (const kind of EVENT_KINDS) form.kind.append(el("option", { value: kind, text: kind.replaceAll("_", " ") }));
-  onCameras((items) => {
-    const value = form.camera.value;
-    form.camera.replaceChildren(el("option", { value: "", text: "all" }), ...items.map((c) => el("option", { value: c.id, text: c.name || c.id })));
-    form.camera.value = items.some((c) => c.id === value) ? value : "";
-  });
+  cameraPicker(form.camera, "#chart-camera-options", load);
   form.addEventListener("change", load);
   form.addEventListener("submit", (event) => { event.preventDefault(); load(); });
   let pending = null;

@@ -3,7 +3,8 @@
 
 import { api, ApiError } from "./api.js";
 import { $, $$, el, clear, formatTime, formatDuration, isoUtc, token } from "./dom.js";
-import { state, onCameras, cameraName, hasRole, notify, EVENT_KINDS } from "./state.js";
+import { state, cameraName, hasRole, notify, EVENT_KINDS } from "./state.js";
+import { cameraPicker } from "./camerapick.js";
 
 const PAGE = 50;
 // Kinds that last and get an end (docs/rules.md); the others are instants.
@@ -43,7 +44,7 @@ function fromLocalInput(value) {
 function readFilters() {
   const form = $("#event-filters");
   const range = form.range.value;
-  const filters = { camera: form.camera.value, kind: form.kind.value, label: form.label.value.trim(), range };
+  const filters = { camera: form.camera.value.trim(), kind: form.kind.value, label: form.label.value.trim(), range };
   if (range === "custom") {
     filters.since = fromLocalInput(form.since.value);
     filters.until = fromLocalInput(form.until.value);
@@ -267,15 +268,6 @@ export function stopStream() {
   $("#live-indicator").className = "live-dot";
 }
 
-function fillCameraSelect(select, items) {
-  const value = select.value;
-  const options = [el("option", { value: "", text: "all" })];
-  for (const camera of items) options.push(el("option", { value: camera.id, text: camera.name || camera.id }));
-  select.replaceChildren(...options);
-  if (value && !items.some((c) => c.id === value)) select.append(el("option", { value, text: value }));
-  select.value = value;
-}
-
 function fillKindSelect(select) {
   for (const kind of EVENT_KINDS) select.append(el("option", { value: kind, text: kind.replaceAll("_", " ") }));
 }
@@ -409,7 +401,7 @@ export function reset() {
 export function init() {
   const form = $("#event-filters");
   fillKindSelect(form.kind);
-  onCameras((items) => fillCameraSelect(form.camera, items));
+  cameraPicker(form.camera, "#filter-camera-options", () => { writeParams(); load(); });
   form.addEventListener("change", (event) => {
     $("#custom-range").hidden = form.range.value !== "custom";
     if (form.range.value === "custom" && event.target === form.range && !form.since.value) {
