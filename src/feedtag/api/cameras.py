@@ -221,7 +221,7 @@ def list_cameras(
         shown = {camera.id: snapshot.state_of(camera) for camera in matched}
         states = dict.fromkeys(SHOWN_STATES, 0)
         for value in shown.values():
-            states[value] = states.get(value, 0) + 1
+            states[value] += 1
         if state is not None:
             matched = [c for c in matched if shown[c.id] == state]
     elif state is not None:

@@ -44,6 +44,7 @@ from feedtag.runtime.control import (
     EventListener,
     ShardSnapshot,
     ShardState,
+    chosen,
 )
 
 #: the DNS suffix that marks a simulated camera's host (RFC 2606 reserves it: never resolves)
@@ -120,12 +121,7 @@ class SimulatedCameras:
 
     def snapshot(self, camera_ids: Collection[str] | None = None) -> EngineSnapshot:
         with self._lock:
-            known = self._cameras
-            running = (
-                list(known.values())
-                if camera_ids is None
-                else [known[i] for i in dict.fromkeys(camera_ids) if i in known]
-            )
+            running = [entry for _, entry in chosen(self._cameras, camera_ids)]
         cameras = tuple(
             CameraSnapshot(
                 camera_id=camera.id,

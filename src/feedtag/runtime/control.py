@@ -21,9 +21,9 @@ A snapshot serializes as it is::
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 from prometheus_client.core import Metric
 
@@ -41,6 +41,8 @@ from feedtag.core import (
 )
 from feedtag.store.feed import Stored
 from feedtag.store.writer import WriterStats
+
+T = TypeVar("T")
 
 #: how long :meth:`EngineControl.stop` waits by default for every thread to end
 DEFAULT_STOP_DEADLINE_S: Final = 4.0
@@ -124,6 +126,19 @@ class EngineSnapshot:
             vision_stage=stage,
             alerts=None if alerts is None else AlertStats(**alerts),
         )
+
+
+def chosen(cameras: Mapping[str, T], camera_ids: Collection[str] | None) -> list[tuple[str, T]]:
+    """The cameras (id -> anything of them) a snapshot of ``camera_ids`` covers: every one,
+    in their order, when None; else those of the ids that are there, once each, in the
+    order given.
+
+    >>> chosen({"a": 1, "b": 2}, None), chosen({"a": 1, "b": 2}, ["b", "x", "b"])
+    ([('a', 1), ('b', 2)], [('b', 2)])
+    """
+    if camera_ids is None:
+        return list(cameras.items())
+    return [(i, cameras[i]) for i in dict.fromkeys(camera_ids) if i in cameras]
 
 
 def held_offline(camera_id: str, reason: str, since: float) -> CameraStatus:

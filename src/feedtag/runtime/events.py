@@ -33,6 +33,7 @@ from feedtag.config.models import CameraConfig, StoreConfig
 from feedtag.core import CameraState, Detections, Event, EventEnd, Frame, TagSegment
 from feedtag.errors import FeedtagError
 from feedtag.runtime.clips import ClipWriter
+from feedtag.runtime.control import chosen
 from feedtag.runtime.database import open_database
 from feedtag.runtime.media_worker import MediaWorker
 from feedtag.store.audit import prune_audit
@@ -182,7 +183,7 @@ class EventPipeline:
     def event_counts(self, camera_ids: Collection[str] | None = None) -> dict[str, dict[str, int]]:
         """Events per kind per camera since the start (for the live summary; only
         ``camera_ids`` when given)."""
-        return {camera_id: dict(c.counts) for camera_id, c in self._chosen(camera_ids)}
+        return {camera_id: dict(c.counts) for camera_id, c in chosen(self._cameras, camera_ids)}
 
     def media_cpu_s(self, camera_ids: Collection[str] | None = None) -> dict[str, float]:
         """Per camera, CPU seconds spent on its snapshots and thumbnails (the media thread)
@@ -190,16 +191,10 @@ class EventPipeline:
         counted when it ends; only ``camera_ids`` when given)."""
         clipped = self.clips.cpu_s() if self.clips is not None else {}
         out = {}
-        for camera_id, camera in self._chosen(camera_ids):
+        for camera_id, camera in chosen(self._cameras, camera_ids):
             with camera.lock:
                 out[camera_id] = camera.media_ns / 1e9 + clipped.get(camera_id, 0.0)
         return out
-
-    def _chosen(self, camera_ids: Collection[str] | None) -> list[tuple[str, _Camera]]:
-        cameras = self._cameras
-        if camera_ids is None:
-            return list(cameras.items())
-        return [(i, cameras[i]) for i in dict.fromkeys(camera_ids) if i in cameras]
 
     def close(self) -> None:
         """Close every open segment and rule, hand the rest to the writer, and finish the

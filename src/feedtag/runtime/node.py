@@ -25,7 +25,7 @@ from feedtag.ingest.policies import RateMeter
 from feedtag.ingest.rate import AnalysisRates
 from feedtag.ingest.ring import PacketRing
 from feedtag.runtime.clips import ClipWriter
-from feedtag.runtime.control import DEFAULT_STOP_DEADLINE_S
+from feedtag.runtime.control import DEFAULT_STOP_DEADLINE_S, chosen
 from feedtag.runtime.detection import build_anonymizer, build_detector
 from feedtag.runtime.events import EventPipeline, OpenStore, open_store
 from feedtag.runtime.vision import VisionConsumer
@@ -281,11 +281,7 @@ class NodeEngine:
     def queue_depths(self, camera_ids: Collection[str] | None = None) -> dict[str, int]:
         """Decoded frames waiting for analysis, per camera (only ``camera_ids`` when
         given)."""
-        running = self._cameras
-        chosen = (
-            running if camera_ids is None else {i: running[i] for i in camera_ids if i in running}
-        )
-        return {camera_id: len(ingest.queue) for camera_id, ingest in chosen.items()}
+        return {i: len(ingest.queue) for i, ingest in chosen(self._cameras, camera_ids)}
 
     def stop(self, deadline_s: float = DEFAULT_STOP_DEADLINE_S) -> bool:
         """Stop everything; True if every thread ended within ``deadline_s``."""
@@ -314,10 +310,7 @@ class NodeEngine:
     def statuses(self, camera_ids: Collection[str] | None = None) -> list[CameraStatus]:
         """Every camera's ingest status in the order they started; with ``camera_ids``,
         those of them that run, in the order given."""
-        running = self._cameras  # replaced whole on a change, never changed in place
-        if camera_ids is None:
-            return [ingest.status() for ingest in running.values()]
-        return [running[i].status() for i in dict.fromkeys(camera_ids) if i in running]
+        return [ingest.status() for _, ingest in chosen(self._cameras, camera_ids)]
 
     def states(self) -> dict[str, CameraState]:
         """Every camera's ingest state, without the rest of its status."""

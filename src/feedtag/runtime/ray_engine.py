@@ -40,6 +40,7 @@ from feedtag.runtime.control import (
     EventListener,
     ShardSnapshot,
     ShardState,
+    chosen,
     held_offline,
 )
 from feedtag.runtime.cores import shard_config
@@ -282,11 +283,9 @@ class RayEngineControl:
         answers again). With ``camera_ids`` each shard sends only those of its cameras."""
         wanted = None if camera_ids is None else tuple(dict.fromkeys(camera_ids))
         parts: list[EngineSnapshot] = self._from_shards("snapshot", wanted)
-        offline = self._offline
         if wanted is not None:
-            offline = {i: offline[i] for i in wanted if i in offline}
             self._remember_places(parts)
-        return with_offline(merge_snapshots(parts), offline)
+        return with_offline(merge_snapshots(parts), dict(chosen(self._offline, wanted)))
 
     def _remember_places(self, parts: list[EngineSnapshot]) -> None:
         now = time.monotonic()
@@ -502,11 +501,8 @@ def merged_totals(
     of the cameras held offline (id -> (reason, since)) that no shard ran, on shard ``""``;
     only ``wanted`` of the held cameras when given (the shards were asked for those)."""
     running = {camera_id for counted, _ in parts for camera_id in counted}
-    held = {
-        camera_id: entry
-        for camera_id, entry in offline.items()
-        if camera_id not in running and (wanted is None or camera_id in wanted)
-    }
+    held = {camera_id: entry for camera_id, entry in chosen(offline, wanted)
+            if camera_id not in running}  # fmt: skip
     on_no_shard = with_offline(EngineSnapshot(time.time(), (), None), held)
     return merge_families([camera_totals(on_no_shard, sharded=True), *(f for _, f in parts)])
 

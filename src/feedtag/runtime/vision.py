@@ -27,6 +27,7 @@ from feedtag.core import Detections, Frame, VisionStageStatus, VisionStatus
 from feedtag.errors import DetectorHangError
 from feedtag.ingest.camera import ModelSize
 from feedtag.ingest.rate import AdaptiveRate, AnalysisRates
+from feedtag.runtime.control import chosen
 from feedtag.runtime.cores import detector_batch, detector_workers
 from feedtag.runtime.postprocess import PostProcessStage, ResultHandler
 from feedtag.runtime.step import MOVING_FRACTION, CameraStep, tracks_moved
@@ -273,13 +274,7 @@ class VisionConsumer:
         names = list(self.detector.class_names)
         detector_s = self._scheduler.detector_seconds()
         out = []
-        running = self._cameras  # replaced whole on a change, never changed in place
-        cameras = (
-            running.values()
-            if camera_ids is None
-            else [running[i] for i in dict.fromkeys(camera_ids) if i in running]
-        )
-        for state in cameras:
+        for _, state in chosen(self._cameras, camera_ids):
             latest = state.step.latest
             counts = Counter(names[int(c)] for c in latest.class_id)
             ids = [] if latest.tracker_id is None else latest.tracker_id.tolist()

@@ -166,6 +166,11 @@ def _page(
     if cursor is not None:
         statement = statement.where(tuple_(time_col, id_col) < tuple_(*decode_cursor(cursor)))
     statement = statement.order_by(time_col.desc(), id_col.desc()).limit(limit + 1)
+    return _read(engine, statement)
+
+
+def _read(engine: Engine, statement: Select[Any]) -> list[Any]:
+    """The rows of ``statement``; a store failure becomes a :class:`StoreError`."""
     try:
         with engine.connect() as connection:
             return list(connection.execute(statement))
@@ -261,27 +266,19 @@ def top_cameras(engine: Engine, query: CountQuery, limit: int) -> TopCameras:
         select(c.camera_id, total).where(*filters).group_by(c.camera_id)
         .order_by(total.desc(), c.camera_id).limit(limit)
     )  # fmt: skip
-    top = [(row.camera_id, int(row.total)) for row in _read(engine, ranked)]
+    top = [row.camera_id for row in _read(engine, ranked)]
     per_label = (
         select(c.camera_id, c.label, func.count().label("count"))
-        .where(*filters, c.camera_id.in_([camera_id for camera_id, _ in top]))
+        .where(*filters, c.camera_id.in_(top))
         .group_by(c.camera_id, c.label)
     )
     counts = {(row.camera_id, row.label): int(row._mapping["count"])
               for row in _read(engine, per_label)}  # fmt: skip
     how_many = select(func.count(func.distinct(c.camera_id))).where(*filters)
     cameras = int(_read(engine, how_many)[0][0]) if top else 0
-    order = {camera_id: place for place, (camera_id, _) in enumerate(top)}
+    order = {camera_id: place for place, camera_id in enumerate(top)}
     found = sorted(counts.items(), key=lambda item: (order[item[0][0]], -item[1], item[0][1] or ""))
     return TopCameras([(camera_id, label, n) for (camera_id, label), n in found], cameras)
-
-
-def _read(engine: Engine, statement: Select[Any]) -> list[Any]:
-    try:
-        with engine.connect() as connection:
-            return list(connection.execute(statement))
-    except Exception as error:  # noqa: BLE001 - translated at the store boundary
-        raise store_error(error, "store read") from None
 
 
 def count_events_by_kind(engine: Engine, query: CountQuery) -> dict[str, int]:
@@ -289,9 +286,4 @@ def count_events_by_kind(engine: Engine, query: CountQuery) -> dict[str, int]:
     :func:`count_events` (``bucket_s`` is not used), so totals agree with the buckets."""
     kind = events.c.kind
     statement = select(kind, func.count()).where(*_event_filters(query)).group_by(kind)
-    try:
-        with engine.connect() as connection:
-            rows = connection.execute(statement).all()
-    except Exception as error:  # noqa: BLE001 - translated at the store boundary
-        raise store_error(error, "store read") from None
-    return {str(name): int(count) for name, count in rows}
+    return {str(name): int(count) for name, count in _read(engine, statement)}
